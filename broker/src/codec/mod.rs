@@ -1,0 +1,27 @@
+//! The MQTT wire format: every control packet of MQTT 3.1, 3.1.1 and 5.0, as pure functions
+//! over `bytes` buffers.
+//!
+//! Only this module knows the byte layout. The broker core sees [`Packet`] values; the driver
+//! calls [`decode`] on its read buffer and [`encode`] into its write buffer, in the connection
+//! task, outside the core.
+
+mod bytestr;
+mod decode;
+mod encode;
+mod error;
+mod packet;
+mod properties;
+mod reason;
+mod wire;
+
+pub use bytestr::{ByteStr, StrError, STRING_BYTES_MAX};
+pub use decode::decode;
+pub use encode::{encode, encoded_len};
+pub use error::{DecodeError, EncodeError};
+pub use packet::*;
+pub use properties::{Properties, Property, PropertyContext};
+pub use reason::ReasonCode;
+pub use wire::VARINT_MAX;
+
+/// The largest packet MQTT can express: a 268,435,455-byte body behind a 5-byte fixed header.
+pub const PACKET_BYTES_MAX: usize = VARINT_MAX as usize + 5;

@@ -1,0 +1,256 @@
+//! The MQTT data representations (spec section 1.5): integers, variable byte integers, strings
+//! and binary data, read from a packet body and written to a sink.
+//!
+//! Writing goes through the [`Sink`] trait so that the same encoder code first measures a packet
+//! ([`Counter`]) and then writes it: the remaining length in the fixed header is known before
+//! the body is written, and the two can never disagree.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use super::bytestr::{ByteStr, StrError};
+use super::error::{DecodeError, EncodeError};
+use super::packet::PacketType;
+
+/// The largest value a variable byte integer can hold (four bytes).
+pub const VARINT_MAX: u32 = 268_435_455;
+
+/// Reads the fields of one packet body. The body is a `Bytes` slice of the read buffer, so
+/// strings and payloads come out as zero-copy slices.
+pub struct Reader {
+    body: Bytes,
+    packet: PacketType,
+}
+
+impl Reader {
+    pub fn new(body: Bytes, packet: PacketType) -> Reader {
+        Reader { body, packet }
+    }
+
+    pub fn packet(&self) -> PacketType {
+        self.packet
+    }
+
+    pub fn remaining(&self) -> usize {
+        self.body.len()
+    }
+
+    fn need(&self, len: usize, field: &'static str) -> Result<(), DecodeError> {
+        if self.body.len() < len {
+            return Err(DecodeError::Truncated {
+                packet: self.packet,
+                field,
+            });
+        }
+        Ok(())
+    }
+
+    pub fn u8(&mut self, field: &'static str) -> Result<u8, DecodeError> {
+        self.need(1, field)?;
+        Ok(self.body.get_u8())
+    }
+
+    pub fn u16(&mut self, field: &'static str) -> Result<u16, DecodeError> {
+        self.need(2, field)?;
+        Ok(self.body.get_u16())
+    }
+
+    pub fn u32(&mut self, field: &'static str) -> Result<u32, DecodeError> {
+        self.need(4, field)?;
+        Ok(self.body.get_u32())
+    }
+
+    pub fn varint(&mut self, field: &'static str, strict: bool) -> Result<u32, DecodeError> {
+        match read_varint(&self.body, strict)? {
+            Some((value, used)) => {
+                self.body.advance(used);
+                Ok(value)
+            }
+            None => Err(DecodeError::Truncated {
+                packet: self.packet,
+                field,
+            }),
+        }
+    }
+
+    pub fn take(&mut self, len: usize, field: &'static str) -> Result<Bytes, DecodeError> {
+        self.need(len, field)?;
+        Ok(self.body.split_to(len))
+    }
+
+    /// Everything left in the body (the PUBLISH payload).
+    pub fn rest(&mut self) -> Bytes {
+        std::mem::take(&mut self.body)
+    }
+
+    /// Binary data: a two-byte length, then that many bytes.
+    pub fn binary(&mut self, field: &'static str) -> Result<Bytes, DecodeError> {
+        let len = self.u16(field)? as usize;
+        self.take(len, field)
+    }
+
+    /// A UTF-8 encoded string, checked against the MQTT string rules.
+    pub fn string(&mut self, field: &'static str) -> Result<ByteStr, DecodeError> {
+        let bytes = self.binary(field)?;
+        ByteStr::from_bytes(bytes).map_err(|e| match e {
+            StrError::InvalidUtf8 => DecodeError::InvalidUtf8 { field },
+            StrError::NullCharacter => DecodeError::NullCharacter { field },
+            StrError::TooLong => unreachable!("a u16 length prefix cannot exceed 65535"),
+        })
+    }
+
+    /// Splits off the next `len` bytes as a reader of their own (a property block).
+    pub fn sub_reader(&mut self, len: usize, field: &'static str) -> Result<Reader, DecodeError> {
+        Ok(Reader {
+            body: self.take(len, field)?,
+            packet: self.packet,
+        })
+    }
+
+    /// The body must be fully consumed once the last field is read.
+    pub fn finish(self) -> Result<(), DecodeError> {
+        if self.body.is_empty() {
+            Ok(())
+        } else {
+            Err(DecodeError::TrailingBytes {
+                packet: self.packet,
+                count: self.body.len(),
+            })
+        }
+    }
+}
+
+/// Reads a variable byte integer from the front of `buf`: `Ok(None)` when `buf` ends before
+/// the last byte, otherwise the value and the number of bytes it used. `strict` rejects
+/// encodings longer than needed (MQTT 5; 3.1.1 states no such rule).
+pub fn read_varint(buf: &[u8], strict: bool) -> Result<Option<(u32, usize)>, DecodeError> {
+    let mut value: u32 = 0;
+    for (i, &byte) in buf.iter().enumerate().take(4) {
+        value |= u32::from(byte & 0x7F) << (7 * i);
+        if byte & 0x80 == 0 {
+            let used = i + 1;
+            if strict && used > 1 && byte == 0 {
+                return Err(DecodeError::VarIntNotMinimal);
+            }
+            return Ok(Some((value, used)));
+        }
+    }
+    if buf.len() >= 4 {
+        return Err(DecodeError::VarIntTooLong);
+    }
+    Ok(None)
+}
+
+pub fn varint_len(value: u32) -> usize {
+    match value {
+        0..=127 => 1,
+        128..=16_383 => 2,
+        16_384..=2_097_151 => 3,
+        _ => 4,
+    }
+}
+
+/// Where encoded bytes go: a [`Counter`] that only measures, or a `BytesMut`.
+pub trait Sink {
+    fn put_u8(&mut self, value: u8);
+    fn put_u16(&mut self, value: u16);
+    fn put_u32(&mut self, value: u32);
+    fn put_slice(&mut self, bytes: &[u8]);
+
+    fn put_varint(&mut self, mut value: u32) {
+        debug_assert!(value <= VARINT_MAX);
+        loop {
+            let mut byte = (value & 0x7F) as u8;
+            value >>= 7;
+            if value > 0 {
+                byte |= 0x80;
+            }
+            self.put_u8(byte);
+            if value == 0 {
+                break;
+            }
+        }
+    }
+
+    fn put_binary(&mut self, field: &'static str, bytes: &[u8]) -> Result<(), EncodeError> {
+        let len = u16::try_from(bytes.len()).map_err(|_| EncodeError::FieldTooLong {
+            field,
+            len: bytes.len(),
+        })?;
+        self.put_u16(len);
+        self.put_slice(bytes);
+        Ok(())
+    }
+
+    fn put_string(&mut self, field: &'static str, s: &str) -> Result<(), EncodeError> {
+        self.put_binary(field, s.as_bytes())
+    }
+}
+
+/// A sink that counts bytes: the measuring pass of the encoder.
+#[derive(Default)]
+pub struct Counter(pub usize);
+
+impl Sink for Counter {
+    fn put_u8(&mut self, _: u8) {
+        self.0 += 1;
+    }
+    fn put_u16(&mut self, _: u16) {
+        self.0 += 2;
+    }
+    fn put_u32(&mut self, _: u32) {
+        self.0 += 4;
+    }
+    fn put_slice(&mut self, bytes: &[u8]) {
+        self.0 += bytes.len();
+    }
+    fn put_varint(&mut self, value: u32) {
+        self.0 += varint_len(value);
+    }
+}
+
+impl Sink for BytesMut {
+    fn put_u8(&mut self, value: u8) {
+        BufMut::put_u8(self, value);
+    }
+    fn put_u16(&mut self, value: u16) {
+        BufMut::put_u16(self, value);
+    }
+    fn put_u32(&mut self, value: u32) {
+        BufMut::put_u32(self, value);
+    }
+    fn put_slice(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn varint_boundaries_round_trip() {
+        for value in [
+            0, 127, 128, 16_383, 16_384, 2_097_151, 2_097_152, VARINT_MAX,
+        ] {
+            let mut buf = BytesMut::new();
+            buf.put_varint(value);
+            assert_eq!(buf.len(), varint_len(value));
+            assert_eq!(read_varint(&buf, true), Ok(Some((value, buf.len()))));
+        }
+    }
+
+    // spec: [MQTT-1.5.5-1] (v5)
+    #[test]
+    fn varint_non_minimal_and_overlong() {
+        assert_eq!(
+            read_varint(&[0x80, 0x00], true),
+            Err(DecodeError::VarIntNotMinimal)
+        );
+        assert_eq!(read_varint(&[0x80, 0x00], false), Ok(Some((0, 2))));
+        assert_eq!(
+            read_varint(&[0x80, 0x80, 0x80, 0x80, 0x01], false),
+            Err(DecodeError::VarIntTooLong)
+        );
+        assert_eq!(read_varint(&[0x80, 0x80], false), Ok(None));
+    }
+}
