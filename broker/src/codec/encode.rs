@@ -144,8 +144,10 @@ fn properties<S: Sink>(properties: &Properties, v5: bool, out: &mut S) -> Result
     Ok(())
 }
 
-/// The short forms of MQTT 5: a `Success` without properties is omitted entirely, and a
-/// reason code without properties is not followed by a property length.
+/// The optional tail of MQTT 5 acknowledgements, DISCONNECT and AUTH. A `Success` without
+/// properties is left out entirely (the short form every peer must accept). Otherwise the
+/// property length is always written, even when 0: the spec lets it be omitted, but some
+/// clients (rumqttc 0.25) fail to read a DISCONNECT that ends after its reason code.
 fn reason_and_properties<S: Sink>(
     code: ReasonCode,
     props: &Properties,
@@ -156,10 +158,7 @@ fn reason_and_properties<S: Sink>(
         return Ok(());
     }
     out.put_u8(code as u8);
-    if !props.is_empty() {
-        props.write(out)?;
-    }
-    Ok(())
+    props.write(out)
 }
 
 fn connect<S: Sink>(c: &Connect, out: &mut S) -> Result<(), EncodeError> {
