@@ -28,7 +28,7 @@ fn publish(qos: QoS, payload_bytes: usize) -> Packet {
 
 fn connect_with_will() -> Packet {
     let s = ByteStr::from_static;
-    Packet::Connect(Connect {
+    Packet::Connect(Box::new(Connect {
         protocol: V5,
         clean_start: false,
         keep_alive: 60,
@@ -53,7 +53,7 @@ fn connect_with_will() -> Packet {
         }),
         username: Some(s("device")),
         password: Some(Bytes::from_static(b"secret")),
-    })
+    }))
 }
 
 fn subscribe_10() -> Packet {

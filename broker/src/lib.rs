@@ -3,6 +3,12 @@
 //! Where things are (see `ARCHITECTURE.md` at the repository root):
 //! - [`codec`]: the byte layout of every MQTT control packet, both protocol versions;
 //! - [`types`]: small value types whose constructors enforce the spec (QoS, packet ids).
+//! - [`topic`]: topic name and filter rules.
+//! - [`core`]: the sans-IO broker state machine.
+//! - [`limits`]: every limit, with its default and why.
 
 pub mod codec;
+pub mod core;
+pub mod limits;
+pub mod topic;
 pub mod types;

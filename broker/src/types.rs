@@ -62,6 +62,16 @@ impl fmt::Display for PacketId {
     }
 }
 
+/// Identifies one network connection for its whole life. Never reused within a broker run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConnId(pub u64);
+
+impl fmt::Display for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "c{}", self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -183,7 +183,7 @@ fn connect(version: ProtocolVersion) -> impl Strategy<Value = Packet> {
                 } else {
                     None
                 };
-                Packet::Connect(Connect {
+                Packet::Connect(Box::new(Connect {
                     protocol: version,
                     clean_start,
                     keep_alive,
@@ -192,7 +192,7 @@ fn connect(version: ProtocolVersion) -> impl Strategy<Value = Packet> {
                     will,
                     username,
                     password,
-                })
+                }))
             },
         )
 }

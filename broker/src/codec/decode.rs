@@ -78,7 +78,7 @@ fn decode_body(
     let mut r = Reader::new(body, packet_type);
     let v5 = version.is_v5();
     let packet = match packet_type {
-        PacketType::Connect => Packet::Connect(connect(&mut r)?),
+        PacketType::Connect => Packet::Connect(Box::new(connect(&mut r)?)),
         PacketType::ConnAck => Packet::ConnAck(connack(&mut r, v5)?),
         PacketType::Publish => Packet::Publish(publish(flags, &mut r, v5)?),
         PacketType::PubAck => Packet::PubAck(ack(&mut r, v5)?),

@@ -128,7 +128,8 @@ impl std::fmt::Display for PacketType {
 /// Any MQTT control packet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Packet {
-    Connect(Connect),
+    /// Boxed: CONNECT is rare and by far the largest packet.
+    Connect(Box<Connect>),
     ConnAck(ConnAck),
     Publish(Publish),
     PubAck(Ack),

@@ -1,0 +1,417 @@
+//! Connection and session life cycle: CONNECT and CONNACK, takeover, keep alive, DISCONNECT,
+//! wills, session expiry, and every way a connection ends.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::connection::{ConnState, Connection};
+use super::message::Message;
+use super::session::{DeliveryParams, Session};
+use super::time::Instant;
+use super::{disconnect, Broker, ConnId, SessionId, Timer};
+use crate::codec::{
+    ByteStr, ConnAck, Connect, Disconnect, Packet, Properties, Property, ProtocolVersion,
+    ReasonCode, Will,
+};
+
+/// MQTT 3.1 limits client identifiers to 23 characters.
+const V3_1_CLIENT_ID_BYTES_MAX: usize = 23;
+
+impl Broker {
+    pub(super) fn handle_connect(&mut self, conn: ConnId, connect: Connect, now: Instant) {
+        let version = connect.protocol;
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.version = version;
+        }
+        if let Err(reason) = self.check_connect(&connect) {
+            tracing::info!(%conn, client_id = %connect.client_id, reason = reason.description(), "refusing CONNECT");
+            self.refuse(conn, reason);
+            return;
+        }
+        let v5 = version.is_v5();
+        let mut connack_properties = Properties::new();
+
+        let (client_id, assigned) = if connect.client_id.is_empty() {
+            (self.assign_client_id(), true)
+        } else {
+            (connect.client_id.clone(), false)
+        };
+        if assigned && v5 {
+            // spec: [MQTT-3.1.3-7] [MQTT-3.2.2-16]
+            connack_properties.push(Property::AssignedClientIdentifier(client_id.clone()));
+        }
+
+        let limits = &self.config.limits;
+        let mut keep_alive = connect.keep_alive;
+        let max = limits.keep_alive_max_secs;
+        if v5 && max > 0 && (keep_alive == 0 || keep_alive > max) {
+            keep_alive = max;
+            connack_properties.push(Property::ServerKeepAlive(max));
+        }
+
+        let requested_expiry = if v5 {
+            connect.properties.session_expiry_interval().unwrap_or(0)
+        } else if connect.clean_start {
+            0
+        } else {
+            u32::MAX
+        };
+        let expiry_secs = match limits.session_expiry_max_secs {
+            Some(max) if requested_expiry > max => {
+                if v5 {
+                    connack_properties.push(Property::SessionExpiryInterval(max));
+                }
+                max
+            }
+            _ => requested_expiry,
+        };
+
+        // Session takeover (spec: [MQTT-3.1.4-2] 3.1.1, [MQTT-3.1.4-3] 5.0): the old connection
+        // is closed as an abnormal end, so its will follows the usual rules.
+        let existing = self.by_client_id.get(&client_id).copied();
+        if let Some(old_conn) = existing
+            .and_then(|s| self.sessions.get(&s))
+            .and_then(|s| s.conn)
+        {
+            tracing::info!(%conn, %old_conn, %client_id, "session taken over");
+            self.close(old_conn, Some(ReasonCode::SessionTakenOver), true, now);
+        }
+        // The close above may have ended the old session.
+        let existing = self.by_client_id.get(&client_id).copied();
+        if let (Some(old), true) = (existing, connect.clean_start) {
+            // spec: [MQTT-3.1.2-6] 3.1.1, [MQTT-3.1.2-4] 5.0
+            self.end_session(old, now);
+        }
+        let resumed = if connect.clean_start {
+            None
+        } else {
+            self.by_client_id.get(&client_id).copied()
+        };
+
+        if resumed.is_none() && self.sessions.len() >= self.config.limits.sessions_max {
+            tracing::warn!(%conn, %client_id, sessions = self.sessions.len(), "refusing CONNECT: session limit reached");
+            self.refuse(
+                conn,
+                if v5 {
+                    ReasonCode::QuotaExceeded
+                } else {
+                    ReasonCode::ServerUnavailable
+                },
+            );
+            return;
+        }
+
+        let limits = &self.config.limits;
+        let client_receive_max = connect.properties.receive_maximum().unwrap_or(u16::MAX);
+        let params = DeliveryParams {
+            version,
+            inflight_max: limits.inflight_count_max.min(client_receive_max).max(1),
+            packet_bytes_max: connect.properties.maximum_packet_size(),
+        };
+        let session_id = match resumed {
+            Some(id) => id,
+            None => {
+                let id = SessionId(self.next_session_id);
+                self.next_session_id += 1;
+                self.sessions
+                    .insert(id, Session::new(client_id.clone(), params, expiry_secs));
+                self.by_client_id.insert(client_id.clone(), id);
+                id
+            }
+        };
+
+        if v5 {
+            let limits = &self.config.limits;
+            if limits.receive_maximum_count != u16::MAX {
+                connack_properties.push(Property::ReceiveMaximum(limits.receive_maximum_count));
+            }
+            connack_properties.push(Property::MaximumPacketSize(
+                limits.packet_bytes_max.min(u32::MAX as usize) as u32,
+            ));
+            if limits.topic_alias_max > 0 {
+                connack_properties.push(Property::TopicAliasMaximum(limits.topic_alias_max));
+            }
+            // Shared subscriptions are not implemented yet: say so rather than mis-route.
+            connack_properties.push(Property::SharedSubscriptionAvailable(false));
+        }
+
+        let Some(connection) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        connection.state = ConnState::Active {
+            session: session_id,
+        };
+        connection.client_id = client_id.clone();
+        connection.keep_alive = Duration::from_secs(u64::from(keep_alive));
+        connection.will = connect.will;
+        connection.connect_expiry_was_zero = requested_expiry == 0;
+        connection.problem_information = connect
+            .properties
+            .request_problem_information()
+            .unwrap_or(true);
+        if let Some(deadline) = connection.keep_alive_deadline(self.config.limits.keep_alive_tenths)
+        {
+            self.timers.schedule(deadline, Timer::KeepAlive(conn));
+        }
+
+        let session = self
+            .sessions
+            .get_mut(&session_id)
+            .expect("session was just found or made");
+        session.conn = Some(conn);
+        session.params = params;
+        session.expiry_secs = expiry_secs;
+        session.expires_at = None;
+        // spec: [MQTT-3.1.3-9] (v5): a will waiting for its delay is not sent once the session
+        // has a new connection.
+        session.pending_will = None;
+        // spec: [MQTT-3.2.2-1] [MQTT-3.2.2-2] [MQTT-3.2.2-3] 3.1.1; [MQTT-3.2.2-2] [MQTT-3.2.2-3] 5.0
+        let session_present = resumed.is_some();
+        self.stats.connections_accepted += 1;
+        tracing::info!(%conn, %client_id, ?version, session_present, keep_alive, "client connected");
+        self.out.send(
+            conn,
+            Packet::ConnAck(ConnAck {
+                session_present,
+                reason_code: ReasonCode::Success,
+                properties: connack_properties,
+            }),
+        );
+        session.resume(now, &self.config.limits, &mut self.out, &mut self.stats);
+    }
+
+    /// The checks that can refuse a CONNECT before any state changes.
+    fn check_connect(&self, connect: &Connect) -> Result<(), ReasonCode> {
+        let version = connect.protocol;
+        if connect.properties.authentication_method().is_some() {
+            // No enhanced authentication method is configured.
+            return Err(ReasonCode::BadAuthenticationMethod);
+        }
+        let id = &connect.client_id;
+        if id.is_empty() {
+            // spec: [MQTT-3.1.3-8] (3.1.1: empty id needs a clean session); 3.1 has no empty ids.
+            if version == ProtocolVersion::V3_1
+                || (version == ProtocolVersion::V3_1_1 && !connect.clean_start)
+            {
+                return Err(ReasonCode::ClientIdentifierNotValid);
+            }
+        }
+        let id_max = if version == ProtocolVersion::V3_1 {
+            V3_1_CLIENT_ID_BYTES_MAX
+        } else {
+            self.config.limits.client_id_bytes_max
+        };
+        if id.len() > id_max {
+            // spec: [MQTT-3.1.3-9] 3.1.1, [MQTT-3.1.3-8] 5.0
+            return Err(ReasonCode::ClientIdentifierNotValid);
+        }
+        if !self.config.allow_anonymous {
+            let Some(user) = &connect.username else {
+                return Err(ReasonCode::NotAuthorized);
+            };
+            let expected = self.config.users.get(user.as_str());
+            let given = connect.password.as_deref();
+            if expected.map(|p| p.as_bytes()) != given || expected.is_none() {
+                return Err(ReasonCode::BadUserNameOrPassword);
+            }
+        }
+        Ok(())
+    }
+
+    /// A unique id for a client that sent an empty one (spec: [MQTT-3.1.3-6]): a counter,
+    /// so runs are reproducible, skipping ids that clients chose themselves.
+    fn assign_client_id(&mut self) -> ByteStr {
+        loop {
+            self.next_assigned_client_id += 1;
+            let id = ByteStr::new(&format!("tern-{:012}", self.next_assigned_client_id))
+                .expect("ASCII id is a valid MQTT string");
+            if !self.by_client_id.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+
+    /// Sends a refusing CONNACK and closes (spec: [MQTT-3.2.2-4] [MQTT-3.2.2-5] 3.1.1,
+    /// [MQTT-3.2.2-6] [MQTT-3.2.2-7] 5.0).
+    pub(super) fn refuse(&mut self, conn: ConnId, reason: ReasonCode) {
+        debug_assert!(reason.is_error());
+        if self.conns.remove(&conn).is_none() {
+            return;
+        }
+        self.stats.connections_refused += 1;
+        self.out.send(
+            conn,
+            Packet::ConnAck(ConnAck {
+                session_present: false,
+                reason_code: reason,
+                properties: Properties::new(),
+            }),
+        );
+        self.out.close(conn);
+    }
+
+    /// Closes a connection the broker decided to end. A v5 client that had its CONNACK is sent
+    /// `reason` first; `publish_will` says whether this counts as an abnormal end.
+    pub(super) fn close(
+        &mut self,
+        conn: ConnId,
+        reason: Option<ReasonCode>,
+        publish_will: bool,
+        now: Instant,
+    ) {
+        let Some(connection) = self.conns.remove(&conn) else {
+            return;
+        };
+        if let Some(reason) = reason {
+            // spec: [MQTT-3.14.0-1] (only after a successful CONNACK)
+            if connection.version.is_v5() && connection.session().is_some() {
+                self.out.send(conn, disconnect(reason));
+            }
+        }
+        self.out.close(conn);
+        self.detach(connection, publish_will, now);
+    }
+
+    /// The connection is gone: deal with its will and its session.
+    pub(super) fn detach(&mut self, connection: Connection, publish_will: bool, now: Instant) {
+        let Some(session_id) = connection.session() else {
+            return;
+        };
+        let Some(session) = self.sessions.get_mut(&session_id) else {
+            return;
+        };
+        session.conn = None;
+        if let (true, Some(will)) = (publish_will, connection.will) {
+            let delay = will.properties.will_delay_interval().unwrap_or(0);
+            if delay == 0 || !connection.version.is_v5() {
+                self.publish_will(&connection.client_id, will, now);
+            } else {
+                let at = now + Duration::from_secs(u64::from(delay));
+                let session = self.sessions.get_mut(&session_id).expect("checked above");
+                session.pending_will = Some((will, at));
+                self.timers.schedule(at, Timer::WillDelay(session_id));
+            }
+        }
+        let Some(session) = self.sessions.get_mut(&session_id) else {
+            return;
+        };
+        match session.expiry_secs {
+            0 => self.end_session(session_id, now),
+            u32::MAX => {}
+            secs => {
+                let at = now + Duration::from_secs(u64::from(secs));
+                session.expires_at = Some(at);
+                self.timers.schedule(at, Timer::SessionExpiry(session_id));
+            }
+        }
+    }
+
+    /// Removes a session and its subscriptions. A will still waiting for its delay is
+    /// published now: the session ending comes first (spec: [MQTT-3.1.2-8], v5).
+    pub(super) fn end_session(&mut self, session_id: SessionId, now: Instant) {
+        let Some(session) = self.sessions.remove(&session_id) else {
+            return;
+        };
+        assert!(
+            session.conn.is_none(),
+            "ending a session that still has a connection"
+        );
+        for filter in session.subscriptions.keys() {
+            self.subscriptions.remove(filter, session_id);
+        }
+        if self.by_client_id.get(&session.client_id) == Some(&session_id) {
+            self.by_client_id.remove(&session.client_id);
+        }
+        tracing::debug!(client_id = %session.client_id, "session ended");
+        if let Some((will, _)) = session.pending_will {
+            self.publish_will(&session.client_id, will, now);
+        }
+    }
+
+    /// Publishes a will as a message from its client (spec: [MQTT-3.1.2-8] [MQTT-3.1.2-10]
+    /// [MQTT-3.1.2-16] [MQTT-3.1.2-17] 3.1.1; [MQTT-3.1.2-14] [MQTT-3.1.2-15] [MQTT-3.1.3-10] 5.0).
+    fn publish_will(&mut self, client_id: &ByteStr, will: Will, now: Instant) {
+        tracing::info!(%client_id, topic = %will.topic, "publishing will");
+        self.stats.wills_published += 1;
+        let message = Message::new(
+            will.topic,
+            will.payload,
+            will.qos,
+            will.retain,
+            &will.properties,
+            client_id.clone(),
+            now,
+        );
+        self.route(Arc::new(message), now);
+    }
+
+    pub(super) fn handle_disconnect(&mut self, conn: ConnId, disconnect: Disconnect, now: Instant) {
+        let Some(connection) = self.conns.get(&conn) else {
+            return;
+        };
+        let session_id = connection.session();
+        if let Some(expiry) = disconnect.properties.session_expiry_interval() {
+            if connection.connect_expiry_was_zero && expiry != 0 {
+                // A session that was to end with its connection cannot be extended at DISCONNECT.
+                tracing::info!(%conn, "closing: DISCONNECT sets a session expiry after CONNECT set 0");
+                self.close(conn, Some(ReasonCode::ProtocolError), true, now);
+                return;
+            }
+            let capped = self
+                .config
+                .limits
+                .session_expiry_max_secs
+                .map_or(expiry, |max| expiry.min(max));
+            if let Some(session) = session_id.and_then(|id| self.sessions.get_mut(&id)) {
+                session.expiry_secs = capped;
+            }
+        }
+        // spec: [MQTT-3.14.4-3] 3.1.1 and 5.0: a normal DISCONNECT discards the will; 0x04 asks for it.
+        let publish_will = disconnect.reason_code == ReasonCode::DisconnectWithWillMessage;
+        tracing::debug!(%conn, reason = disconnect.reason_code.description(), "client disconnected");
+        let Some(connection) = self.conns.remove(&conn) else {
+            return;
+        };
+        self.out.close(conn);
+        self.detach(connection, publish_will, now);
+    }
+
+    pub(super) fn check_keep_alive(&mut self, conn: ConnId, now: Instant) {
+        let tenths = self.config.limits.keep_alive_tenths;
+        let Some(deadline) = self
+            .conns
+            .get(&conn)
+            .and_then(|c| c.keep_alive_deadline(tenths))
+        else {
+            return;
+        };
+        if now >= deadline {
+            // spec: [MQTT-3.1.2-24] 3.1.1, [MQTT-3.1.2-22] 5.0
+            tracing::info!(%conn, "closing: keep alive expired");
+            self.close(conn, Some(ReasonCode::KeepAliveTimeout), true, now);
+        } else {
+            self.timers.schedule(deadline, Timer::KeepAlive(conn));
+        }
+    }
+
+    pub(super) fn will_delay_passed(&mut self, session_id: SessionId, now: Instant) {
+        let Some(session) = self.sessions.get_mut(&session_id) else {
+            return;
+        };
+        let due = matches!(&session.pending_will, Some((_, at)) if *at <= now);
+        if due && session.conn.is_none() {
+            let (will, _) = session.pending_will.take().expect("checked above");
+            let client_id = session.client_id.clone();
+            self.publish_will(&client_id, will, now);
+        }
+    }
+
+    pub(super) fn session_expiry_passed(&mut self, session_id: SessionId, now: Instant) {
+        let Some(session) = self.sessions.get(&session_id) else {
+            return;
+        };
+        if session.conn.is_none() && session.expires_at.is_some_and(|at| at <= now) {
+            self.end_session(session_id, now);
+        }
+    }
+}

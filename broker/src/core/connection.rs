@@ -1,0 +1,67 @@
+//! A network connection as the core sees it: before CONNECT, then bound to a session.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::time::Instant;
+use super::SessionId;
+use crate::codec::{ByteStr, ProtocolVersion, Will};
+
+#[derive(Debug)]
+pub enum ConnState {
+    /// Opened; CONNECT must arrive before `deadline`.
+    AwaitingConnect { deadline: Instant },
+    /// CONNACK sent; the connection serves `session`.
+    Active { session: SessionId },
+}
+
+#[derive(Debug)]
+pub struct Connection {
+    pub state: ConnState,
+    pub version: ProtocolVersion,
+    pub client_id: ByteStr,
+    /// Zero: keep alive off.
+    pub keep_alive: Duration,
+    pub last_activity: Instant,
+    /// Published if the connection ends without a normal DISCONNECT.
+    pub will: Option<Will>,
+    /// Client-to-broker topic aliases (v5), at most `Limits::topic_alias_max` of them.
+    pub topic_aliases: BTreeMap<u16, ByteStr>,
+    /// Session Expiry Interval from CONNECT was 0 (v5): DISCONNECT may not raise it.
+    pub connect_expiry_was_zero: bool,
+    /// Request Problem Information (v5): false suppresses reason strings on acks.
+    pub problem_information: bool,
+}
+
+impl Connection {
+    pub fn new(now: Instant, connect_timeout: Duration) -> Connection {
+        Connection {
+            state: ConnState::AwaitingConnect {
+                deadline: now + connect_timeout,
+            },
+            version: ProtocolVersion::V3_1_1,
+            client_id: ByteStr::default(),
+            keep_alive: Duration::ZERO,
+            last_activity: now,
+            will: None,
+            topic_aliases: BTreeMap::new(),
+            connect_expiry_was_zero: true,
+            problem_information: true,
+        }
+    }
+
+    pub fn session(&self) -> Option<SessionId> {
+        match self.state {
+            ConnState::Active { session } => Some(session),
+            ConnState::AwaitingConnect { .. } => None,
+        }
+    }
+
+    /// When the keep-alive deadline passes without a packet, given the grace factor.
+    pub fn keep_alive_deadline(&self, tenths: u32) -> Option<Instant> {
+        if self.keep_alive.is_zero() {
+            return None;
+        }
+        Some(self.last_activity + self.keep_alive * tenths / 10)
+    }
+}

@@ -1,0 +1,296 @@
+//! The broker core: all MQTT semantics as a state machine with no IO, no clock and no
+//! randomness (DESIGN.md section 2, the shape of `quinn-proto`).
+//!
+//! Inputs are method calls ([`Broker::connection_opened`], [`Broker::packet_received`],
+//! [`Broker::decode_failed`], [`Broker::connection_closed`], [`Broker::timeout`]), each with
+//! the current [`Instant`]. Outputs are polled: [`Broker::poll_output`] for packets to send and
+//! connections to close, [`Broker::poll_timeout`] for when to call `timeout` next. The same
+//! inputs always give the same outputs, so the core runs unchanged in production, in the
+//! turmoil simulation and in unit tests with virtual time.
+//!
+//! The impl is split by concern: `connect.rs` (CONNECT, sessions, wills, closing),
+//! `publish.rs` (QoS flows and routing), `subscribe.rs` (SUBSCRIBE, UNSUBSCRIBE).
+
+mod connect;
+mod connection;
+mod message;
+mod outbox;
+mod publish;
+mod retained;
+mod session;
+mod stats;
+mod subscribe;
+pub mod subscriptions;
+pub mod time;
+
+use std::collections::BTreeMap;
+
+pub use message::Message;
+pub use outbox::Output;
+pub use stats::Stats;
+pub use time::Instant;
+
+use crate::codec::{ByteStr, DecodeError, Packet, ReasonCode};
+use crate::limits::Limits;
+pub use crate::types::ConnId;
+use connection::{ConnState, Connection};
+use outbox::Outbox;
+use retained::RetainedStore;
+use session::Session;
+use subscriptions::SubscriptionTree;
+use time::TimerQueue;
+
+/// Identifies a session for its whole life (a new session for the same client id gets a new id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SessionId(pub u64);
+
+/// What the core needs to know beyond the limits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub limits: Limits,
+    /// Accept clients without credentials.
+    pub allow_anonymous: bool,
+    /// User name to password.
+    pub users: BTreeMap<String, String>,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            limits: Limits::default(),
+            allow_anonymous: true,
+            users: BTreeMap::new(),
+        }
+    }
+}
+
+/// Something that must be checked at a deadline. Entries may be stale; handlers re-check.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    ConnectTimeout(ConnId),
+    KeepAlive(ConnId),
+    WillDelay(SessionId),
+    SessionExpiry(SessionId),
+}
+
+pub struct Broker {
+    config: Config,
+    conns: BTreeMap<ConnId, Connection>,
+    sessions: BTreeMap<SessionId, Session>,
+    by_client_id: BTreeMap<ByteStr, SessionId>,
+    subscriptions: SubscriptionTree,
+    retained: RetainedStore,
+    timers: TimerQueue<Timer>,
+    out: Outbox,
+    stats: Stats,
+    next_session_id: u64,
+    next_assigned_client_id: u64,
+}
+
+impl Broker {
+    pub fn new(config: Config) -> Broker {
+        Broker {
+            config,
+            conns: BTreeMap::new(),
+            sessions: BTreeMap::new(),
+            by_client_id: BTreeMap::new(),
+            subscriptions: SubscriptionTree::new(),
+            retained: RetainedStore::default(),
+            timers: TimerQueue::new(),
+            out: Outbox::default(),
+            stats: Stats::default(),
+            next_session_id: 0,
+            next_assigned_client_id: 0,
+        }
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.config.limits
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Open connections (including those still waiting for CONNECT).
+    pub fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    pub fn retained_count(&self) -> usize {
+        self.retained.len()
+    }
+
+    /// A network connection was accepted. CONNECT must follow within the connect timeout.
+    pub fn connection_opened(&mut self, conn: ConnId, now: Instant) {
+        let connection = Connection::new(now, self.config.limits.connect_timeout);
+        if let ConnState::AwaitingConnect { deadline } = connection.state {
+            self.timers.schedule(deadline, Timer::ConnectTimeout(conn));
+        }
+        let previous = self.conns.insert(conn, connection);
+        assert!(previous.is_none(), "connection id {conn} reused");
+    }
+
+    /// A complete packet arrived on `conn`.
+    pub fn packet_received(&mut self, conn: ConnId, packet: Packet, now: Instant) {
+        let Some(connection) = self.conns.get_mut(&conn) else {
+            // Closed by the core already; the driver may still deliver what was in flight.
+            return;
+        };
+        connection.last_activity = now;
+        match connection.session() {
+            None => match packet {
+                Packet::Connect(connect) => self.handle_connect(conn, *connect, now),
+                other => {
+                    // spec: [MQTT-3.1.0-1]: the first packet must be CONNECT.
+                    tracing::info!(%conn, packet = %other.packet_type(), "closing: first packet is not CONNECT");
+                    self.close(conn, None, true, now);
+                }
+            },
+            Some(session) => self.handle_active(conn, session, packet, now),
+        }
+    }
+
+    /// The bytes from `conn` are not valid MQTT. Closes only that connection; a v5 client
+    /// first gets the reason code, and a CONNECT with an unsupported protocol level gets the
+    /// CONNACK refusal the spec asks for.
+    pub fn decode_failed(&mut self, conn: ConnId, error: &DecodeError, now: Instant) {
+        let Some(connection) = self.conns.get(&conn) else {
+            return;
+        };
+        let rule = error.spec_id(connection.version).unwrap_or("-");
+        tracing::info!(%conn, client_id = %connection.client_id, %error, rule, "closing: malformed packet");
+        if connection.session().is_none() {
+            if matches!(error, DecodeError::UnsupportedProtocolLevel { .. }) {
+                // spec: [MQTT-3.1.2-2] (3.1.1: return code 0x01; 5.0: 0x84). The level is not
+                // one we speak, so the 3.1.1 layout is used, as Mosquitto does.
+                self.refuse(conn, ReasonCode::UnsupportedProtocolVersion);
+            } else {
+                // spec: [MQTT-3.1.4-1]: close without CONNACK.
+                self.close(conn, None, true, now);
+            }
+            return;
+        }
+        self.close(conn, Some(error.reason_code()), true, now);
+    }
+
+    /// The network connection ended (end of stream, reset, or the driver dropped it).
+    /// Counts as an abnormal end: the will is published.
+    pub fn connection_closed(&mut self, conn: ConnId, now: Instant) {
+        let Some(connection) = self.conns.remove(&conn) else {
+            return;
+        };
+        tracing::debug!(%conn, client_id = %connection.client_id, "connection lost");
+        self.detach(connection, true, now);
+    }
+
+    /// Handles every deadline that has passed.
+    pub fn timeout(&mut self, now: Instant) {
+        while let Some((_, timer)) = self.timers.pop_due(now) {
+            match timer {
+                Timer::ConnectTimeout(conn) => {
+                    let waiting = self.conns.get(&conn).is_some_and(|c| c.session().is_none());
+                    if waiting {
+                        tracing::info!(%conn, "closing: no CONNECT within the connect timeout");
+                        self.close(conn, None, false, now);
+                    }
+                }
+                Timer::KeepAlive(conn) => self.check_keep_alive(conn, now),
+                Timer::WillDelay(session) => self.will_delay_passed(session, now),
+                Timer::SessionExpiry(session) => self.session_expiry_passed(session, now),
+            }
+        }
+    }
+
+    /// The next instant at which [`Broker::timeout`] must be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next_deadline()
+    }
+
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop()
+    }
+
+    /// The broker is shutting down: every client is told (v5: DISCONNECT 0x8B) and closed.
+    /// Wills are not published: no session survives the process to receive them.
+    pub fn shutdown(&mut self) {
+        let conns: Vec<ConnId> = self.conns.keys().copied().collect();
+        for conn in conns {
+            if let Some(connection) = self.conns.remove(&conn) {
+                if connection.session().is_some() && connection.version.is_v5() {
+                    self.out
+                        .send(conn, disconnect(ReasonCode::ServerShuttingDown));
+                }
+                self.out.close(conn);
+            }
+        }
+    }
+
+    fn handle_active(&mut self, conn: ConnId, session: SessionId, packet: Packet, now: Instant) {
+        match packet {
+            Packet::Publish(publish) => self.handle_publish(conn, session, publish, now),
+            Packet::PubAck(ack) => {
+                if let Some(s) = self.sessions.get_mut(&session) {
+                    if !s.puback(ack.packet_id) {
+                        tracing::debug!(%conn, id = %ack.packet_id, "PUBACK for an unknown packet id");
+                    }
+                    s.pump(now, &self.config.limits, &mut self.out, &mut self.stats);
+                }
+            }
+            Packet::PubRec(ack) => {
+                if let Some(s) = self.sessions.get_mut(&session) {
+                    if let Some(pubrel) = s.pubrec(ack.packet_id, ack.reason_code) {
+                        self.out.send(conn, pubrel);
+                    }
+                    s.pump(now, &self.config.limits, &mut self.out, &mut self.stats);
+                }
+            }
+            Packet::PubRel(ack) => self.handle_pubrel(conn, session, ack.packet_id),
+            Packet::PubComp(ack) => {
+                if let Some(s) = self.sessions.get_mut(&session) {
+                    if !s.pubcomp(ack.packet_id) {
+                        tracing::debug!(%conn, id = %ack.packet_id, "PUBCOMP for an unknown packet id");
+                    }
+                    s.pump(now, &self.config.limits, &mut self.out, &mut self.stats);
+                }
+            }
+            Packet::Subscribe(subscribe) => self.handle_subscribe(conn, session, subscribe, now),
+            Packet::Unsubscribe(unsubscribe) => self.handle_unsubscribe(conn, session, unsubscribe),
+            // spec: [MQTT-3.12.4-1]
+            Packet::PingReq => self.out.send(conn, Packet::PingResp),
+            Packet::Disconnect(d) => self.handle_disconnect(conn, d, now),
+            Packet::Connect(_) => {
+                // spec: [MQTT-3.1.0-2]
+                tracing::info!(%conn, "closing: second CONNECT");
+                self.close(conn, Some(ReasonCode::ProtocolError), true, now);
+            }
+            Packet::Auth(_) => {
+                // No enhanced authentication was started (CONNECT had no method), so AUTH is
+                // a protocol error.
+                tracing::info!(%conn, "closing: AUTH without an authentication method");
+                self.close(conn, Some(ReasonCode::ProtocolError), true, now);
+            }
+            other @ (Packet::ConnAck(_)
+            | Packet::SubAck(_)
+            | Packet::UnsubAck(_)
+            | Packet::PingResp) => {
+                tracing::info!(%conn, packet = %other.packet_type(), "closing: server-to-client packet from a client");
+                self.close(conn, Some(ReasonCode::ProtocolError), true, now);
+            }
+        }
+    }
+}
+
+fn disconnect(reason: ReasonCode) -> Packet {
+    Packet::Disconnect(crate::codec::Disconnect {
+        reason_code: reason,
+        properties: Default::default(),
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,203 @@
+//! Inbound PUBLISH and PUBREL (the QoS flows from client to broker) and routing a message to
+//! every matching session.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::message::Message;
+use super::retained::RetainOutcome;
+use super::session::Queued;
+use super::time::Instant;
+use super::{Broker, ConnId, SessionId};
+use crate::codec::{Ack, Packet, Properties, Publish, ReasonCode};
+use crate::types::{PacketId, QoS};
+
+/// What one session gets from one message, merged over all its matching subscriptions.
+struct Delivery {
+    qos: QoS,
+    retain_as_published: bool,
+    subscription_ids: Vec<u32>,
+}
+
+impl Broker {
+    pub(super) fn handle_publish(
+        &mut self,
+        conn: ConnId,
+        session_id: SessionId,
+        mut publish: Publish,
+        now: Instant,
+    ) {
+        let Some(connection) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if connection.version.is_v5() {
+            if publish
+                .properties
+                .subscription_identifiers()
+                .next()
+                .is_some()
+            {
+                // spec: [MQTT-3.3.4-6]: subscription identifiers flow only from the server.
+                tracing::info!(%conn, "closing: PUBLISH from a client carries a subscription identifier");
+                self.close(conn, Some(ReasonCode::ProtocolError), true, now);
+                return;
+            }
+            if let Some(alias) = publish.properties.topic_alias() {
+                if alias > self.config.limits.topic_alias_max {
+                    // spec: [MQTT-3.3.2-12]: only aliases up to our maximum are accepted.
+                    tracing::info!(%conn, alias, "closing: topic alias above the maximum");
+                    self.close(conn, Some(ReasonCode::TopicAliasInvalid), true, now);
+                    return;
+                }
+                if publish.topic.is_empty() {
+                    match connection.topic_aliases.get(&alias) {
+                        Some(topic) => publish.topic = topic.clone(),
+                        None => {
+                            tracing::info!(%conn, alias, "closing: unknown topic alias with an empty topic");
+                            self.close(conn, Some(ReasonCode::ProtocolError), true, now);
+                            return;
+                        }
+                    }
+                } else {
+                    connection
+                        .topic_aliases
+                        .insert(alias, publish.topic.clone());
+                }
+            }
+        }
+        let client_id = connection.client_id.clone();
+        let message = |p: Publish| {
+            Arc::new(Message::new(
+                p.topic,
+                p.payload,
+                p.qos,
+                p.retain,
+                &p.properties,
+                client_id,
+                now,
+            ))
+        };
+        match (publish.qos, publish.packet_id) {
+            (QoS::AtMostOnce, _) => self.route(message(publish), now),
+            (QoS::AtLeastOnce, Some(id)) => {
+                // spec: [MQTT-4.3.2-2]: the PUBACK hands ownership to the broker.
+                self.route(message(publish), now);
+                self.out.send(conn, Packet::PubAck(Ack::new(id)));
+            }
+            (QoS::ExactlyOnce, Some(id)) => {
+                let Some(session) = self.sessions.get_mut(&session_id) else {
+                    return;
+                };
+                if session.awaiting_pubrel.contains(&id) {
+                    // A resend of a message we already own: acknowledge, never route twice
+                    // (spec: [MQTT-4.3.3-2]).
+                    self.out.send(conn, Packet::PubRec(Ack::new(id)));
+                    return;
+                }
+                if session.awaiting_pubrel.len()
+                    >= usize::from(self.config.limits.receive_maximum_count)
+                {
+                    tracing::info!(%conn, "closing: more unreleased QoS 2 messages than Receive Maximum");
+                    self.close(conn, Some(ReasonCode::ReceiveMaximumExceeded), true, now);
+                    return;
+                }
+                session.awaiting_pubrel.insert(id);
+                self.route(message(publish), now);
+                self.out.send(conn, Packet::PubRec(Ack::new(id)));
+            }
+            (_, None) => unreachable!("the codec guarantees a packet id for QoS > 0"),
+        }
+    }
+
+    /// PUBREL from the client: the QoS 2 message is released; answer PUBCOMP.
+    pub(super) fn handle_pubrel(
+        &mut self,
+        conn: ConnId,
+        session_id: SessionId,
+        packet_id: PacketId,
+    ) {
+        let Some(session) = self.sessions.get_mut(&session_id) else {
+            return;
+        };
+        let known = session.awaiting_pubrel.remove(&packet_id);
+        let v5 = session.params.version.is_v5();
+        let reason_code = if known || !v5 {
+            ReasonCode::Success
+        } else {
+            ReasonCode::PacketIdentifierNotFound
+        };
+        self.out.send(
+            conn,
+            Packet::PubComp(Ack {
+                packet_id,
+                reason_code,
+                properties: Properties::new(),
+            }),
+        );
+    }
+
+    /// Hands a message the broker now owns to the retained store and to every session with a
+    /// matching subscription (spec: [MQTT-4.5.0-1], [MQTT-3.3.2-3]).
+    pub(super) fn route(&mut self, message: Arc<Message>, now: Instant) {
+        self.stats.messages_received += 1;
+        if message.retain {
+            // spec: [MQTT-3.3.1-5] [MQTT-3.3.1-7] 3.1.1; [MQTT-3.3.1-5] 5.0
+            if self
+                .retained
+                .retain(message.clone(), self.config.limits.retained_messages_max)
+                == RetainOutcome::Refused
+            {
+                self.stats.retained_refused += 1;
+            }
+        }
+        // One delivery per session, at the highest granted QoS of its matching subscriptions
+        // (spec: [MQTT-3.3.5-1] 3.1.1; [MQTT-3.3.4-2] [MQTT-3.3.4-3] [MQTT-3.3.4-4] 5.0).
+        let mut deliveries: BTreeMap<SessionId, Delivery> = BTreeMap::new();
+        let sessions = &self.sessions;
+        self.subscriptions
+            .for_each_match(&message.topic, |session_id, subscription| {
+                let options = &subscription.options;
+                if options.no_local
+                    && sessions
+                        .get(&session_id)
+                        .is_some_and(|s| s.client_id == message.publisher)
+                {
+                    // spec: [MQTT-3.8.3-3] (v5)
+                    return;
+                }
+                let delivery = deliveries.entry(session_id).or_insert(Delivery {
+                    qos: QoS::AtMostOnce,
+                    retain_as_published: false,
+                    subscription_ids: Vec::new(),
+                });
+                delivery.qos = delivery.qos.max(options.qos);
+                delivery.retain_as_published |= options.retain_as_published;
+                if let Some(id) = subscription.id {
+                    delivery.subscription_ids.push(id);
+                }
+            });
+        for (session_id, delivery) in deliveries {
+            let Some(session) = self.sessions.get_mut(&session_id) else {
+                continue;
+            };
+            let item = Queued {
+                message: message.clone(),
+                // spec: [MQTT-3.8.4-6] 3.1.1, [MQTT-3.8.4-8] 5.0
+                qos: message.qos.min(delivery.qos),
+                // spec: [MQTT-3.3.1-9] 3.1.1; [MQTT-3.3.1-12] [MQTT-3.3.1-13] 5.0
+                retain: message.retain
+                    && delivery.retain_as_published
+                    && session.params.version.is_v5(),
+                subscription_ids: delivery.subscription_ids,
+                enqueued_at: now,
+            };
+            session.deliver(
+                item,
+                now,
+                &self.config.limits,
+                &mut self.out,
+                &mut self.stats,
+            );
+        }
+    }
+}

@@ -1,0 +1,332 @@
+//! A session: what the broker keeps for one client id across connections.
+//!
+//! Subscriptions, the in-flight window of unacknowledged QoS 1/2 messages to the client, the
+//! queue of messages waiting for that window (or for the client to come back), and the QoS 2
+//! packet ids the client has published but not yet released. Every queue here is bounded by
+//! `Limits`; what overflows is dropped and counted, never buffered without bound.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+
+use super::message::Message;
+use super::outbox::Outbox;
+use super::stats::Stats;
+use super::subscriptions::Subscription;
+use super::time::Instant;
+use super::ConnId;
+use crate::codec::{
+    encoded_len, Ack, ByteStr, Packet, Properties, ProtocolVersion, Publish, ReasonCode, Will,
+};
+use crate::limits::{Limits, QueueOverflow};
+use crate::types::{PacketId, QoS};
+
+/// What an outgoing QoS 1/2 message waits for.
+// The variants are the packet names; the shared prefix is the spec's, not redundancy.
+#[allow(clippy::enum_variant_names)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Awaiting {
+    PubAck,
+    PubRec,
+    /// PUBREL sent; the message is delivered, only the id is still held.
+    PubComp,
+}
+
+#[derive(Debug, Clone)]
+pub struct Inflight {
+    pub packet_id: PacketId,
+    pub state: Awaiting,
+    /// The PUBLISH as first sent, resent with DUP set when the session resumes.
+    pub publish: Publish,
+}
+
+/// A message waiting to be sent to this session.
+#[derive(Debug, Clone)]
+pub struct Queued {
+    pub message: Arc<Message>,
+    pub qos: QoS,
+    pub retain: bool,
+    pub subscription_ids: Vec<u32>,
+    pub enqueued_at: Instant,
+}
+
+/// What the current connection told us about how to send to it.
+#[derive(Debug, Clone, Copy)]
+pub struct DeliveryParams {
+    pub version: ProtocolVersion,
+    /// In-flight window: our limit, lowered by the client's v5 Receive Maximum.
+    pub inflight_max: u16,
+    /// The client's v5 Maximum Packet Size.
+    pub packet_bytes_max: Option<u32>,
+}
+
+#[derive(Debug)]
+pub struct Session {
+    pub client_id: ByteStr,
+    pub conn: Option<ConnId>,
+    pub params: DeliveryParams,
+    /// Seconds the session outlives its connection: 0 ends it with the connection,
+    /// `u32::MAX` never expires.
+    pub expiry_secs: u32,
+    /// When the disconnected session ends, if it does.
+    pub expires_at: Option<Instant>,
+    pub subscriptions: BTreeMap<ByteStr, Subscription>,
+    pub inflight: VecDeque<Inflight>,
+    pub queue: VecDeque<Queued>,
+    queued_bytes: usize,
+    last_packet_id: u16,
+    /// Inbound QoS 2 packet ids received but not yet released by PUBREL.
+    pub awaiting_pubrel: BTreeSet<PacketId>,
+    /// A will waiting for its delay interval (v5) after the connection ended.
+    pub pending_will: Option<(Will, Instant)>,
+}
+
+impl Session {
+    pub fn new(client_id: ByteStr, params: DeliveryParams, expiry_secs: u32) -> Session {
+        Session {
+            client_id,
+            conn: None,
+            params,
+            expiry_secs,
+            expires_at: None,
+            subscriptions: BTreeMap::new(),
+            inflight: VecDeque::new(),
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+            last_packet_id: 0,
+            awaiting_pubrel: BTreeSet::new(),
+            pending_will: None,
+        }
+    }
+
+    /// A packet id not used by any in-flight message (spec: [MQTT-2.3.1-4] 3.1.1,
+    /// [MQTT-2.2.1-4] 5.0). The caller guarantees the window is not full, and the window is at
+    /// most 65535, so a free id exists.
+    fn allocate_packet_id(&mut self) -> PacketId {
+        assert!(
+            self.inflight.len() < usize::from(u16::MAX),
+            "in-flight window exceeds the id space"
+        );
+        loop {
+            self.last_packet_id = self.last_packet_id.wrapping_add(1);
+            let Some(id) = PacketId::new(self.last_packet_id) else {
+                continue;
+            };
+            if !self.inflight.iter().any(|entry| entry.packet_id == id) {
+                return id;
+            }
+        }
+    }
+
+    /// Hands a message to this session: sent now if connected and the window allows, queued
+    /// otherwise (within the limits), dropped and counted if it cannot be kept.
+    pub fn deliver(
+        &mut self,
+        item: Queued,
+        now: Instant,
+        limits: &Limits,
+        out: &mut Outbox,
+        stats: &mut Stats,
+    ) {
+        if item.qos == QoS::AtMostOnce {
+            if let Some(conn) = self.conn {
+                self.send_publish(conn, item, None, now, out, stats);
+                return;
+            }
+            if !limits.queue_qos0 {
+                stats.qos0_dropped_offline += 1;
+                return;
+            }
+        }
+        self.enqueue(item, limits, stats);
+        self.pump(now, limits, out, stats);
+    }
+
+    fn enqueue(&mut self, item: Queued, limits: &Limits, stats: &mut Stats) {
+        let bytes = item.message.payload.len();
+        let full = |s: &Session| {
+            s.queue.len() >= limits.queued_messages_max
+                || s.queued_bytes + bytes > limits.queued_bytes_max
+        };
+        if full(self) {
+            match limits.queue_overflow {
+                QueueOverflow::DropNewest => {
+                    stats.messages_dropped_queue_full += 1;
+                    return;
+                }
+                QueueOverflow::DropOldest => {
+                    while full(self) {
+                        let Some(old) = self.queue.pop_front() else {
+                            break;
+                        };
+                        self.queued_bytes -= old.message.payload.len();
+                        stats.messages_dropped_queue_full += 1;
+                    }
+                    if full(self) {
+                        // The message alone is larger than the byte limit.
+                        stats.messages_dropped_queue_full += 1;
+                        return;
+                    }
+                }
+            }
+        }
+        self.queued_bytes += bytes;
+        self.queue.push_back(item);
+    }
+
+    /// Moves queued messages into the in-flight window while the client is connected and the
+    /// window has room. Expired and over-age messages are dropped on the way.
+    pub fn pump(&mut self, now: Instant, limits: &Limits, out: &mut Outbox, stats: &mut Stats) {
+        let Some(conn) = self.conn else { return };
+        while self.inflight.len() < usize::from(self.params.inflight_max) {
+            let Some(item) = self.queue.pop_front() else {
+                break;
+            };
+            self.queued_bytes -= item.message.payload.len();
+            if now.saturating_since(item.enqueued_at) > limits.queued_message_age_max {
+                stats.messages_dropped_expired += 1;
+                continue;
+            }
+            let packet_id = (item.qos != QoS::AtMostOnce).then(|| self.allocate_packet_id());
+            self.send_publish(conn, item, packet_id, now, out, stats);
+        }
+    }
+
+    fn send_publish(
+        &mut self,
+        conn: ConnId,
+        item: Queued,
+        packet_id: Option<PacketId>,
+        now: Instant,
+        out: &mut Outbox,
+        stats: &mut Stats,
+    ) {
+        let message = &item.message;
+        if message.is_expired(now) {
+            // spec: [MQTT-3.3.2-5] (v5)
+            stats.messages_dropped_expired += 1;
+            return;
+        }
+        let properties = if self.params.version.is_v5() {
+            message.outgoing_properties(now, &item.subscription_ids)
+        } else {
+            Properties::new()
+        };
+        let publish = Publish {
+            dup: false,
+            qos: item.qos,
+            retain: item.retain,
+            topic: message.topic.clone(),
+            packet_id,
+            properties,
+            payload: message.payload.clone(),
+        };
+        let packet = Packet::Publish(publish);
+        if let Some(max) = self.params.packet_bytes_max {
+            let fits =
+                encoded_len(&packet, self.params.version).is_ok_and(|len| len <= max as usize);
+            if !fits {
+                // Discarded as if sent (spec: [MQTT-3.1.2-24] [MQTT-3.1.2-25], v5).
+                stats.messages_dropped_too_large += 1;
+                return;
+            }
+        }
+        let Packet::Publish(publish) = packet else {
+            unreachable!()
+        };
+        if let Some(packet_id) = packet_id {
+            let state = if item.qos == QoS::AtLeastOnce {
+                Awaiting::PubAck
+            } else {
+                Awaiting::PubRec
+            };
+            self.inflight.push_back(Inflight {
+                packet_id,
+                state,
+                publish: publish.clone(),
+            });
+        }
+        stats.messages_sent += 1;
+        out.send(conn, Packet::Publish(publish));
+    }
+
+    /// Resends every unacknowledged PUBLISH (DUP set) and PUBREL in their original order,
+    /// then fills the window (spec: [MQTT-4.4.0-1] 3.1.1, [MQTT-4.4.0-1] 5.0).
+    pub fn resume(&mut self, now: Instant, limits: &Limits, out: &mut Outbox, stats: &mut Stats) {
+        let Some(conn) = self.conn else { return };
+        for entry in &self.inflight {
+            let packet = match entry.state {
+                Awaiting::PubAck | Awaiting::PubRec => {
+                    let mut publish = entry.publish.clone();
+                    publish.dup = true;
+                    if !self.params.version.is_v5() {
+                        publish.properties = Properties::new();
+                    }
+                    Packet::Publish(publish)
+                }
+                Awaiting::PubComp => Packet::PubRel(Ack::new(entry.packet_id)),
+            };
+            out.send(conn, packet);
+        }
+        self.pump(now, limits, out, stats);
+    }
+
+    fn position(&self, packet_id: PacketId, state: Awaiting) -> Option<usize> {
+        self.inflight
+            .iter()
+            .position(|e| e.packet_id == packet_id && e.state == state)
+    }
+
+    /// PUBACK from the client: the QoS 1 delivery is complete. Returns false for an unknown id.
+    pub fn puback(&mut self, packet_id: PacketId) -> bool {
+        match self.position(packet_id, Awaiting::PubAck) {
+            Some(index) => {
+                self.inflight.remove(index);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// PUBREC from the client. Returns the PUBREL to send, if any. A v5 PUBREC with an error
+    /// code ends the flow (no PUBREL).
+    pub fn pubrec(&mut self, packet_id: PacketId, reason: ReasonCode) -> Option<Packet> {
+        let index = self.position(packet_id, Awaiting::PubRec);
+        match index {
+            Some(index) if reason.is_error() => {
+                self.inflight.remove(index);
+                None
+            }
+            Some(index) => {
+                self.inflight[index].state = Awaiting::PubComp;
+                Some(Packet::PubRel(Ack::new(packet_id)))
+            }
+            // A PUBREC we already answered (the client resent it after a reconnect).
+            None if self.position(packet_id, Awaiting::PubComp).is_some() => {
+                Some(Packet::PubRel(Ack::new(packet_id)))
+            }
+            None => {
+                let reason = if self.params.version.is_v5() {
+                    ReasonCode::PacketIdentifierNotFound
+                } else {
+                    ReasonCode::Success
+                };
+                Some(Packet::PubRel(Ack {
+                    packet_id,
+                    reason_code: reason,
+                    properties: Properties::new(),
+                }))
+            }
+        }
+    }
+
+    /// PUBCOMP from the client: the QoS 2 delivery is complete.
+    pub fn pubcomp(&mut self, packet_id: PacketId) -> bool {
+        match self.position(packet_id, Awaiting::PubComp) {
+            Some(index) => {
+                self.inflight.remove(index);
+                true
+            }
+            None => false,
+        }
+    }
+}

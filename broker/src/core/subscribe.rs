@@ -1,0 +1,151 @@
+//! SUBSCRIBE and UNSUBSCRIBE: the session's filters, the SUBACK and UNSUBACK codes, and
+//! retained messages for new subscriptions.
+
+use super::session::Queued;
+use super::subscriptions::Subscription;
+use super::time::Instant;
+use super::{Broker, ConnId, SessionId};
+use crate::codec::{
+    ByteStr, Packet, Properties, ProtocolVersion, ReasonCode, RetainHandling, SubAck, Subscribe,
+    SubscriptionOptions, UnsubAck, Unsubscribe,
+};
+use crate::topic::{parse_shared, validate_filter};
+use crate::types::QoS;
+
+fn granted(qos: QoS) -> ReasonCode {
+    match qos {
+        QoS::AtMostOnce => ReasonCode::Success,
+        QoS::AtLeastOnce => ReasonCode::GrantedQoS1,
+        QoS::ExactlyOnce => ReasonCode::GrantedQoS2,
+    }
+}
+
+impl Broker {
+    /// Each filter is handled as its own SUBSCRIBE and answered in one SUBACK, in order
+    /// (spec: [MQTT-3.8.4-1] [MQTT-3.8.4-2] [MQTT-3.8.4-4] [MQTT-3.8.4-5] [MQTT-3.9.3-1] 3.1.1;
+    /// [MQTT-3.8.4-1] [MQTT-3.8.4-2] [MQTT-3.8.4-5] [MQTT-3.8.4-6] [MQTT-3.9.3-1] 5.0).
+    pub(super) fn handle_subscribe(
+        &mut self,
+        conn: ConnId,
+        session_id: SessionId,
+        subscribe: Subscribe,
+        now: Instant,
+    ) {
+        let Some(session) = self.sessions.get_mut(&session_id) else {
+            return;
+        };
+        let subscription_id = subscribe.properties.subscription_identifiers().next();
+        let mut reason_codes = Vec::with_capacity(subscribe.filters.len());
+        let mut retained_for: Vec<(ByteStr, SubscriptionOptions)> = Vec::new();
+        for (filter, options) in subscribe.filters {
+            let refusal = if validate_filter(&filter).is_err() {
+                Some(ReasonCode::TopicFilterInvalid)
+            } else if parse_shared(&filter).is_ok_and(|shared| shared.is_some())
+                || filter.starts_with("$share/")
+            {
+                Some(ReasonCode::SharedSubscriptionsNotSupported)
+            } else if !session.subscriptions.contains_key(&filter)
+                && session.subscriptions.len() >= self.config.limits.subscriptions_per_session_max
+            {
+                Some(ReasonCode::QuotaExceeded)
+            } else {
+                None
+            };
+            if let Some(reason) = refusal {
+                tracing::info!(%conn, %filter, reason = reason.description(), "subscription refused");
+                // 3.1.1 has one failure code, 0x80, which the encoder maps every error to.
+                reason_codes.push(reason);
+                continue;
+            }
+            let subscription = Subscription {
+                options,
+                id: subscription_id,
+            };
+            // spec: [MQTT-3.8.4-3] both: a repeated filter replaces the subscription.
+            let existed = session
+                .subscriptions
+                .insert(filter.clone(), subscription)
+                .is_some();
+            self.subscriptions.insert(&filter, session_id, subscription);
+            reason_codes.push(granted(options.qos));
+            let send_retained = match options.retain_handling {
+                // spec: [MQTT-3.3.1-9] (v5); [MQTT-3.3.1-6] 3.1.1
+                RetainHandling::SendAtSubscribe => true,
+                // spec: [MQTT-3.3.1-10] (v5)
+                RetainHandling::SendAtNewSubscribe => !existed,
+                // spec: [MQTT-3.3.1-11] (v5)
+                RetainHandling::DoNotSend => false,
+            };
+            if send_retained {
+                retained_for.push((filter, options));
+            }
+        }
+        self.out.send(
+            conn,
+            Packet::SubAck(SubAck {
+                packet_id: subscribe.packet_id,
+                properties: Properties::new(),
+                reason_codes,
+            }),
+        );
+        for (filter, options) in retained_for {
+            for message in self.retained.matching(&filter, now) {
+                let Some(session) = self.sessions.get_mut(&session_id) else {
+                    return;
+                };
+                let item = Queued {
+                    qos: message.qos.min(options.qos),
+                    // spec: [MQTT-3.3.1-8] 3.1.1: a retained message sent for a new
+                    // subscription has RETAIN set.
+                    retain: true,
+                    subscription_ids: subscription_id.into_iter().collect(),
+                    message,
+                    enqueued_at: now,
+                };
+                session.deliver(
+                    item,
+                    now,
+                    &self.config.limits,
+                    &mut self.out,
+                    &mut self.stats,
+                );
+            }
+        }
+    }
+
+    /// spec: [MQTT-3.10.4-1] [MQTT-3.10.4-4] [MQTT-3.10.4-5] [MQTT-3.10.4-6] 3.1.1;
+    /// [MQTT-3.10.4-1] [MQTT-3.10.4-4] [MQTT-3.10.4-5] [MQTT-3.10.4-6] [MQTT-3.11.3-1] 5.0.
+    pub(super) fn handle_unsubscribe(
+        &mut self,
+        conn: ConnId,
+        session_id: SessionId,
+        unsubscribe: Unsubscribe,
+    ) {
+        let Some(session) = self.sessions.get_mut(&session_id) else {
+            return;
+        };
+        let mut reason_codes = Vec::new();
+        for filter in &unsubscribe.filters {
+            let existed = session.subscriptions.remove(filter).is_some();
+            if existed {
+                self.subscriptions.remove(filter, session_id);
+            }
+            reason_codes.push(if existed {
+                ReasonCode::Success
+            } else {
+                ReasonCode::NoSubscriptionExisted
+            });
+        }
+        if session.params.version != ProtocolVersion::V5 {
+            reason_codes.clear();
+        }
+        self.out.send(
+            conn,
+            Packet::UnsubAck(UnsubAck {
+                packet_id: unsubscribe.packet_id,
+                properties: Properties::new(),
+                reason_codes,
+            }),
+        );
+    }
+}

@@ -1,0 +1,1328 @@
+//! Core unit tests: the state machine driven with virtual time, no sockets.
+//! Each test names the spec statements it checks and the protocol version it covers.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use proptest::prelude::*;
+
+use super::*;
+use crate::codec::*;
+use crate::types::{PacketId, QoS};
+
+const V3: ProtocolVersion = ProtocolVersion::V3_1_1;
+const V5: ProtocolVersion = ProtocolVersion::V5;
+
+/// Drives a broker and sorts its outputs into a mailbox per connection.
+struct Harness {
+    broker: Broker,
+    now: Instant,
+    next_conn: u64,
+    mail: BTreeMap<ConnId, Vec<Packet>>,
+    closed: Vec<ConnId>,
+}
+
+fn s(text: &str) -> ByteStr {
+    ByteStr::new(text).unwrap()
+}
+
+fn pid(id: u16) -> PacketId {
+    PacketId::new(id).unwrap()
+}
+
+fn connect(version: ProtocolVersion, id: &str, clean: bool) -> Connect {
+    Connect {
+        protocol: version,
+        clean_start: clean,
+        keep_alive: 0,
+        properties: Properties::new(),
+        client_id: s(id),
+        will: None,
+        username: None,
+        password: None,
+    }
+}
+
+fn will(topic: &str, payload: &str, qos: QoS, retain: bool) -> Will {
+    Will {
+        topic: s(topic),
+        payload: Bytes::from(payload.to_owned()),
+        qos,
+        retain,
+        properties: Properties::new(),
+    }
+}
+
+fn publish(topic: &str, payload: &str, qos: QoS, id: u16) -> Packet {
+    Packet::Publish(Publish {
+        dup: false,
+        qos,
+        retain: false,
+        topic: s(topic),
+        packet_id: (qos != QoS::AtMostOnce).then(|| pid(id)),
+        properties: Properties::new(),
+        payload: Bytes::from(payload.to_owned()),
+    })
+}
+
+fn retained(topic: &str, payload: &str, qos: QoS, id: u16) -> Packet {
+    let Packet::Publish(mut p) = publish(topic, payload, qos, id) else {
+        unreachable!()
+    };
+    p.retain = true;
+    Packet::Publish(p)
+}
+
+fn subscribe(id: u16, filter: &str, qos: QoS) -> Packet {
+    subscribe_with(id, filter, SubscriptionOptions::new(qos), Properties::new())
+}
+
+fn subscribe_with(
+    id: u16,
+    filter: &str,
+    options: SubscriptionOptions,
+    properties: Properties,
+) -> Packet {
+    Packet::Subscribe(Subscribe {
+        packet_id: pid(id),
+        properties,
+        filters: vec![(s(filter), options)],
+    })
+}
+
+fn payloads(packets: &[Packet]) -> Vec<String> {
+    packets
+        .iter()
+        .filter_map(|p| match p {
+            Packet::Publish(p) => Some(String::from_utf8(p.payload.to_vec()).unwrap()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn publishes(packets: &[Packet]) -> Vec<Publish> {
+    packets
+        .iter()
+        .filter_map(|p| match p {
+            Packet::Publish(p) => Some(p.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+impl Harness {
+    fn new() -> Harness {
+        Harness::with(Config::default())
+    }
+
+    fn with(config: Config) -> Harness {
+        Harness {
+            broker: Broker::new(config),
+            now: Instant::ZERO,
+            next_conn: 0,
+            mail: BTreeMap::new(),
+            closed: Vec::new(),
+        }
+    }
+
+    fn pump(&mut self) {
+        while let Some(output) = self.broker.poll_output() {
+            match output {
+                Output::Send { conn, packet } => {
+                    assert!(
+                        !self.closed.contains(&conn),
+                        "{conn} got {packet:?} after Close"
+                    );
+                    self.mail.entry(conn).or_default().push(packet);
+                }
+                Output::Close { conn } => self.closed.push(conn),
+            }
+        }
+    }
+
+    fn open(&mut self) -> ConnId {
+        self.next_conn += 1;
+        let conn = ConnId(self.next_conn);
+        self.broker.connection_opened(conn, self.now);
+        conn
+    }
+
+    fn send(&mut self, conn: ConnId, packet: Packet) {
+        self.broker.packet_received(conn, packet, self.now);
+        self.pump();
+    }
+
+    /// Opens a connection, sends CONNECT and returns the connection with the CONNACK.
+    fn connect(&mut self, connect: Connect) -> (ConnId, ConnAck) {
+        let conn = self.open();
+        self.send(conn, Packet::Connect(Box::new(connect)));
+        let mut packets = self.take(conn);
+        let first = (!packets.is_empty()).then(|| packets.remove(0));
+        // What followed the CONNACK (resumed messages) stays in the mailbox.
+        if !packets.is_empty() {
+            self.mail.insert(conn, packets);
+        }
+        match first {
+            Some(Packet::ConnAck(ack)) => (conn, ack),
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+    }
+
+    /// Connects and asserts success.
+    fn client(&mut self, connect: Connect) -> ConnId {
+        let (conn, ack) = self.connect(connect);
+        assert_eq!(ack.reason_code, ReasonCode::Success);
+        conn
+    }
+
+    fn take(&mut self, conn: ConnId) -> Vec<Packet> {
+        self.mail.remove(&conn).unwrap_or_default()
+    }
+
+    fn is_closed(&self, conn: ConnId) -> bool {
+        self.closed.contains(&conn)
+    }
+
+    fn lose(&mut self, conn: ConnId) {
+        self.broker.connection_closed(conn, self.now);
+        self.pump();
+    }
+
+    fn advance(&mut self, duration: Duration) {
+        self.now = self.now + duration;
+        self.broker.timeout(self.now);
+        self.pump();
+    }
+
+    /// Subscribes and checks the SUBACK.
+    fn subscribe(&mut self, conn: ConnId, filter: &str, qos: QoS) {
+        self.send(conn, subscribe(1, filter, qos));
+        let packets = self.take(conn);
+        assert!(
+            matches!(packets.first(), Some(Packet::SubAck(_))),
+            "expected SUBACK, got {packets:?}"
+        );
+    }
+}
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+// --- CONNECT ------------------------------------------------------------------------------
+
+// spec: [MQTT-3.2.0-1] [MQTT-3.1.4-4] [MQTT-3.2.2-1] (v3.1.1); [MQTT-3.2.0-1] [MQTT-3.1.4-5] [MQTT-3.2.2-2] (v5)
+#[test]
+fn connect_is_answered_by_connack_first() {
+    for version in [V3, V5] {
+        let mut h = Harness::new();
+        let (_, ack) = h.connect(connect(version, "a", true));
+        assert_eq!(ack.reason_code, ReasonCode::Success);
+        assert!(!ack.session_present);
+    }
+}
+
+// spec: [MQTT-3.1.0-1] (both versions)
+#[test]
+fn first_packet_other_than_connect_closes_without_answer() {
+    let mut h = Harness::new();
+    let conn = h.open();
+    h.send(conn, Packet::PingReq);
+    assert!(h.is_closed(conn));
+    assert!(h.take(conn).is_empty());
+}
+
+// spec: [MQTT-3.1.0-2] (v3.1.1 and v5)
+#[test]
+fn second_connect_is_a_protocol_violation() {
+    let mut h = Harness::new();
+    let conn = h.client(connect(V3, "a", true));
+    h.send(conn, Packet::Connect(Box::new(connect(V3, "a", true))));
+    assert!(h.is_closed(conn));
+    assert!(
+        h.take(conn).is_empty(),
+        "3.1.1 has no DISCONNECT from the server"
+    );
+
+    let conn = h.client(connect(V5, "b", true));
+    h.send(conn, Packet::Connect(Box::new(connect(V5, "b", true))));
+    assert!(h.is_closed(conn));
+    assert!(
+        matches!(&h.take(conn)[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::ProtocolError)
+    );
+}
+
+// spec: [MQTT-3.1.3-8] [MQTT-3.1.3-9] [MQTT-3.2.2-4] [MQTT-3.2.2-5] (v3.1.1)
+#[test]
+fn v311_empty_client_id_needs_clean_session() {
+    let mut h = Harness::new();
+    let (conn, ack) = h.connect(connect(V3, "", false));
+    assert_eq!(ack.reason_code, ReasonCode::ClientIdentifierNotValid);
+    assert_eq!(ack.reason_code.to_v3_connack(), 2);
+    assert!(!ack.session_present);
+    assert!(h.is_closed(conn));
+}
+
+// spec: [MQTT-3.1.3-6] (v3.1.1); [MQTT-3.1.3-6] [MQTT-3.1.3-7] [MQTT-3.2.2-16] (v5)
+#[test]
+fn empty_client_id_gets_a_unique_assigned_id() {
+    let mut h = Harness::new();
+    let (_, ack) = h.connect(connect(V3, "", true));
+    assert_eq!(ack.reason_code, ReasonCode::Success);
+    let (_, a) = h.connect(connect(V5, "", true));
+    let (_, b) = h.connect(connect(V5, "", false));
+    let id_a = a.properties.assigned_client_identifier().unwrap().clone();
+    let id_b = b.properties.assigned_client_identifier().unwrap().clone();
+    assert_ne!(id_a, id_b);
+    assert_eq!(h.broker.session_count(), 3);
+}
+
+#[test]
+fn v31_client_ids_are_limited_to_23_bytes() {
+    let mut h = Harness::new();
+    let (_, ack) = h.connect(connect(ProtocolVersion::V3_1, &"x".repeat(24), true));
+    assert_eq!(ack.reason_code, ReasonCode::ClientIdentifierNotValid);
+    let (_, ack) = h.connect(connect(ProtocolVersion::V3_1, &"x".repeat(23), true));
+    assert_eq!(ack.reason_code, ReasonCode::Success);
+}
+
+#[test]
+fn connect_timeout_closes_a_silent_connection() {
+    let mut h = Harness::new();
+    let conn = h.open();
+    h.advance(secs(9));
+    assert!(!h.is_closed(conn));
+    h.advance(secs(1));
+    assert!(h.is_closed(conn));
+    assert_eq!(h.broker.connection_count(), 0);
+}
+
+#[test]
+fn credentials_are_checked_when_anonymous_access_is_off() {
+    let mut config = Config {
+        allow_anonymous: false,
+        ..Config::default()
+    };
+    config.users.insert("alice".into(), "secret".into());
+    let mut h = Harness::with(config);
+    let (_, ack) = h.connect(connect(V5, "a", true));
+    assert_eq!(ack.reason_code, ReasonCode::NotAuthorized);
+    let mut c = connect(V3, "b", true);
+    c.username = Some(s("alice"));
+    c.password = Some(Bytes::from_static(b"wrong"));
+    let (_, ack) = h.connect(c.clone());
+    assert_eq!(ack.reason_code.to_v3_connack(), 4);
+    c.password = Some(Bytes::from_static(b"secret"));
+    assert_eq!(h.connect(c).1.reason_code, ReasonCode::Success);
+}
+
+#[test]
+fn enhanced_authentication_is_refused_when_no_method_is_configured() {
+    let mut h = Harness::new();
+    let mut c = connect(V5, "a", true);
+    c.properties
+        .push(Property::AuthenticationMethod(s("SCRAM-SHA-256")));
+    let (conn, ack) = h.connect(c);
+    assert_eq!(ack.reason_code, ReasonCode::BadAuthenticationMethod);
+    assert!(h.is_closed(conn));
+    // An AUTH packet without a method in CONNECT is a protocol error.
+    let conn = h.client(connect(V5, "b", true));
+    h.send(
+        conn,
+        Packet::Auth(Auth {
+            reason_code: ReasonCode::ReAuthenticate,
+            properties: Properties::new(),
+        }),
+    );
+    assert!(h.is_closed(conn));
+}
+
+#[test]
+fn v5_connack_announces_the_limits() {
+    let mut h = Harness::new();
+    let (_, ack) = h.connect(connect(V5, "a", true));
+    let limits = Limits::default();
+    assert_eq!(
+        ack.properties.receive_maximum(),
+        Some(limits.receive_maximum_count)
+    );
+    assert_eq!(
+        ack.properties.maximum_packet_size(),
+        Some(limits.packet_bytes_max as u32)
+    );
+    assert_eq!(
+        ack.properties.topic_alias_maximum(),
+        Some(limits.topic_alias_max)
+    );
+    assert_eq!(ack.properties.shared_subscription_available(), Some(false));
+}
+
+// spec: [MQTT-3.2.2-21] [MQTT-3.2.2-22] (v5: the server keep alive replaces the client's)
+#[test]
+fn v5_server_keep_alive_caps_the_client_value() {
+    let mut config = Config::default();
+    config.limits.keep_alive_max_secs = 30;
+    let mut h = Harness::with(config);
+    let mut c = connect(V5, "a", true);
+    c.keep_alive = 600;
+    let (conn, ack) = h.connect(c);
+    assert_eq!(ack.properties.server_keep_alive(), Some(30));
+    h.advance(secs(44));
+    assert!(!h.is_closed(conn));
+    h.advance(secs(1));
+    assert!(h.is_closed(conn), "45 s = 1.5 x the server keep alive");
+}
+
+// --- keep alive and wills ---------------------------------------------------------------------
+
+// spec: [MQTT-3.1.2-24] [MQTT-3.1.2-8] (v3.1.1); [MQTT-3.1.2-22] (v5)
+#[test]
+fn keep_alive_closes_after_one_and_a_half_periods_and_publishes_the_will() {
+    for version in [V3, V5] {
+        let mut h = Harness::new();
+        let watcher = h.client(connect(version, "watcher", true));
+        h.subscribe(watcher, "last_will", QoS::AtLeastOnce);
+        let mut c = connect(version, "device", true);
+        c.keep_alive = 10;
+        c.will = Some(will("last_will", "offline", QoS::AtLeastOnce, false));
+        let device = h.client(c);
+        h.advance(secs(8));
+        h.send(device, Packet::PingReq);
+        assert_eq!(
+            h.take(device),
+            vec![Packet::PingResp],
+            "spec: [MQTT-3.12.4-1]"
+        );
+        h.advance(secs(14));
+        assert!(
+            !h.is_closed(device),
+            "activity at 8 s moves the deadline to 23 s"
+        );
+        h.advance(secs(1));
+        assert!(h.is_closed(device));
+        if version.is_v5() {
+            assert!(
+                matches!(&h.take(device)[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::KeepAliveTimeout)
+            );
+        }
+        assert_eq!(payloads(&h.take(watcher)), vec!["offline"]);
+    }
+}
+
+// spec: [MQTT-3.14.4-3] [MQTT-3.1.2-10] (v3.1.1 and v5); [MQTT-3.1.2-12] (v3.1.1: no will flag, no will)
+#[test]
+fn normal_disconnect_discards_the_will() {
+    for version in [V3, V5] {
+        let mut h = Harness::new();
+        let watcher = h.client(connect(version, "watcher", true));
+        h.subscribe(watcher, "#", QoS::AtMostOnce);
+        let mut c = connect(version, "device", true);
+        c.will = Some(will("w", "gone", QoS::AtMostOnce, false));
+        let device = h.client(c);
+        h.send(device, Packet::Disconnect(Disconnect::normal()));
+        assert!(h.is_closed(device));
+        h.lose(device);
+        let plain = h.client(connect(version, "plain", true));
+        h.lose(plain);
+        assert!(payloads(&h.take(watcher)).is_empty());
+    }
+}
+
+// spec: [MQTT-3.1.2-8] [MQTT-3.1.2-17] [MQTT-3.1.2-7] (v3.1.1)
+#[test]
+fn will_on_network_loss_is_retained_when_asked() {
+    let mut h = Harness::new();
+    let mut c = connect(V3, "device", true);
+    c.keep_alive = 5;
+    c.will = Some(will("last_will", "offline", QoS::AtLeastOnce, true));
+    let device = h.client(c);
+    h.lose(device);
+    let late = h.client(connect(V3, "late", true));
+    h.send(late, subscribe(1, "last_will", QoS::AtLeastOnce));
+    let got = publishes(&h.take(late));
+    assert_eq!(got.len(), 1);
+    assert!(got[0].retain, "spec: [MQTT-3.3.1-8]");
+    assert_eq!(got[0].qos, QoS::AtLeastOnce);
+    assert_eq!(&got[0].payload[..], b"offline");
+}
+
+// spec: [MQTT-3.1.3-9] [MQTT-3.1.2-8] (v5)
+#[test]
+fn v5_will_delay_is_cancelled_by_a_reconnect_and_published_when_it_passes() {
+    let mut h = Harness::new();
+    let watcher = h.client(connect(V5, "watcher", true));
+    h.subscribe(watcher, "w", QoS::AtMostOnce);
+    let device_connect = || {
+        let mut c = connect(V5, "device", false);
+        c.properties.push(Property::SessionExpiryInterval(300));
+        let mut w = will("w", "gone", QoS::AtMostOnce, false);
+        w.properties.push(Property::WillDelayInterval(10));
+        c.will = Some(w);
+        c
+    };
+    let device = h.client(device_connect());
+    h.lose(device);
+    h.advance(secs(5));
+    let device = h.client(device_connect());
+    h.advance(secs(20));
+    assert!(
+        payloads(&h.take(watcher)).is_empty(),
+        "reconnect within the delay cancels the will"
+    );
+    h.lose(device);
+    h.advance(secs(9));
+    assert!(payloads(&h.take(watcher)).is_empty());
+    h.advance(secs(1));
+    assert_eq!(payloads(&h.take(watcher)), vec!["gone"]);
+    h.advance(secs(600));
+    assert!(payloads(&h.take(watcher)).is_empty(), "never twice");
+}
+
+// spec: [MQTT-3.1.2-8] (v5: the session ending first publishes a delayed will)
+#[test]
+fn v5_session_end_publishes_a_delayed_will_early() {
+    let mut h = Harness::new();
+    let watcher = h.client(connect(V5, "watcher", true));
+    h.subscribe(watcher, "w", QoS::AtMostOnce);
+    let mut c = connect(V5, "device", true);
+    c.properties.push(Property::SessionExpiryInterval(5));
+    let mut w = will("w", "gone", QoS::AtMostOnce, false);
+    w.properties.push(Property::WillDelayInterval(60));
+    c.will = Some(w);
+    let device = h.client(c);
+    h.lose(device);
+    h.advance(secs(4));
+    assert!(payloads(&h.take(watcher)).is_empty());
+    h.advance(secs(1));
+    assert_eq!(payloads(&h.take(watcher)), vec!["gone"]);
+}
+
+#[test]
+fn v5_disconnect_with_will_message_publishes_the_will() {
+    let mut h = Harness::new();
+    let watcher = h.client(connect(V5, "watcher", true));
+    h.subscribe(watcher, "w", QoS::AtMostOnce);
+    let mut c = connect(V5, "device", true);
+    c.will = Some(will("w", "bye", QoS::AtMostOnce, false));
+    let device = h.client(c);
+    h.send(
+        device,
+        Packet::Disconnect(Disconnect {
+            reason_code: ReasonCode::DisconnectWithWillMessage,
+            properties: Properties::new(),
+        }),
+    );
+    assert_eq!(payloads(&h.take(watcher)), vec!["bye"]);
+}
+
+// spec: [MQTT-3.1.4-2] (v3.1.1); [MQTT-3.1.4-3] (v5)
+#[test]
+fn duplicate_client_id_takes_over_the_session() {
+    for version in [V3, V5] {
+        let mut h = Harness::new();
+        let watcher = h.client(connect(version, "watcher", true));
+        h.subscribe(watcher, "w", QoS::AtMostOnce);
+        let mut persistent = connect(version, "dup", false);
+        if version.is_v5() {
+            persistent
+                .properties
+                .push(Property::SessionExpiryInterval(60));
+        }
+        let mut c = persistent.clone();
+        c.will = Some(will("w", "old-will", QoS::AtMostOnce, false));
+        let old = h.client(c);
+        h.subscribe(old, "t", QoS::AtLeastOnce);
+        let (new, ack) = h.connect(persistent);
+        assert!(ack.session_present);
+        assert!(h.is_closed(old));
+        let to_old = h.take(old);
+        if version.is_v5() {
+            assert!(
+                matches!(&to_old[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::SessionTakenOver)
+            );
+        } else {
+            assert!(to_old.is_empty());
+        }
+        assert_eq!(
+            payloads(&h.take(watcher)),
+            vec!["old-will"],
+            "takeover ends the old connection abnormally"
+        );
+        // The subscription moved with the session.
+        h.send(watcher, publish("t", "hello", QoS::AtMostOnce, 0));
+        assert_eq!(payloads(&h.take(new)), vec!["hello"]);
+    }
+}
+
+// --- routing --------------------------------------------------------------------------------
+
+// spec: [MQTT-3.3.2-3] [MQTT-4.7.2-1] (both versions)
+#[test]
+fn wildcard_subscription_receives_both_sensors() {
+    for version in [V3, V5] {
+        let mut h = Harness::new();
+        let sub = h.client(connect(version, "sub", true));
+        h.subscribe(sub, "sensor/+/temperature", QoS::AtMostOnce);
+        let all = h.client(connect(version, "all", true));
+        h.subscribe(all, "#", QoS::AtMostOnce);
+        let p1 = h.client(connect(version, "p1", true));
+        let p2 = h.client(connect(version, "p2", true));
+        h.send(
+            p1,
+            publish(
+                "sensor/1/temperature",
+                r#"{"msg": "17.2"}"#,
+                QoS::AtMostOnce,
+                0,
+            ),
+        );
+        h.send(
+            p2,
+            publish(
+                "sensor/2/temperature",
+                r#"{"msg": "18.2"}"#,
+                QoS::AtMostOnce,
+                0,
+            ),
+        );
+        h.send(p2, publish("$SYS/x", "hidden", QoS::AtMostOnce, 0));
+        assert_eq!(
+            payloads(&h.take(sub)),
+            vec![r#"{"msg": "17.2"}"#, r#"{"msg": "18.2"}"#]
+        );
+        assert_eq!(payloads(&h.take(all)).len(), 2, "'#' does not match $SYS");
+    }
+}
+
+// spec: [MQTT-3.8.4-6] [MQTT-3.3.5-1] (v3.1.1); [MQTT-3.8.4-8] [MQTT-3.3.4-2] (v5)
+#[test]
+fn delivery_uses_the_lower_qos_and_one_copy_for_overlaps() {
+    for version in [V3, V5] {
+        let mut h = Harness::new();
+        let sub = h.client(connect(version, "sub", true));
+        h.subscribe(sub, "a/+", QoS::AtMostOnce);
+        h.subscribe(sub, "a/#", QoS::AtLeastOnce);
+        let publisher = h.client(connect(version, "pub", true));
+        h.send(publisher, publish("a/b", "x", QoS::ExactlyOnce, 5));
+        let got = publishes(&h.take(sub));
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].qos, QoS::AtLeastOnce);
+        assert!(!got[0].retain);
+    }
+}
+
+// spec: [MQTT-3.3.4-3] [MQTT-3.3.4-4] (v5)
+#[test]
+fn v5_one_copy_carries_every_subscription_identifier() {
+    let mut h = Harness::new();
+    let sub = h.client(connect(V5, "sub", true));
+    for (id, filter) in [(11, "a/+"), (22, "a/b")] {
+        let props = Properties::from(vec![Property::SubscriptionIdentifier(id)]);
+        h.send(
+            sub,
+            subscribe_with(1, filter, SubscriptionOptions::new(QoS::AtMostOnce), props),
+        );
+    }
+    h.take(sub);
+    let publisher = h.client(connect(V5, "pub", true));
+    h.send(publisher, publish("a/b", "x", QoS::AtMostOnce, 0));
+    let got = publishes(&h.take(sub));
+    assert_eq!(got.len(), 1);
+    let mut ids: Vec<u32> = got[0].properties.subscription_identifiers().collect();
+    ids.sort();
+    assert_eq!(ids, vec![11, 22]);
+}
+
+// spec: [MQTT-3.3.1-5] [MQTT-3.3.1-6] [MQTT-3.3.1-8] [MQTT-3.3.1-9] [MQTT-3.3.1-10] [MQTT-3.3.1-11] [MQTT-3.3.1-12] (v3.1.1)
+#[test]
+fn retained_messages_latest_wins_empty_deletes() {
+    let mut h = Harness::new();
+    let publisher = h.client(connect(V3, "pub", true));
+    let live = h.client(connect(V3, "live", true));
+    h.subscribe(live, "retained_message", QoS::AtMostOnce);
+    h.send(
+        publisher,
+        retained("retained_message", "first", QoS::AtMostOnce, 0),
+    );
+    h.send(
+        publisher,
+        retained("retained_message", "second", QoS::AtMostOnce, 0),
+    );
+    h.send(
+        publisher,
+        publish("retained_message", "not retained", QoS::AtMostOnce, 0),
+    );
+    let live_got = publishes(&h.take(live));
+    assert_eq!(live_got.len(), 3);
+    assert!(
+        live_got.iter().all(|p| !p.retain),
+        "forwarded copies have RETAIN 0"
+    );
+
+    let late = h.client(connect(V3, "late", true));
+    h.send(late, subscribe(1, "retained_message", QoS::AtMostOnce));
+    let got = publishes(&h.take(late));
+    assert_eq!(payloads(&[Packet::Publish(got[0].clone())]), vec!["second"]);
+    assert!(got[0].retain);
+    assert_eq!(got.len(), 1);
+
+    h.send(
+        publisher,
+        retained("retained_message", "", QoS::AtMostOnce, 0),
+    );
+    let later = h.client(connect(V3, "later", true));
+    h.send(later, subscribe(1, "#", QoS::AtMostOnce));
+    assert!(payloads(&h.take(later)).is_empty());
+    assert_eq!(h.broker.retained_count(), 0);
+}
+
+// spec: [MQTT-3.3.1-9] [MQTT-3.3.1-10] [MQTT-3.3.1-11] [MQTT-3.3.1-12] [MQTT-3.3.1-13] (v5)
+#[test]
+fn v5_retain_handling_and_retain_as_published() {
+    let mut h = Harness::new();
+    let publisher = h.client(connect(V5, "pub", true));
+    h.send(publisher, retained("r", "kept", QoS::AtMostOnce, 0));
+    let sub = h.client(connect(V5, "sub", true));
+    let mut options = SubscriptionOptions::new(QoS::AtMostOnce);
+    options.retain_handling = RetainHandling::SendAtNewSubscribe;
+    h.send(sub, subscribe_with(1, "r", options, Properties::new()));
+    assert_eq!(payloads(&h.take(sub)), vec!["kept"]);
+    h.send(sub, subscribe_with(2, "r", options, Properties::new()));
+    assert!(
+        payloads(&h.take(sub)).is_empty(),
+        "not sent again for an existing subscription"
+    );
+    options.retain_handling = RetainHandling::SendAtSubscribe;
+    h.send(sub, subscribe_with(3, "r", options, Properties::new()));
+    assert_eq!(payloads(&h.take(sub)), vec!["kept"]);
+    options.retain_handling = RetainHandling::DoNotSend;
+    h.send(sub, subscribe_with(4, "r/#", options, Properties::new()));
+    assert!(payloads(&h.take(sub)).is_empty());
+
+    // Retain as published: the forwarded copy keeps RETAIN only with the option.
+    let rap = h.client(connect(V5, "rap", true));
+    let mut options = SubscriptionOptions::new(QoS::AtMostOnce);
+    options.retain_as_published = true;
+    options.retain_handling = RetainHandling::DoNotSend;
+    h.send(rap, subscribe_with(1, "live", options, Properties::new()));
+    h.subscribe(sub, "live", QoS::AtMostOnce);
+    h.take(rap);
+    h.send(publisher, retained("live", "x", QoS::AtMostOnce, 0));
+    assert!(publishes(&h.take(rap))[0].retain);
+    assert!(!publishes(&h.take(sub))[0].retain);
+}
+
+// spec: [MQTT-3.8.3-3] (v5)
+#[test]
+fn v5_no_local_skips_the_publisher() {
+    let mut h = Harness::new();
+    let me = h.client(connect(V5, "me", true));
+    let mut options = SubscriptionOptions::new(QoS::AtMostOnce);
+    options.no_local = true;
+    h.send(me, subscribe_with(1, "chat", options, Properties::new()));
+    h.take(me);
+    h.send(me, publish("chat", "mine", QoS::AtMostOnce, 0));
+    assert!(payloads(&h.take(me)).is_empty());
+    let other = h.client(connect(V5, "other", true));
+    h.send(other, publish("chat", "theirs", QoS::AtMostOnce, 0));
+    assert_eq!(payloads(&h.take(me)), vec!["theirs"]);
+}
+
+// spec: [MQTT-3.3.2-4] [MQTT-3.3.2-15] [MQTT-3.3.2-16] [MQTT-3.3.2-17] [MQTT-3.3.2-18] [MQTT-3.3.2-20] (v5)
+#[test]
+fn v5_properties_pass_through_unchanged_and_in_order() {
+    let mut h = Harness::new();
+    let sub = h.client(connect(V5, "sub", true));
+    h.subscribe(sub, "req", QoS::AtMostOnce);
+    let v3 = h.client(connect(V3, "old", true));
+    h.subscribe(v3, "req", QoS::AtMostOnce);
+    let publisher = h.client(connect(V5, "pub", true));
+    let sent = vec![
+        Property::UserProperty(s("k"), s("2")),
+        Property::PayloadFormatIndicator(true),
+        Property::ContentType(s("application/json")),
+        Property::UserProperty(s("a"), s("1")),
+        Property::ResponseTopic(s("reply/to")),
+        Property::CorrelationData(Bytes::from_static(b"\x00\x01")),
+        Property::UserProperty(s("k"), s("0")),
+    ];
+    let Packet::Publish(mut p) = publish("req", "{}", QoS::AtMostOnce, 0) else {
+        unreachable!()
+    };
+    p.properties = sent.clone().into();
+    h.send(publisher, Packet::Publish(p));
+    let got = publishes(&h.take(sub));
+    assert_eq!(got[0].properties.0, sent);
+    assert!(
+        publishes(&h.take(v3))[0].properties.is_empty(),
+        "3.1.1 subscribers get no properties"
+    );
+}
+
+// spec: [MQTT-3.3.2-5] [MQTT-3.3.2-6] (v5)
+#[test]
+fn v5_message_expiry_counts_down_and_expired_messages_are_not_delivered() {
+    let mut h = Harness::new();
+    let mut c = connect(V5, "sub", false);
+    c.properties.push(Property::SessionExpiryInterval(3600));
+    let sub = h.client(c.clone());
+    h.subscribe(sub, "t", QoS::AtLeastOnce);
+    h.lose(sub);
+    let publisher = h.client(connect(V5, "pub", true));
+    for (payload, expiry) in [("short", 5), ("long", 60)] {
+        let Packet::Publish(mut p) = publish("t", payload, QoS::AtLeastOnce, 1) else {
+            unreachable!()
+        };
+        p.properties.push(Property::MessageExpiryInterval(expiry));
+        h.send(publisher, Packet::Publish(p));
+    }
+    h.advance(secs(10));
+    let sub = h.client(c);
+    let got = publishes(&h.take(sub));
+    assert_eq!(
+        payloads(&got.iter().cloned().map(Packet::Publish).collect::<Vec<_>>()),
+        vec!["long"]
+    );
+    assert_eq!(got[0].properties.message_expiry_interval(), Some(50));
+    assert_eq!(h.broker.stats().messages_dropped_expired, 1);
+}
+
+// spec: [MQTT-3.1.2-24] [MQTT-3.1.2-25] (v5)
+#[test]
+fn v5_messages_over_the_client_maximum_packet_size_are_dropped() {
+    let mut h = Harness::new();
+    let mut c = connect(V5, "small", true);
+    c.properties.push(Property::MaximumPacketSize(64));
+    let small = h.client(c);
+    h.subscribe(small, "t", QoS::AtLeastOnce);
+    let publisher = h.client(connect(V5, "pub", true));
+    h.send(
+        publisher,
+        publish("t", &"x".repeat(100), QoS::AtLeastOnce, 1),
+    );
+    h.send(publisher, publish("t", "fits", QoS::AtLeastOnce, 2));
+    assert_eq!(payloads(&h.take(small)), vec!["fits"]);
+    assert_eq!(h.broker.stats().messages_dropped_too_large, 1);
+}
+
+#[test]
+fn v5_inbound_topic_alias_is_resolved() {
+    let mut h = Harness::new();
+    let sub = h.client(connect(V5, "sub", true));
+    h.subscribe(sub, "long/topic/name", QoS::AtMostOnce);
+    let publisher = h.client(connect(V5, "pub", true));
+    let Packet::Publish(mut p) = publish("long/topic/name", "1", QoS::AtMostOnce, 0) else {
+        unreachable!()
+    };
+    p.properties.push(Property::TopicAlias(3));
+    h.send(publisher, Packet::Publish(p.clone()));
+    p.topic = ByteStr::default();
+    p.payload = Bytes::from_static(b"2");
+    h.send(publisher, Packet::Publish(p.clone()));
+    assert_eq!(payloads(&h.take(sub)), vec!["1", "2"]);
+    let got = publishes(&h.take(sub));
+    assert!(got.iter().all(|p| p.properties.topic_alias().is_none()));
+    // An alias above the maximum is refused with 0x94.
+    p.properties = vec![Property::TopicAlias(1000)].into();
+    h.send(publisher, Packet::Publish(p));
+    assert!(h.is_closed(publisher));
+    assert!(
+        matches!(&h.take(publisher)[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::TopicAliasInvalid)
+    );
+}
+
+// --- QoS flows and sessions ------------------------------------------------------------------
+
+// spec: [MQTT-3.1.2-4] [MQTT-3.1.2-5] [MQTT-3.2.2-2] [MQTT-4.1.0-1] (v3.1.1)
+#[test]
+fn v311_persistent_session_queues_while_offline() {
+    let mut h = Harness::new();
+    let sub = h.client(connect(V3, "clean_session_false", false));
+    h.subscribe(sub, "clean_session_false", QoS::AtLeastOnce);
+    h.send(sub, Packet::Disconnect(Disconnect::normal()));
+    let publisher = h.client(connect(V3, "pub", true));
+    for (i, text) in ["one", "two", "three"].iter().enumerate() {
+        h.send(
+            publisher,
+            publish("clean_session_false", text, QoS::AtLeastOnce, i as u16 + 1),
+        );
+        assert!(
+            matches!(h.take(publisher)[..], [Packet::PubAck(_)]),
+            "spec: [MQTT-4.3.2-2]"
+        );
+    }
+    let (sub, ack) = h.connect(connect(V3, "clean_session_false", false));
+    assert!(ack.session_present);
+    let got = publishes(&h.take(sub));
+    assert_eq!(
+        payloads(&got.iter().cloned().map(Packet::Publish).collect::<Vec<_>>()),
+        vec!["one", "two", "three"]
+    );
+    assert!(got
+        .iter()
+        .all(|p| p.qos == QoS::AtLeastOnce && !p.dup && p.packet_id.is_some()));
+}
+
+// spec: [MQTT-3.1.2-6] [MQTT-3.2.2-1] (v3.1.1); [MQTT-3.1.2-4] (v5)
+#[test]
+fn clean_session_discards_the_old_session() {
+    for version in [V3, V5] {
+        let mut h = Harness::new();
+        let mut c = connect(version, "c", false);
+        c.properties.push(Property::SessionExpiryInterval(60));
+        if !version.is_v5() {
+            c.properties = Properties::new();
+        }
+        let conn = h.client(c.clone());
+        h.subscribe(conn, "t", QoS::AtLeastOnce);
+        h.lose(conn);
+        let mut clean = c.clone();
+        clean.clean_start = true;
+        let (conn, ack) = h.connect(clean);
+        assert!(!ack.session_present);
+        let publisher = h.client(connect(version, "p", true));
+        h.send(publisher, publish("t", "x", QoS::AtLeastOnce, 1));
+        assert!(
+            payloads(&h.take(conn)).is_empty(),
+            "the subscription went with the old session"
+        );
+    }
+}
+
+// spec: [MQTT-4.4.0-1] [MQTT-3.3.1-1] [MQTT-2.3.1-6] (v3.1.1); [MQTT-4.4.0-1] [MQTT-3.3.1-1] (v5)
+#[test]
+fn unacknowledged_publish_and_pubrel_are_resent_on_resume() {
+    let mut h = Harness::new();
+    let sub = h.client(connect(V3, "sub", false));
+    h.subscribe(sub, "t", QoS::ExactlyOnce);
+    let publisher = h.client(connect(V3, "pub", true));
+    h.send(publisher, publish("t", "q1", QoS::AtLeastOnce, 1));
+    h.send(publisher, publish("t", "q2", QoS::ExactlyOnce, 2));
+    h.send(publisher, Packet::PubRel(Ack::new(pid(2))));
+    let first = publishes(&h.take(sub));
+    assert_eq!(first.len(), 2);
+    // Acknowledge nothing for q1; PUBREC for q2, so the broker holds a PUBREL.
+    let q2_id = first[1].packet_id.unwrap();
+    h.send(sub, Packet::PubRec(Ack::new(q2_id)));
+    assert_eq!(h.take(sub), vec![Packet::PubRel(Ack::new(q2_id))]);
+    h.lose(sub);
+    let (sub, ack) = h.connect(connect(V3, "sub", false));
+    assert!(ack.session_present);
+    let resent = h.take(sub);
+    assert_eq!(resent.len(), 2);
+    match &resent[0] {
+        Packet::Publish(p) => {
+            assert!(p.dup);
+            assert_eq!(p.packet_id, first[0].packet_id, "same id");
+            assert_eq!(&p.payload[..], b"q1");
+        }
+        other => panic!("expected the PUBLISH first, got {other:?}"),
+    }
+    assert_eq!(resent[1], Packet::PubRel(Ack::new(q2_id)));
+    h.send(sub, Packet::PubComp(Ack::new(q2_id)));
+    h.send(sub, Packet::PubAck(Ack::new(first[0].packet_id.unwrap())));
+    h.lose(sub);
+    let (sub, _) = h.connect(connect(V3, "sub", false));
+    assert!(
+        h.take(sub).is_empty(),
+        "all acknowledged: nothing to resend"
+    );
+}
+
+// spec: [MQTT-4.3.3-2] (v3.1.1 and v5)
+#[test]
+fn inbound_qos2_is_routed_exactly_once() {
+    for version in [V3, V5] {
+        let mut h = Harness::new();
+        let sub = h.client(connect(version, "sub", true));
+        h.subscribe(sub, "t", QoS::AtMostOnce);
+        let publisher = h.client(connect(version, "pub", true));
+        h.send(publisher, publish("t", "once", QoS::ExactlyOnce, 7));
+        let Packet::Publish(mut again) = publish("t", "once", QoS::ExactlyOnce, 7) else {
+            unreachable!()
+        };
+        again.dup = true;
+        h.send(publisher, Packet::Publish(again));
+        assert_eq!(
+            h.take(publisher),
+            vec![
+                Packet::PubRec(Ack::new(pid(7))),
+                Packet::PubRec(Ack::new(pid(7)))
+            ]
+        );
+        h.send(publisher, Packet::PubRel(Ack::new(pid(7))));
+        assert_eq!(h.take(publisher), vec![Packet::PubComp(Ack::new(pid(7)))]);
+        assert_eq!(payloads(&h.take(sub)), vec!["once"]);
+        // After PUBREL the id is free again: a new message with it is new.
+        h.send(publisher, publish("t", "next", QoS::ExactlyOnce, 7));
+        assert_eq!(payloads(&h.take(sub)), vec!["next"]);
+    }
+}
+
+#[test]
+fn v5_pubrel_for_an_unknown_id_is_answered_with_0x92() {
+    let mut h = Harness::new();
+    let conn = h.client(connect(V5, "a", true));
+    h.send(conn, Packet::PubRel(Ack::new(pid(9))));
+    match &h.take(conn)[..] {
+        [Packet::PubComp(ack)] => assert_eq!(ack.reason_code, ReasonCode::PacketIdentifierNotFound),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn v5_too_many_unreleased_qos2_messages_exceed_receive_maximum() {
+    let mut config = Config::default();
+    config.limits.receive_maximum_count = 2;
+    let mut h = Harness::with(config);
+    let conn = h.client(connect(V5, "a", true));
+    for id in 1..=3 {
+        h.send(conn, publish("t", "x", QoS::ExactlyOnce, id));
+    }
+    assert!(h.is_closed(conn));
+    let sent = h.take(conn);
+    assert!(
+        matches!(sent.last(), Some(Packet::Disconnect(d)) if d.reason_code == ReasonCode::ReceiveMaximumExceeded)
+    );
+}
+
+// spec: [MQTT-3.3.4-9] [MQTT-3.3.4-10] (v5: never more in flight than the client's Receive Maximum)
+#[test]
+fn inflight_window_follows_receive_maximum() {
+    let mut h = Harness::new();
+    let mut c = connect(V5, "slow", true);
+    c.properties.push(Property::ReceiveMaximum(2));
+    let slow = h.client(c);
+    h.subscribe(slow, "t", QoS::AtLeastOnce);
+    let publisher = h.client(connect(V5, "pub", true));
+    for i in 1..=5 {
+        h.send(publisher, publish("t", &i.to_string(), QoS::AtLeastOnce, i));
+    }
+    let first = publishes(&h.take(slow));
+    assert_eq!(first.len(), 2);
+    h.send(slow, Packet::PingReq);
+    assert_eq!(
+        h.take(slow),
+        vec![Packet::PingResp],
+        "other packets are not held back"
+    );
+    h.send(slow, Packet::PubAck(Ack::new(first[0].packet_id.unwrap())));
+    assert_eq!(payloads(&h.take(slow)), vec!["3"]);
+}
+
+#[test]
+fn full_queue_drops_the_oldest_and_counts_it() {
+    let mut config = Config::default();
+    config.limits.queued_messages_max = 2;
+    let mut h = Harness::with(config);
+    let sub = h.client(connect(V3, "sub", false));
+    h.subscribe(sub, "t", QoS::AtLeastOnce);
+    h.lose(sub);
+    let publisher = h.client(connect(V3, "pub", true));
+    for i in 1..=4 {
+        h.send(publisher, publish("t", &i.to_string(), QoS::AtLeastOnce, i));
+    }
+    let sub = h.client(connect(V3, "sub", false));
+    assert_eq!(payloads(&h.take(sub)), vec!["3", "4"]);
+    assert_eq!(h.broker.stats().messages_dropped_queue_full, 2);
+}
+
+#[test]
+fn qos0_is_not_queued_for_offline_sessions_by_default() {
+    let mut h = Harness::new();
+    let sub = h.client(connect(V3, "sub", false));
+    h.subscribe(sub, "t", QoS::AtMostOnce);
+    h.lose(sub);
+    let publisher = h.client(connect(V3, "pub", true));
+    h.send(publisher, publish("t", "x", QoS::AtMostOnce, 0));
+    let sub = h.client(connect(V3, "sub", false));
+    assert!(payloads(&h.take(sub)).is_empty());
+    assert_eq!(h.broker.stats().qos0_dropped_offline, 1);
+}
+
+// spec: [MQTT-3.1.2-23] (v5)
+#[test]
+fn v5_session_expires_after_its_interval() {
+    let mut h = Harness::new();
+    let mut c = connect(V5, "s", false);
+    c.properties.push(Property::SessionExpiryInterval(30));
+    let conn = h.client(c.clone());
+    h.subscribe(conn, "t", QoS::AtLeastOnce);
+    h.lose(conn);
+    h.advance(secs(29));
+    assert_eq!(h.broker.session_count(), 1);
+    h.advance(secs(1));
+    assert_eq!(h.broker.session_count(), 0);
+    let (_, ack) = h.connect(c);
+    assert!(!ack.session_present);
+}
+
+#[test]
+fn v5_disconnect_cannot_raise_a_zero_session_expiry() {
+    let mut h = Harness::new();
+    let conn = h.client(connect(V5, "s", true));
+    h.send(
+        conn,
+        Packet::Disconnect(Disconnect {
+            reason_code: ReasonCode::Success,
+            properties: vec![Property::SessionExpiryInterval(60)].into(),
+        }),
+    );
+    assert!(
+        matches!(&h.take(conn)[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::ProtocolError)
+    );
+    assert_eq!(h.broker.session_count(), 0);
+}
+
+// spec: [MQTT-3.10.4-1] [MQTT-3.10.4-2] [MQTT-3.10.4-4] [MQTT-3.10.4-5] (v3.1.1); [MQTT-3.10.4-5] [MQTT-3.11.3-1] (v5)
+#[test]
+fn unsubscribe_stops_delivery_and_is_always_acknowledged() {
+    for version in [V3, V5] {
+        let mut h = Harness::new();
+        let sub = h.client(connect(version, "sub", true));
+        h.subscribe(sub, "a/+", QoS::AtMostOnce);
+        let unsubscribe = |filters: &[&str]| {
+            Packet::Unsubscribe(Unsubscribe {
+                packet_id: pid(4),
+                properties: Properties::new(),
+                filters: filters.iter().map(|f| s(f)).collect(),
+            })
+        };
+        h.send(sub, unsubscribe(&["a/b", "a/+"]));
+        match &h.take(sub)[..] {
+            [Packet::UnsubAck(ack)] => {
+                assert_eq!(ack.packet_id, pid(4));
+                if version.is_v5() {
+                    assert_eq!(
+                        ack.reason_codes,
+                        vec![ReasonCode::NoSubscriptionExisted, ReasonCode::Success]
+                    );
+                }
+            }
+            other => panic!("{other:?}"),
+        }
+        let publisher = h.client(connect(version, "pub", true));
+        h.send(publisher, publish("a/b", "x", QoS::AtMostOnce, 0));
+        assert!(payloads(&h.take(sub)).is_empty());
+    }
+}
+
+// spec: [MQTT-3.8.4-1] [MQTT-3.8.4-2] [MQTT-3.8.4-5] [MQTT-3.9.3-1] (v3.1.1)
+#[test]
+fn suback_codes_follow_filter_order_and_refuse_bad_filters() {
+    for version in [V3, V5] {
+        let mut h = Harness::new();
+        let sub = h.client(connect(version, "sub", true));
+        let options = SubscriptionOptions::new(QoS::AtLeastOnce);
+        h.send(
+            sub,
+            Packet::Subscribe(Subscribe {
+                packet_id: pid(3),
+                properties: Properties::new(),
+                filters: vec![
+                    (s("a/#"), options),
+                    (s("a/#/b"), options),
+                    (s("$share/g/x"), options),
+                ],
+            }),
+        );
+        match &h.take(sub)[..] {
+            [Packet::SubAck(ack)] => {
+                assert_eq!(ack.packet_id, pid(3));
+                assert_eq!(ack.reason_codes[0], ReasonCode::GrantedQoS1);
+                assert_eq!(ack.reason_codes[1], ReasonCode::TopicFilterInvalid);
+                assert_eq!(ack.reason_codes[1].to_v3_suback(), 0x80);
+                assert_eq!(
+                    ack.reason_codes[2],
+                    ReasonCode::SharedSubscriptionsNotSupported
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[test]
+fn decode_failures_close_only_that_connection_with_the_right_code() {
+    let mut h = Harness::new();
+    let good = h.client(connect(V5, "good", true));
+    let bad = h.client(connect(V5, "bad", true));
+    h.broker
+        .decode_failed(bad, &DecodeError::PublishQoS3, h.now);
+    h.pump();
+    assert!(
+        matches!(&h.take(bad)[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::MalformedPacket)
+    );
+    assert!(h.is_closed(bad));
+    assert!(!h.is_closed(good));
+    let fresh = h.open();
+    h.broker.decode_failed(
+        fresh,
+        &DecodeError::UnsupportedProtocolLevel {
+            name: "MQTT".into(),
+            level: 9,
+        },
+        h.now,
+    );
+    h.pump();
+    match &h.take(fresh)[..] {
+        // spec: [MQTT-3.1.2-2] (v3.1.1: return code 0x01)
+        [Packet::ConnAck(ack)] => assert_eq!(ack.reason_code.to_v3_connack(), 1),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn shutdown_tells_v5_clients_and_closes_everyone() {
+    let mut h = Harness::new();
+    let a = h.client(connect(V5, "a", true));
+    let b = h.client(connect(V3, "b", true));
+    h.broker.shutdown();
+    h.pump();
+    assert!(
+        matches!(&h.take(a)[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::ServerShuttingDown)
+    );
+    assert!(h.take(b).is_empty());
+    assert!(h.is_closed(a) && h.is_closed(b));
+}
+
+// --- robustness ------------------------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+enum Step {
+    Open,
+    Packet(usize, Packet),
+    Garbage(usize),
+    Lose(usize),
+    Advance(u64),
+}
+
+fn arbitrary_packet() -> impl Strategy<Value = Packet> {
+    let version = prop_oneof![Just(V3), Just(V5)];
+    let id = prop_oneof![Just("a"), Just("b"), Just("c"), Just("")];
+    let topic = prop_oneof![Just("t"), Just("a/b"), Just("$SYS/x"), Just("")];
+    let filter = prop_oneof![
+        Just("t"),
+        Just("#"),
+        Just("a/+"),
+        Just("a/#/x"),
+        Just("$share/g/t")
+    ];
+    let qos = prop_oneof![
+        Just(QoS::AtMostOnce),
+        Just(QoS::AtLeastOnce),
+        Just(QoS::ExactlyOnce)
+    ];
+    prop_oneof![
+        (version, id, any::<bool>(), 0..5u16, any::<bool>(), 0..3u32).prop_map(
+            |(v, id, clean, ka, w, exp)| {
+                let mut c = connect(v, id, clean);
+                c.keep_alive = ka;
+                if v.is_v5() {
+                    c.properties.push(Property::SessionExpiryInterval(exp * 5));
+                    c.properties.push(Property::ReceiveMaximum(2));
+                }
+                if w {
+                    let mut wl = will("w", "x", QoS::AtLeastOnce, true);
+                    if v.is_v5() {
+                        wl.properties.push(Property::WillDelayInterval(exp));
+                    }
+                    c.will = Some(wl);
+                }
+                Packet::Connect(Box::new(c))
+            }
+        ),
+        (
+            topic,
+            qos.clone(),
+            1..4u16,
+            any::<bool>(),
+            prop::option::of(1..4u16)
+        )
+            .prop_map(|(t, q, id, r, alias)| {
+                let Packet::Publish(mut p) = publish(t, "p", q, id) else {
+                    unreachable!()
+                };
+                p.retain = r;
+                if let Some(alias) = alias {
+                    p.properties.push(Property::TopicAlias(alias));
+                }
+                Packet::Publish(p)
+            }),
+        (filter.clone(), qos).prop_map(|(f, q)| subscribe(1, f, q)),
+        filter.prop_map(|f| Packet::Unsubscribe(Unsubscribe {
+            packet_id: pid(2),
+            properties: Properties::new(),
+            filters: vec![s(f)]
+        })),
+        (1..4u16).prop_map(|id| Packet::PubAck(Ack::new(pid(id)))),
+        (1..4u16).prop_map(|id| Packet::PubRec(Ack::new(pid(id)))),
+        (1..4u16).prop_map(|id| Packet::PubRel(Ack::new(pid(id)))),
+        (1..4u16).prop_map(|id| Packet::PubComp(Ack::new(pid(id)))),
+        Just(Packet::PingReq),
+        Just(Packet::PingResp),
+        Just(Packet::Disconnect(Disconnect::normal())),
+        Just(Packet::Disconnect(Disconnect {
+            reason_code: ReasonCode::DisconnectWithWillMessage,
+            properties: Properties::new()
+        })),
+        Just(Packet::Auth(Auth {
+            reason_code: ReasonCode::ReAuthenticate,
+            properties: Properties::new()
+        })),
+    ]
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        1 => Just(Step::Open),
+        6 => (0..6usize, arbitrary_packet()).prop_map(|(c, p)| Step::Packet(c, p)),
+        1 => (0..6usize).prop_map(Step::Garbage),
+        1 => (0..6usize).prop_map(Step::Lose),
+        1 => (0..20u64).prop_map(Step::Advance),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// Random packet sequences from several connections, with random losses, garbage and
+    /// time jumps: the core never panics, never sends on a closed connection (the harness
+    /// asserts it), and its bounded structures stay bounded.
+    #[test]
+    fn core_survives_any_input(steps in proptest::collection::vec(step(), 1..120)) {
+        let mut config = Config::default();
+        config.limits.queued_messages_max = 3;
+        config.limits.inflight_count_max = 2;
+        let mut h = Harness::with(config);
+        let mut conns: Vec<ConnId> = Vec::new();
+        for step in steps {
+            match step {
+                Step::Open => conns.push(h.open()),
+                Step::Packet(i, packet) => {
+                    if let Some(&conn) = conns.get(i) {
+                        h.send(conn, packet);
+                    }
+                }
+                Step::Garbage(i) => {
+                    if let Some(&conn) = conns.get(i) {
+                        h.broker.decode_failed(conn, &DecodeError::ReservedPacketType, h.now);
+                        h.pump();
+                    }
+                }
+                Step::Lose(i) => {
+                    if let Some(&conn) = conns.get(i) {
+                        h.lose(conn);
+                    }
+                }
+                Step::Advance(s) => h.advance(secs(s)),
+            }
+            for session in h.broker.sessions.values() {
+                prop_assert!(session.inflight.len() <= 2);
+                prop_assert!(session.queue.len() <= 3);
+            }
+            prop_assert!(h.broker.conns.len() <= conns.len());
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! Every limit the broker enforces, in one place, each with the reason for its default.
+//!
+//! Names end in their unit. The TOML config (`config.rs`) maps onto this struct field for field;
+//! the core and the driver read only this.
+
+use std::time::Duration;
+
+/// What happens to a message that arrives for a session whose queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum QueueOverflow {
+    /// Drop the oldest queued message to make room (EMQX's behaviour): fresh data wins.
+    #[default]
+    DropOldest,
+    /// Drop the message that does not fit: what was queued first is kept.
+    DropNewest,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// A connection must send CONNECT within this time or be closed (slowloris defence).
+    pub connect_timeout: Duration,
+    /// Largest packet accepted from a client, fixed header included; announced to v5 clients
+    /// as Maximum Packet Size. Large enough for 1 MiB payloads with room for properties.
+    pub packet_bytes_max: usize,
+    /// Unacknowledged QoS 1/2 PUBLISH packets the broker keeps in flight to one client; the
+    /// client's v5 Receive Maximum lowers it further. More waits in the session queue.
+    pub inflight_count_max: u16,
+    /// QoS 2 PUBLISH packets a client may have unreleased at once; announced to v5 clients as
+    /// Receive Maximum (the broker acknowledges QoS 1 at once, so only QoS 2 can pile up).
+    pub receive_maximum_count: u16,
+    /// Messages queued for one session beyond its in-flight window (EMQX default: 1000).
+    pub queued_messages_max: usize,
+    /// Payload bytes queued for one session.
+    pub queued_bytes_max: usize,
+    /// A queued message older than this is dropped instead of delivered (EMQX default: 5 min).
+    pub queued_message_age_max: Duration,
+    /// Whether QoS 0 messages are queued for an offline persistent session (EMQX: no).
+    pub queue_qos0: bool,
+    pub queue_overflow: QueueOverflow,
+    /// The keep-alive deadline is this many tenths of the keep-alive period (spec: 1.5x).
+    pub keep_alive_tenths: u32,
+    /// Largest keep alive accepted; a v5 client asking for more (or for 0) is told this value
+    /// as Server Keep Alive. 0: no maximum.
+    pub keep_alive_max_secs: u16,
+    /// Upper bound on any session expiry interval. `None`: as the client asks.
+    pub session_expiry_max_secs: Option<u32>,
+    /// Sessions (connected or not) the broker holds; CONNECTs that need a new one are refused
+    /// beyond this, so random client ids cannot exhaust memory.
+    pub sessions_max: usize,
+    /// Subscriptions one session may hold.
+    pub subscriptions_per_session_max: usize,
+    /// Retained messages the broker stores; a new topic beyond this is not retained (counted).
+    pub retained_messages_max: usize,
+    /// Topic aliases a v5 client may set per connection (announced as Topic Alias Maximum).
+    pub topic_alias_max: u16,
+    /// Client identifiers longer than this are refused.
+    pub client_id_bytes_max: usize,
+    /// Open network connections; further ones are closed on accept.
+    pub connections_max: usize,
+    /// Packets waiting in one connection's outbound queue. A QoS 0 message that does not fit
+    /// is dropped and counted; anything else that does not fit disconnects the client as too
+    /// slow (QoS 1/2 are bounded by the in-flight window, so only a client that stopped
+    /// reading can fill it).
+    pub outbound_queue_packets_max: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            connect_timeout: Duration::from_secs(10),
+            packet_bytes_max: 8 * 1024 * 1024,
+            inflight_count_max: 32,
+            receive_maximum_count: 64,
+            queued_messages_max: 1000,
+            queued_bytes_max: 64 * 1024 * 1024,
+            queued_message_age_max: Duration::from_secs(300),
+            queue_qos0: false,
+            queue_overflow: QueueOverflow::DropOldest,
+            keep_alive_tenths: 15,
+            keep_alive_max_secs: 0,
+            session_expiry_max_secs: None,
+            sessions_max: 100_000,
+            subscriptions_per_session_max: 10_000,
+            retained_messages_max: 1_000_000,
+            topic_alias_max: 64,
+            client_id_bytes_max: 256,
+            connections_max: 100_000,
+            outbound_queue_packets_max: 1024,
+        }
+    }
+}
