@@ -6,9 +6,13 @@
 //! - [`topic`]: topic name and filter rules.
 //! - [`core`]: the sans-IO broker state machine.
 //! - [`limits`]: every limit, with its default and why.
+//! - [`net`]: the tokio driver, generic over the listener.
+//! - [`config`]: the TOML configuration file.
 
 pub mod codec;
+pub mod config;
 pub mod core;
 pub mod limits;
+pub mod net;
 pub mod topic;
 pub mod types;

@@ -1,4 +1,5 @@
 //! Helpers shared by the workspace tests.
 #![allow(dead_code)]
 
+pub mod client;
 pub mod packets;

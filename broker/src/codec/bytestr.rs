@@ -35,6 +35,13 @@ impl ByteStr {
         if bytes.len() > STRING_BYTES_MAX {
             return Err(StrError::TooLong);
         }
+        // Fast path, one vectorisable pass: ASCII without U+0000 is valid as it stands.
+        let plain_ascii = bytes
+            .iter()
+            .fold(true, |ok, &b| ok & (b.wrapping_sub(1) < 0x7F));
+        if plain_ascii {
+            return Ok(ByteStr(bytes));
+        }
         std::str::from_utf8(&bytes).map_err(|_| StrError::InvalidUtf8)?;
         if bytes.contains(&0) {
             return Err(StrError::NullCharacter);

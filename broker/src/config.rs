@@ -1,0 +1,309 @@
+//! The TOML configuration file: listeners, limits, authentication.
+//!
+//! Every field is optional and defaults to `Limits::default()` (documented in `limits.rs` and
+//! the README). Unknown keys are errors, so a typo cannot silently leave a default in place.
+//! Errors name the file, the line and column, and the field.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use thiserror::Error;
+
+use crate::core;
+use crate::limits::{Limits, QueueOverflow};
+
+/// Where the broker listens when nothing is configured: loopback only, like Mosquitto 2.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:1883";
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid config file {path}: {field}: {message}")]
+    Invalid {
+        path: PathBuf,
+        field: &'static str,
+        message: String,
+    },
+}
+
+/// The whole configuration, as used by the binary.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub listeners: Vec<SocketAddr>,
+    pub core: core::Config,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            listeners: vec![DEFAULT_LISTEN.parse().expect("valid address")],
+            core: core::Config::default(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    listener: Vec<ListenerSection>,
+    #[serde(default)]
+    auth: AuthSection,
+    #[serde(default)]
+    limits: LimitsSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListenerSection {
+    bind: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuthSection {
+    allow_anonymous: Option<bool>,
+    #[serde(default)]
+    users: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsSection {
+    connect_timeout_secs: Option<u64>,
+    packet_bytes_max: Option<usize>,
+    inflight_count_max: Option<u16>,
+    receive_maximum_count: Option<u16>,
+    queued_messages_max: Option<usize>,
+    queued_bytes_max: Option<usize>,
+    queued_message_age_max_secs: Option<u64>,
+    queue_qos0: Option<bool>,
+    queue_overflow: Option<String>,
+    keep_alive_grace_tenths: Option<u32>,
+    keep_alive_max_secs: Option<u16>,
+    session_expiry_max_secs: Option<u32>,
+    sessions_max: Option<usize>,
+    subscriptions_per_session_max: Option<usize>,
+    retained_messages_max: Option<usize>,
+    topic_alias_max: Option<u16>,
+    client_id_bytes_max: Option<usize>,
+    connections_max: Option<usize>,
+    outbound_queue_packets_max: Option<usize>,
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses config text; `path` is only used in error messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let file: File = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.into(),
+            message: e.to_string(),
+        })?;
+        let invalid = |field, message: String| ConfigError::Invalid {
+            path: path.into(),
+            field,
+            message,
+        };
+        let mut config = Config::default();
+        if !file.listener.is_empty() {
+            config.listeners = file
+                .listener
+                .iter()
+                .map(|l| {
+                    l.bind.parse().map_err(|e| {
+                        invalid(
+                            "listener.bind",
+                            format!("{:?} is not an address: {e}", l.bind),
+                        )
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+        }
+        if let Some(allow) = file.auth.allow_anonymous {
+            config.core.allow_anonymous = allow;
+        }
+        config.core.users = file.auth.users;
+        let l = file.limits;
+        let limits = &mut config.core.limits;
+        macro_rules! set {
+            ($($field:ident),*) => { $(if let Some(v) = l.$field { limits.$field = v; })* };
+        }
+        set!(
+            packet_bytes_max,
+            inflight_count_max,
+            receive_maximum_count,
+            queued_messages_max,
+            queued_bytes_max,
+            queue_qos0,
+            keep_alive_max_secs,
+            sessions_max,
+            subscriptions_per_session_max,
+            retained_messages_max,
+            topic_alias_max,
+            client_id_bytes_max,
+            connections_max,
+            outbound_queue_packets_max
+        );
+        if let Some(secs) = l.connect_timeout_secs {
+            limits.connect_timeout = Duration::from_secs(secs);
+        }
+        if let Some(secs) = l.queued_message_age_max_secs {
+            limits.queued_message_age_max = Duration::from_secs(secs);
+        }
+        if let Some(tenths) = l.keep_alive_grace_tenths {
+            limits.keep_alive_tenths = tenths;
+        }
+        if let Some(secs) = l.session_expiry_max_secs {
+            limits.session_expiry_max_secs = Some(secs);
+        }
+        if let Some(policy) = l.queue_overflow {
+            limits.queue_overflow = match policy.as_str() {
+                "drop_oldest" => QueueOverflow::DropOldest,
+                "drop_newest" => QueueOverflow::DropNewest,
+                other => {
+                    return Err(invalid(
+                        "limits.queue_overflow",
+                        format!("{other:?} is not one of \"drop_oldest\", \"drop_newest\""),
+                    ))
+                }
+            };
+        }
+        validate(limits).map_err(|(field, message)| invalid(field, message))?;
+        Ok(config)
+    }
+}
+
+/// Values that parse but cannot work.
+fn validate(limits: &Limits) -> Result<(), (&'static str, String)> {
+    let positive = [
+        ("limits.packet_bytes_max", limits.packet_bytes_max),
+        (
+            "limits.inflight_count_max",
+            limits.inflight_count_max.into(),
+        ),
+        (
+            "limits.receive_maximum_count",
+            limits.receive_maximum_count.into(),
+        ),
+        ("limits.connections_max", limits.connections_max),
+        (
+            "limits.outbound_queue_packets_max",
+            limits.outbound_queue_packets_max,
+        ),
+        ("limits.sessions_max", limits.sessions_max),
+    ];
+    for (field, value) in positive {
+        if value == 0 {
+            return Err((field, "must be at least 1".into()));
+        }
+    }
+    if limits.packet_bytes_max > crate::codec::PACKET_BYTES_MAX {
+        return Err((
+            "limits.packet_bytes_max",
+            format!("must be at most {}", crate::codec::PACKET_BYTES_MAX),
+        ));
+    }
+    if limits.keep_alive_tenths < 10 {
+        return Err((
+            "limits.keep_alive_grace_tenths",
+            "must be at least 10 (1.0x the keep alive)".into(),
+        ));
+    }
+    if limits.connect_timeout.is_zero() {
+        return Err(("limits.connect_timeout_secs", "must be at least 1".into()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("tern.toml"))
+    }
+
+    #[test]
+    fn empty_file_gives_the_defaults() {
+        assert_eq!(parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn every_section_is_read() {
+        let config = parse(
+            r#"
+            [[listener]]
+            bind = "127.0.0.1:1884"
+            [[listener]]
+            bind = "[::1]:1885"
+            [auth]
+            allow_anonymous = false
+            users = { alice = "secret" }
+            [limits]
+            queued_messages_max = 5
+            queue_overflow = "drop_newest"
+            connect_timeout_secs = 3
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.listeners.len(), 2);
+        assert!(!config.core.allow_anonymous);
+        assert_eq!(config.core.users["alice"], "secret");
+        assert_eq!(config.core.limits.queued_messages_max, 5);
+        assert_eq!(config.core.limits.queue_overflow, QueueOverflow::DropNewest);
+        assert_eq!(config.core.limits.connect_timeout, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn errors_name_file_line_and_field() {
+        let err = parse("[limits]\nqueued_messages_max = 5\nqueue_lenght = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("tern.toml"), "{err}");
+        assert!(err.contains("line 3"), "{err}");
+        assert!(err.contains("queue_lenght"), "{err}");
+
+        let err = parse("[limits]\ninflight_count_max = \"many\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line 2") && err.contains("inflight_count_max"),
+            "{err}"
+        );
+
+        let err = parse("[[listener]]\nbind = \"localhost\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("listener.bind"), "{err}");
+
+        let err = parse("[limits]\ninflight_count_max = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("limits.inflight_count_max") && err.contains("at least 1"),
+            "{err}"
+        );
+
+        let err = parse("[limits]\nqueue_overflow = \"drop_all\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("limits.queue_overflow"), "{err}");
+    }
+}

@@ -1,0 +1,131 @@
+//! One task per network connection: framing and codec work, off the core's task.
+//!
+//! The task decodes packets from the socket and hands them to the core task as events, and
+//! encodes what the core sends back. It never makes a protocol decision: even a malformed
+//! packet is reported to the core, which decides what to send before closing.
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use super::listener::Listener;
+use super::Event;
+use crate::codec::{decode, encode, Packet, ProtocolVersion};
+use crate::types::ConnId;
+
+/// Packets are written in batches of at most this many bytes.
+const WRITE_BATCH_BYTES: usize = 64 * 1024;
+
+/// A write that makes no progress for this long means the peer stopped reading.
+pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub(super) struct ConnectionTask<L: Listener> {
+    pub conn: ConnId,
+    pub stream: L::Stream,
+    pub events: mpsc::Sender<Event>,
+    pub outbound: mpsc::Receiver<Packet>,
+    pub packet_bytes_max: usize,
+}
+
+impl<L: Listener> ConnectionTask<L> {
+    pub async fn run(self) {
+        let ConnectionTask {
+            conn,
+            stream,
+            events,
+            mut outbound,
+            packet_bytes_max,
+        } = self;
+        let (mut reader, mut writer) = tokio::io::split(stream);
+        let mut read_buf = BytesMut::with_capacity(4096);
+        let mut write_buf = BytesMut::with_capacity(4096);
+        // Until CONNECT names the version, 3.1.1 framing is used (CONNECT itself carries its level).
+        let mut version = ProtocolVersion::V3_1_1;
+        let mut reading = true;
+        loop {
+            tokio::select! {
+                biased;
+                packet = outbound.recv() => {
+                    let Some(packet) = packet else {
+                        // The core closed the connection: everything it sent was received before
+                        // the channel closed, and has been written.
+                        let _ = writer.shutdown().await;
+                        break;
+                    };
+                    if !encode_batch(packet, &mut outbound, version, &mut write_buf, conn) {
+                        break;
+                    }
+                    match tokio::time::timeout(WRITE_STALL_TIMEOUT, writer.write_all(&write_buf)).await {
+                        Ok(Ok(())) => write_buf.clear(),
+                        Ok(Err(error)) => {
+                            tracing::debug!(%conn, %error, "write failed");
+                            break;
+                        }
+                        Err(_) => {
+                            tracing::info!(%conn, "closing: peer stopped reading (write stalled)");
+                            break;
+                        }
+                    }
+                }
+                read = reader.read_buf(&mut read_buf), if reading => {
+                    match read {
+                        Ok(0) => break,
+                        Err(error) => {
+                            tracing::debug!(%conn, %error, "read failed");
+                            break;
+                        }
+                        Ok(_) => {}
+                    }
+                    loop {
+                        match decode(&mut read_buf, version, packet_bytes_max) {
+                            Ok(Some(packet)) => {
+                                if let Packet::Connect(connect) = &packet {
+                                    version = connect.protocol;
+                                }
+                                if events.send(Event::Packet { conn, packet }).await.is_err() {
+                                    return;
+                                }
+                            }
+                            Ok(None) => break,
+                            Err(error) => {
+                                // Stop reading; the core answers and closes the connection.
+                                reading = false;
+                                read_buf = BytesMut::new();
+                                if events.send(Event::DecodeFailed { conn, error }).await.is_err() {
+                                    return;
+                                }
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // Whatever ended the task, the core hears of it; it ignores connections it closed itself.
+        let _ = events.send(Event::Closed { conn }).await;
+    }
+}
+
+/// Encodes `first` and whatever else is already queued, up to a batch. Returns false if a
+/// packet cannot be encoded (a bug in the core: it only builds encodable packets).
+fn encode_batch(
+    first: Packet,
+    outbound: &mut mpsc::Receiver<Packet>,
+    version: ProtocolVersion,
+    write_buf: &mut BytesMut,
+    conn: ConnId,
+) -> bool {
+    let mut next = Some(first);
+    while let Some(packet) = next.take() {
+        if let Err(error) = encode(&packet, version, write_buf) {
+            tracing::error!(%conn, %error, packet = %packet.packet_type(), "cannot encode packet; closing");
+            return false;
+        }
+        if write_buf.len() < WRITE_BATCH_BYTES {
+            next = outbound.try_recv().ok();
+        }
+    }
+    true
+}
