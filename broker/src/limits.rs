@@ -51,6 +51,9 @@ pub struct Limits {
     pub subscriptions_per_session_max: usize,
     /// Retained messages the broker stores; a new topic beyond this is not retained (counted).
     pub retained_messages_max: usize,
+    /// Payload bytes of all retained messages together; a message that does not fit is not
+    /// retained (counted), so one client cannot fill memory with large retained payloads.
+    pub retained_bytes_max: usize,
     /// Topic aliases a v5 client may set per connection (announced as Topic Alias Maximum).
     pub topic_alias_max: u16,
     /// Client identifiers longer than this are refused.
@@ -82,6 +85,7 @@ impl Default for Limits {
             sessions_max: 100_000,
             subscriptions_per_session_max: 10_000,
             retained_messages_max: 1_000_000,
+            retained_bytes_max: 1024 * 1024 * 1024,
             topic_alias_max: 64,
             client_id_bytes_max: 256,
             connections_max: 100_000,

@@ -146,7 +146,10 @@ impl RawClient {
     }
 
     pub async fn expect_publish_within(&mut self, limit: Duration) -> Publish {
-        let packet = self.recv_within(limit).await.expect("no packet from the broker in time");
+        let packet = self
+            .recv_within(limit)
+            .await
+            .expect("no packet from the broker in time");
         match packet {
             Some(Packet::Publish(p)) => {
                 if let (QoS::AtLeastOnce, Some(id)) = (p.qos, p.packet_id) {

@@ -31,6 +31,7 @@ pub const STRING_BYTES_MAX: usize = u16::MAX as usize;
 
 impl ByteStr {
     /// Validates `bytes` as an MQTT string without copying them.
+    #[inline]
     pub fn from_bytes(bytes: Bytes) -> Result<ByteStr, StrError> {
         if bytes.len() > STRING_BYTES_MAX {
             return Err(StrError::TooLong);

@@ -148,6 +148,25 @@ pub enum Packet {
 }
 
 impl Packet {
+    /// The packet's properties, for the packets that have them.
+    pub fn properties_mut(&mut self) -> Option<&mut Properties> {
+        match self {
+            Packet::Connect(c) => Some(&mut c.properties),
+            Packet::ConnAck(c) => Some(&mut c.properties),
+            Packet::Publish(p) => Some(&mut p.properties),
+            Packet::PubAck(a) | Packet::PubRec(a) | Packet::PubRel(a) | Packet::PubComp(a) => {
+                Some(&mut a.properties)
+            }
+            Packet::Subscribe(s) => Some(&mut s.properties),
+            Packet::SubAck(s) => Some(&mut s.properties),
+            Packet::Unsubscribe(u) => Some(&mut u.properties),
+            Packet::UnsubAck(u) => Some(&mut u.properties),
+            Packet::Disconnect(d) => Some(&mut d.properties),
+            Packet::Auth(a) => Some(&mut a.properties),
+            Packet::PingReq | Packet::PingResp => None,
+        }
+    }
+
     pub fn packet_type(&self) -> PacketType {
         match self {
             Packet::Connect(_) => PacketType::Connect,

@@ -30,10 +30,12 @@ impl Reader {
         self.packet
     }
 
+    #[inline]
     pub fn remaining(&self) -> usize {
         self.body.len()
     }
 
+    #[inline]
     fn need(&self, len: usize, field: &'static str) -> Result<(), DecodeError> {
         if self.body.len() < len {
             return Err(DecodeError::Truncated {
@@ -44,21 +46,25 @@ impl Reader {
         Ok(())
     }
 
+    #[inline]
     pub fn u8(&mut self, field: &'static str) -> Result<u8, DecodeError> {
         self.need(1, field)?;
         Ok(self.body.get_u8())
     }
 
+    #[inline]
     pub fn u16(&mut self, field: &'static str) -> Result<u16, DecodeError> {
         self.need(2, field)?;
         Ok(self.body.get_u16())
     }
 
+    #[inline]
     pub fn u32(&mut self, field: &'static str) -> Result<u32, DecodeError> {
         self.need(4, field)?;
         Ok(self.body.get_u32())
     }
 
+    #[inline]
     pub fn varint(&mut self, field: &'static str, strict: bool) -> Result<u32, DecodeError> {
         match read_varint(&self.body, strict)? {
             Some((value, used)) => {
@@ -72,23 +78,27 @@ impl Reader {
         }
     }
 
+    #[inline]
     pub fn take(&mut self, len: usize, field: &'static str) -> Result<Bytes, DecodeError> {
         self.need(len, field)?;
         Ok(self.body.split_to(len))
     }
 
     /// Everything left in the body (the PUBLISH payload).
+    #[inline]
     pub fn rest(&mut self) -> Bytes {
         std::mem::take(&mut self.body)
     }
 
     /// Binary data: a two-byte length, then that many bytes.
+    #[inline]
     pub fn binary(&mut self, field: &'static str) -> Result<Bytes, DecodeError> {
         let len = self.u16(field)? as usize;
         self.take(len, field)
     }
 
     /// A UTF-8 encoded string, checked against the MQTT string rules.
+    #[inline]
     pub fn string(&mut self, field: &'static str) -> Result<ByteStr, DecodeError> {
         let bytes = self.binary(field)?;
         ByteStr::from_bytes(bytes).map_err(|e| match e {
@@ -107,6 +117,7 @@ impl Reader {
     }
 
     /// The body must be fully consumed once the last field is read.
+    #[inline]
     pub fn finish(self) -> Result<(), DecodeError> {
         if self.body.is_empty() {
             Ok(())
@@ -122,6 +133,7 @@ impl Reader {
 /// Reads a variable byte integer from the front of `buf`: `Ok(None)` when `buf` ends before
 /// the last byte, otherwise the value and the number of bytes it used. `strict` rejects
 /// encodings longer than needed (MQTT 5; 3.1.1 states no such rule).
+#[inline]
 pub fn read_varint(buf: &[u8], strict: bool) -> Result<Option<(u32, usize)>, DecodeError> {
     let mut value: u32 = 0;
     for (i, &byte) in buf.iter().enumerate().take(4) {

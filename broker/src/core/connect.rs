@@ -8,7 +8,7 @@ use super::connection::{ConnState, Connection};
 use super::message::Message;
 use super::session::{DeliveryParams, Session};
 use super::time::Instant;
-use super::{disconnect, Broker, ConnId, SessionId, Timer};
+use super::{disconnect, fit, reason_string, Broker, ConnId, SessionId, Timer};
 use crate::codec::{
     ByteStr, ConnAck, Connect, Disconnect, Packet, Properties, Property, ProtocolVersion,
     ReasonCode, Will,
@@ -23,9 +23,8 @@ impl Broker {
         if let Some(c) = self.conns.get_mut(&conn) {
             c.version = version;
         }
-        if let Err(reason) = self.check_connect(&connect) {
-            tracing::info!(%conn, client_id = %connect.client_id, reason = reason.description(), "refusing CONNECT");
-            self.refuse(conn, reason);
+        if let Err((reason, why)) = self.check_connect(&connect) {
+            self.refuse(conn, reason, why);
             return;
         }
         let v5 = version.is_v5();
@@ -74,7 +73,13 @@ impl Broker {
             .and_then(|s| s.conn)
         {
             tracing::info!(%conn, %old_conn, %client_id, "session taken over");
-            self.close(old_conn, Some(ReasonCode::SessionTakenOver), true, now);
+            self.close(
+                old_conn,
+                Some(ReasonCode::SessionTakenOver),
+                "session taken over by a new connection",
+                true,
+                now,
+            );
         }
         // The close above may have ended the old session.
         let existing = self.by_client_id.get(&client_id).copied();
@@ -89,14 +94,15 @@ impl Broker {
         };
 
         if resumed.is_none() && self.sessions.len() >= self.config.limits.sessions_max {
-            tracing::warn!(%conn, %client_id, sessions = self.sessions.len(), "refusing CONNECT: session limit reached");
+            let reason = if v5 {
+                ReasonCode::QuotaExceeded
+            } else {
+                ReasonCode::ServerUnavailable
+            };
             self.refuse(
                 conn,
-                if v5 {
-                    ReasonCode::QuotaExceeded
-                } else {
-                    ReasonCode::ServerUnavailable
-                },
+                reason,
+                "the broker holds its maximum number of sessions",
             );
             return;
         }
@@ -149,6 +155,7 @@ impl Broker {
             .properties
             .request_problem_information()
             .unwrap_or(true);
+        connection.packet_bytes_max = connect.properties.maximum_packet_size();
         if let Some(deadline) = connection.keep_alive_deadline(self.config.limits.keep_alive_tenths)
         {
             self.timers.schedule(deadline, Timer::KeepAlive(conn));
@@ -181,11 +188,13 @@ impl Broker {
     }
 
     /// The checks that can refuse a CONNECT before any state changes.
-    fn check_connect(&self, connect: &Connect) -> Result<(), ReasonCode> {
+    fn check_connect(&self, connect: &Connect) -> Result<(), (ReasonCode, &'static str)> {
         let version = connect.protocol;
         if connect.properties.authentication_method().is_some() {
-            // No enhanced authentication method is configured.
-            return Err(ReasonCode::BadAuthenticationMethod);
+            return Err((
+                ReasonCode::BadAuthenticationMethod,
+                "no enhanced authentication method is configured",
+            ));
         }
         let id = &connect.client_id;
         if id.is_empty() {
@@ -193,7 +202,10 @@ impl Broker {
             if version == ProtocolVersion::V3_1
                 || (version == ProtocolVersion::V3_1_1 && !connect.clean_start)
             {
-                return Err(ReasonCode::ClientIdentifierNotValid);
+                return Err((
+                    ReasonCode::ClientIdentifierNotValid,
+                    "an empty client id needs a clean session",
+                ));
             }
         }
         let id_max = if version == ProtocolVersion::V3_1 {
@@ -203,16 +215,22 @@ impl Broker {
         };
         if id.len() > id_max {
             // spec: [MQTT-3.1.3-9] 3.1.1, [MQTT-3.1.3-8] 5.0
-            return Err(ReasonCode::ClientIdentifierNotValid);
+            return Err((
+                ReasonCode::ClientIdentifierNotValid,
+                "client id is too long",
+            ));
         }
         if !self.config.allow_anonymous {
             let Some(user) = &connect.username else {
-                return Err(ReasonCode::NotAuthorized);
+                return Err((ReasonCode::NotAuthorized, "anonymous access is disabled"));
             };
             let expected = self.config.users.get(user.as_str());
             let given = connect.password.as_deref();
             if expected.map(|p| p.as_bytes()) != given || expected.is_none() {
-                return Err(ReasonCode::BadUserNameOrPassword);
+                return Err((
+                    ReasonCode::BadUserNameOrPassword,
+                    "bad user name or password",
+                ));
             }
         }
         Ok(())
@@ -231,41 +249,51 @@ impl Broker {
         }
     }
 
-    /// Sends a refusing CONNACK and closes (spec: [MQTT-3.2.2-4] [MQTT-3.2.2-5] 3.1.1,
-    /// [MQTT-3.2.2-6] [MQTT-3.2.2-7] 5.0).
-    pub(super) fn refuse(&mut self, conn: ConnId, reason: ReasonCode) {
+    /// Sends a refusing CONNACK (v5: with `why` as reason string) and closes
+    /// (spec: [MQTT-3.2.2-4] [MQTT-3.2.2-5] 3.1.1, [MQTT-3.2.2-6] [MQTT-3.2.2-7] 5.0).
+    pub(super) fn refuse(&mut self, conn: ConnId, reason: ReasonCode, why: &str) {
         debug_assert!(reason.is_error());
-        if self.conns.remove(&conn).is_none() {
+        let Some(connection) = self.conns.remove(&conn) else {
             return;
-        }
+        };
+        tracing::info!(%conn, client_id = %connection.client_id, reason = reason.description(), why, "refusing CONNECT");
         self.stats.connections_refused += 1;
+        let properties = reason_string(connection.version, why);
+        let connack = Packet::ConnAck(ConnAck {
+            session_present: false,
+            reason_code: reason,
+            properties,
+        });
         self.out.send(
             conn,
-            Packet::ConnAck(ConnAck {
-                session_present: false,
-                reason_code: reason,
-                properties: Properties::new(),
-            }),
+            fit(connack, connection.version, connection.packet_bytes_max),
         );
         self.out.close(conn);
     }
 
-    /// Closes a connection the broker decided to end. A v5 client that had its CONNACK is sent
-    /// `reason` first; `publish_will` says whether this counts as an abnormal end.
+    /// Closes a connection the broker decided to end, logging `why`. A v5 client that had its
+    /// CONNACK is first sent DISCONNECT with `reason` and `why` as reason string;
+    /// `publish_will` says whether this counts as an abnormal end.
     pub(super) fn close(
         &mut self,
         conn: ConnId,
         reason: Option<ReasonCode>,
+        why: &str,
         publish_will: bool,
         now: Instant,
     ) {
         let Some(connection) = self.conns.remove(&conn) else {
             return;
         };
+        tracing::info!(%conn, client_id = %connection.client_id, why, "closing connection");
         if let Some(reason) = reason {
             // spec: [MQTT-3.14.0-1] (only after a successful CONNACK)
             if connection.version.is_v5() && connection.session().is_some() {
-                self.out.send(conn, disconnect(reason));
+                let packet = disconnect(reason, reason_string(connection.version, why));
+                self.out.send(
+                    conn,
+                    fit(packet, connection.version, connection.packet_bytes_max),
+                );
             }
         }
         self.out.close(conn);
@@ -353,8 +381,13 @@ impl Broker {
         if let Some(expiry) = disconnect.properties.session_expiry_interval() {
             if connection.connect_expiry_was_zero && expiry != 0 {
                 // A session that was to end with its connection cannot be extended at DISCONNECT.
-                tracing::info!(%conn, "closing: DISCONNECT sets a session expiry after CONNECT set 0");
-                self.close(conn, Some(ReasonCode::ProtocolError), true, now);
+                self.close(
+                    conn,
+                    Some(ReasonCode::ProtocolError),
+                    "DISCONNECT sets a session expiry after CONNECT set 0",
+                    true,
+                    now,
+                );
                 return;
             }
             let capped = self
@@ -387,8 +420,13 @@ impl Broker {
         };
         if now >= deadline {
             // spec: [MQTT-3.1.2-24] 3.1.1, [MQTT-3.1.2-22] 5.0
-            tracing::info!(%conn, "closing: keep alive expired");
-            self.close(conn, Some(ReasonCode::KeepAliveTimeout), true, now);
+            self.close(
+                conn,
+                Some(ReasonCode::KeepAliveTimeout),
+                "keep alive expired",
+                true,
+                now,
+            );
         } else {
             self.timers.schedule(deadline, Timer::KeepAlive(conn));
         }

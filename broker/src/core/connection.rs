@@ -31,6 +31,8 @@ pub struct Connection {
     pub connect_expiry_was_zero: bool,
     /// Request Problem Information (v5): false suppresses reason strings on acks.
     pub problem_information: bool,
+    /// The client's Maximum Packet Size (v5).
+    pub packet_bytes_max: Option<u32>,
 }
 
 impl Connection {
@@ -47,6 +49,7 @@ impl Connection {
             topic_aliases: BTreeMap::new(),
             connect_expiry_was_zero: true,
             problem_information: true,
+            packet_bytes_max: None,
         }
     }
 

@@ -30,7 +30,10 @@ pub use outbox::Output;
 pub use stats::Stats;
 pub use time::Instant;
 
-use crate::codec::{ByteStr, DecodeError, Packet, ReasonCode};
+use crate::codec::{
+    encoded_len, ByteStr, DecodeError, Disconnect, Packet, Properties, Property, ProtocolVersion,
+    ReasonCode,
+};
 use crate::limits::Limits;
 pub use crate::types::ConnId;
 use connection::{ConnState, Connection};
@@ -147,8 +150,8 @@ impl Broker {
                 Packet::Connect(connect) => self.handle_connect(conn, *connect, now),
                 other => {
                     // spec: [MQTT-3.1.0-1]: the first packet must be CONNECT.
-                    tracing::info!(%conn, packet = %other.packet_type(), "closing: first packet is not CONNECT");
-                    self.close(conn, None, true, now);
+                    let why = format!("first packet is {}, not CONNECT", other.packet_type());
+                    self.close(conn, None, &why, true, now);
                 }
             },
             Some(session) => self.handle_active(conn, session, packet, now),
@@ -162,20 +165,22 @@ impl Broker {
         let Some(connection) = self.conns.get(&conn) else {
             return;
         };
-        let rule = error.spec_id(connection.version).unwrap_or("-");
-        tracing::info!(%conn, client_id = %connection.client_id, %error, rule, "closing: malformed packet");
+        let why = match error.spec_id(connection.version) {
+            Some(rule) => format!("malformed packet: {error} [{rule}]"),
+            None => format!("malformed packet: {error}"),
+        };
         if connection.session().is_none() {
             if matches!(error, DecodeError::UnsupportedProtocolLevel { .. }) {
                 // spec: [MQTT-3.1.2-2] (3.1.1: return code 0x01; 5.0: 0x84). The level is not
                 // one we speak, so the 3.1.1 layout is used, as Mosquitto does.
-                self.refuse(conn, ReasonCode::UnsupportedProtocolVersion);
+                self.refuse(conn, ReasonCode::UnsupportedProtocolVersion, &why);
             } else {
                 // spec: [MQTT-3.1.4-1]: close without CONNACK.
-                self.close(conn, None, true, now);
+                self.close(conn, None, &why, true, now);
             }
             return;
         }
-        self.close(conn, Some(error.reason_code()), true, now);
+        self.close(conn, Some(error.reason_code()), &why, true, now);
     }
 
     /// The network connection ended (end of stream, reset, or the driver dropped it).
@@ -195,8 +200,13 @@ impl Broker {
                 Timer::ConnectTimeout(conn) => {
                     let waiting = self.conns.get(&conn).is_some_and(|c| c.session().is_none());
                     if waiting {
-                        tracing::info!(%conn, "closing: no CONNECT within the connect timeout");
-                        self.close(conn, None, false, now);
+                        self.close(
+                            conn,
+                            None,
+                            "no CONNECT within the connect timeout",
+                            false,
+                            now,
+                        );
                     }
                 }
                 Timer::KeepAlive(conn) => self.check_keep_alive(conn, now),
@@ -222,8 +232,10 @@ impl Broker {
         for conn in conns {
             if let Some(connection) = self.conns.remove(&conn) {
                 if connection.session().is_some() && connection.version.is_v5() {
-                    self.out
-                        .send(conn, disconnect(ReasonCode::ServerShuttingDown));
+                    self.out.send(
+                        conn,
+                        disconnect(ReasonCode::ServerShuttingDown, Properties::new()),
+                    );
                 }
                 self.out.close(conn);
             }
@@ -265,31 +277,65 @@ impl Broker {
             Packet::Disconnect(d) => self.handle_disconnect(conn, d, now),
             Packet::Connect(_) => {
                 // spec: [MQTT-3.1.0-2]
-                tracing::info!(%conn, "closing: second CONNECT");
-                self.close(conn, Some(ReasonCode::ProtocolError), true, now);
+                self.close(
+                    conn,
+                    Some(ReasonCode::ProtocolError),
+                    "second CONNECT",
+                    true,
+                    now,
+                );
             }
             Packet::Auth(_) => {
                 // No enhanced authentication was started (CONNECT had no method), so AUTH is
                 // a protocol error.
-                tracing::info!(%conn, "closing: AUTH without an authentication method");
-                self.close(conn, Some(ReasonCode::ProtocolError), true, now);
+                self.close(
+                    conn,
+                    Some(ReasonCode::ProtocolError),
+                    "AUTH without an authentication method",
+                    true,
+                    now,
+                );
             }
             other @ (Packet::ConnAck(_)
             | Packet::SubAck(_)
             | Packet::UnsubAck(_)
             | Packet::PingResp) => {
-                tracing::info!(%conn, packet = %other.packet_type(), "closing: server-to-client packet from a client");
-                self.close(conn, Some(ReasonCode::ProtocolError), true, now);
+                let why = format!("{} is a server-to-client packet", other.packet_type());
+                self.close(conn, Some(ReasonCode::ProtocolError), &why, true, now);
             }
         }
     }
 }
 
-fn disconnect(reason: ReasonCode) -> Packet {
-    Packet::Disconnect(crate::codec::Disconnect {
+fn disconnect(reason: ReasonCode, properties: Properties) -> Packet {
+    Packet::Disconnect(Disconnect {
         reason_code: reason,
-        properties: Default::default(),
+        properties,
     })
+}
+
+/// A Reason String property for v5 (empty for 3.x, which cannot carry one).
+fn reason_string(version: ProtocolVersion, why: &str) -> Properties {
+    match ByteStr::new(why) {
+        Ok(text) if version.is_v5() && !why.is_empty() => vec![Property::ReasonString(text)].into(),
+        _ => Properties::new(),
+    }
+}
+
+/// Leaves out the Reason String and User Properties of a packet the broker composed if they
+/// would make it larger than the client's Maximum Packet Size (spec: [MQTT-3.2.2-19]
+/// [MQTT-3.2.2-20] [MQTT-3.9.2-1] [MQTT-3.9.2-2] [MQTT-3.14.2-3] [MQTT-3.14.2-4], v5).
+fn fit(mut packet: Packet, version: ProtocolVersion, max: Option<u32>) -> Packet {
+    let Some(max) = max else { return packet };
+    if encoded_len(&packet, version).is_ok_and(|len| len <= max as usize) {
+        return packet;
+    }
+    if let Some(properties) = packet.properties_mut() {
+        properties
+            .0
+            .retain(|p| !matches!(p, Property::ReasonString(_) | Property::UserProperty(..)));
+    }
+    packet
 }
 
 #[cfg(test)]

@@ -38,23 +38,38 @@ impl Broker {
                 .is_some()
             {
                 // spec: [MQTT-3.3.4-6]: subscription identifiers flow only from the server.
-                tracing::info!(%conn, "closing: PUBLISH from a client carries a subscription identifier");
-                self.close(conn, Some(ReasonCode::ProtocolError), true, now);
+                self.close(
+                    conn,
+                    Some(ReasonCode::ProtocolError),
+                    "PUBLISH from a client carries a subscription identifier",
+                    true,
+                    now,
+                );
                 return;
             }
             if let Some(alias) = publish.properties.topic_alias() {
                 if alias > self.config.limits.topic_alias_max {
                     // spec: [MQTT-3.3.2-12]: only aliases up to our maximum are accepted.
-                    tracing::info!(%conn, alias, "closing: topic alias above the maximum");
-                    self.close(conn, Some(ReasonCode::TopicAliasInvalid), true, now);
+                    self.close(
+                        conn,
+                        Some(ReasonCode::TopicAliasInvalid),
+                        "topic alias above the maximum",
+                        true,
+                        now,
+                    );
                     return;
                 }
                 if publish.topic.is_empty() {
                     match connection.topic_aliases.get(&alias) {
                         Some(topic) => publish.topic = topic.clone(),
                         None => {
-                            tracing::info!(%conn, alias, "closing: unknown topic alias with an empty topic");
-                            self.close(conn, Some(ReasonCode::ProtocolError), true, now);
+                            self.close(
+                                conn,
+                                Some(ReasonCode::ProtocolError),
+                                "unknown topic alias with an empty topic",
+                                true,
+                                now,
+                            );
                             return;
                         }
                     }
@@ -97,8 +112,13 @@ impl Broker {
                 if session.awaiting_pubrel.len()
                     >= usize::from(self.config.limits.receive_maximum_count)
                 {
-                    tracing::info!(%conn, "closing: more unreleased QoS 2 messages than Receive Maximum");
-                    self.close(conn, Some(ReasonCode::ReceiveMaximumExceeded), true, now);
+                    self.close(
+                        conn,
+                        Some(ReasonCode::ReceiveMaximumExceeded),
+                        "more unreleased QoS 2 messages than Receive Maximum",
+                        true,
+                        now,
+                    );
                     return;
                 }
                 session.awaiting_pubrel.insert(id);
@@ -140,12 +160,14 @@ impl Broker {
     /// matching subscription (spec: [MQTT-4.5.0-1], [MQTT-3.3.2-3]).
     pub(super) fn route(&mut self, message: Arc<Message>, now: Instant) {
         self.stats.messages_received += 1;
+        let limits = &self.config.limits;
         if message.retain {
             // spec: [MQTT-3.3.1-5] [MQTT-3.3.1-7] 3.1.1; [MQTT-3.3.1-5] 5.0
-            if self
-                .retained
-                .retain(message.clone(), self.config.limits.retained_messages_max)
-                == RetainOutcome::Refused
+            if self.retained.retain(
+                message.clone(),
+                limits.retained_messages_max,
+                limits.retained_bytes_max,
+            ) == RetainOutcome::Refused
             {
                 self.stats.retained_refused += 1;
             }

@@ -12,6 +12,8 @@ use crate::topic::{filter_matches, literal_prefix};
 #[derive(Debug, Default)]
 pub struct RetainedStore {
     messages: BTreeMap<ByteStr, Arc<Message>>,
+    /// Payload bytes of all stored messages.
+    payload_bytes: usize,
 }
 
 /// What storing a retained message did.
@@ -30,15 +32,30 @@ impl RetainedStore {
 
     /// Stores `message` as the topic's retained message, or deletes the topic's retained
     /// message if the payload is empty (spec: [MQTT-3.3.1-10] [MQTT-3.3.1-11] in 3.1.1,
-    /// [MQTT-3.3.1-6] [MQTT-3.3.1-7] in 5.0).
-    pub fn retain(&mut self, message: Arc<Message>, max: usize) -> RetainOutcome {
+    /// [MQTT-3.3.1-6] [MQTT-3.3.1-7] in 5.0). A message that would take the store past
+    /// `count_max` topics or `bytes_max` payload bytes is refused; the old one stays.
+    pub fn retain(
+        &mut self,
+        message: Arc<Message>,
+        count_max: usize,
+        bytes_max: usize,
+    ) -> RetainOutcome {
+        let old_bytes = self
+            .messages
+            .get(&message.topic)
+            .map_or(0, |m| m.payload.len());
         if message.payload.is_empty() {
-            self.messages.remove(&message.topic);
+            if self.messages.remove(&message.topic).is_some() {
+                self.payload_bytes -= old_bytes;
+            }
             return RetainOutcome::Deleted;
         }
-        if self.messages.len() >= max && !self.messages.contains_key(&message.topic) {
+        let new_topic = !self.messages.contains_key(&message.topic);
+        let bytes_after = self.payload_bytes - old_bytes + message.payload.len();
+        if (new_topic && self.messages.len() >= count_max) || bytes_after > bytes_max {
             return RetainOutcome::Refused;
         }
+        self.payload_bytes = bytes_after;
         self.messages.insert(message.topic.clone(), message);
         RetainOutcome::Stored
     }
@@ -66,7 +83,9 @@ impl RetainedStore {
             }
         }
         for topic in expired {
-            self.messages.remove(&topic);
+            if let Some(message) = self.messages.remove(&topic) {
+                self.payload_bytes -= message.payload.len();
+            }
         }
         found
     }

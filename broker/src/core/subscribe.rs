@@ -4,12 +4,12 @@
 use super::session::Queued;
 use super::subscriptions::Subscription;
 use super::time::Instant;
-use super::{Broker, ConnId, SessionId};
+use super::{fit, reason_string, Broker, ConnId, SessionId};
 use crate::codec::{
     ByteStr, Packet, Properties, ProtocolVersion, ReasonCode, RetainHandling, SubAck, Subscribe,
     SubscriptionOptions, UnsubAck, Unsubscribe,
 };
-use crate::topic::{parse_shared, validate_filter};
+use crate::topic::validate_filter;
 use crate::types::QoS;
 
 fn granted(qos: QoS) -> ReasonCode {
@@ -36,25 +36,31 @@ impl Broker {
         };
         let subscription_id = subscribe.properties.subscription_identifiers().next();
         let mut reason_codes = Vec::with_capacity(subscribe.filters.len());
+        let mut refusals: Vec<String> = Vec::new();
         let mut retained_for: Vec<(ByteStr, SubscriptionOptions)> = Vec::new();
         for (filter, options) in subscribe.filters {
-            let refusal = if validate_filter(&filter).is_err() {
-                Some(ReasonCode::TopicFilterInvalid)
-            } else if parse_shared(&filter).is_ok_and(|shared| shared.is_some())
-                || filter.starts_with("$share/")
-            {
-                Some(ReasonCode::SharedSubscriptionsNotSupported)
+            let refusal = if let Err(error) = validate_filter(&filter) {
+                Some((ReasonCode::TopicFilterInvalid, error.to_string()))
+            } else if filter.starts_with("$share/") {
+                Some((
+                    ReasonCode::SharedSubscriptionsNotSupported,
+                    "shared subscriptions are not supported".into(),
+                ))
             } else if !session.subscriptions.contains_key(&filter)
                 && session.subscriptions.len() >= self.config.limits.subscriptions_per_session_max
             {
-                Some(ReasonCode::QuotaExceeded)
+                Some((
+                    ReasonCode::QuotaExceeded,
+                    "subscription limit reached".into(),
+                ))
             } else {
                 None
             };
-            if let Some(reason) = refusal {
-                tracing::info!(%conn, %filter, reason = reason.description(), "subscription refused");
+            if let Some((reason, why)) = refusal {
+                tracing::info!(%conn, %filter, why, "subscription refused");
                 // 3.1.1 has one failure code, 0x80, which the encoder maps every error to.
                 reason_codes.push(reason);
+                refusals.push(format!("{filter}: {why}"));
                 continue;
             }
             let subscription = Subscription {
@@ -80,14 +86,22 @@ impl Broker {
                 retained_for.push((filter, options));
             }
         }
-        self.out.send(
-            conn,
-            Packet::SubAck(SubAck {
-                packet_id: subscribe.packet_id,
-                properties: Properties::new(),
-                reason_codes,
-            }),
-        );
+        let version = session.params.version;
+        let connection = self.conns.get(&conn);
+        // spec: [MQTT-3.1.2-29] (v5): no reason string when the client asked for none.
+        let explain = connection.is_some_and(|c| c.problem_information) && !refusals.is_empty();
+        let properties = if explain {
+            reason_string(version, &refusals.join("; "))
+        } else {
+            Properties::new()
+        };
+        let max = connection.and_then(|c| c.packet_bytes_max);
+        let suback = Packet::SubAck(SubAck {
+            packet_id: subscribe.packet_id,
+            properties,
+            reason_codes,
+        });
+        self.out.send(conn, fit(suback, version, max));
         for (filter, options) in retained_for {
             for message in self.retained.matching(&filter, now) {
                 let Some(session) = self.sessions.get_mut(&session_id) else {

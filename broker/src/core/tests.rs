@@ -1326,3 +1326,86 @@ proptest! {
         }
     }
 }
+
+// --- reason strings and problem information ---------------------------------------------------
+
+#[test]
+fn v5_refusals_and_disconnects_explain_themselves() {
+    let mut h = Harness::new();
+    let conn = h.client(connect(V5, "a", true));
+    h.send(conn, subscribe(1, "a/#/b", QoS::AtMostOnce));
+    match &h.take(conn)[..] {
+        [Packet::SubAck(ack)] => {
+            let why = ack.properties.reason_string().expect("reason string");
+            assert!(why.contains("a/#/b") && why.contains("'#'"), "{why}");
+        }
+        other => panic!("{other:?}"),
+    }
+    h.send(conn, Packet::Connect(Box::new(connect(V5, "a", true))));
+    match &h.take(conn)[..] {
+        [Packet::Disconnect(d)] => assert!(d.properties.reason_string().is_some()),
+        other => panic!("{other:?}"),
+    }
+    let mut c = connect(V5, "b", true);
+    c.properties.push(Property::AuthenticationMethod(s("X")));
+    let (_, ack) = h.connect(c);
+    assert!(ack.properties.reason_string().is_some());
+}
+
+// spec: [MQTT-3.1.2-29] (v5)
+#[test]
+fn v5_request_problem_information_0_suppresses_reason_strings_on_acks() {
+    let mut h = Harness::new();
+    let mut c = connect(V5, "quiet", true);
+    c.properties
+        .push(Property::RequestProblemInformation(false));
+    let conn = h.client(c);
+    h.send(conn, subscribe(1, "a/#/b", QoS::AtMostOnce));
+    match &h.take(conn)[..] {
+        [Packet::SubAck(ack)] => {
+            assert_eq!(ack.reason_codes, vec![ReasonCode::TopicFilterInvalid]);
+            assert!(ack.properties.is_empty());
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+// spec: [MQTT-3.9.2-1] [MQTT-3.14.2-3] (v5)
+#[test]
+fn v5_reason_strings_are_dropped_when_the_client_maximum_is_too_small() {
+    let mut h = Harness::new();
+    let mut c = connect(V5, "tiny", true);
+    c.properties.push(Property::MaximumPacketSize(16));
+    let conn = h.client(c);
+    h.send(conn, subscribe(1, "a/#/b", QoS::AtMostOnce));
+    match &h.take(conn)[..] {
+        [Packet::SubAck(ack)] => assert!(ack.properties.is_empty()),
+        other => panic!("{other:?}"),
+    }
+    h.send(conn, Packet::PingResp);
+    match &h.take(conn)[..] {
+        [Packet::Disconnect(d)] => {
+            assert_eq!(d.reason_code, ReasonCode::ProtocolError);
+            assert!(d.properties.is_empty());
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn retained_store_refuses_what_exceeds_its_byte_limit() {
+    let mut config = Config::default();
+    config.limits.retained_bytes_max = 10;
+    let mut h = Harness::with(config);
+    let p = h.client(connect(V3, "p", true));
+    h.send(p, retained("a", "123456", QoS::AtMostOnce, 0));
+    h.send(p, retained("b", "123456", QoS::AtMostOnce, 0));
+    assert_eq!(h.broker.retained_count(), 1);
+    assert_eq!(h.broker.stats().retained_refused, 1);
+    // Replacing a topic counts only the difference.
+    h.send(p, retained("a", "1234567890", QoS::AtMostOnce, 0));
+    assert_eq!(h.broker.stats().retained_refused, 1);
+    h.send(p, retained("a", "", QoS::AtMostOnce, 0));
+    h.send(p, retained("b", "123456", QoS::AtMostOnce, 0));
+    assert_eq!(h.broker.retained_count(), 1);
+}
