@@ -539,6 +539,7 @@ fn rumqttc_v5_reads(bytes: &[u8]) -> bool {
     !(bytes.len() == 2 && matches!(bytes[0] >> 4, 14 | 15))
 }
 
+// spec: [MQTT-3.3.2-1] [MQTT-3.1.3-1] (v3.1.1: field order, checked by byte-identical encodings)
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(1500))]
 

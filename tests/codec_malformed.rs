@@ -337,6 +337,7 @@ fn table() -> Vec<Case> {
             utf8(topic),
             Some("MQTT-1.5.4-1"),
         ),
+        // spec: [MQTT-4.7.3-2] (both versions): no U+0000 in a topic name.
         case(
             "U+0000 in topic (v3)",
             V3,

@@ -119,7 +119,8 @@ impl fmt::Display for ByteStr {
 mod tests {
     use super::*;
 
-    // spec: [MQTT-1.5.3-1] [MQTT-1.5.3-2] [MQTT-1.5.3-3] (v3.1.1), [MQTT-1.5.4-1] [MQTT-1.5.4-2] [MQTT-1.5.4-3] (v5)
+    // spec: [MQTT-1.5.3-1] [MQTT-1.5.3-2] [MQTT-1.5.3-3] [MQTT-4.7.3-3] (v3.1.1),
+    // spec: [MQTT-1.5.4-1] [MQTT-1.5.4-2] [MQTT-1.5.4-3] [MQTT-4.7.3-3] (v5)
     #[test]
     fn mqtt_string_rules() {
         // Encoded surrogate U+D800.

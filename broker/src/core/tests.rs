@@ -557,7 +557,7 @@ fn duplicate_client_id_takes_over_the_session() {
 
 // --- routing --------------------------------------------------------------------------------
 
-// spec: [MQTT-3.3.2-3] [MQTT-4.7.2-1] (both versions)
+// spec: [MQTT-3.3.2-3] [MQTT-4.7.2-1] [MQTT-4.5.0-1] (both versions)
 #[test]
 fn wildcard_subscription_receives_both_sensors() {
     for version in [V3, V5] {
@@ -1075,7 +1075,8 @@ fn v5_disconnect_cannot_raise_a_zero_session_expiry() {
     assert_eq!(h.broker.session_count(), 0);
 }
 
-// spec: [MQTT-3.10.4-1] [MQTT-3.10.4-2] [MQTT-3.10.4-4] [MQTT-3.10.4-5] (v3.1.1); [MQTT-3.10.4-5] [MQTT-3.11.3-1] (v5)
+// spec: [MQTT-3.10.4-1] [MQTT-3.10.4-2] [MQTT-3.10.4-4] [MQTT-3.10.4-5] [MQTT-3.10.4-6] (v3.1.1);
+// spec: [MQTT-3.10.4-1] [MQTT-3.10.4-2] [MQTT-3.10.4-4] [MQTT-3.10.4-5] [MQTT-3.10.4-6] [MQTT-3.11.3-1] [MQTT-3.11.3-2] (v5)
 #[test]
 fn unsubscribe_stops_delivery_and_is_always_acknowledged() {
     for version in [V3, V5] {
@@ -1108,7 +1109,8 @@ fn unsubscribe_stops_delivery_and_is_always_acknowledged() {
     }
 }
 
-// spec: [MQTT-3.8.4-1] [MQTT-3.8.4-2] [MQTT-3.8.4-5] [MQTT-3.9.3-1] (v3.1.1)
+// spec: [MQTT-3.8.4-1] [MQTT-3.8.4-2] [MQTT-3.8.4-4] [MQTT-3.8.4-5] [MQTT-3.9.3-1] [MQTT-2.3.1-7] (v3.1.1);
+// spec: [MQTT-2.2.1-6] [MQTT-3.8.4-5] [MQTT-3.8.4-6] [MQTT-3.8.4-7] (v5)
 #[test]
 fn suback_codes_follow_filter_order_and_refuse_bad_filters() {
     for version in [V3, V5] {
@@ -1408,4 +1410,276 @@ fn retained_store_refuses_what_exceeds_its_byte_limit() {
     h.send(p, retained("a", "", QoS::AtMostOnce, 0));
     h.send(p, retained("b", "123456", QoS::AtMostOnce, 0));
     assert_eq!(h.broker.retained_count(), 1);
+}
+
+// --- packet ids, DUP, acknowledgement order ----------------------------------------------------
+
+// spec: [MQTT-2.3.1-4] [MQTT-2.3.1-5] [MQTT-4.3.1-1] [MQTT-4.3.2-1] [MQTT-3.3.1-3] (v3.1.1);
+// spec: [MQTT-2.2.1-2] [MQTT-2.2.1-4] [MQTT-3.3.1-2] [MQTT-3.3.1-3] (v5)
+#[test]
+fn outgoing_ids_are_fresh_and_dup_is_not_copied() {
+    for version in [V3, V5] {
+        let mut h = Harness::new();
+        let sub = h.client(connect(version, "sub", true));
+        h.subscribe(sub, "q1", QoS::AtLeastOnce);
+        h.subscribe(sub, "q0", QoS::AtMostOnce);
+        let publisher = h.client(connect(version, "pub", true));
+        for id in 1..=5 {
+            let Packet::Publish(mut p) = publish("q1", "x", QoS::AtLeastOnce, id) else {
+                unreachable!()
+            };
+            p.dup = true; // a retransmission from the publisher...
+            h.send(publisher, Packet::Publish(p));
+        }
+        let Packet::Publish(mut p) = publish("q0", "y", QoS::AtMostOnce, 0) else {
+            unreachable!()
+        };
+        p.dup = false;
+        h.send(publisher, Packet::Publish(p));
+        let got = publishes(&h.take(sub));
+        assert_eq!(got.len(), 6);
+        let mut ids: Vec<u16> = got[..5]
+            .iter()
+            .map(|p| p.packet_id.unwrap().get())
+            .collect();
+        assert!(
+            got[..5].iter().all(|p| !p.dup),
+            "...is a first delivery to the subscriber"
+        );
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), 5, "in-flight ids are distinct");
+        assert_eq!(got[5].packet_id, None, "QoS 0 has no packet id");
+        assert!(!got[5].dup);
+    }
+}
+
+// spec: [MQTT-3.3.4-1] [MQTT-4.6.0-2] [MQTT-4.6.0-3] (v3.1.1); [MQTT-3.3.4-1] (v5)
+#[test]
+fn each_qos_gets_its_answer_in_arrival_order() {
+    for version in [V3, V5] {
+        let mut h = Harness::new();
+        let c = h.client(connect(version, "c", true));
+        h.send(c, publish("t", "0", QoS::AtMostOnce, 0));
+        assert!(h.take(c).is_empty(), "QoS 0: no answer");
+        for id in [5, 3, 9] {
+            h.send(c, publish("t", "1", QoS::AtLeastOnce, id));
+        }
+        for id in [4, 2] {
+            h.send(c, publish("t", "2", QoS::ExactlyOnce, id));
+        }
+        assert_eq!(
+            h.take(c),
+            vec![
+                Packet::PubAck(Ack::new(pid(5))),
+                Packet::PubAck(Ack::new(pid(3))),
+                Packet::PubAck(Ack::new(pid(9))),
+                Packet::PubRec(Ack::new(pid(4))),
+                Packet::PubRec(Ack::new(pid(2))),
+            ]
+        );
+    }
+}
+
+// spec: [MQTT-4.3.3-1] [MQTT-4.6.0-4] (v3.1.1)
+#[test]
+fn outgoing_qos2_flow_sends_pubrel_in_pubrec_order() {
+    let mut h = Harness::new();
+    let sub = h.client(connect(V3, "sub", true));
+    h.subscribe(sub, "t", QoS::ExactlyOnce);
+    let publisher = h.client(connect(V3, "pub", true));
+    h.send(publisher, publish("t", "a", QoS::ExactlyOnce, 1));
+    h.send(publisher, publish("t", "b", QoS::ExactlyOnce, 2));
+    let got = publishes(&h.take(sub));
+    assert!(got.iter().all(|p| p.qos == QoS::ExactlyOnce && !p.dup));
+    let (a, b) = (got[0].packet_id.unwrap(), got[1].packet_id.unwrap());
+    h.send(sub, Packet::PubRec(Ack::new(b)));
+    h.send(sub, Packet::PubRec(Ack::new(a)));
+    assert_eq!(
+        h.take(sub),
+        vec![Packet::PubRel(Ack::new(b)), Packet::PubRel(Ack::new(a))]
+    );
+    h.send(sub, Packet::PubComp(Ack::new(b)));
+    h.send(sub, Packet::PubComp(Ack::new(a)));
+    h.lose(sub);
+    let (sub, _) = h.connect(connect(V3, "sub", false));
+    assert!(h.take(sub).is_empty());
+}
+
+// spec: [MQTT-4.6.0-1] [MQTT-4.6.0-5] [MQTT-4.6.0-6] (v3.1.1)
+#[test]
+fn one_publishers_messages_arrive_in_order_through_the_window_and_queue() {
+    let mut config = Config::default();
+    config.limits.inflight_count_max = 3;
+    let mut h = Harness::with(config);
+    let sub = h.client(connect(V3, "sub", false));
+    h.subscribe(sub, "t", QoS::AtLeastOnce);
+    let publisher = h.client(connect(V3, "pub", true));
+    for i in 1..=10u16 {
+        h.send(publisher, publish("t", &i.to_string(), QoS::AtLeastOnce, i));
+    }
+    let mut received = Vec::new();
+    // Receive the first window, drop the connection, resume: resends keep the order.
+    let first = publishes(&h.take(sub));
+    assert_eq!(first.len(), 3);
+    h.lose(sub);
+    let (sub, _) = h.connect(connect(V3, "sub", false));
+    loop {
+        let got = publishes(&h.take(sub));
+        if got.is_empty() {
+            break;
+        }
+        for p in got {
+            received.push(String::from_utf8(p.payload.to_vec()).unwrap());
+            h.send(sub, Packet::PubAck(Ack::new(p.packet_id.unwrap())));
+        }
+    }
+    let expected: Vec<String> = (1..=10).map(|i| i.to_string()).collect();
+    assert_eq!(received, expected);
+}
+
+// --- sessions and subscriptions, more rules -------------------------------------------------------
+
+// spec: [MQTT-3.2.2-3] [MQTT-3.1.3-2] (v3.1.1); [MQTT-3.2.2-3] (v5)
+#[test]
+fn session_present_only_when_the_client_id_had_a_session() {
+    for version in [V3, V5] {
+        let mut h = Harness::new();
+        let mut c = connect(version, "first-time", false);
+        if version.is_v5() {
+            c.properties.push(Property::SessionExpiryInterval(60));
+        }
+        let (conn, ack) = h.connect(c.clone());
+        assert!(!ack.session_present);
+        h.lose(conn);
+        let (_, ack) = h.connect(c.clone());
+        assert!(ack.session_present);
+        c.client_id = s("someone-else");
+        assert!(
+            !h.connect(c).1.session_present,
+            "sessions are keyed by client id"
+        );
+    }
+}
+
+// spec: [MQTT-4.1.0-2] (both versions)
+#[test]
+fn a_session_lasts_at_least_as_long_as_its_connection() {
+    let mut h = Harness::new();
+    let conn = h.client(connect(V5, "a", true));
+    h.advance(secs(3600));
+    assert_eq!(h.broker.session_count(), 1);
+    h.send(conn, Packet::Disconnect(Disconnect::normal()));
+    assert_eq!(
+        h.broker.session_count(),
+        0,
+        "expiry 0: the session ends with the connection"
+    );
+}
+
+// spec: [MQTT-3.1.3-5] (both versions)
+#[test]
+fn client_ids_of_1_to_23_alphanumerics_are_accepted() {
+    for version in [ProtocolVersion::V3_1, V3, V5] {
+        let mut h = Harness::new();
+        for id in ["a", "0", "abcXYZ0123456789abcdefg"] {
+            assert_eq!(
+                h.connect(connect(version, id, true)).1.reason_code,
+                ReasonCode::Success,
+                "{id}"
+            );
+        }
+    }
+}
+
+// spec: [MQTT-3.1.2-16] (v3.1.1); [MQTT-3.1.2-14] (v5)
+#[test]
+fn will_without_retain_is_not_retained() {
+    for version in [V3, V5] {
+        let mut h = Harness::new();
+        let mut c = connect(version, "device", true);
+        c.will = Some(will("w", "gone", QoS::AtMostOnce, false));
+        let device = h.client(c);
+        h.lose(device);
+        let late = h.client(connect(version, "late", true));
+        h.send(late, subscribe(1, "w", QoS::AtMostOnce));
+        assert!(payloads(&h.take(late)).is_empty());
+        assert_eq!(h.broker.stats().wills_published, 1);
+    }
+}
+
+// spec: [MQTT-3.3.1-7] (v3.1.1); [MQTT-3.3.1-5] (v5)
+#[test]
+fn a_qos0_retained_message_replaces_the_previous_one() {
+    for version in [V3, V5] {
+        let mut h = Harness::new();
+        let p = h.client(connect(version, "p", true));
+        h.send(p, retained("r", "old", QoS::AtLeastOnce, 1));
+        h.send(p, retained("r", "new", QoS::AtMostOnce, 0));
+        let late = h.client(connect(version, "late", true));
+        h.send(late, subscribe(1, "r", QoS::ExactlyOnce));
+        let got = publishes(&h.take(late));
+        assert_eq!(got.len(), 1);
+        assert_eq!(&got[0].payload[..], b"new");
+        assert_eq!(got[0].qos, QoS::AtMostOnce);
+    }
+}
+
+// spec: [MQTT-3.8.4-3] (v3.1.1); [MQTT-3.8.4-3] [MQTT-3.8.4-4] (v5)
+#[test]
+fn a_repeated_filter_replaces_the_subscription_and_resends_retained() {
+    for version in [V3, V5] {
+        let mut h = Harness::new();
+        let p = h.client(connect(version, "p", true));
+        h.send(p, retained("r", "kept", QoS::AtLeastOnce, 1));
+        let sub = h.client(connect(version, "sub", true));
+        h.send(sub, subscribe(1, "r", QoS::AtMostOnce));
+        assert_eq!(publishes(&h.take(sub))[0].qos, QoS::AtMostOnce);
+        h.send(sub, subscribe(2, "r", QoS::AtLeastOnce));
+        let again = publishes(&h.take(sub));
+        assert_eq!(again.len(), 1, "retained sent again");
+        assert_eq!(again[0].qos, QoS::AtLeastOnce, "at the new maximum QoS");
+        h.send(p, publish("r", "live", QoS::AtLeastOnce, 2));
+        let live = publishes(&h.take(sub));
+        assert_eq!(live.len(), 1, "one subscription, not two");
+        assert_eq!(live[0].qos, QoS::AtLeastOnce);
+    }
+}
+
+// spec: [MQTT-3.10.4-3] (v3.1.1 and v5)
+#[test]
+fn unsubscribe_still_completes_deliveries_already_started() {
+    let mut h = Harness::new();
+    let sub = h.client(connect(V3, "sub", false));
+    h.subscribe(sub, "t", QoS::AtLeastOnce);
+    let p = h.client(connect(V3, "p", true));
+    h.send(p, publish("t", "in flight", QoS::AtLeastOnce, 1));
+    let first = publishes(&h.take(sub));
+    h.send(
+        sub,
+        Packet::Unsubscribe(Unsubscribe {
+            packet_id: pid(2),
+            properties: Properties::new(),
+            filters: vec![s("t")],
+        }),
+    );
+    h.take(sub);
+    h.lose(sub);
+    let (sub, _) = h.connect(connect(V3, "sub", false));
+    let resent = publishes(&h.take(sub));
+    assert_eq!(resent.len(), 1);
+    assert_eq!(resent[0].packet_id, first[0].packet_id);
+    assert!(resent[0].dup);
+}
+
+// spec: [MQTT-3.1.4-1] [MQTT-4.8.0-1] (v3.1.1); [MQTT-3.1.4-1] (v5)
+#[test]
+fn an_invalid_connect_is_closed_without_connack() {
+    let mut h = Harness::new();
+    let conn = h.open();
+    h.broker
+        .decode_failed(conn, &DecodeError::ConnectReservedFlag, h.now);
+    h.pump();
+    assert!(h.is_closed(conn));
+    assert!(h.take(conn).is_empty());
 }
