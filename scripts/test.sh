@@ -11,6 +11,14 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
+# paho-mqtt (conformance tests) builds the Paho C library from source with cmake.
+if ! command -v cmake >/dev/null 2>&1; then
+  echo "== installing cmake (needed to build the Paho C library for the conformance tests)"
+  if [ "$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq cmake >/dev/null
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -1,16 +1,14 @@
 //! End-to-end tests: the real broker on 127.0.0.1:0, real TCP, a raw codec client.
 //! Includes the walkthrough every MQTT newcomer does, in 3.1.1 and in 5.0.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use support::client::{connect_packet, publish, s, RawClient};
 use tern::codec::*;
 use tern::core::Config;
 use tern::net::Server;
 use tern::types::QoS;
+use tern_conformance::raw::{connect_packet, publish, s, RawClient};
 
 const V3: ProtocolVersion = ProtocolVersion::V3_1_1;
 const V5: ProtocolVersion = ProtocolVersion::V5;

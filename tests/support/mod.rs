@@ -1,5 +1,4 @@
 //! Helpers shared by the workspace tests.
 #![allow(dead_code)]
 
-pub mod client;
 pub mod packets;

@@ -1,5 +1,6 @@
 //! A small MQTT test client over real TCP, built on Tern's codec: it sends exactly what it is
-//! told (including raw bytes) and reports exactly what arrives.
+//! told (including raw bytes) and reports exactly what arrives. Its `expect_*` helpers panic,
+//! which is what tests want; the [`crate::raw_client`] adapter uses the fallible calls.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -50,15 +51,22 @@ pub fn publish(topic: &str, payload: &[u8], qos: QoS, id: u16, retain: bool) -> 
 
 impl RawClient {
     pub async fn open(addr: SocketAddr, version: ProtocolVersion) -> RawClient {
-        let stream = TcpStream::connect(addr)
+        RawClient::try_open(addr, version)
             .await
-            .expect("connect to the broker");
-        stream.set_nodelay(true).unwrap();
-        RawClient {
+            .expect("connect to the broker")
+    }
+
+    pub async fn try_open(
+        addr: SocketAddr,
+        version: ProtocolVersion,
+    ) -> std::io::Result<RawClient> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(RawClient {
             stream,
             buf: BytesMut::new(),
             version,
-        }
+        })
     }
 
     /// Connects and returns the client with the broker's CONNACK.
@@ -79,16 +87,21 @@ impl RawClient {
     }
 
     pub async fn send(&mut self, packet: Packet) {
-        let mut out = BytesMut::new();
-        encode(&packet, self.version, &mut out).unwrap();
-        self.send_raw(&out).await;
+        self.try_send(packet).await.expect("write to the broker");
     }
 
     pub async fn send_raw(&mut self, bytes: &[u8]) {
-        self.stream
-            .write_all(bytes)
-            .await
-            .expect("write to the broker");
+        self.try_send_raw(bytes).await.expect("write to the broker");
+    }
+
+    pub async fn try_send(&mut self, packet: Packet) -> std::io::Result<()> {
+        let mut out = BytesMut::new();
+        encode(&packet, self.version, &mut out).expect("encodable packet");
+        self.try_send_raw(&out).await
+    }
+
+    pub async fn try_send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes).await
     }
 
     /// The next packet, or `None` if the broker closed the connection. Panics after `PATIENCE`.

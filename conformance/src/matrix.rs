@@ -1,0 +1,107 @@
+//! Runs every case on every client kind and renders the client x case table.
+
+use std::time::Duration;
+
+use crate::broker::Broker;
+use crate::cases::{Env, CASES};
+use crate::client::Kind;
+
+/// A case gets this long per client before it counts as failed.
+const CASE_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Pass,
+    Fail(String),
+    /// The protocol version the client speaks does not have the feature.
+    NotApplicable,
+}
+
+pub struct Matrix {
+    /// `results[case][kind]`, in the order of `CASES` and `Kind::ALL`.
+    pub results: Vec<Vec<Outcome>>,
+}
+
+impl Matrix {
+    /// Starts the brokers and runs everything; each case runs for all kinds at once.
+    pub async fn run() -> anyhow::Result<Matrix> {
+        let broker = Broker::start(tern::core::Config::default()).await?;
+        let mut auth = tern::core::Config {
+            allow_anonymous: false,
+            ..Default::default()
+        };
+        auth.users.insert("alice".into(), "secret".into());
+        let auth_broker = Broker::start(auth).await?;
+        let env = Env {
+            broker: broker.addr,
+            auth_broker: auth_broker.addr,
+        };
+        let mut results = Vec::new();
+        for case in CASES {
+            let mut handles = Vec::new();
+            for kind in Kind::ALL {
+                if case.v5_only && !kind.is_v5() {
+                    handles.push(None);
+                    continue;
+                }
+                let run = case.run;
+                handles.push(Some(tokio::spawn(async move {
+                    tokio::time::timeout(CASE_TIMEOUT, run(env, kind)).await
+                })));
+            }
+            let mut row = Vec::new();
+            for handle in handles {
+                row.push(match handle {
+                    None => Outcome::NotApplicable,
+                    Some(handle) => match handle.await {
+                        Ok(Ok(Ok(()))) => Outcome::Pass,
+                        Ok(Ok(Err(error))) => Outcome::Fail(format!("{error:#}")),
+                        Ok(Err(_)) => Outcome::Fail("timed out".into()),
+                        Err(panic) => Outcome::Fail(format!("panicked: {panic}")),
+                    },
+                });
+            }
+            results.push(row);
+        }
+        broker.server.shutdown().await;
+        auth_broker.server.shutdown().await;
+        Ok(Matrix { results })
+    }
+
+    pub fn failures(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (case, row) in CASES.iter().zip(&self.results) {
+            for (kind, outcome) in Kind::ALL.iter().zip(row) {
+                if let Outcome::Fail(why) = outcome {
+                    out.push(format!("{} / {kind}: {why}", case.name));
+                }
+            }
+        }
+        out
+    }
+
+    /// The table as Markdown: a row per case, a column per client.
+    pub fn to_markdown(&self) -> String {
+        let mut out = String::from("| case |");
+        for kind in Kind::ALL {
+            out.push_str(&format!(" {kind} |"));
+        }
+        out.push_str("\n| --- |");
+        for _ in Kind::ALL {
+            out.push_str(" --- |");
+        }
+        out.push('\n');
+        for (case, row) in CASES.iter().zip(&self.results) {
+            out.push_str(&format!("| {} |", case.name));
+            for outcome in row {
+                out.push_str(match outcome {
+                    Outcome::Pass => " pass |",
+                    Outcome::Fail(_) => " FAIL |",
+                    Outcome::NotApplicable => " n/a (3.1.1) |",
+                });
+            }
+            out.push('\n');
+        }
+        out
+    }
+}

@@ -1,0 +1,300 @@
+//! The raw codec client as a [`Client`]: Tern's own encoder on the wire, every exchange done
+//! by hand, which makes it the reference the third-party clients are compared with.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail};
+use bytes::Bytes;
+use tern::codec::*;
+use tern::types::{PacketId, QoS};
+
+use crate::client::{BoxFuture, Client, ConnectOptions, Message, Props, Version};
+use crate::raw::{s, RawClient};
+
+const PATIENCE: Duration = Duration::from_secs(5);
+
+struct Raw {
+    client: RawClient,
+    session_present: bool,
+    keep_alive: Duration,
+    next_id: u16,
+    /// Messages that arrived while waiting for something else.
+    inbox: VecDeque<Message>,
+}
+
+fn qos(q: u8) -> QoS {
+    QoS::from_bits(q).expect("QoS 0, 1 or 2")
+}
+
+fn properties(props: &Props) -> Properties {
+    let mut p = Properties::new();
+    for (k, v) in &props.user {
+        p.push(Property::UserProperty(s(k), s(v)));
+    }
+    if let Some(t) = &props.response_topic {
+        p.push(Property::ResponseTopic(s(t)));
+    }
+    if let Some(c) = &props.correlation_data {
+        p.push(Property::CorrelationData(Bytes::from(c.clone())));
+    }
+    if let Some(c) = &props.content_type {
+        p.push(Property::ContentType(s(c)));
+    }
+    p
+}
+
+fn props_of(p: &Properties) -> Props {
+    Props {
+        user: p
+            .user_properties()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        response_topic: p.response_topic().map(|t| t.to_string()),
+        correlation_data: p.correlation_data().map(|c| c.to_vec()),
+        content_type: p.content_type().map(|c| c.to_string()),
+    }
+}
+
+pub async fn connect(
+    version: Version,
+    addr: SocketAddr,
+    options: ConnectOptions,
+) -> anyhow::Result<Box<dyn Client>> {
+    let protocol = match version {
+        Version::V311 => ProtocolVersion::V3_1_1,
+        Version::V5 => ProtocolVersion::V5,
+    };
+    let mut connect = crate::raw::connect_packet(protocol, &options.client_id, options.clean);
+    connect.keep_alive = options.keep_alive.as_secs() as u16;
+    if let (Version::V5, Some(expiry)) = (version, options.session_expiry) {
+        connect
+            .properties
+            .push(Property::SessionExpiryInterval(expiry));
+    }
+    if let Some(will) = &options.will {
+        connect.will = Some(Will {
+            topic: s(&will.topic),
+            payload: Bytes::from(will.payload.clone()),
+            qos: qos(will.qos),
+            retain: will.retain,
+            properties: Properties::new(),
+        });
+    }
+    if let Some((user, password)) = &options.credentials {
+        connect.username = Some(s(user));
+        connect.password = Some(Bytes::from(password.clone()));
+    }
+    let mut client = RawClient::try_open(addr, protocol).await?;
+    client.try_send(Packet::Connect(Box::new(connect))).await?;
+    match client.recv_within(PATIENCE).await {
+        Ok(Some(Packet::ConnAck(ack))) if ack.reason_code == ReasonCode::Success => {
+            Ok(Box::new(Raw {
+                client,
+                session_present: ack.session_present,
+                keep_alive: options.keep_alive,
+                next_id: 0,
+                inbox: VecDeque::new(),
+            }))
+        }
+        Ok(Some(Packet::ConnAck(ack))) => {
+            bail!("connection refused: {}", ack.reason_code.description())
+        }
+        other => bail!("expected CONNACK, got {other:?}"),
+    }
+}
+
+impl Raw {
+    fn packet_id(&mut self) -> PacketId {
+        self.next_id = self.next_id.wrapping_add(1).max(1);
+        PacketId::new(self.next_id).expect("non-zero")
+    }
+
+    /// Reads the next packet, answering the broker's QoS flows on the way. Incoming messages
+    /// are returned; everything else for the caller to judge.
+    async fn next(&mut self, within: Duration) -> anyhow::Result<Packet> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            // Keep the connection alive while waiting, as a real client does.
+            let wait = if self.keep_alive.is_zero() {
+                left
+            } else {
+                left.min(self.keep_alive / 2)
+            };
+            match self.client.recv_within(wait).await {
+                Err(()) if left.is_zero() || wait == left => bail!("timed out"),
+                Err(()) => {
+                    self.client.try_send(Packet::PingReq).await?;
+                }
+                Ok(None) => bail!("connection closed"),
+                Ok(Some(Packet::Publish(p))) => {
+                    match (p.qos, p.packet_id) {
+                        (QoS::AtLeastOnce, Some(id)) => {
+                            self.client.try_send(Packet::PubAck(Ack::new(id))).await?
+                        }
+                        (QoS::ExactlyOnce, Some(id)) => {
+                            self.client.try_send(Packet::PubRec(Ack::new(id))).await?
+                        }
+                        _ => {}
+                    }
+                    return Ok(Packet::Publish(p));
+                }
+                Ok(Some(Packet::PubRel(ack))) => {
+                    self.client
+                        .try_send(Packet::PubComp(Ack::new(ack.packet_id)))
+                        .await?
+                }
+                Ok(Some(Packet::PingResp)) => {}
+                Ok(Some(other)) => return Ok(other),
+            }
+        }
+    }
+
+    /// Waits for a packet `pick` accepts, keeping messages that arrive meanwhile.
+    async fn wait_for<T>(
+        &mut self,
+        mut pick: impl FnMut(&Packet) -> Option<T>,
+    ) -> anyhow::Result<T> {
+        loop {
+            let packet = self.next(PATIENCE).await?;
+            if let Some(found) = pick(&packet) {
+                return Ok(found);
+            }
+            match packet {
+                Packet::Publish(p) => self.inbox.push_back(to_message(&p)),
+                other => bail!("unexpected {other:?}"),
+            }
+        }
+    }
+}
+
+fn to_message(p: &Publish) -> Message {
+    Message {
+        topic: p.topic.to_string(),
+        payload: p.payload.to_vec(),
+        qos: p.qos.bits(),
+        retain: p.retain,
+        props: props_of(&p.properties),
+    }
+}
+
+impl Client for Raw {
+    fn session_present(&self) -> bool {
+        self.session_present
+    }
+
+    fn subscribe<'a>(&'a mut self, filter: &'a str, q: u8) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            let id = self.packet_id();
+            let filters = vec![(s(filter), SubscriptionOptions::new(qos(q)))];
+            self.client
+                .try_send(Packet::Subscribe(Subscribe {
+                    packet_id: id,
+                    properties: Properties::new(),
+                    filters,
+                }))
+                .await?;
+            let codes = self
+                .wait_for(|p| match p {
+                    Packet::SubAck(ack) if ack.packet_id == id => Some(ack.reason_codes.clone()),
+                    _ => None,
+                })
+                .await?;
+            match codes.first() {
+                Some(code) if !code.is_error() => Ok(()),
+                other => Err(anyhow!("subscription refused: {other:?}")),
+            }
+        })
+    }
+
+    fn unsubscribe<'a>(&'a mut self, filter: &'a str) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            let id = self.packet_id();
+            let packet = Packet::Unsubscribe(Unsubscribe {
+                packet_id: id,
+                properties: Properties::new(),
+                filters: vec![s(filter)],
+            });
+            self.client.try_send(packet).await?;
+            self.wait_for(|p| {
+                matches!(p, Packet::UnsubAck(ack) if ack.packet_id == id).then_some(())
+            })
+            .await
+        })
+    }
+
+    fn publish(&mut self, message: Message) -> BoxFuture<'_, anyhow::Result<()>> {
+        Box::pin(async move {
+            let q = qos(message.qos);
+            let id = (q != QoS::AtMostOnce).then(|| self.packet_id());
+            let packet = Packet::Publish(Publish {
+                dup: false,
+                qos: q,
+                retain: message.retain,
+                topic: s(&message.topic),
+                packet_id: id,
+                properties: properties(&message.props),
+                payload: Bytes::from(message.payload),
+            });
+            self.client.try_send(packet).await?;
+            match (q, id) {
+                (QoS::AtLeastOnce, Some(id)) => {
+                    self.wait_for(|p| {
+                        matches!(p, Packet::PubAck(a) if a.packet_id == id).then_some(())
+                    })
+                    .await
+                }
+                (QoS::ExactlyOnce, Some(id)) => {
+                    self.wait_for(|p| {
+                        matches!(p, Packet::PubRec(a) if a.packet_id == id).then_some(())
+                    })
+                    .await?;
+                    self.client.try_send(Packet::PubRel(Ack::new(id))).await?;
+                    self.wait_for(|p| {
+                        matches!(p, Packet::PubComp(a) if a.packet_id == id).then_some(())
+                    })
+                    .await
+                }
+                _ => Ok(()),
+            }
+        })
+    }
+
+    fn recv(&mut self, within: Duration) -> BoxFuture<'_, Option<Message>> {
+        Box::pin(async move {
+            if let Some(message) = self.inbox.pop_front() {
+                return Some(message);
+            }
+            match self.next(within).await {
+                Ok(Packet::Publish(p)) => Some(to_message(&p)),
+                _ => None,
+            }
+        })
+    }
+
+    fn closed_by_broker(&mut self, within: Duration) -> BoxFuture<'_, bool> {
+        Box::pin(async move {
+            let deadline = tokio::time::Instant::now() + within;
+            loop {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                match self.client.recv_within(left).await {
+                    Ok(None) => return true,
+                    Ok(Some(_)) => continue,
+                    Err(()) => return false,
+                }
+            }
+        })
+    }
+
+    fn disconnect(self: Box<Self>) -> BoxFuture<'static, anyhow::Result<()>> {
+        Box::pin(async move {
+            let mut client = self.client;
+            client
+                .try_send(Packet::Disconnect(Disconnect::normal()))
+                .await?;
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,343 @@
+//! rumqttc (pure Rust) as a [`Client`], through its 3.1.1 and 5.0 async APIs.
+//!
+//! The event loop runs in a task that reports to an [`Inbox`] and stops at the first error:
+//! the cases decide when to reconnect, never rumqttc's automatic reconnection.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+
+use crate::client::{BoxFuture, Client, ConnectOptions, Message, Props, Version};
+use crate::inbox::{Event, Inbox};
+
+const PATIENCE: Duration = Duration::from_secs(5);
+/// rumqttc's default incoming limit is 10 KiB; the cases send up to 1 MiB.
+const PACKET_BYTES_MAX: usize = 2 * 1024 * 1024;
+
+pub async fn connect(
+    version: Version,
+    addr: SocketAddr,
+    options: ConnectOptions,
+) -> anyhow::Result<Box<dyn Client>> {
+    let (sender, events) = mpsc::unbounded_channel();
+    let mut inbox = Inbox::new(events);
+    let (client, task) = match version {
+        Version::V311 => {
+            let (client, task) = v4::start(addr, &options, sender);
+            (Api::V4(client), task)
+        }
+        Version::V5 => {
+            let (client, task) = v5::start(addr, &options, sender);
+            (Api::V5(client), task)
+        }
+    };
+    let session_present = match inbox
+        .wait_for(PATIENCE, |e| match e {
+            Event::ConnAck { session_present } => Some(*session_present),
+            _ => None,
+        })
+        .await
+    {
+        Ok(present) => present,
+        Err(error) => {
+            task.abort();
+            return Err(error).context("rumqttc connect");
+        }
+    };
+    Ok(Box::new(Rumqttc {
+        client,
+        inbox,
+        session_present,
+        task,
+    }))
+}
+
+enum Api {
+    V4(rumqttc::AsyncClient),
+    V5(rumqttc::v5::AsyncClient),
+}
+
+struct Rumqttc {
+    client: Api,
+    inbox: Inbox,
+    session_present: bool,
+    task: AbortHandle,
+}
+
+impl Drop for Rumqttc {
+    fn drop(&mut self) {
+        // Dropping the event loop closes the socket (with FIN) without DISCONNECT.
+        self.task.abort();
+    }
+}
+
+fn qos(q: u8) -> rumqttc::QoS {
+    rumqttc::mqttbytes::qos(q).expect("QoS 0, 1 or 2")
+}
+
+fn qos5(q: u8) -> rumqttc::v5::mqttbytes::QoS {
+    rumqttc::v5::mqttbytes::qos(q).expect("QoS 0, 1 or 2")
+}
+
+impl Rumqttc {
+    async fn wait_ack(&mut self, q: u8) -> anyhow::Result<()> {
+        match q {
+            1 => {
+                self.inbox
+                    .wait_for(PATIENCE, |e| matches!(e, Event::PubAck).then_some(()))
+                    .await
+            }
+            2 => {
+                self.inbox
+                    .wait_for(PATIENCE, |e| matches!(e, Event::PubComp).then_some(()))
+                    .await
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Client for Rumqttc {
+    fn session_present(&self) -> bool {
+        self.session_present
+    }
+
+    fn subscribe<'a>(&'a mut self, filter: &'a str, q: u8) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            match &self.client {
+                Api::V4(c) => c.subscribe(filter, qos(q)).await?,
+                Api::V5(c) => c.subscribe(filter, qos5(q)).await?,
+            }
+            let granted = self
+                .inbox
+                .wait_for(PATIENCE, |e| match e {
+                    Event::SubAck { granted } => Some(*granted),
+                    _ => None,
+                })
+                .await?;
+            anyhow::ensure!(granted, "subscription to {filter} refused");
+            Ok(())
+        })
+    }
+
+    fn unsubscribe<'a>(&'a mut self, filter: &'a str) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            match &self.client {
+                Api::V4(c) => c.unsubscribe(filter).await?,
+                Api::V5(c) => c.unsubscribe(filter).await?,
+            }
+            self.inbox
+                .wait_for(PATIENCE, |e| matches!(e, Event::UnsubAck).then_some(()))
+                .await
+        })
+    }
+
+    fn publish(&mut self, message: Message) -> BoxFuture<'_, anyhow::Result<()>> {
+        Box::pin(async move {
+            let q = message.qos;
+            match &self.client {
+                Api::V4(c) => {
+                    c.publish(message.topic, qos(q), message.retain, message.payload)
+                        .await?
+                }
+                Api::V5(c) => {
+                    let props = v5::publish_properties(&message.props);
+                    c.publish_with_properties(
+                        message.topic,
+                        qos5(q),
+                        message.retain,
+                        message.payload,
+                        props,
+                    )
+                    .await?
+                }
+            }
+            self.wait_ack(q).await
+        })
+    }
+
+    fn recv(&mut self, within: Duration) -> BoxFuture<'_, Option<Message>> {
+        Box::pin(self.inbox.recv(within))
+    }
+
+    fn closed_by_broker(&mut self, within: Duration) -> BoxFuture<'_, bool> {
+        Box::pin(self.inbox.closed_by_broker(within))
+    }
+
+    fn disconnect(mut self: Box<Self>) -> BoxFuture<'static, anyhow::Result<()>> {
+        Box::pin(async move {
+            match &self.client {
+                Api::V4(c) => c.disconnect().await?,
+                Api::V5(c) => c.disconnect().await?,
+            }
+            // Let the event loop write the DISCONNECT before the task is dropped.
+            let _ = self
+                .inbox
+                .wait_for(Duration::from_millis(500), |e| {
+                    matches!(e, Event::Closed(_)).then_some(())
+                })
+                .await;
+            Ok(())
+        })
+    }
+}
+
+mod v4 {
+    use super::*;
+    use rumqttc::{Event as RumqttcEvent, Incoming, LastWill, MqttOptions, SubscribeReasonCode};
+
+    pub fn start(
+        addr: SocketAddr,
+        options: &ConnectOptions,
+        events: mpsc::UnboundedSender<Event>,
+    ) -> (rumqttc::AsyncClient, AbortHandle) {
+        let mut opts = MqttOptions::new(&options.client_id, addr.ip().to_string(), addr.port());
+        opts.set_keep_alive(options.keep_alive)
+            .set_clean_session(options.clean)
+            .set_max_packet_size(PACKET_BYTES_MAX, PACKET_BYTES_MAX);
+        if let Some(will) = &options.will {
+            opts.set_last_will(LastWill::new(
+                &will.topic,
+                will.payload.clone(),
+                qos(will.qos),
+                will.retain,
+            ));
+        }
+        if let Some((user, password)) = &options.credentials {
+            opts.set_credentials(user, password);
+        }
+        let (client, mut eventloop) = rumqttc::AsyncClient::new(opts, 64);
+        let task = tokio::spawn(async move {
+            loop {
+                let event = match eventloop.poll().await {
+                    Ok(RumqttcEvent::Incoming(incoming)) => match incoming {
+                        Incoming::ConnAck(c) => Event::ConnAck {
+                            session_present: c.session_present,
+                        },
+                        Incoming::Publish(p) => Event::Publish(Message {
+                            topic: p.topic,
+                            payload: p.payload.to_vec(),
+                            qos: p.qos as u8,
+                            retain: p.retain,
+                            props: Props::default(),
+                        }),
+                        Incoming::PubAck(_) => Event::PubAck,
+                        Incoming::PubComp(_) => Event::PubComp,
+                        Incoming::SubAck(s) => Event::SubAck {
+                            granted: s
+                                .return_codes
+                                .iter()
+                                .all(|c| matches!(c, SubscribeReasonCode::Success(_))),
+                        },
+                        Incoming::UnsubAck(_) => Event::UnsubAck,
+                        _ => continue,
+                    },
+                    Ok(RumqttcEvent::Outgoing(_)) => continue,
+                    Err(error) => {
+                        let _ = events.send(Event::Closed(error.to_string()));
+                        return;
+                    }
+                };
+                if events.send(event).is_err() {
+                    return;
+                }
+            }
+        });
+        (client, task.abort_handle())
+    }
+}
+
+mod v5 {
+    use super::*;
+    use rumqttc::v5::mqttbytes::v5::{LastWill, Packet, PublishProperties, SubscribeReasonCode};
+    use rumqttc::v5::{Event as RumqttcEvent, MqttOptions};
+
+    pub fn publish_properties(props: &Props) -> PublishProperties {
+        PublishProperties {
+            user_properties: props.user.clone(),
+            response_topic: props.response_topic.clone(),
+            correlation_data: props.correlation_data.clone().map(Bytes::from),
+            content_type: props.content_type.clone(),
+            ..PublishProperties::default()
+        }
+    }
+
+    fn props_of(p: Option<PublishProperties>) -> Props {
+        let Some(p) = p else { return Props::default() };
+        Props {
+            user: p.user_properties,
+            response_topic: p.response_topic,
+            correlation_data: p.correlation_data.map(|b| b.to_vec()),
+            content_type: p.content_type,
+        }
+    }
+
+    pub fn start(
+        addr: SocketAddr,
+        options: &ConnectOptions,
+        events: mpsc::UnboundedSender<Event>,
+    ) -> (rumqttc::v5::AsyncClient, AbortHandle) {
+        let mut opts = MqttOptions::new(&options.client_id, addr.ip().to_string(), addr.port());
+        opts.set_keep_alive(options.keep_alive)
+            .set_clean_start(options.clean)
+            .set_max_packet_size(Some(PACKET_BYTES_MAX as u32))
+            .set_session_expiry_interval(options.session_expiry);
+        if let Some(will) = &options.will {
+            opts.set_last_will(LastWill::new(
+                &will.topic,
+                will.payload.clone(),
+                qos5(will.qos),
+                will.retain,
+                None,
+            ));
+        }
+        if let Some((user, password)) = &options.credentials {
+            opts.set_credentials(user, password);
+        }
+        let (client, mut eventloop) = rumqttc::v5::AsyncClient::new(opts, 64);
+        let task = tokio::spawn(async move {
+            loop {
+                let event = match eventloop.poll().await {
+                    Ok(RumqttcEvent::Incoming(incoming)) => match incoming {
+                        Packet::ConnAck(c) => Event::ConnAck {
+                            session_present: c.session_present,
+                        },
+                        Packet::Publish(p) => Event::Publish(Message {
+                            topic: String::from_utf8_lossy(&p.topic).into_owned(),
+                            payload: p.payload.to_vec(),
+                            qos: p.qos as u8,
+                            retain: p.retain,
+                            props: props_of(p.properties),
+                        }),
+                        Packet::PubAck(_) => Event::PubAck,
+                        Packet::PubComp(_) => Event::PubComp,
+                        Packet::SubAck(s) => Event::SubAck {
+                            granted: s
+                                .return_codes
+                                .iter()
+                                .all(|c| matches!(c, SubscribeReasonCode::Success(_))),
+                        },
+                        Packet::UnsubAck(_) => Event::UnsubAck,
+                        Packet::Disconnect(d) => {
+                            Event::Closed(format!("DISCONNECT {:?}", d.reason_code))
+                        }
+                        _ => continue,
+                    },
+                    Ok(RumqttcEvent::Outgoing(_)) => continue,
+                    Err(error) => {
+                        let _ = events.send(Event::Closed(error.to_string()));
+                        return;
+                    }
+                };
+                if events.send(event).is_err() {
+                    return;
+                }
+            }
+        });
+        (client, task.abort_handle())
+    }
+}
