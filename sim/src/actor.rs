@@ -1,0 +1,205 @@
+//! A scripted MQTT client on its own simulated host, built on Tern's codec.
+//!
+//! It does what the director tells it (connect, send a packet, send raw bytes, close) and on
+//! its own only what any client library does: answer the QoS flows (unless `auto_ack` is off),
+//! send PINGREQ to keep the connection alive, and tell new messages from QoS 2 resends. Every
+//! packet in and out goes into the shared trace.
+
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tern::codec::{decode, encode, Ack, Packet, ProtocolVersion, PACKET_BYTES_MAX};
+use tern::types::{PacketId, QoS};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use turmoil::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use turmoil::net::TcpStream;
+
+use crate::trace::{Event, Trace};
+
+pub const BROKER_PORT: u16 = 1883;
+
+#[derive(Debug)]
+pub enum Command {
+    Connect(Packet),
+    Send(Packet),
+    Raw(Vec<u8>),
+    Close,
+}
+
+pub struct Actor {
+    pub name: String,
+    pub version: ProtocolVersion,
+    pub keep_alive: Duration,
+    pub auto_ack: bool,
+    pub trace: Rc<RefCell<Trace>>,
+}
+
+struct Connection {
+    reader: OwnedReadHalf,
+    writer: OwnedWriteHalf,
+    buf: BytesMut,
+    sent_disconnect: bool,
+    /// QoS 2 messages received and acknowledged with PUBREC, not yet released.
+    awaiting_pubrel: BTreeSet<PacketId>,
+}
+
+fn now() -> Duration {
+    turmoil::sim_elapsed().unwrap_or_default()
+}
+
+impl Actor {
+    fn record(&self, event: Event) {
+        self.trace.borrow_mut().push(now(), &self.name, event);
+    }
+
+    pub async fn run(self, mut commands: mpsc::UnboundedReceiver<Command>) -> turmoil::Result {
+        let mut conn: Option<Connection> = None;
+        loop {
+            let ping_every = if self.keep_alive.is_zero() {
+                Duration::from_secs(3600)
+            } else {
+                self.keep_alive / 2
+            };
+            tokio::select! {
+                biased;
+                command = commands.recv() => {
+                    let Some(command) = command else { return Ok(()) };
+                    self.command(command, &mut conn).await;
+                }
+                read = read_packet(&mut conn, self.version) => match read {
+                    Some(packet) => {
+                        self.record(Event::Received(packet.clone()));
+                        if let Some(c) = conn.as_mut() {
+                            self.respond(packet, c).await;
+                        }
+                    }
+                    None => {
+                        let normal = conn.take().is_some_and(|c| c.sent_disconnect);
+                        self.record(Event::Closed { by_client: false, normal });
+                    }
+                },
+                _ = tokio::time::sleep(ping_every), if conn.is_some() && !self.keep_alive.is_zero() => {
+                    if let Some(c) = conn.as_mut() {
+                        self.write(c, Packet::PingReq).await;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn command(&self, command: Command, conn: &mut Option<Connection>) {
+        match command {
+            Command::Connect(packet) => {
+                *conn = None;
+                match TcpStream::connect(("broker", BROKER_PORT)).await {
+                    Ok(stream) => {
+                        let (reader, writer) = stream.into_split();
+                        let mut c = Connection {
+                            reader,
+                            writer,
+                            buf: BytesMut::new(),
+                            sent_disconnect: false,
+                            awaiting_pubrel: BTreeSet::new(),
+                        };
+                        self.write(&mut c, packet).await;
+                        *conn = Some(c);
+                    }
+                    Err(error) => self.record(Event::ConnectFailed(error.to_string())),
+                }
+            }
+            Command::Send(packet) => {
+                if let Some(c) = conn.as_mut() {
+                    if matches!(packet, Packet::Disconnect(_)) {
+                        c.sent_disconnect = true;
+                    }
+                    self.write(c, packet).await;
+                }
+            }
+            Command::Raw(bytes) => {
+                if let Some(c) = conn.as_mut() {
+                    self.record(Event::Fault(format!("raw bytes {bytes:02x?}")));
+                    let _ = c.writer.write_all(&bytes).await;
+                }
+            }
+            Command::Close => {
+                if let Some(c) = conn.take() {
+                    self.record(Event::Closed {
+                        by_client: true,
+                        normal: c.sent_disconnect,
+                    });
+                }
+            }
+        }
+    }
+
+    async fn write(&self, c: &mut Connection, packet: Packet) {
+        let mut out = BytesMut::new();
+        if encode(&packet, self.version, &mut out).is_ok() {
+            self.record(Event::Sent(packet));
+            let _ = c.writer.write_all(&out).await;
+        }
+    }
+
+    /// What a client library does on its own when a packet arrives.
+    async fn respond(&self, packet: Packet, c: &mut Connection) {
+        match packet {
+            Packet::Publish(p) => {
+                let new = match (p.qos, p.packet_id) {
+                    (QoS::ExactlyOnce, Some(id)) => c.awaiting_pubrel.insert(id),
+                    _ => true,
+                };
+                if new {
+                    self.record(Event::Delivered {
+                        topic: p.topic.to_string(),
+                        payload: String::from_utf8_lossy(&p.payload).into_owned(),
+                        qos: p.qos.bits(),
+                        retain: p.retain,
+                    });
+                }
+                if self.auto_ack {
+                    match (p.qos, p.packet_id) {
+                        (QoS::AtLeastOnce, Some(id)) => {
+                            self.write(c, Packet::PubAck(Ack::new(id))).await
+                        }
+                        (QoS::ExactlyOnce, Some(id)) => {
+                            self.write(c, Packet::PubRec(Ack::new(id))).await
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            Packet::PubRel(ack) if self.auto_ack => {
+                c.awaiting_pubrel.remove(&ack.packet_id);
+                self.write(c, Packet::PubComp(Ack::new(ack.packet_id)))
+                    .await;
+            }
+            Packet::PubRec(ack) if self.auto_ack && !ack.reason_code.is_error() => {
+                self.write(c, Packet::PubRel(Ack::new(ack.packet_id))).await;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The next packet on the connection; `None` when it ends (or is not valid MQTT). Pending
+/// forever when there is no connection, so `select!` waits on the other branches.
+async fn read_packet(conn: &mut Option<Connection>, version: ProtocolVersion) -> Option<Packet> {
+    let Some(c) = conn.as_mut() else {
+        return std::future::pending().await;
+    };
+    loop {
+        match decode(&mut c.buf, version, PACKET_BYTES_MAX) {
+            Ok(Some(packet)) => return Some(packet),
+            Ok(None) => {}
+            Err(_) => return None,
+        }
+        match c.reader.read_buf(&mut c.buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(_) => {}
+        }
+    }
+}

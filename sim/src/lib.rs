@@ -1,0 +1,16 @@
+//! tern-sim: the production broker in a `turmoil` simulated network, scripted by YAML
+//! scenarios, with faults and run-wide checkers. Same scenario, same seed, same run.
+//!
+//! - [`scenario`]: the YAML language (documented in `scenarios/README.md`);
+//! - [`world`]: builds the simulation, runs the steps, calls the checkers;
+//! - [`actor`]: the scripted client on each simulated host;
+//! - [`listener`]: the turmoil adapter for the broker's `Listener` trait;
+//! - [`checkers`]: properties every run must have;
+//! - [`trace`]: what happened, for checkers, failure reports and the determinism test.
+
+pub mod actor;
+pub mod checkers;
+pub mod listener;
+pub mod scenario;
+pub mod trace;
+pub mod world;

@@ -1,0 +1,175 @@
+//! The trace of a run: every packet each client sent and received, every fault, with the
+//! simulated time. It is what the checkers judge, what a failure prints, and what the
+//! determinism test compares (by digest).
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use tern::codec::{Packet, ReasonCode};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A scenario step began.
+    Step {
+        index: usize,
+        text: String,
+    },
+    Sent(Packet),
+    Received(Packet),
+    /// A message the client application got: new, not a QoS 2 resend it already had.
+    Delivered {
+        topic: String,
+        payload: String,
+        qos: u8,
+        retain: bool,
+    },
+    ConnectFailed(String),
+    /// The client's connection ended; `normal` if the client had sent DISCONNECT.
+    Closed {
+        by_client: bool,
+        normal: bool,
+    },
+    Fault(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub at: Duration,
+    pub host: String,
+    pub event: Event,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Trace {
+    pub entries: Vec<Entry>,
+}
+
+fn reason(code: ReasonCode) -> String {
+    format!("{:#04x} {}", code as u8, code.description())
+}
+
+/// One line per packet, short enough to read in a failure report.
+pub fn summarize(packet: &Packet) -> String {
+    match packet {
+        Packet::Connect(c) => format!(
+            "CONNECT id={} clean={} keep_alive={}{}",
+            c.client_id,
+            c.clean_start,
+            c.keep_alive,
+            if c.will.is_some() { " will" } else { "" }
+        ),
+        Packet::ConnAck(c) => format!(
+            "CONNACK {} session_present={}",
+            reason(c.reason_code),
+            c.session_present
+        ),
+        Packet::Publish(p) => format!(
+            "PUBLISH {} {:?} qos={}{}{}{}",
+            p.topic,
+            String::from_utf8_lossy(&p.payload),
+            p.qos,
+            p.packet_id
+                .map(|id| format!(" id={id}"))
+                .unwrap_or_default(),
+            if p.retain { " retain" } else { "" },
+            if p.dup { " dup" } else { "" }
+        ),
+        Packet::PubAck(a) => format!("PUBACK id={}", a.packet_id),
+        Packet::PubRec(a) => format!("PUBREC id={}", a.packet_id),
+        Packet::PubRel(a) => format!("PUBREL id={}", a.packet_id),
+        Packet::PubComp(a) => format!("PUBCOMP id={}", a.packet_id),
+        Packet::Subscribe(s) => {
+            let filters: Vec<String> = s
+                .filters
+                .iter()
+                .map(|(f, o)| format!("{f}@{}", o.qos))
+                .collect();
+            format!("SUBSCRIBE id={} {}", s.packet_id, filters.join(" "))
+        }
+        Packet::SubAck(s) => {
+            let codes: Vec<String> = s
+                .reason_codes
+                .iter()
+                .map(|c| format!("{:#04x}", *c as u8))
+                .collect();
+            format!("SUBACK id={} {}", s.packet_id, codes.join(" "))
+        }
+        Packet::Unsubscribe(u) => format!("UNSUBSCRIBE id={} {}", u.packet_id, u.filters.join(" ")),
+        Packet::UnsubAck(u) => format!("UNSUBACK id={}", u.packet_id),
+        Packet::PingReq => "PINGREQ".into(),
+        Packet::PingResp => "PINGRESP".into(),
+        Packet::Disconnect(d) => format!("DISCONNECT {}", reason(d.reason_code)),
+        Packet::Auth(a) => format!("AUTH {}", reason(a.reason_code)),
+    }
+}
+
+impl Entry {
+    pub fn line(&self) -> String {
+        let what = match &self.event {
+            Event::Step { index, text } => format!("--- step {index}: {text}"),
+            Event::Sent(p) => format!("-> {}", summarize(p)),
+            Event::Received(p) => format!("<- {}", summarize(p)),
+            Event::Delivered {
+                topic,
+                payload,
+                qos,
+                retain,
+            } => {
+                format!(
+                    "delivered {topic} {payload:?} qos={qos}{}",
+                    if *retain { " retain" } else { "" }
+                )
+            }
+            Event::ConnectFailed(why) => format!("connect failed: {why}"),
+            Event::Closed { by_client, normal } => format!(
+                "connection closed by {}{}",
+                if *by_client {
+                    "the client"
+                } else {
+                    "the broker or the network"
+                },
+                if *normal { " after DISCONNECT" } else { "" }
+            ),
+            Event::Fault(what) => format!("FAULT {what}"),
+        };
+        format!("{:>9.3}s {:<10} {what}", self.at.as_secs_f64(), self.host)
+    }
+}
+
+impl Trace {
+    pub fn push(&mut self, at: Duration, host: &str, event: Event) {
+        self.entries.push(Entry {
+            at,
+            host: host.to_string(),
+            event,
+        });
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for entry in &self.entries {
+            let _ = writeln!(out, "{}", entry.line());
+        }
+        out
+    }
+
+    /// The lines around entry `index`, for failure reports.
+    pub fn around(&self, index: usize, context: usize) -> String {
+        let start = index.saturating_sub(context);
+        let end = (index + context + 1).min(self.entries.len());
+        self.entries[start..end]
+            .iter()
+            .map(|e| e.line() + "\n")
+            .collect()
+    }
+
+    /// FNV-1a over the rendered trace: equal digests, equal runs.
+    pub fn digest(&self) -> u64 {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in self.render().bytes() {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        hash
+    }
+}

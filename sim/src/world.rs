@@ -1,0 +1,632 @@
+//! Runs a scenario: builds the turmoil world, drives the steps, then hands the trace to the
+//! checkers.
+//!
+//! The director lives outside the simulation. It sends commands to client actors, steps the
+//! simulation until what a step waits for shows up in the trace (or its simulated time bound
+//! passes), and applies faults between steps. Everything that varies between runs comes from
+//! the seed.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use tern::codec::*;
+use tern::net::Server;
+use tern::types::{PacketId, QoS};
+use tokio::sync::mpsc;
+
+use crate::actor::{Actor, Command, BROKER_PORT};
+use crate::checkers;
+use crate::listener::TurmoilListener;
+use crate::scenario::*;
+use crate::trace::{Event, Trace};
+
+/// Simulated time a run may take at most; a scenario that needs more is a bug in the file.
+const SIMULATION_MAX: Duration = Duration::from_secs(3600);
+/// How long a step waits for an answer it needs (CONNACK, SUBACK, ...).
+const ANSWER_WITHIN: Duration = Duration::from_secs(5);
+/// How long a publish step lets its QoS flow run before going on (it never fails on it).
+const PUBLISH_SETTLE: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub seed: u64,
+    /// Give every link a random latency up to this bound (extra seeds explore orderings).
+    pub max_latency: Option<Duration>,
+}
+
+#[derive(Debug)]
+pub struct Failure {
+    pub checker: String,
+    pub message: String,
+    /// Index of the trace entry the failure is about, if any.
+    pub at_entry: Option<usize>,
+}
+
+#[derive(Debug)]
+pub struct Outcome {
+    pub trace: Trace,
+    pub simulated: Duration,
+    pub failure: Option<Failure>,
+}
+
+type Registry = Rc<RefCell<BTreeMap<String, mpsc::UnboundedSender<Command>>>>;
+
+pub fn run(scenario: &Scenario, options: &Options) -> Outcome {
+    let trace = Rc::new(RefCell::new(Trace::default()));
+    let mut builder = turmoil::Builder::new();
+    builder
+        .rng_seed(options.seed)
+        .epoch(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000))
+        .simulation_duration(SIMULATION_MAX)
+        .tick_duration(Duration::from_millis(1))
+        .tcp_capacity(1024);
+    if let Some(max) = options.max_latency {
+        builder
+            .min_message_latency(Duration::from_millis(1))
+            .max_message_latency(max);
+    }
+    let mut sim = builder.build();
+
+    let config = broker_config(&scenario.broker);
+    sim.host("broker", move || {
+        let config = config.clone();
+        async move {
+            let listener = turmoil::net::TcpListener::bind(("0.0.0.0", BROKER_PORT)).await?;
+            let _server = Server::start(vec![TurmoilListener(listener)], config)?;
+            std::future::pending::<()>().await;
+            Ok(())
+        }
+    });
+
+    let registry: Registry = Rc::default();
+    for (name, spec) in &scenario.clients {
+        let registry = registry.clone();
+        let trace = trace.clone();
+        let name = name.clone();
+        let version = protocol(spec.version);
+        let keep_alive = spec.keep_alive.map_or(Duration::ZERO, |d| d.0);
+        let auto_ack = spec.auto_ack;
+        let host = name.clone();
+        sim.host(host.as_str(), move || {
+            // Runs at every (re)start of the host: a fresh actor and command channel.
+            let (sender, receiver) = mpsc::unbounded_channel();
+            registry.borrow_mut().insert(name.clone(), sender);
+            let actor = Actor {
+                name: name.clone(),
+                version,
+                keep_alive,
+                auto_ack,
+                trace: trace.clone(),
+            };
+            actor.run(receiver)
+        });
+    }
+
+    let mut director = Director {
+        sim,
+        scenario,
+        registry,
+        trace: trace.clone(),
+        next_packet_id: BTreeMap::new(),
+        consumed: BTreeMap::new(),
+    };
+    let mut failure = None;
+    for (index, step) in scenario.steps.iter().enumerate() {
+        director.note(index + 1, step);
+        if let Err(message) = director.step(step) {
+            failure = Some(Failure {
+                checker: format!("step {}", index + 1),
+                message,
+                at_entry: Some(trace.borrow().entries.len().saturating_sub(1)),
+            });
+            break;
+        }
+    }
+    let simulated = director.sim.elapsed();
+    drop(director);
+    let trace = Rc::try_unwrap(trace)
+        .map(RefCell::into_inner)
+        .unwrap_or_else(|rc| rc.borrow().clone());
+    if failure.is_none() {
+        failure = checkers::check(scenario, &trace);
+    }
+    Outcome {
+        trace,
+        simulated,
+        failure,
+    }
+}
+
+fn protocol(version: Version) -> ProtocolVersion {
+    match version {
+        Version::V3_1 => ProtocolVersion::V3_1,
+        Version::V3_1_1 => ProtocolVersion::V3_1_1,
+        Version::V5 => ProtocolVersion::V5,
+    }
+}
+
+fn broker_config(o: &BrokerOverrides) -> tern::core::Config {
+    let mut config = tern::core::Config::default();
+    let l = &mut config.limits;
+    if let Some(d) = o.connect_timeout {
+        l.connect_timeout = d.0;
+    }
+    macro_rules! set {
+        ($($f:ident),*) => { $(if let Some(v) = o.$f { l.$f = v; })* };
+    }
+    set!(
+        inflight_count_max,
+        receive_maximum_count,
+        queued_messages_max,
+        queue_qos0,
+        keep_alive_max_secs,
+        topic_alias_max
+    );
+    if let Some(v) = o.session_expiry_max_secs {
+        l.session_expiry_max_secs = Some(v);
+    }
+    config
+}
+
+struct Director<'a, 's> {
+    sim: turmoil::Sim<'a>,
+    scenario: &'s Scenario,
+    registry: Registry,
+    trace: Rc<RefCell<Trace>>,
+    next_packet_id: BTreeMap<String, u16>,
+    /// Per client: trace entries before this index were matched by an earlier `expect`.
+    consumed: BTreeMap<String, usize>,
+}
+
+fn s(text: &str) -> Result<ByteStr, String> {
+    ByteStr::new(text).map_err(|e| format!("{text:?} is not a valid MQTT string: {e:?}"))
+}
+
+fn qos(q: u8) -> Result<QoS, String> {
+    QoS::from_bits(q).ok_or_else(|| format!("QoS {q} does not exist"))
+}
+
+impl Director<'_, '_> {
+    fn note(&mut self, index: usize, step: &Step) {
+        let text = format!("{step:?}");
+        let text: String = text.chars().take(160).collect();
+        self.trace
+            .borrow_mut()
+            .push(self.sim.elapsed(), "director", Event::Step { index, text });
+    }
+
+    fn fault(&mut self, what: String) {
+        self.trace
+            .borrow_mut()
+            .push(self.sim.elapsed(), "director", Event::Fault(what));
+    }
+
+    fn send(&mut self, client: &str, command: Command) -> Result<(), String> {
+        let sender = self.registry.borrow().get(client).cloned();
+        let sender = sender.ok_or_else(|| format!("client {client} is not running"))?;
+        sender
+            .send(command)
+            .map_err(|_| format!("client {client} is not running (crashed?)"))
+    }
+
+    fn packet_id(&mut self, client: &str) -> PacketId {
+        let next = self.next_packet_id.entry(client.to_string()).or_insert(0);
+        *next = next.wrapping_add(1).max(1);
+        PacketId::new(*next).expect("non-zero")
+    }
+
+    /// Steps the simulation until `done` finds what it looks for in the trace entries after
+    /// `from`, or `within` passes. Returns the index of the entry found.
+    fn run_until(
+        &mut self,
+        within: Duration,
+        from: usize,
+        mut done: impl FnMut(&crate::trace::Entry) -> bool,
+    ) -> Result<Option<usize>, String> {
+        let deadline = self.sim.elapsed() + within;
+        let mut checked = from;
+        loop {
+            {
+                let trace = self.trace.borrow();
+                if let Some(offset) = trace.entries[checked..].iter().position(&mut done) {
+                    return Ok(Some(checked + offset));
+                }
+                checked = trace.entries.len();
+            }
+            if self.sim.elapsed() >= deadline {
+                return Ok(None);
+            }
+            self.sim
+                .step()
+                .map_err(|e| format!("simulation error: {e}"))?;
+        }
+    }
+
+    fn run_for(&mut self, duration: Duration) -> Result<(), String> {
+        let from = self.trace.borrow().entries.len();
+        self.run_until(duration, from, |_| false).map(|_| ())
+    }
+
+    fn mark(&self) -> usize {
+        self.trace.borrow().entries.len()
+    }
+
+    fn step(&mut self, step: &Step) -> Result<(), String> {
+        match step {
+            Step::Connect(list) => {
+                for spec in list {
+                    self.connect(spec)?;
+                }
+                Ok(())
+            }
+            Step::Client { client, action } => self.action(client, action),
+            Step::Wait(d) => self.run_for(*d),
+            Step::Partition(link) | Step::Repair(link) => {
+                let repair = matches!(step, Step::Repair(_));
+                let verb = if repair { "repair" } else { "partition" };
+                match link {
+                    Link::Both([a, b]) => {
+                        if repair {
+                            self.sim.repair(a.as_str(), b.as_str())
+                        } else {
+                            self.sim.partition(a.as_str(), b.as_str())
+                        }
+                        self.fault(format!("{verb} {a} <-> {b}"));
+                    }
+                    Link::OneWay { from, to } => {
+                        if repair {
+                            self.sim.repair_oneway(from.as_str(), to.as_str())
+                        } else {
+                            self.sim.partition_oneway(from.as_str(), to.as_str())
+                        }
+                        self.fault(format!("{verb} {from} -> {to}"));
+                    }
+                }
+                Ok(())
+            }
+            Step::Hold([a, b]) => {
+                self.sim.hold(a.as_str(), b.as_str());
+                self.fault(format!("hold {a} <-> {b}"));
+                Ok(())
+            }
+            Step::Release([a, b]) => {
+                self.sim.release(a.as_str(), b.as_str());
+                self.fault(format!("release {a} <-> {b}"));
+                Ok(())
+            }
+            Step::Latency {
+                between: [a, b],
+                latency,
+            } => {
+                self.sim.set_link_latency(a.as_str(), b.as_str(), *latency);
+                self.fault(format!("latency {a} <-> {b} {latency:?}"));
+                Ok(())
+            }
+            Step::Loss {
+                between: [a, b],
+                rate,
+            } => {
+                self.sim.set_link_fail_rate(a.as_str(), b.as_str(), *rate);
+                self.fault(format!("loss {a} <-> {b} {rate}"));
+                Ok(())
+            }
+            Step::Crash(host) => {
+                self.sim.crash(host.as_str());
+                self.fault(format!("crash {host}"));
+                // The host's connections end at once; let the peers see it.
+                self.run_for(Duration::from_millis(10))
+            }
+            Step::Restart(host) => {
+                self.sim.bounce(host.as_str());
+                self.fault(format!("restart {host}"));
+                self.run_for(Duration::from_millis(10))
+            }
+        }
+    }
+
+    fn connect(&mut self, spec: &ConnectSpec) -> Result<(), String> {
+        let name = spec.client.as_str();
+        let client = &self.scenario.clients[name];
+        if !self.sim.is_host_running(name) {
+            // A crashed client comes back as a new process.
+            self.sim.bounce(name);
+            self.run_for(Duration::from_millis(1))?;
+        }
+        let version = protocol(client.version);
+        let mut properties = Properties::new();
+        if let Some(expiry) = client.session_expiry {
+            properties.push(Property::SessionExpiryInterval(expiry));
+        }
+        if let Some(max) = client.receive_maximum {
+            properties.push(Property::ReceiveMaximum(max));
+        }
+        let will = match &client.will {
+            None => None,
+            Some(w) => {
+                let mut props = Properties::new();
+                if let Some(delay) = w.delay {
+                    props.push(Property::WillDelayInterval(delay.0.as_secs() as u32));
+                }
+                Some(Will {
+                    topic: s(&w.topic)?,
+                    payload: Bytes::from(w.payload.clone()),
+                    qos: qos(w.qos)?,
+                    retain: w.retain,
+                    properties: props,
+                })
+            }
+        };
+        let connect = Connect {
+            protocol: version,
+            clean_start: client.clean,
+            keep_alive: client.keep_alive.map_or(0, |d| d.0.as_secs() as u16),
+            properties,
+            client_id: s(client.id.as_deref().unwrap_or(name))?,
+            will,
+            username: client.username.as_deref().map(s).transpose()?,
+            password: client.password.as_ref().map(|p| Bytes::from(p.clone())),
+        };
+        let from = self.mark();
+        self.send(name, Command::Connect(Packet::Connect(Box::new(connect))))?;
+        let found = self.run_until(ANSWER_WITHIN, from, |e| {
+            e.host == name
+                && matches!(
+                    &e.event,
+                    Event::Received(Packet::ConnAck(_))
+                        | Event::ConnectFailed(_)
+                        | Event::Closed { .. }
+                )
+        })?;
+        let Some(index) = found else {
+            return Err(format!("{name}: no CONNACK within {ANSWER_WITHIN:?}"));
+        };
+        let event = self.trace.borrow().entries[index].event.clone();
+        match event {
+            Event::Received(Packet::ConnAck(ack)) => {
+                let code = if version.is_v5() {
+                    ack.reason_code as u8
+                } else {
+                    ack.reason_code.to_v3_connack()
+                };
+                if code != spec.code {
+                    return Err(format!(
+                        "{name}: CONNACK code {code:#04x}, expected {:#04x}",
+                        spec.code
+                    ));
+                }
+                if let Some(expected) = spec.session_present {
+                    if ack.session_present != expected {
+                        return Err(format!(
+                            "{name}: session present {}, expected {expected}",
+                            ack.session_present
+                        ));
+                    }
+                }
+                Ok(())
+            }
+            other => Err(format!("{name}: connection failed: {other:?}")),
+        }
+    }
+
+    fn action(&mut self, name: &str, action: &ClientAction) -> Result<(), String> {
+        let version = protocol(self.scenario.clients[name].version);
+        match action {
+            ClientAction::Subscribe(spec) => {
+                let id = self.packet_id(name);
+                let options = SubscriptionOptions::new(qos(spec.qos)?);
+                let packet = Packet::Subscribe(Subscribe {
+                    packet_id: id,
+                    properties: Properties::new(),
+                    filters: vec![(s(&spec.filter)?, options)],
+                });
+                let from = self.mark();
+                self.send(name, Command::Send(packet))?;
+                let found = self.run_until(ANSWER_WITHIN, from, |e| {
+                    e.host == name && matches!(&e.event, Event::Received(Packet::SubAck(a)) if a.packet_id == id)
+                })?;
+                let Some(index) = found else {
+                    return Err(format!("{name}: no SUBACK within {ANSWER_WITHIN:?}"));
+                };
+                let Event::Received(Packet::SubAck(ack)) =
+                    self.trace.borrow().entries[index].event.clone()
+                else {
+                    unreachable!()
+                };
+                let code = ack
+                    .reason_codes
+                    .first()
+                    .copied()
+                    .ok_or("SUBACK without a code")?;
+                let code = if version.is_v5() {
+                    code as u8
+                } else {
+                    code.to_v3_suback()
+                };
+                let expected = spec.expect_code.unwrap_or(spec.qos);
+                if code != expected {
+                    return Err(format!(
+                        "{name}: SUBACK code {code:#04x}, expected {expected:#04x}"
+                    ));
+                }
+                Ok(())
+            }
+            ClientAction::Unsubscribe(filter) => {
+                let id = self.packet_id(name);
+                let packet = Packet::Unsubscribe(Unsubscribe {
+                    packet_id: id,
+                    properties: Properties::new(),
+                    filters: vec![s(filter)?],
+                });
+                let from = self.mark();
+                self.send(name, Command::Send(packet))?;
+                let found = self.run_until(ANSWER_WITHIN, from, |e| {
+                    e.host == name && matches!(&e.event, Event::Received(Packet::UnsubAck(a)) if a.packet_id == id)
+                })?;
+                found
+                    .map(|_| ())
+                    .ok_or_else(|| format!("{name}: no UNSUBACK within {ANSWER_WITHIN:?}"))
+            }
+            ClientAction::Publish(spec) => {
+                let q = qos(spec.qos)?;
+                let id = (q != QoS::AtMostOnce).then(|| self.packet_id(name));
+                let mut properties = Properties::new();
+                for (k, v) in &spec.user_properties {
+                    properties.push(Property::UserProperty(s(k)?, s(v)?));
+                }
+                if let Some(expiry) = spec.message_expiry {
+                    properties.push(Property::MessageExpiryInterval(expiry));
+                }
+                let packet = Packet::Publish(Publish {
+                    dup: false,
+                    qos: q,
+                    retain: spec.retain,
+                    topic: s(&spec.topic)?,
+                    packet_id: id,
+                    properties,
+                    payload: Bytes::from(spec.payload.clone()),
+                });
+                let from = self.mark();
+                self.send(name, Command::Send(packet))?;
+                let Some(id) = id else {
+                    return self.run_for(Duration::from_millis(10));
+                };
+                // Let the flow finish if it can; faults may legitimately stop it.
+                self.run_until(PUBLISH_SETTLE, from, |e| {
+                    e.host == name
+                        && matches!(&e.event, Event::Received(Packet::PubAck(a) | Packet::PubComp(a)) if a.packet_id == id)
+                })?;
+                Ok(())
+            }
+            ClientAction::Disconnect => {
+                self.send(
+                    name,
+                    Command::Send(Packet::Disconnect(Disconnect::normal())),
+                )?;
+                self.send(name, Command::Close)?;
+                self.run_for(Duration::from_millis(10))
+            }
+            ClientAction::DisconnectWithReason(code) => {
+                let reason = ReasonCode::from_u8(*code)
+                    .ok_or_else(|| format!("no reason code {code:#04x}"))?;
+                let packet = Packet::Disconnect(Disconnect {
+                    reason_code: reason,
+                    properties: Properties::new(),
+                });
+                self.send(name, Command::Send(packet))?;
+                self.send(name, Command::Close)?;
+                self.run_for(Duration::from_millis(10))
+            }
+            ClientAction::Close => {
+                self.send(name, Command::Close)?;
+                self.run_for(Duration::from_millis(10))
+            }
+            ClientAction::Raw(bytes) => {
+                self.send(name, Command::Raw(bytes.0.clone()))?;
+                self.run_for(Duration::from_millis(10))
+            }
+            ClientAction::Expect(expect) => self.expect(name, expect),
+        }
+    }
+
+    fn expect(&mut self, name: &str, expect: &Expect) -> Result<(), String> {
+        let from = self.mark();
+        if let Some(want) = &expect.publish {
+            let within = expect.within.map_or(ANSWER_WITHIN, |d| d.0);
+            let found = self.run_until(within, self.consumed_mark(name), |e| {
+                e.host == name && publish_matches(want, &e.event)
+            })?;
+            return match found {
+                Some(index) => {
+                    self.consume(name, index);
+                    Ok(())
+                }
+                None => Err(format!(
+                    "{name}: no PUBLISH matching {want:?} within {within:?}"
+                )),
+            };
+        }
+        if let Some(nothing) = &expect.nothing {
+            let during = expect.during.ok_or("`nothing` needs `for`")?.0;
+            self.run_for(during)?;
+            let trace = self.trace.borrow();
+            let unexpected = trace.entries[from..].iter().find(|e| {
+                e.host == name
+                    && matches!(&e.event, Event::Received(Packet::Publish(p))
+                        if nothing.topic.as_deref().is_none_or(|t| p.topic == t))
+            });
+            return match unexpected {
+                Some(e) => Err(format!("{name}: expected nothing, got: {}", e.line())),
+                None => Ok(()),
+            };
+        }
+        if let Some(want) = &expect.disconnected {
+            let within = expect.within.map_or(ANSWER_WITHIN, |d| d.0);
+            let found = self.run_until(within, from, |e| {
+                e.host == name
+                    && matches!(
+                        e.event,
+                        Event::Closed {
+                            by_client: false,
+                            ..
+                        }
+                    )
+            })?;
+            if found.is_none() {
+                return Err(format!("{name}: still connected after {within:?}"));
+            }
+            if let Some(reason) = want.reason {
+                let trace = self.trace.borrow();
+                let got = trace.entries[from..]
+                    .iter()
+                    .rev()
+                    .find_map(|e| match &e.event {
+                        Event::Received(Packet::Disconnect(d)) if e.host == name => {
+                            Some(d.reason_code as u8)
+                        }
+                        _ => None,
+                    });
+                if got != Some(reason) {
+                    return Err(format!(
+                        "{name}: DISCONNECT reason {got:?}, expected {reason:#04x}"
+                    ));
+                }
+            }
+            return Ok(());
+        }
+        Err("an expect step needs `publish`, `nothing` or `disconnected`".into())
+    }
+
+    /// Deliveries before this index were already matched by an earlier `expect` of the client.
+    fn consumed_mark(&self, name: &str) -> usize {
+        self.consumed.get(name).copied().unwrap_or(0)
+    }
+
+    fn consume(&mut self, name: &str, index: usize) {
+        self.consumed.insert(name.to_string(), index + 1);
+    }
+}
+
+fn publish_matches(want: &PublishMatch, event: &Event) -> bool {
+    let Event::Received(Packet::Publish(p)) = event else {
+        return false;
+    };
+    want.topic.as_deref().is_none_or(|t| p.topic == t)
+        && want
+            .payload
+            .as_deref()
+            .is_none_or(|x| p.payload == x.as_bytes())
+        && want.qos.is_none_or(|q| p.qos.bits() == q)
+        && want.retain.is_none_or(|r| p.retain == r)
+        && want.dup.is_none_or(|d| p.dup == d)
+        && want.user_properties.as_ref().is_none_or(|want| {
+            let got: Vec<(String, String)> = p
+                .properties
+                .user_properties()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            &got == want
+        })
+}
