@@ -4,11 +4,10 @@
 //! to check that the run is deterministic (same trace digest).
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use libtest_mimic::{Arguments, Failed, Trial};
 use tern_sim::scenario::Scenario;
-use tern_sim::world::{self, Options};
+use tern_sim::world::{self, Options, RANDOM_LATENCY_MAX};
 
 fn scenario_files(dir: &Path, out: &mut Vec<PathBuf>) {
     let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -32,12 +31,8 @@ fn replay(path: &Path) -> Result<(), Failed> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(8);
-    let runs = std::iter::once((scenario.seed, None)).chain((1..=extra).map(|k| {
-        (
-            scenario.seed.wrapping_add(k),
-            Some(Duration::from_millis(20)),
-        )
-    }));
+    let runs = std::iter::once((scenario.seed, None))
+        .chain((1..=extra).map(|k| (scenario.seed.wrapping_add(k), Some(RANDOM_LATENCY_MAX))));
     for (seed, max_latency) in runs {
         let options = Options { seed, max_latency };
         let outcome = world::run(&scenario, &options);
@@ -46,39 +41,38 @@ fn replay(path: &Path) -> Result<(), Failed> {
                 .at_entry
                 .map(|i| outcome.trace.around(i, 12))
                 .unwrap_or_default();
-            let seeds = if max_latency.is_some() {
-                format!(" --seeds {extra}")
+            let latency = if max_latency.is_some() {
+                " --random-latency"
             } else {
-                String::new()
+                ""
             };
             return Err(format!(
-                "{} (seed {seed}{}): {}\n{around}\nreplay: cargo run -p tern-sim -- run {} --seed {}{seeds}",
+                "{} (seed {seed}{latency}): {}\n{around}\nreplay: cargo run -p tern-sim -- run {} --seed {seed}{latency}",
                 failure.checker,
-                if max_latency.is_some() { ", random latency" } else { "" },
                 failure.message,
-                path.display(),
-                scenario.seed,
+                path.strip_prefix(env!("CARGO_MANIFEST_DIR")).unwrap_or(path).display(),
             )
             .into());
         }
     }
-    // spec-independent: the same seed gives the same run, bit for bit.
-    let options = Options {
-        seed: scenario.seed,
-        max_latency: None,
-    };
-    let (a, b) = (
-        world::run(&scenario, &options),
-        world::run(&scenario, &options),
-    );
-    if a.trace.digest() != b.trace.digest() {
-        return Err(format!(
-            "two runs with seed {} differ:\n{}\n---\n{}",
-            scenario.seed,
-            a.trace.render(),
-            b.trace.render()
-        )
-        .into());
+    // The same seed gives the same run, bit for bit, with and without random latency.
+    for max_latency in [None, Some(RANDOM_LATENCY_MAX)] {
+        let options = Options {
+            seed: scenario.seed,
+            max_latency,
+        };
+        let (a, b) = (
+            world::run(&scenario, &options),
+            world::run(&scenario, &options),
+        );
+        if a.trace.digest() != b.trace.digest() {
+            let (a, b) = (a.trace.render(), b.trace.render());
+            return Err(format!(
+                "two runs with seed {} ({max_latency:?}) differ:\n{a}\n---\n{b}",
+                scenario.seed
+            )
+            .into());
+        }
     }
     Ok(())
 }

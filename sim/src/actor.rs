@@ -11,7 +11,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tern::codec::{decode, encode, Ack, Packet, ProtocolVersion, PACKET_BYTES_MAX};
+use tern::codec::{decode, encode, Ack, Packet, ProtocolVersion, Publish, PACKET_BYTES_MAX};
 use tern::types::{PacketId, QoS};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -43,8 +43,18 @@ struct Connection {
     writer: OwnedWriteHalf,
     buf: BytesMut,
     sent_disconnect: bool,
+}
+
+/// What a client keeps for its session across connections (MQTT 4.4): the QoS flows it has
+/// not finished, resent when it reconnects to a session the broker still has.
+#[derive(Default)]
+struct SessionState {
     /// QoS 2 messages received and acknowledged with PUBREC, not yet released.
     awaiting_pubrel: BTreeSet<PacketId>,
+    /// Our QoS 1/2 PUBLISHes not yet acknowledged, in send order.
+    unacked_publish: Vec<Publish>,
+    /// Our PUBRELs not yet completed.
+    unacked_pubrel: Vec<PacketId>,
 }
 
 fn now() -> Duration {
@@ -58,6 +68,7 @@ impl Actor {
 
     pub async fn run(self, mut commands: mpsc::UnboundedReceiver<Command>) -> turmoil::Result {
         let mut conn: Option<Connection> = None;
+        let mut session = SessionState::default();
         loop {
             let ping_every = if self.keep_alive.is_zero() {
                 Duration::from_secs(3600)
@@ -68,13 +79,13 @@ impl Actor {
                 biased;
                 command = commands.recv() => {
                     let Some(command) = command else { return Ok(()) };
-                    self.command(command, &mut conn).await;
+                    self.command(command, &mut conn, &mut session).await;
                 }
                 read = read_packet(&mut conn, self.version) => match read {
                     Some(packet) => {
                         self.record(Event::Received(packet.clone()));
                         if let Some(c) = conn.as_mut() {
-                            self.respond(packet, c).await;
+                            self.respond(packet, c, &mut session).await;
                         }
                     }
                     None => {
@@ -91,7 +102,12 @@ impl Actor {
         }
     }
 
-    async fn command(&self, command: Command, conn: &mut Option<Connection>) {
+    async fn command(
+        &self,
+        command: Command,
+        conn: &mut Option<Connection>,
+        session: &mut SessionState,
+    ) {
         match command {
             Command::Connect(packet) => {
                 *conn = None;
@@ -103,7 +119,6 @@ impl Actor {
                             writer,
                             buf: BytesMut::new(),
                             sent_disconnect: false,
-                            awaiting_pubrel: BTreeSet::new(),
                         };
                         self.write(&mut c, packet).await;
                         *conn = Some(c);
@@ -112,6 +127,11 @@ impl Actor {
                 }
             }
             Command::Send(packet) => {
+                if let Packet::Publish(p) = &packet {
+                    if p.packet_id.is_some() {
+                        session.unacked_publish.push(p.clone());
+                    }
+                }
                 if let Some(c) = conn.as_mut() {
                     if matches!(packet, Packet::Disconnect(_)) {
                         c.sent_disconnect = true;
@@ -145,11 +165,23 @@ impl Actor {
     }
 
     /// What a client library does on its own when a packet arrives.
-    async fn respond(&self, packet: Packet, c: &mut Connection) {
+    async fn respond(&self, packet: Packet, c: &mut Connection, session: &mut SessionState) {
         match packet {
+            Packet::ConnAck(ack) if ack.session_present => {
+                // Resume: resend unfinished flows in order, PUBLISH with DUP (MQTT-4.4.0-1).
+                let publishes = session.unacked_publish.clone();
+                for mut p in publishes {
+                    p.dup = true;
+                    self.write(c, Packet::Publish(p)).await;
+                }
+                for id in session.unacked_pubrel.clone() {
+                    self.write(c, Packet::PubRel(Ack::new(id))).await;
+                }
+            }
+            Packet::ConnAck(_) => *session = SessionState::default(),
             Packet::Publish(p) => {
                 let new = match (p.qos, p.packet_id) {
-                    (QoS::ExactlyOnce, Some(id)) => c.awaiting_pubrel.insert(id),
+                    (QoS::ExactlyOnce, Some(id)) => session.awaiting_pubrel.insert(id),
                     _ => true,
                 };
                 if new {
@@ -173,13 +205,25 @@ impl Actor {
                 }
             }
             Packet::PubRel(ack) if self.auto_ack => {
-                c.awaiting_pubrel.remove(&ack.packet_id);
+                session.awaiting_pubrel.remove(&ack.packet_id);
                 self.write(c, Packet::PubComp(Ack::new(ack.packet_id)))
                     .await;
             }
-            Packet::PubRec(ack) if self.auto_ack && !ack.reason_code.is_error() => {
-                self.write(c, Packet::PubRel(Ack::new(ack.packet_id))).await;
+            Packet::PubAck(ack) => session
+                .unacked_publish
+                .retain(|p| p.packet_id != Some(ack.packet_id)),
+            Packet::PubRec(ack) => {
+                session
+                    .unacked_publish
+                    .retain(|p| p.packet_id != Some(ack.packet_id));
+                if !ack.reason_code.is_error() {
+                    if !session.unacked_pubrel.contains(&ack.packet_id) {
+                        session.unacked_pubrel.push(ack.packet_id);
+                    }
+                    self.write(c, Packet::PubRel(Ack::new(ack.packet_id))).await;
+                }
             }
+            Packet::PubComp(ack) => session.unacked_pubrel.retain(|id| *id != ack.packet_id),
             _ => {}
         }
     }

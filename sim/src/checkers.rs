@@ -40,7 +40,16 @@ pub fn check(scenario: &Scenario, trace: &Trace) -> Option<Failure> {
     None
 }
 
-/// Filters each client holds in its current session, as it saw them granted.
+/// The client id a host connects with.
+fn client_id(scenario: &Scenario, host: &str) -> String {
+    scenario
+        .clients
+        .get(host)
+        .and_then(|c| c.id.clone())
+        .unwrap_or_else(|| host.to_string())
+}
+
+/// Filters each client id holds in its current session, as its clients saw them granted.
 struct Subscriptions {
     granted: BTreeMap<String, BTreeSet<String>>,
     pending: BTreeMap<(String, u16), Vec<String>>,
@@ -93,12 +102,17 @@ impl Subscriptions {
 /// No client gets a message on a topic none of its subscriptions matches (which includes:
 /// `$` topics never match a leading wildcard). Unsubscribing does not count: deliveries
 /// already under way may still complete (spec: [MQTT-3.10.4-3]).
-fn delivery_matches_subscription(_: &Scenario, trace: &Trace) -> Result<(), (String, usize)> {
+fn delivery_matches_subscription(
+    scenario: &Scenario,
+    trace: &Trace,
+) -> Result<(), (String, usize)> {
     let mut subs = Subscriptions::new();
     for (i, e) in trace.entries.iter().enumerate() {
-        subs.observe(&e.host, &e.event);
+        // Sessions belong to client ids: two hosts with one id share them.
+        let id = client_id(scenario, &e.host);
+        subs.observe(&id, &e.event);
         if let Event::Received(Packet::Publish(p)) = &e.event {
-            if !subs.matches(&e.host, &p.topic) {
+            if !subs.matches(&id, &p.topic) {
                 return Err((
                     format!(
                         "{} received {} without a matching subscription",

@@ -7,7 +7,7 @@
 //! the seed.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::time::{Duration, SystemTime};
 
@@ -27,6 +27,10 @@ use crate::trace::{Event, Trace};
 const SIMULATION_MAX: Duration = Duration::from_secs(3600);
 /// How long a step waits for an answer it needs (CONNACK, SUBACK, ...).
 const ANSWER_WITHIN: Duration = Duration::from_secs(5);
+/// Upper bound of link latency in runs with random latency.
+pub const RANDOM_LATENCY_MAX: Duration = Duration::from_millis(20);
+/// Link latency of a run without random latency.
+const FIXED_LATENCY: Duration = Duration::from_millis(5);
 /// How long a publish step lets its QoS flow run before going on (it never fails on it).
 const PUBLISH_SETTLE: Duration = Duration::from_secs(1);
 
@@ -63,11 +67,14 @@ pub fn run(scenario: &Scenario, options: &Options) -> Outcome {
         .simulation_duration(SIMULATION_MAX)
         .tick_duration(Duration::from_millis(1))
         .tcp_capacity(1024);
-    if let Some(max) = options.max_latency {
-        builder
+    match options.max_latency {
+        Some(max) => builder
             .min_message_latency(Duration::from_millis(1))
-            .max_message_latency(max);
-    }
+            .max_message_latency(max),
+        None => builder
+            .min_message_latency(FIXED_LATENCY)
+            .max_message_latency(FIXED_LATENCY),
+    };
     let mut sim = builder.build();
 
     let config = broker_config(&scenario.broker);
@@ -111,7 +118,7 @@ pub fn run(scenario: &Scenario, options: &Options) -> Outcome {
         registry,
         trace: trace.clone(),
         next_packet_id: BTreeMap::new(),
-        consumed: BTreeMap::new(),
+        consumed: BTreeSet::new(),
     };
     let mut failure = None;
     for (index, step) in scenario.steps.iter().enumerate() {
@@ -177,8 +184,9 @@ struct Director<'a, 's> {
     registry: Registry,
     trace: Rc<RefCell<Trace>>,
     next_packet_id: BTreeMap<String, u16>,
-    /// Per client: trace entries before this index were matched by an earlier `expect`.
-    consumed: BTreeMap<String, usize>,
+    /// Trace entries (received PUBLISHes) already matched by an `expect`: each message
+    /// matches one expectation, in whatever order messages from different publishers came.
+    consumed: BTreeSet<usize>,
 }
 
 fn s(text: &str) -> Result<ByteStr, String> {
@@ -224,14 +232,18 @@ impl Director<'_, '_> {
         &mut self,
         within: Duration,
         from: usize,
-        mut done: impl FnMut(&crate::trace::Entry) -> bool,
+        mut done: impl FnMut(usize, &crate::trace::Entry) -> bool,
     ) -> Result<Option<usize>, String> {
         let deadline = self.sim.elapsed() + within;
         let mut checked = from;
         loop {
             {
                 let trace = self.trace.borrow();
-                if let Some(offset) = trace.entries[checked..].iter().position(&mut done) {
+                if let Some(offset) = trace.entries[checked..]
+                    .iter()
+                    .enumerate()
+                    .position(|(i, e)| done(checked + i, e))
+                {
                     return Ok(Some(checked + offset));
                 }
                 checked = trace.entries.len();
@@ -247,7 +259,7 @@ impl Director<'_, '_> {
 
     fn run_for(&mut self, duration: Duration) -> Result<(), String> {
         let from = self.trace.borrow().entries.len();
-        self.run_until(duration, from, |_| false).map(|_| ())
+        self.run_until(duration, from, |_, _| false).map(|_| ())
     }
 
     fn mark(&self) -> usize {
@@ -314,6 +326,16 @@ impl Director<'_, '_> {
                 Ok(())
             }
             Step::Crash(host) => {
+                if host == "broker" {
+                    // Dropping the broker closes its sockets in an order set by tokio's task
+                    // ids, which differ between runs in one process. With a fixed latency on
+                    // every link the order cannot show in the trace, so the run stays
+                    // reproducible (the links keep this latency for the rest of the run).
+                    for client in self.scenario.clients.keys() {
+                        self.sim
+                            .set_link_latency(client.as_str(), "broker", FIXED_LATENCY);
+                    }
+                }
                 self.sim.crash(host.as_str());
                 self.fault(format!("crash {host}"));
                 // The host's connections end at once; let the peers see it.
@@ -371,7 +393,7 @@ impl Director<'_, '_> {
         };
         let from = self.mark();
         self.send(name, Command::Connect(Packet::Connect(Box::new(connect))))?;
-        let found = self.run_until(ANSWER_WITHIN, from, |e| {
+        let found = self.run_until(ANSWER_WITHIN, from, |_, e| {
             e.host == name
                 && matches!(
                     &e.event,
@@ -424,7 +446,7 @@ impl Director<'_, '_> {
                 });
                 let from = self.mark();
                 self.send(name, Command::Send(packet))?;
-                let found = self.run_until(ANSWER_WITHIN, from, |e| {
+                let found = self.run_until(ANSWER_WITHIN, from, |_, e| {
                     e.host == name && matches!(&e.event, Event::Received(Packet::SubAck(a)) if a.packet_id == id)
                 })?;
                 let Some(index) = found else {
@@ -462,7 +484,7 @@ impl Director<'_, '_> {
                 });
                 let from = self.mark();
                 self.send(name, Command::Send(packet))?;
-                let found = self.run_until(ANSWER_WITHIN, from, |e| {
+                let found = self.run_until(ANSWER_WITHIN, from, |_, e| {
                     e.host == name && matches!(&e.event, Event::Received(Packet::UnsubAck(a)) if a.packet_id == id)
                 })?;
                 found
@@ -494,7 +516,7 @@ impl Director<'_, '_> {
                     return self.run_for(Duration::from_millis(10));
                 };
                 // Let the flow finish if it can; faults may legitimately stop it.
-                self.run_until(PUBLISH_SETTLE, from, |e| {
+                self.run_until(PUBLISH_SETTLE, from, |_, e| {
                     e.host == name
                         && matches!(&e.event, Event::Received(Packet::PubAck(a) | Packet::PubComp(a)) if a.packet_id == id)
                 })?;
@@ -535,12 +557,13 @@ impl Director<'_, '_> {
         let from = self.mark();
         if let Some(want) = &expect.publish {
             let within = expect.within.map_or(ANSWER_WITHIN, |d| d.0);
-            let found = self.run_until(within, self.consumed_mark(name), |e| {
-                e.host == name && publish_matches(want, &e.event)
+            let consumed = self.consumed.clone();
+            let found = self.run_until(within, 0, |i, e| {
+                e.host == name && publish_matches(want, &e.event) && !consumed.contains(&i)
             })?;
             return match found {
                 Some(index) => {
-                    self.consume(name, index);
+                    self.consume(index);
                     Ok(())
                 }
                 None => Err(format!(
@@ -564,7 +587,18 @@ impl Director<'_, '_> {
         }
         if let Some(want) = &expect.disconnected {
             let within = expect.within.map_or(ANSWER_WITHIN, |d| d.0);
-            let found = self.run_until(within, from, |e| {
+            // The connection may have ended during an earlier step: look from its CONNECT on.
+            let from = {
+                let trace = self.trace.borrow();
+                trace
+                    .entries
+                    .iter()
+                    .rposition(|e| {
+                        e.host == name && matches!(e.event, Event::Sent(Packet::Connect(_)))
+                    })
+                    .unwrap_or(0)
+            };
+            let found = self.run_until(within, from, |_, e| {
                 e.host == name
                     && matches!(
                         e.event,
@@ -599,13 +633,8 @@ impl Director<'_, '_> {
         Err("an expect step needs `publish`, `nothing` or `disconnected`".into())
     }
 
-    /// Deliveries before this index were already matched by an earlier `expect` of the client.
-    fn consumed_mark(&self, name: &str) -> usize {
-        self.consumed.get(name).copied().unwrap_or(0)
-    }
-
-    fn consume(&mut self, name: &str, index: usize) {
-        self.consumed.insert(name.to_string(), index + 1);
+    fn consume(&mut self, index: usize) {
+        self.consumed.insert(index);
     }
 }
 
