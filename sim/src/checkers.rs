@@ -25,6 +25,7 @@ pub const CHECKERS: &[(&str, Check)] = &[
     ("publisher-order", publisher_order),
     ("retained-model", retained_model),
     ("will-never-twice", will_never_twice),
+    ("qos1-at-least-once", qos1_at_least_once),
 ];
 
 pub fn check(scenario: &Scenario, trace: &Trace) -> Option<Failure> {
@@ -51,40 +52,49 @@ fn client_id(scenario: &Scenario, host: &str) -> String {
 
 /// Filters each client id holds in its current session, as its clients saw them granted.
 struct Subscriptions {
-    granted: BTreeMap<String, BTreeSet<String>>,
+    /// client id -> filter -> granted QoS
+    granted: BTreeMap<String, BTreeMap<String, u8>>,
     pending: BTreeMap<(String, u16), Vec<String>>,
+    /// Forget a filter as soon as it is unsubscribed (messages already under way may still
+    /// arrive, so the delivery checker keeps it).
+    forget_on_unsubscribe: bool,
 }
 
 impl Subscriptions {
-    fn new() -> Subscriptions {
+    fn new(forget_on_unsubscribe: bool) -> Subscriptions {
         Subscriptions {
             granted: BTreeMap::new(),
             pending: BTreeMap::new(),
+            forget_on_unsubscribe,
         }
     }
 
-    fn observe(&mut self, host: &str, event: &Event) {
+    fn observe(&mut self, id: &str, event: &Event) {
         match event {
             Event::Received(Packet::ConnAck(ack)) if !ack.session_present => {
-                self.granted.remove(host);
+                self.granted.remove(id);
             }
             Event::Sent(Packet::Subscribe(s)) => {
                 let filters = s.filters.iter().map(|(f, _)| f.to_string()).collect();
                 self.pending
-                    .insert((host.to_string(), s.packet_id.get()), filters);
+                    .insert((id.to_string(), s.packet_id.get()), filters);
             }
             Event::Received(Packet::SubAck(ack)) => {
-                if let Some(filters) = self
-                    .pending
-                    .remove(&(host.to_string(), ack.packet_id.get()))
-                {
+                if let Some(filters) = self.pending.remove(&(id.to_string(), ack.packet_id.get())) {
                     for (filter, code) in filters.into_iter().zip(&ack.reason_codes) {
                         if !code.is_error() {
                             self.granted
-                                .entry(host.to_string())
+                                .entry(id.to_string())
                                 .or_default()
-                                .insert(filter);
+                                .insert(filter, *code as u8);
                         }
+                    }
+                }
+            }
+            Event::Sent(Packet::Unsubscribe(u)) if self.forget_on_unsubscribe => {
+                if let Some(filters) = self.granted.get_mut(id) {
+                    for f in &u.filters {
+                        filters.remove(f.as_str());
                     }
                 }
             }
@@ -92,10 +102,23 @@ impl Subscriptions {
         }
     }
 
-    fn matches(&self, host: &str, topic: &str) -> bool {
+    fn matches(&self, id: &str, topic: &str) -> bool {
         self.granted
-            .get(host)
-            .is_some_and(|filters| filters.iter().any(|f| filter_matches(f, topic)))
+            .get(id)
+            .is_some_and(|filters| filters.keys().any(|f| filter_matches(f, topic)))
+    }
+
+    /// Client ids with a subscription of QoS 1 or more matching `topic`.
+    fn at_least_once(&self, topic: &str) -> Vec<String> {
+        self.granted
+            .iter()
+            .filter(|(_, filters)| {
+                filters
+                    .iter()
+                    .any(|(f, qos)| *qos >= 1 && filter_matches(f, topic))
+            })
+            .map(|(id, _)| id.clone())
+            .collect()
     }
 }
 
@@ -106,7 +129,7 @@ fn delivery_matches_subscription(
     scenario: &Scenario,
     trace: &Trace,
 ) -> Result<(), (String, usize)> {
-    let mut subs = Subscriptions::new();
+    let mut subs = Subscriptions::new(false);
     for (i, e) in trace.entries.iter().enumerate() {
         // Sessions belong to client ids: two hosts with one id share them.
         let id = client_id(scenario, &e.host);
@@ -332,4 +355,232 @@ fn will_never_twice(scenario: &Scenario, trace: &Trace) -> Result<(), (String, u
         }
     }
     Ok(())
+}
+
+/// A QoS 1/2 message the broker acknowledged (PUBACK, PUBREC) reaches every client id that
+/// then held a matching QoS 1/2 subscription, if that session lasts to the end of the run, a
+/// client with that id is connected at the end, and no fault is still active then (the
+/// convergence condition). Excluded, as documented drops: messages with an expiry interval,
+/// runs that lower the broker's queue limit, and messages accepted before a broker crash
+/// (there is no persistence yet).
+fn qos1_at_least_once(scenario: &Scenario, trace: &Trace) -> Result<(), (String, usize)> {
+    if scenario.broker.queued_messages_max.is_some() {
+        return Ok(());
+    }
+    let id_of = |host: &str| client_id(scenario, host);
+    let mut subs = Subscriptions::new(true);
+    let mut in_flight: BTreeMap<(String, u16), (String, String, bool)> = BTreeMap::new();
+    // (entry index, topic, payload, client ids expected to get it)
+    let mut accepted: Vec<(usize, String, String, Vec<String>)> = Vec::new();
+    let mut crashed_at: Option<usize> = None;
+    let mut connected: BTreeSet<String> = BTreeSet::new();
+    let mut active_faults: BTreeSet<String> = BTreeSet::new();
+    for (i, e) in trace.entries.iter().enumerate() {
+        subs.observe(&id_of(&e.host), &e.event);
+        match &e.event {
+            Event::Sent(Packet::Publish(p)) if p.qos.bits() > 0 && !p.dup => {
+                let payload = String::from_utf8_lossy(&p.payload).into_owned();
+                let expires = p.properties.message_expiry_interval().is_some();
+                if let Some(id) = p.packet_id {
+                    in_flight.insert(
+                        (e.host.clone(), id.get()),
+                        (p.topic.to_string(), payload, expires),
+                    );
+                }
+            }
+            Event::Received(Packet::PubAck(a) | Packet::PubRec(a)) if !a.reason_code.is_error() => {
+                if let Some((topic, payload, expires)) =
+                    in_flight.remove(&(e.host.clone(), a.packet_id.get()))
+                {
+                    if !expires {
+                        let ids = subs.at_least_once(&topic);
+                        accepted.push((i, topic, payload, ids));
+                    }
+                }
+            }
+            Event::Received(Packet::ConnAck(ack)) if !ack.reason_code.is_error() => {
+                connected.insert(e.host.clone());
+            }
+            Event::Closed { .. } => {
+                connected.remove(&e.host);
+            }
+            Event::Fault(f) => {
+                let words: Vec<&str> = f.splitn(2, ' ').collect();
+                match (words[0], words.get(1)) {
+                    ("crash", Some(&"broker")) => {
+                        crashed_at = Some(i);
+                        connected.clear();
+                    }
+                    ("crash", Some(host)) => {
+                        connected.remove(*host);
+                    }
+                    ("partition" | "hold", Some(link)) => {
+                        active_faults.insert(link.replace("->", "<->"));
+                    }
+                    ("repair" | "release", Some(link)) => {
+                        active_faults.remove(&link.replace("->", "<->"));
+                    }
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+    if !active_faults.is_empty() {
+        return Ok(());
+    }
+    let connected_ids: BTreeSet<String> = connected.iter().map(|h| id_of(h)).collect();
+    for (at, topic, payload, ids) in &accepted {
+        if crashed_at.is_some_and(|c| c > *at) {
+            continue;
+        }
+        for id in ids {
+            let reset_later = trace.entries[*at..].iter().any(|e| {
+                id_of(&e.host) == *id
+                    && matches!(&e.event, Event::Received(Packet::ConnAck(a)) if !a.session_present)
+            });
+            if reset_later || !connected_ids.contains(id) {
+                continue;
+            }
+            let delivered = trace.entries.iter().any(|e| {
+                id_of(&e.host) == *id
+                    && matches!(&e.event, Event::Delivered { topic: t, payload: p, .. } if t == topic && p == payload)
+            });
+            if !delivered {
+                return Err((
+                    format!(
+                        "{id} never got {topic} {payload:?}, accepted by the broker at entry {at}"
+                    ),
+                    *at,
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use std::path::Path;
+    use std::time::Duration;
+    use tern::codec::*;
+    use tern::types::{PacketId, QoS};
+
+    fn scenario() -> Scenario {
+        let text =
+            "goal: g\nclients:\n  s: { version: 3.1.1 }\n  p: { version: 3.1.1 }\nsteps: []\n";
+        Scenario::parse(text, Path::new("x.yaml")).unwrap()
+    }
+
+    fn id(n: u16) -> PacketId {
+        PacketId::new(n).unwrap()
+    }
+
+    /// s subscribed to t at QoS 1 and p's QoS 1 message to t was acknowledged.
+    fn accepted_but(delivered: bool) -> Trace {
+        let mut t = Trace::default();
+        let at = Duration::ZERO;
+        let connack = || {
+            Packet::ConnAck(ConnAck {
+                session_present: false,
+                reason_code: ReasonCode::Success,
+                properties: Properties::new(),
+            })
+        };
+        t.push(at, "s", Event::Received(connack()));
+        t.push(at, "p", Event::Received(connack()));
+        let filters = vec![(
+            ByteStr::from_static("t"),
+            SubscriptionOptions::new(QoS::AtLeastOnce),
+        )];
+        t.push(
+            at,
+            "s",
+            Event::Sent(Packet::Subscribe(Subscribe {
+                packet_id: id(1),
+                properties: Properties::new(),
+                filters,
+            })),
+        );
+        t.push(
+            at,
+            "s",
+            Event::Received(Packet::SubAck(SubAck {
+                packet_id: id(1),
+                properties: Properties::new(),
+                reason_codes: vec![ReasonCode::GrantedQoS1],
+            })),
+        );
+        let publish = Publish {
+            dup: false,
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            topic: ByteStr::from_static("t"),
+            packet_id: Some(id(7)),
+            properties: Properties::new(),
+            payload: Bytes::from_static(b"m"),
+        };
+        t.push(at, "p", Event::Sent(Packet::Publish(publish)));
+        t.push(at, "p", Event::Received(Packet::PubAck(Ack::new(id(7)))));
+        if delivered {
+            t.push(
+                at,
+                "s",
+                Event::Delivered {
+                    topic: "t".into(),
+                    payload: "m".into(),
+                    qos: 1,
+                    retain: false,
+                },
+            );
+        }
+        t
+    }
+
+    #[test]
+    fn an_acknowledged_message_must_reach_the_subscriber() {
+        assert!(qos1_at_least_once(&scenario(), &accepted_but(true)).is_ok());
+        let err = qos1_at_least_once(&scenario(), &accepted_but(false)).unwrap_err();
+        assert!(err.0.contains("never got t"), "{}", err.0);
+    }
+
+    #[test]
+    fn a_qos2_message_delivered_twice_is_caught() {
+        let mut t = Trace::default();
+        for _ in 0..2 {
+            t.push(
+                Duration::ZERO,
+                "s",
+                Event::Delivered {
+                    topic: "t".into(),
+                    payload: "m".into(),
+                    qos: 2,
+                    retain: false,
+                },
+            );
+        }
+        assert!(qos2_exactly_once(&scenario(), &t).is_err());
+    }
+
+    #[test]
+    fn delivery_without_subscription_is_caught() {
+        let mut t = Trace::default();
+        let publish = Publish {
+            dup: false,
+            qos: QoS::AtMostOnce,
+            retain: false,
+            topic: ByteStr::from_static("secret"),
+            packet_id: None,
+            properties: Properties::new(),
+            payload: Bytes::from_static(b"x"),
+        };
+        t.push(
+            Duration::ZERO,
+            "s",
+            Event::Received(Packet::Publish(publish)),
+        );
+        assert!(delivery_matches_subscription(&scenario(), &t).is_err());
+    }
 }

@@ -27,6 +27,9 @@ use crate::trace::{Event, Trace};
 const SIMULATION_MAX: Duration = Duration::from_secs(3600);
 /// How long a step waits for an answer it needs (CONNACK, SUBACK, ...).
 const ANSWER_WITHIN: Duration = Duration::from_secs(5);
+/// Simulated time per step. Turmoil polls every host on every step, idle or not, so the tick
+/// sets the cost of simulated time; 5 ms keeps packet timing finer than the link latency.
+const TICK: Duration = Duration::from_millis(5);
 /// Upper bound of link latency in runs with random latency.
 pub const RANDOM_LATENCY_MAX: Duration = Duration::from_millis(20);
 /// Link latency of a run without random latency.
@@ -65,7 +68,7 @@ pub fn run(scenario: &Scenario, options: &Options) -> Outcome {
         .rng_seed(options.seed)
         .epoch(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000))
         .simulation_duration(SIMULATION_MAX)
-        .tick_duration(Duration::from_millis(1))
+        .tick_duration(TICK)
         .tcp_capacity(1024);
     match options.max_latency {
         Some(max) => builder
