@@ -1,7 +1,10 @@
 //! Replays every YAML file under `scenarios/` as its own test, so `cargo test -- retain` filters
 //! and a new file needs no code change. Each scenario runs with its own seed, then on extra
 //! seeds with random link latency (`TERN_SIM_SEEDS`, default 8), and twice with its own seed
-//! to check that the run is deterministic (same trace digest).
+//! to check that the run is deterministic (same trace digest). What the clients observed on the
+//! scenario's own seed is kept as a snapshot in `scenarios/snapshots/` (insta), so a change of
+//! behaviour shows up in review: `INSTA_UPDATE=always cargo test --test scenarios`, then read
+//! the diff.
 
 use std::path::{Path, PathBuf};
 
@@ -25,7 +28,7 @@ fn scenario_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-fn replay(path: &Path) -> Result<(), Failed> {
+fn replay(name: &str, path: &Path) -> Result<(), Failed> {
     let scenario = Scenario::load(path).map_err(|e| e.to_string())?;
     let extra: u64 = std::env::var("TERN_SIM_SEEDS")
         .ok()
@@ -54,6 +57,26 @@ fn replay(path: &Path) -> Result<(), Failed> {
             )
             .into());
         }
+    }
+    let observed = world::run(
+        &scenario,
+        &Options {
+            seed: scenario.seed,
+            max_latency: None,
+        },
+    );
+    let snapshot = name.replace('/', "__");
+    let snapshots = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/snapshots");
+    let checked = std::panic::catch_unwind(|| {
+        insta::with_settings!({ snapshot_path => &snapshots, prepend_module_to_snapshot => false, omit_expression => true }, {
+            insta::assert_snapshot!(snapshot.as_str(), observed.trace.behaviour());
+        });
+    });
+    if checked.is_err() {
+        return Err(format!(
+            "{name}: observed behaviour differs from scenarios/snapshots/{snapshot}.snap"
+        )
+        .into());
     }
     // The same seed gives the same run, bit for bit, with and without random latency.
     for max_latency in [None, Some(RANDOM_LATENCY_MAX)] {
@@ -91,7 +114,7 @@ fn main() {
                 .with_extension("")
                 .display()
                 .to_string();
-            Trial::test(name, move || replay(&path))
+            Trial::test(name.clone(), move || replay(&name, &path))
         })
         .collect();
     libtest_mimic::run(&args, trials).exit();

@@ -26,6 +26,7 @@ pub const CHECKERS: &[(&str, Check)] = &[
     ("retained-model", retained_model),
     ("will-never-twice", will_never_twice),
     ("qos1-at-least-once", qos1_at_least_once),
+    ("will-on-abnormal-end", will_on_abnormal_end),
 ];
 
 pub fn check(scenario: &Scenario, trace: &Trace) -> Option<Failure> {
@@ -459,6 +460,102 @@ fn qos1_at_least_once(scenario: &Scenario, trace: &Trace) -> Result<(), (String,
     Ok(())
 }
 
+/// The other half of the will rule: a connection that the client ended without DISCONNECT
+/// (it closed its socket, or its host crashed) gets its will published, so a client that was
+/// subscribed to the will topic then, and stays connected, receives it. Checked for wills
+/// without a delay, when the run goes on for at least a second afterwards and the owner's
+/// link to the broker was not partitioned (the broker could not have seen the end).
+fn will_on_abnormal_end(scenario: &Scenario, trace: &Trace) -> Result<(), (String, usize)> {
+    let end = trace.entries.last().map(|e| e.at).unwrap_or_default();
+    for (owner, spec) in &scenario.clients {
+        let Some(will) = spec.will.as_ref().filter(|w| w.delay.is_none()) else {
+            continue;
+        };
+        let mut subs = Subscriptions::new(true);
+        let mut connected = false;
+        let mut partitioned = false;
+        for (i, e) in trace.entries.iter().enumerate() {
+            subs.observe(&client_id(scenario, &e.host), &e.event);
+            let ended = match &e.event {
+                Event::Received(Packet::ConnAck(ack))
+                    if e.host == *owner && !ack.reason_code.is_error() =>
+                {
+                    connected = true;
+                    false
+                }
+                Event::Closed {
+                    by_client: true,
+                    normal: false,
+                } if e.host == *owner => true,
+                Event::Closed { .. } if e.host == *owner => {
+                    connected = false;
+                    false
+                }
+                Event::Fault(f) if f.starts_with("partition") && f.contains(owner.as_str()) => {
+                    partitioned = true;
+                    false
+                }
+                Event::Fault(f) if f.starts_with("repair") && f.contains(owner.as_str()) => {
+                    partitioned = false;
+                    false
+                }
+                Event::Fault(f) => f == &format!("crash {owner}"),
+                _ => false,
+            };
+            if !(ended && connected) || partitioned || end.saturating_sub(e.at).as_secs() < 1 {
+                if ended {
+                    connected = false;
+                }
+                continue;
+            }
+            connected = false;
+            let watchers: Vec<String> = subs
+                .granted
+                .iter()
+                .filter(|(_, filters)| filters.keys().any(|f| filter_matches(f, &will.topic)))
+                .map(|(id, _)| id.clone())
+                .collect();
+            for watcher in watchers {
+                let hosts: Vec<&String> = scenario
+                    .clients
+                    .keys()
+                    .filter(|h| client_id(scenario, h) == watcher)
+                    .collect();
+                // Only a watcher that stays connected from here to the end can be expected to see it.
+                let stays =
+                    hosts.iter().any(|h| {
+                        let connected_now = trace.entries[..i].iter().rev().find_map(|x| match &x
+                            .event
+                        {
+                            Event::Received(Packet::ConnAck(_)) if &x.host == *h => Some(true),
+                            Event::Closed { .. } if &x.host == *h => Some(false),
+                            _ => None,
+                        });
+                        connected_now == Some(true)
+                            && !trace.entries[i..].iter().any(|x| {
+                                &x.host == *h
+                                    && matches!(
+                                        x.event,
+                                        Event::Closed { .. } | Event::Sent(Packet::Connect(_))
+                                    )
+                            })
+                    });
+                if !stays || *owner == watcher {
+                    continue;
+                }
+                let got = trace.entries[i..].iter().any(|x| {
+                    hosts.contains(&&x.host)
+                        && matches!(&x.event, Event::Delivered { topic, payload, .. } if *topic == will.topic && *payload == will.payload)
+                });
+                if !got {
+                    return Err((format!("{owner}'s connection ended without DISCONNECT but {watcher} never got its will"), i));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -544,6 +641,71 @@ mod tests {
         assert!(qos1_at_least_once(&scenario(), &accepted_but(true)).is_ok());
         let err = qos1_at_least_once(&scenario(), &accepted_but(false)).unwrap_err();
         assert!(err.0.contains("never got t"), "{}", err.0);
+    }
+
+    #[test]
+    fn a_will_missing_after_an_abnormal_end_is_caught() {
+        let text = "goal: g\nclients:\n  s: { version: 3.1.1 }\n  d: { version: 3.1.1, will: { topic: w, payload: gone } }\nsteps: []\n";
+        let scenario = Scenario::parse(text, Path::new("x.yaml")).unwrap();
+        let build = |delivered: bool| {
+            let mut t = accepted_but(true);
+            let connack = Packet::ConnAck(ConnAck {
+                session_present: false,
+                reason_code: ReasonCode::Success,
+                properties: Properties::new(),
+            });
+            let filters = vec![(
+                ByteStr::from_static("w"),
+                SubscriptionOptions::new(QoS::AtMostOnce),
+            )];
+            t.push(
+                Duration::ZERO,
+                "s",
+                Event::Sent(Packet::Subscribe(Subscribe {
+                    packet_id: id(2),
+                    properties: Properties::new(),
+                    filters,
+                })),
+            );
+            t.push(
+                Duration::ZERO,
+                "s",
+                Event::Received(Packet::SubAck(SubAck {
+                    packet_id: id(2),
+                    properties: Properties::new(),
+                    reason_codes: vec![ReasonCode::Success],
+                })),
+            );
+            t.push(Duration::ZERO, "d", Event::Received(connack));
+            t.push(
+                Duration::from_secs(1),
+                "d",
+                Event::Closed {
+                    by_client: true,
+                    normal: false,
+                },
+            );
+            if delivered {
+                t.push(
+                    Duration::from_secs(1),
+                    "s",
+                    Event::Delivered {
+                        topic: "w".into(),
+                        payload: "gone".into(),
+                        qos: 0,
+                        retain: false,
+                    },
+                );
+            }
+            t.push(
+                Duration::from_secs(3),
+                "director",
+                Event::Fault("end".into()),
+            );
+            t
+        };
+        assert!(will_on_abnormal_end(&scenario, &build(true)).is_ok());
+        assert!(will_on_abnormal_end(&scenario, &build(false)).is_err());
     }
 
     #[test]

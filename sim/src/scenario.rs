@@ -172,6 +172,9 @@ pub struct PublishSpec {
     pub user_properties: Vec<(String, String)>,
     /// MQTT 5 message expiry interval in seconds.
     pub message_expiry: Option<u32>,
+    /// How long the step lets a QoS 1/2 flow run before the next step (default 1s; the step
+    /// returns earlier when the flow completes).
+    pub settle: Option<DurationSpec>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -153,6 +153,54 @@ impl Trace {
         out
     }
 
+    /// What the clients observed, one line each: CONNACK, SUBACK and DISCONNECT codes,
+    /// deliveries, connection ends and faults, with the step they belong to. This is the
+    /// reviewable form kept as a snapshot per scenario; pings and acknowledgements are left out.
+    pub fn behaviour(&self) -> String {
+        let mut out = String::new();
+        for entry in &self.entries {
+            let what = match &entry.event {
+                Event::Step { index, .. } => format!("step {index}"),
+                Event::Received(Packet::ConnAck(c)) => {
+                    format!(
+                        "CONNACK {:#04x} session_present={}",
+                        c.reason_code as u8, c.session_present
+                    )
+                }
+                Event::Received(Packet::SubAck(s)) => {
+                    let codes: Vec<String> = s
+                        .reason_codes
+                        .iter()
+                        .map(|c| format!("{:#04x}", *c as u8))
+                        .collect();
+                    format!("SUBACK {}", codes.join(" "))
+                }
+                Event::Received(Packet::Disconnect(d)) => {
+                    format!("DISCONNECT {}", reason(d.reason_code))
+                }
+                Event::Received(Packet::Publish(p)) if p.dup => format!(
+                    "resent {} {:?}",
+                    p.topic,
+                    String::from_utf8_lossy(&p.payload)
+                ),
+                Event::Delivered { .. }
+                | Event::Closed { .. }
+                | Event::ConnectFailed(_)
+                | Event::Fault(_) => {
+                    entry.line()[entry.line().find(&entry.host).map_or(0, |i| i + 11)..].to_string()
+                }
+                _ => continue,
+            };
+            let _ = writeln!(
+                out,
+                "{:>8.3}s {:<10} {what}",
+                entry.at.as_secs_f64(),
+                entry.host
+            );
+        }
+        out
+    }
+
     /// The lines around entry `index`, for failure reports.
     pub fn around(&self, index: usize, context: usize) -> String {
         let start = index.saturating_sub(context);

@@ -519,7 +519,7 @@ impl Director<'_, '_> {
                     return self.run_for(Duration::from_millis(10));
                 };
                 // Let the flow finish if it can; faults may legitimately stop it.
-                self.run_until(PUBLISH_SETTLE, from, |_, e| {
+                self.run_until(spec.settle.map_or(PUBLISH_SETTLE, |d| d.0), from, |_, e| {
                     e.host == name
                         && matches!(&e.event, Event::Received(Packet::PubAck(a) | Packet::PubComp(a)) if a.packet_id == id)
                 })?;
