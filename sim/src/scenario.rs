@@ -155,6 +155,10 @@ pub struct WillSpec {
     pub retain: bool,
     /// MQTT 5 will delay interval.
     pub delay: Option<DurationSpec>,
+    /// MQTT 5 will properties: user properties (in order) and message expiry in seconds.
+    #[serde(default)]
+    pub user_properties: Vec<(String, String)>,
+    pub message_expiry: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -375,6 +375,12 @@ impl Director<'_, '_> {
                 if let Some(delay) = w.delay {
                     props.push(Property::WillDelayInterval(delay.0.as_secs() as u32));
                 }
+                if let Some(expiry) = w.message_expiry {
+                    props.push(Property::MessageExpiryInterval(expiry));
+                }
+                for (k, v) in &w.user_properties {
+                    props.push(Property::UserProperty(s(k)?, s(v)?));
+                }
                 Some(Will {
                     topic: s(&w.topic)?,
                     payload: Bytes::from(w.payload.clone()),
