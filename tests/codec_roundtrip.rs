@@ -127,6 +127,23 @@ fn publish_payload_is_a_slice_of_the_read_buffer() {
 }
 
 #[test]
+fn mqtt_3_1_connack_never_sets_the_reserved_session_byte() {
+    let ack = Packet::ConnAck(ConnAck {
+        session_present: true,
+        reason_code: ReasonCode::Success,
+        properties: Properties::new(),
+    });
+    assert_eq!(
+        &encode_to_vec(&ack, ProtocolVersion::V3_1)[..],
+        &[0x20, 0x02, 0x00, 0x00]
+    );
+    assert_eq!(
+        &encode_to_vec(&ack, ProtocolVersion::V3_1_1)[..],
+        &[0x20, 0x02, 0x01, 0x00]
+    );
+}
+
+#[test]
 fn versions_differ_only_where_the_spec_says() {
     // The v3 encoder drops v5-only fields: a v5 PUBACK with a reason code is a plain 3.1.1 PUBACK.
     let ack = Packet::PubAck(Ack {

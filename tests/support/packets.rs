@@ -210,9 +210,12 @@ fn connack(version: ProtocolVersion) -> BoxedStrategy<Packet> {
         code,
         props_for(version, PropertyContext::ConnAck),
     )
-        .prop_map(|(session_present, reason_code, properties)| {
+        .prop_map(move |(session_present, reason_code, properties)| {
             Packet::ConnAck(ConnAck {
-                session_present: session_present && !reason_code.is_error(),
+                // 3.1 has no session-present flag.
+                session_present: session_present
+                    && !reason_code.is_error()
+                    && version != ProtocolVersion::V3_1,
                 reason_code,
                 properties,
             })

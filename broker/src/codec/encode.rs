@@ -68,7 +68,10 @@ fn write_body<S: Sink>(
     match packet {
         Packet::Connect(c) => connect(c, out)?,
         Packet::ConnAck(c) => {
-            out.put_u8(u8::from(c.session_present));
+            // MQTT 3.1 has no session-present flag: that byte is reserved and must be 0.
+            out.put_u8(u8::from(
+                c.session_present && version != ProtocolVersion::V3_1,
+            ));
             out.put_u8(if v5 {
                 c.reason_code as u8
             } else {
