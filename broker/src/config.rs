@@ -96,6 +96,7 @@ struct LimitsSection {
     retained_messages_max: Option<usize>,
     retained_bytes_max: Option<usize>,
     topic_alias_max: Option<u16>,
+    outbound_topic_alias_max: Option<u16>,
     client_id_bytes_max: Option<usize>,
     connections_max: Option<usize>,
     outbound_queue_packets_max: Option<usize>,
@@ -159,6 +160,7 @@ impl Config {
             retained_messages_max,
             retained_bytes_max,
             topic_alias_max,
+            outbound_topic_alias_max,
             client_id_bytes_max,
             connections_max,
             outbound_queue_packets_max

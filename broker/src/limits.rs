@@ -56,6 +56,9 @@ pub struct Limits {
     pub retained_bytes_max: usize,
     /// Topic aliases a v5 client may set per connection (announced as Topic Alias Maximum).
     pub topic_alias_max: u16,
+    /// Topic aliases the broker uses towards a v5 client that accepts them (never more than
+    /// the client's Topic Alias Maximum); 0 turns broker-to-client aliases off.
+    pub outbound_topic_alias_max: u16,
     /// Client identifiers longer than this are refused.
     pub client_id_bytes_max: usize,
     /// Open network connections; further ones are closed on accept.
@@ -87,6 +90,7 @@ impl Default for Limits {
             retained_messages_max: 1_000_000,
             retained_bytes_max: 1024 * 1024 * 1024,
             topic_alias_max: 64,
+            outbound_topic_alias_max: 64,
             client_id_bytes_max: 256,
             connections_max: 100_000,
             outbound_queue_packets_max: 1024,

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::alias::OutboundAliases;
 use super::connection::{ConnState, Connection};
 use super::message::Message;
 use super::session::{DeliveryParams, Session};
@@ -109,6 +110,7 @@ impl Broker {
 
         let limits = &self.config.limits;
         let client_receive_max = connect.properties.receive_maximum().unwrap_or(u16::MAX);
+        let connect_alias_max = connect.properties.topic_alias_maximum().unwrap_or(0);
         let params = DeliveryParams {
             version,
             inflight_max: limits.inflight_count_max.min(client_receive_max).max(1),
@@ -172,6 +174,10 @@ impl Broker {
         // spec: [MQTT-3.1.3-9] (v5): a will waiting for its delay is not sent once the session
         // has a new connection.
         session.pending_will = None;
+        // spec: [MQTT-3.3.2-7]: aliases start afresh with each connection.
+        let client_alias_max = if v5 { connect_alias_max } else { 0 };
+        session.aliases =
+            OutboundAliases::new(client_alias_max.min(self.config.limits.outbound_topic_alias_max));
         // spec: [MQTT-3.2.2-1] [MQTT-3.2.2-2] [MQTT-3.2.2-3] 3.1.1; [MQTT-3.2.2-2] [MQTT-3.2.2-3] 5.0
         let session_present = resumed.is_some();
         self.stats.connections_accepted += 1;

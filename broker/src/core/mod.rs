@@ -11,6 +11,7 @@
 //! The impl is split by concern: `connect.rs` (CONNECT, sessions, wills, closing),
 //! `publish.rs` (QoS flows and routing), `subscribe.rs` (SUBSCRIBE, UNSUBSCRIBE).
 
+mod alias;
 mod connect;
 mod connection;
 mod message;

@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
+use super::alias::{AliasUse, OutboundAliases};
 use super::message::Message;
 use super::outbox::Outbox;
 use super::stats::Stats;
@@ -15,10 +16,15 @@ use super::subscriptions::Subscription;
 use super::time::Instant;
 use super::ConnId;
 use crate::codec::{
-    encoded_len, Ack, ByteStr, Packet, Properties, ProtocolVersion, Publish, ReasonCode, Will,
+    encoded_len, Ack, ByteStr, Packet, Properties, Property, ProtocolVersion, Publish, ReasonCode,
+    Will,
 };
 use crate::limits::{Limits, QueueOverflow};
 use crate::types::{PacketId, QoS};
+
+/// The most a Topic Alias property adds to a PUBLISH: identifier and value (3 bytes) plus one
+/// more byte each for a longer property length and a longer remaining length.
+const ALIAS_PROPERTY_BYTES_MAX: usize = 5;
 
 /// What an outgoing QoS 1/2 message waits for.
 // The variants are the packet names; the shared prefix is the spec's, not redundancy.
@@ -78,6 +84,8 @@ pub struct Session {
     pub awaiting_pubrel: BTreeSet<PacketId>,
     /// A will waiting for its delay interval (v5) after the connection ended.
     pub pending_will: Option<(Will, Instant)>,
+    /// Broker-to-client topic aliases of the current connection.
+    pub aliases: OutboundAliases,
 }
 
 impl Session {
@@ -95,6 +103,7 @@ impl Session {
             last_packet_id: 0,
             awaiting_pubrel: BTreeSet::new(),
             pending_will: None,
+            aliases: OutboundAliases::default(),
         }
     }
 
@@ -222,15 +231,23 @@ impl Session {
         };
         let packet = Packet::Publish(publish);
         if let Some(max) = self.params.packet_bytes_max {
-            let fits =
-                encoded_len(&packet, self.params.version).is_ok_and(|len| len <= max as usize);
+            // Room for a topic alias property (and the length bytes it may add) is counted
+            // before an alias is chosen, so a dropped message never leaves the client without
+            // a mapping the broker thinks it has.
+            let alias_room = if self.aliases.enabled() {
+                ALIAS_PROPERTY_BYTES_MAX
+            } else {
+                0
+            };
+            let fits = encoded_len(&packet, self.params.version)
+                .is_ok_and(|len| len + alias_room <= max as usize);
             if !fits {
                 // Discarded as if sent (spec: [MQTT-3.1.2-24] [MQTT-3.1.2-25], v5).
                 stats.messages_dropped_too_large += 1;
                 return;
             }
         }
-        let Packet::Publish(publish) = packet else {
+        let Packet::Publish(mut publish) = packet else {
             unreachable!()
         };
         if let Some(packet_id) = packet_id {
@@ -239,11 +256,22 @@ impl Session {
             } else {
                 Awaiting::PubRec
             };
+            // Stored with its topic: a resend goes on a new connection, with no aliases yet.
             self.inflight.push_back(Inflight {
                 packet_id,
                 state,
                 publish: publish.clone(),
             });
+        }
+        match self.aliases.assign(&publish.topic) {
+            Some(AliasUse::Known(alias)) => {
+                publish.topic = ByteStr::default();
+                publish.properties.0.insert(0, Property::TopicAlias(alias));
+            }
+            Some(AliasUse::New(alias)) => {
+                publish.properties.0.insert(0, Property::TopicAlias(alias))
+            }
+            None => {}
         }
         stats.messages_sent += 1;
         out.send(conn, Packet::Publish(publish));

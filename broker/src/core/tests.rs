@@ -1683,3 +1683,62 @@ fn an_invalid_connect_is_closed_without_connack() {
     assert!(h.is_closed(conn));
     assert!(h.take(conn).is_empty());
 }
+
+// --- broker-to-client topic aliases ----------------------------------------------------------------
+
+// spec: [MQTT-3.1.2-26] [MQTT-3.1.2-27] [MQTT-3.3.2-7] [MQTT-3.3.2-11] (v5)
+#[test]
+fn v5_outgoing_topic_aliases_follow_the_client_maximum() {
+    let mut h = Harness::new();
+    let mut c = connect(V5, "aliased", false);
+    c.properties.push(Property::TopicAliasMaximum(1));
+    c.properties.push(Property::SessionExpiryInterval(60));
+    let sub = h.client(c.clone());
+    h.subscribe(sub, "t/#", QoS::AtLeastOnce);
+    let plain = h.client(connect(V5, "plain", true));
+    h.subscribe(plain, "t/#", QoS::AtMostOnce);
+    let p = h.client(connect(V5, "p", true));
+    for (topic, payload) in [("t/a", "1"), ("t/a", "2"), ("t/b", "3"), ("t/a", "4")] {
+        h.send(p, publish(topic, payload, QoS::AtMostOnce, 0));
+    }
+    let got = publishes(&h.take(sub));
+    let seen: Vec<(String, Option<u16>)> = got
+        .iter()
+        .map(|p| (p.topic.to_string(), p.properties.topic_alias()))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            ("t/a".into(), Some(1)),
+            ("".into(), Some(1)),
+            ("t/b".into(), Some(1)),
+            ("t/a".into(), Some(1)),
+        ],
+        "one alias: each new topic takes it over, a repeat sends it alone"
+    );
+    assert!(publishes(&h.take(plain))
+        .iter()
+        .all(|p| p.properties.topic_alias().is_none() && !p.topic.is_empty()));
+
+    // Unacknowledged QoS 1 messages are resent on the next connection with their topic.
+    h.send(p, publish("t/a", "q1", QoS::AtLeastOnce, 1));
+    let sent = publishes(&h.take(sub));
+    assert_eq!(
+        sent[0].topic.as_str(),
+        "",
+        "t/a is still aliased on this connection"
+    );
+    h.lose(sub);
+    let (sub, _) = h.connect(c);
+    let resent = publishes(&h.take(sub));
+    assert_eq!(resent[0].topic.as_str(), "t/a");
+    assert!(resent[0].dup);
+    assert_eq!(resent[0].properties.topic_alias(), None);
+    h.send(p, publish("t/a", "after", QoS::AtMostOnce, 0));
+    let fresh = publishes(&h.take(sub));
+    assert_eq!(
+        (fresh[0].topic.as_str(), fresh[0].properties.topic_alias()),
+        ("t/a", Some(1)),
+        "new connection, new mapping"
+    );
+}
