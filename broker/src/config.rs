@@ -12,8 +12,10 @@ use std::time::Duration;
 use serde::Deserialize;
 use thiserror::Error;
 
+use crate::codec::ByteStr;
 use crate::core;
 use crate::limits::{Limits, QueueOverflow};
+use crate::types::QoS;
 
 /// Where the broker listens when nothing is configured: loopback only, like Mosquitto 2.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:1883";
@@ -60,6 +62,19 @@ struct File {
     auth: AuthSection,
     #[serde(default)]
     limits: LimitsSection,
+    #[serde(default)]
+    features: FeaturesSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FeaturesSection {
+    shared_subscriptions: Option<bool>,
+    maximum_qos: Option<u8>,
+    retain_available: Option<bool>,
+    response_information: Option<String>,
+    server_reference: Option<String>,
+    server_moved: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -190,8 +205,50 @@ impl Config {
             };
         }
         validate(limits).map_err(|(field, message)| invalid(field, message))?;
+        read_features(file.features, &mut config.core.features)
+            .map_err(|(field, message)| invalid(field, message))?;
         Ok(config)
     }
+}
+
+fn read_features(
+    section: FeaturesSection,
+    features: &mut core::Features,
+) -> Result<(), (&'static str, String)> {
+    if let Some(on) = section.shared_subscriptions {
+        features.shared_subscriptions = on;
+    }
+    if let Some(on) = section.retain_available {
+        features.retain_available = on;
+    }
+    if let Some(level) = section.maximum_qos {
+        features.maximum_qos = QoS::from_bits(level)
+            .ok_or(("features.maximum_qos", format!("{level} is not 0, 1 or 2")))?;
+    }
+    let mqtt_string = |field: &'static str, text: String| {
+        ByteStr::new(&text)
+            .map(|_| text)
+            .map_err(|e| (field, format!("not a valid MQTT string: {e:?}")))
+    };
+    if let Some(text) = section.response_information {
+        features.response_information = Some(mqtt_string("features.response_information", text)?);
+    }
+    if let Some(text) = section.server_reference {
+        if text.is_empty() {
+            return Err(("features.server_reference", "must not be empty".into()));
+        }
+        features.server_reference = Some(mqtt_string("features.server_reference", text)?);
+    }
+    if let Some(moved) = section.server_moved {
+        if moved && features.server_reference.is_none() {
+            return Err((
+                "features.server_moved",
+                "needs features.server_reference (where clients should go)".into(),
+            ));
+        }
+        features.server_moved = moved;
+    }
+    Ok(())
 }
 
 /// Values that parse but cannot work.
@@ -309,5 +366,40 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("limits.queue_overflow"), "{err}");
+
+        let err = parse("[features]\nmaximum_qos = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("features.maximum_qos"), "{err}");
+
+        let err = parse("[features]\nserver_moved = true\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("features.server_moved"), "{err}");
+    }
+
+    #[test]
+    fn features_are_read() {
+        let config = parse(
+            r#"
+            [features]
+            shared_subscriptions = false
+            maximum_qos = 1
+            retain_available = false
+            response_information = "replies/{client_id}"
+            server_reference = "mqtt2.example.com:1883"
+            server_moved = true
+            "#,
+        )
+        .unwrap();
+        let features = &config.core.features;
+        assert!(!features.shared_subscriptions);
+        assert_eq!(features.maximum_qos, QoS::AtLeastOnce);
+        assert!(!features.retain_available);
+        assert_eq!(
+            features.response_information.as_deref(),
+            Some("replies/{client_id}")
+        );
+        assert!(features.server_moved);
     }
 }

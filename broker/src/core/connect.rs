@@ -14,6 +14,7 @@ use crate::codec::{
     ByteStr, ConnAck, Connect, Disconnect, Packet, Properties, Property, ProtocolVersion,
     ReasonCode, Will,
 };
+use crate::types::QoS;
 
 /// MQTT 3.1 limits client identifiers to 23 characters.
 const V3_1_CLIENT_ID_BYTES_MAX: usize = 23;
@@ -95,10 +96,10 @@ impl Broker {
         };
 
         if resumed.is_none() && self.sessions.len() >= self.config.limits.sessions_max {
-            let reason = if v5 {
-                ReasonCode::QuotaExceeded
-            } else {
-                ReasonCode::ServerUnavailable
+            let reason = match (v5, &self.config.features.server_reference) {
+                (true, Some(_)) => ReasonCode::UseAnotherServer,
+                (true, None) => ReasonCode::QuotaExceeded,
+                (false, _) => ReasonCode::ServerUnavailable,
             };
             self.refuse(
                 conn,
@@ -139,8 +140,32 @@ impl Broker {
             if limits.topic_alias_max > 0 {
                 connack_properties.push(Property::TopicAliasMaximum(limits.topic_alias_max));
             }
-            // Shared subscriptions are not implemented yet: say so rather than mis-route.
-            connack_properties.push(Property::SharedSubscriptionAvailable(false));
+            let features = &self.config.features;
+            if features.maximum_qos < QoS::ExactlyOnce {
+                // spec: [MQTT-3.2.2-9] (v5)
+                connack_properties.push(Property::MaximumQoS(features.maximum_qos));
+            }
+            if !features.retain_available {
+                connack_properties.push(Property::RetainAvailable(false));
+            }
+            let requested = connect
+                .properties
+                .request_response_information()
+                .unwrap_or(false);
+            // spec: [MQTT-3.1.2-28] (v5): only when asked for.
+            if let (true, Some(template)) = (requested, &features.response_information) {
+                let text = template.replace("{client_id}", client_id.as_str());
+                if let Ok(text) = ByteStr::new(&text) {
+                    connack_properties.push(Property::ResponseInformation(text));
+                }
+            }
+            // Said explicitly even where "available" is the default when absent, so a
+            // client's log shows what this broker does.
+            connack_properties.push(Property::WildcardSubscriptionAvailable(true));
+            connack_properties.push(Property::SubscriptionIdentifierAvailable(true));
+            connack_properties.push(Property::SharedSubscriptionAvailable(
+                self.config.features.shared_subscriptions,
+            ));
         }
 
         let Some(connection) = self.conns.get_mut(&conn) else {
@@ -196,6 +221,26 @@ impl Broker {
     /// The checks that can refuse a CONNECT before any state changes.
     fn check_connect(&self, connect: &Connect) -> Result<(), (ReasonCode, &'static str)> {
         let version = connect.protocol;
+        let features = &self.config.features;
+        if version.is_v5() && features.server_moved && features.server_reference.is_some() {
+            return Err((ReasonCode::ServerMoved, "this broker has moved"));
+        }
+        if let Some(will) = &connect.will {
+            if will.qos > features.maximum_qos {
+                // spec: [MQTT-3.2.2-12] (v5)
+                return Err((
+                    ReasonCode::QoSNotSupported,
+                    "will QoS is above the broker's Maximum QoS",
+                ));
+            }
+            if will.retain && !features.retain_available {
+                // spec: [MQTT-3.2.2-13] (v5)
+                return Err((
+                    ReasonCode::RetainNotSupported,
+                    "retained wills are not supported",
+                ));
+            }
+        }
         if connect.properties.authentication_method().is_some() {
             return Err((
                 ReasonCode::BadAuthenticationMethod,
@@ -242,6 +287,20 @@ impl Broker {
         Ok(())
     }
 
+    /// The Server Reference property that goes with `reason`, if it is a redirect and a
+    /// reference is configured.
+    pub(super) fn server_reference(&self, reason: ReasonCode) -> Option<Property> {
+        let redirect = matches!(
+            reason,
+            ReasonCode::UseAnotherServer | ReasonCode::ServerMoved
+        );
+        let reference = self.config.features.server_reference.as_deref()?;
+        redirect
+            .then(|| ByteStr::new(reference).ok())
+            .flatten()
+            .map(Property::ServerReference)
+    }
+
     /// A unique id for a client that sent an empty one (spec: [MQTT-3.1.3-6]): a counter,
     /// so runs are reproducible, skipping ids that clients chose themselves.
     fn assign_client_id(&mut self) -> ByteStr {
@@ -264,7 +323,10 @@ impl Broker {
         };
         tracing::info!(%conn, client_id = %connection.client_id, reason = reason.description(), why, "refusing CONNECT");
         self.stats.connections_refused += 1;
-        let properties = reason_string(connection.version, why);
+        let mut properties = reason_string(connection.version, why);
+        if let Some(reference) = self.server_reference(reason) {
+            properties.push(reference);
+        }
         let connack = Packet::ConnAck(ConnAck {
             session_present: false,
             reason_code: reason,
@@ -315,6 +377,7 @@ impl Broker {
             return;
         };
         session.conn = None;
+        self.hand_back_shared(session_id, true, now);
         if let (true, Some(will)) = (publish_will, connection.will) {
             let delay = will.properties.will_delay_interval().unwrap_or(0);
             if delay == 0 || !connection.version.is_v5() {
@@ -343,6 +406,9 @@ impl Broker {
     /// Removes a session and its subscriptions. A will still waiting for its delay is
     /// published now: the session ending comes first (spec: [MQTT-3.1.2-8], v5).
     pub(super) fn end_session(&mut self, session_id: SessionId, now: Instant) {
+        // Shared messages it still holds go to any other member, connected or not: this
+        // session will never deliver them.
+        self.hand_back_shared(session_id, false, now);
         let Some(session) = self.sessions.remove(&session_id) else {
             return;
         };
@@ -351,7 +417,7 @@ impl Broker {
             "ending a session that still has a connection"
         );
         for filter in session.subscriptions.keys() {
-            self.subscriptions.remove(filter, session_id);
+            self.forget_subscription(filter, session_id);
         }
         if self.by_client_id.get(&session.client_id) == Some(&session_id) {
             self.by_client_id.remove(&session.client_id);

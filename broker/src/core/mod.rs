@@ -19,6 +19,7 @@ mod outbox;
 mod publish;
 mod retained;
 mod session;
+mod shared;
 mod stats;
 mod subscribe;
 pub mod subscriptions;
@@ -37,10 +38,12 @@ use crate::codec::{
 };
 use crate::limits::Limits;
 pub use crate::types::ConnId;
+use crate::types::QoS;
 use connection::{ConnState, Connection};
 use outbox::Outbox;
 use retained::RetainedStore;
 use session::Session;
+use shared::SharedSubscriptions;
 use subscriptions::SubscriptionTree;
 use time::TimerQueue;
 
@@ -56,6 +59,7 @@ pub struct Config {
     pub allow_anonymous: bool,
     /// User name to password.
     pub users: BTreeMap<String, String>,
+    pub features: Features,
 }
 
 impl Default for Config {
@@ -64,6 +68,42 @@ impl Default for Config {
             limits: Limits::default(),
             allow_anonymous: true,
             users: BTreeMap::new(),
+            features: Features::default(),
+        }
+    }
+}
+
+/// Optional capabilities and what the broker tells MQTT 5 clients about itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Features {
+    /// Accept `$share/{group}/{filter}` subscriptions (announced in CONNACK).
+    pub shared_subscriptions: bool,
+    /// Highest QoS accepted from publishers and granted to subscribers (announced as Maximum
+    /// QoS when below 2).
+    pub maximum_qos: QoS,
+    /// Accept retained messages (announced as Retain Available when off).
+    pub retain_available: bool,
+    /// Given to a v5 client that sets Request Response Information, with `{client_id}`
+    /// replaced by its client identifier: typically the prefix of its response topics.
+    pub response_information: Option<String>,
+    /// Another broker for v5 clients this one cannot take: refusals for capacity become
+    /// 0x9C Use another server with this Server Reference, and so does the DISCONNECT at
+    /// shutdown.
+    pub server_reference: Option<String>,
+    /// This broker has moved to `server_reference` for good: every v5 CONNECT is refused with
+    /// 0x9D Server moved (3.x clients, which cannot be told, are served as usual).
+    pub server_moved: bool,
+}
+
+impl Default for Features {
+    fn default() -> Features {
+        Features {
+            shared_subscriptions: true,
+            maximum_qos: QoS::ExactlyOnce,
+            retain_available: true,
+            response_information: None,
+            server_reference: None,
+            server_moved: false,
         }
     }
 }
@@ -83,6 +123,7 @@ pub struct Broker {
     sessions: BTreeMap<SessionId, Session>,
     by_client_id: BTreeMap<ByteStr, SessionId>,
     subscriptions: SubscriptionTree,
+    shared: SharedSubscriptions,
     retained: RetainedStore,
     timers: TimerQueue<Timer>,
     out: Outbox,
@@ -99,6 +140,7 @@ impl Broker {
             sessions: BTreeMap::new(),
             by_client_id: BTreeMap::new(),
             subscriptions: SubscriptionTree::new(),
+            shared: SharedSubscriptions::default(),
             retained: RetainedStore::default(),
             timers: TimerQueue::new(),
             out: Outbox::default(),
@@ -226,17 +268,19 @@ impl Broker {
         self.out.pop()
     }
 
-    /// The broker is shutting down: every client is told (v5: DISCONNECT 0x8B) and closed.
-    /// Wills are not published: no session survives the process to receive them.
+    /// The broker is shutting down: every client is told (v5: DISCONNECT 0x8B, or 0x9C with
+    /// the Server Reference when one is configured) and closed. Wills are not published: no
+    /// session survives the process to receive them.
     pub fn shutdown(&mut self) {
+        let (reason, properties) = match self.server_reference(ReasonCode::UseAnotherServer) {
+            Some(reference) => (ReasonCode::UseAnotherServer, vec![reference].into()),
+            None => (ReasonCode::ServerShuttingDown, Properties::new()),
+        };
         let conns: Vec<ConnId> = self.conns.keys().copied().collect();
         for conn in conns {
             if let Some(connection) = self.conns.remove(&conn) {
                 if connection.session().is_some() && connection.version.is_v5() {
-                    self.out.send(
-                        conn,
-                        disconnect(ReasonCode::ServerShuttingDown, Properties::new()),
-                    );
+                    self.out.send(conn, disconnect(reason, properties.clone()));
                 }
                 self.out.close(conn);
             }

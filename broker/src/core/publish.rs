@@ -1,12 +1,13 @@
 //! Inbound PUBLISH and PUBREL (the QoS flows from client to broker) and routing a message to
 //! every matching session.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use super::message::Message;
 use super::retained::RetainOutcome;
 use super::session::Queued;
+use super::shared::GroupId;
 use super::time::Instant;
 use super::{Broker, ConnId, SessionId};
 use crate::codec::{Ack, Packet, Properties, Publish, ReasonCode};
@@ -27,6 +28,24 @@ impl Broker {
         mut publish: Publish,
         now: Instant,
     ) {
+        let features = &self.config.features;
+        let refusal = if publish.qos > features.maximum_qos {
+            Some((
+                ReasonCode::QoSNotSupported,
+                "PUBLISH above the broker's Maximum QoS",
+            ))
+        } else if publish.retain && !features.retain_available {
+            Some((
+                ReasonCode::RetainNotSupported,
+                "retained messages are not supported",
+            ))
+        } else {
+            None
+        };
+        if let Some((reason, why)) = refusal {
+            self.close(conn, Some(reason), why, true, now);
+            return;
+        }
         let Some(connection) = self.conns.get_mut(&conn) else {
             return;
         };
@@ -212,6 +231,7 @@ impl Broker {
                     && session.params.version.is_v5(),
                 subscription_ids: delivery.subscription_ids,
                 enqueued_at: now,
+                group: None,
             };
             session.deliver(
                 item,
@@ -219,6 +239,93 @@ impl Broker {
                 &self.config.limits,
                 &mut self.out,
                 &mut self.stats,
+            );
+        }
+        // Each matching shared group adds one delivery, to one member, besides any delivery
+        // to that member's own non-shared subscriptions (MQTT 5 section 4.8.2).
+        for group in self.shared.matching(&message.topic) {
+            self.deliver_shared(group, message.clone(), None, now, now);
+        }
+    }
+
+    /// Gives a message to one member of a shared subscription group, at the QoS and with the
+    /// options of that member's subscription (spec: [MQTT-4.8.2-3]). `exclude` is a member
+    /// handing the message back.
+    fn deliver_shared(
+        &mut self,
+        group: GroupId,
+        message: Arc<Message>,
+        exclude: Option<SessionId>,
+        enqueued_at: Instant,
+        now: Instant,
+    ) {
+        let sessions = &self.sessions;
+        let connected = |id: SessionId| sessions.get(&id).is_some_and(|s| s.conn.is_some());
+        let Some((session_id, subscription)) = self.shared.pick(group, exclude, connected) else {
+            return;
+        };
+        let Some(session) = self.sessions.get_mut(&session_id) else {
+            return;
+        };
+        let options = subscription.options;
+        let item = Queued {
+            qos: message.qos.min(options.qos),
+            retain: message.retain && options.retain_as_published && session.params.version.is_v5(),
+            subscription_ids: subscription.id.into_iter().collect(),
+            message,
+            enqueued_at,
+            group: Some(group),
+        };
+        session.deliver(
+            item,
+            now,
+            &self.config.limits,
+            &mut self.out,
+            &mut self.stats,
+        );
+    }
+
+    /// A member of shared subscriptions lost its connection (`to_connected_only`) or its
+    /// session is ending: the shared messages it has not acknowledged go to another member of
+    /// their group. While the session lives they move only if a connected member can take
+    /// them, so a message is not moved from one absent client to another; a session that is
+    /// ending gives them to any member rather than lose them. A message the first client did
+    /// receive may so reach two members: MQTT 5 section 4.8.2 allows it, and it is the price
+    /// of not losing QoS 1/2 messages with a consumer that went away.
+    pub(super) fn hand_back_shared(
+        &mut self,
+        session_id: SessionId,
+        to_connected_only: bool,
+        now: Instant,
+    ) {
+        let Some(session) = self.sessions.get(&session_id) else {
+            return;
+        };
+        let groups = session.shared_groups();
+        if groups.is_empty() {
+            return;
+        }
+        let sessions = &self.sessions;
+        let can_take = |id: SessionId| {
+            id != session_id
+                && (!to_connected_only || sessions.get(&id).is_some_and(|s| s.conn.is_some()))
+        };
+        let movable: BTreeSet<GroupId> = groups
+            .into_iter()
+            .filter(|group| self.shared.has_member(*group, can_take))
+            .collect();
+        let Some(session) = self.sessions.get_mut(&session_id) else {
+            return;
+        };
+        let taken = session.take_shared(now, |group| movable.contains(&group));
+        for item in taken {
+            self.stats.shared_handed_back += 1;
+            self.deliver_shared(
+                item.group,
+                item.message,
+                Some(session_id),
+                item.enqueued_at,
+                now,
             );
         }
     }

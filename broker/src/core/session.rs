@@ -11,6 +11,7 @@ use std::sync::Arc;
 use super::alias::{AliasUse, OutboundAliases};
 use super::message::Message;
 use super::outbox::Outbox;
+use super::shared::GroupId;
 use super::stats::Stats;
 use super::subscriptions::Subscription;
 use super::time::Instant;
@@ -43,6 +44,9 @@ pub struct Inflight {
     pub state: Awaiting,
     /// The PUBLISH as first sent, resent with DUP set when the session resumes.
     pub publish: Publish,
+    /// Set when the message came through a shared subscription: it can be handed to another
+    /// member of the group if this client goes away before acknowledging it.
+    pub shared: Option<(GroupId, Arc<Message>)>,
 }
 
 /// A message waiting to be sent to this session.
@@ -52,6 +56,16 @@ pub struct Queued {
     pub qos: QoS,
     pub retain: bool,
     pub subscription_ids: Vec<u32>,
+    pub enqueued_at: Instant,
+    /// The shared-subscription group the message was given to this session by, if any.
+    pub group: Option<GroupId>,
+}
+
+/// A shared-subscription message a leaving member hands back to its group.
+#[derive(Debug)]
+pub struct SharedHandBack {
+    pub group: GroupId,
+    pub message: Arc<Message>,
     pub enqueued_at: Instant,
 }
 
@@ -210,6 +224,7 @@ impl Session {
         stats: &mut Stats,
     ) {
         let message = &item.message;
+        let shared = item.group.map(|group| (group, message.clone()));
         if message.is_expired(now) {
             // spec: [MQTT-3.3.2-5] (v5)
             stats.messages_dropped_expired += 1;
@@ -261,6 +276,7 @@ impl Session {
                 packet_id,
                 state,
                 publish: publish.clone(),
+                shared,
             });
         }
         match self.aliases.assign(&publish.topic) {
@@ -296,6 +312,56 @@ impl Session {
             out.send(conn, packet);
         }
         self.pump(now, limits, out, stats);
+    }
+
+    /// The shared-subscription groups of the messages this session holds.
+    pub fn shared_groups(&self) -> BTreeSet<GroupId> {
+        let inflight = self
+            .inflight
+            .iter()
+            .filter_map(|entry| entry.shared.as_ref().map(|(group, _)| *group));
+        let queued = self.queue.iter().filter_map(|item| item.group);
+        inflight.chain(queued).collect()
+    }
+
+    /// Takes out the messages given to this session by a shared subscription that it has not
+    /// acknowledged (PUBLISH sent, no PUBACK or PUBREC yet) or not yet been sent, for the
+    /// groups where `can_move` says another member can have them, with the instant each was
+    /// queued (`now` for those already sent). A QoS 2 message whose PUBREC arrived stays: the
+    /// client has it, and only the release is left.
+    pub fn take_shared(
+        &mut self,
+        now: Instant,
+        can_move: impl Fn(GroupId) -> bool,
+    ) -> Vec<SharedHandBack> {
+        let mut taken = Vec::new();
+        self.inflight.retain(|entry| match &entry.shared {
+            Some((group, message)) if entry.state != Awaiting::PubComp && can_move(*group) => {
+                taken.push(SharedHandBack {
+                    group: *group,
+                    message: message.clone(),
+                    enqueued_at: now,
+                });
+                false
+            }
+            _ => true,
+        });
+        let mut kept = VecDeque::with_capacity(self.queue.len());
+        for item in std::mem::take(&mut self.queue) {
+            match item.group {
+                Some(group) if can_move(group) => {
+                    self.queued_bytes -= item.message.payload.len();
+                    taken.push(SharedHandBack {
+                        group,
+                        message: item.message,
+                        enqueued_at: item.enqueued_at,
+                    });
+                }
+                _ => kept.push_back(item),
+            }
+        }
+        self.queue = kept;
+        taken
     }
 
     fn position(&self, packet_id: PacketId, state: Awaiting) -> Option<usize> {

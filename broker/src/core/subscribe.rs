@@ -9,7 +9,7 @@ use crate::codec::{
     ByteStr, Packet, Properties, ProtocolVersion, ReasonCode, RetainHandling, SubAck, Subscribe,
     SubscriptionOptions, UnsubAck, Unsubscribe,
 };
-use crate::topic::validate_filter;
+use crate::topic::{parse_shared, validate_filter};
 use crate::types::QoS;
 
 fn granted(qos: QoS) -> ReasonCode {
@@ -18,6 +18,12 @@ fn granted(qos: QoS) -> ReasonCode {
         QoS::AtLeastOnce => ReasonCode::GrantedQoS1,
         QoS::ExactlyOnce => ReasonCode::GrantedQoS2,
     }
+}
+
+/// A shared subscription's share name and filter as owned strings.
+fn owned((share, inner): (&str, &str)) -> (ByteStr, ByteStr) {
+    let string = |s: &str| ByteStr::new(s).expect("a part of a valid MQTT string is valid");
+    (string(share), string(inner))
 }
 
 impl Broker {
@@ -31,6 +37,21 @@ impl Broker {
         subscribe: Subscribe,
         now: Instant,
     ) {
+        if subscribe
+            .filters
+            .iter()
+            .any(|(filter, options)| options.no_local && filter.starts_with("$share/"))
+        {
+            // spec: [MQTT-3.8.3-4] (v5), checked before anything of this SUBSCRIBE is applied.
+            self.close(
+                conn,
+                Some(ReasonCode::ProtocolError),
+                "No Local set on a shared subscription",
+                true,
+                now,
+            );
+            return;
+        }
         let Some(session) = self.sessions.get_mut(&session_id) else {
             return;
         };
@@ -39,22 +60,28 @@ impl Broker {
         let mut refusals: Vec<String> = Vec::new();
         let mut retained_for: Vec<(ByteStr, SubscriptionOptions)> = Vec::new();
         for (filter, options) in subscribe.filters {
-            let refusal = if let Err(error) = validate_filter(&filter) {
-                Some((ReasonCode::TopicFilterInvalid, error.to_string()))
-            } else if filter.starts_with("$share/") {
-                Some((
+            let target = parse_shared(&filter).and_then(|shared| {
+                let inner = shared.map_or(filter.as_str(), |(_, inner)| inner);
+                validate_filter(inner)?;
+                Ok(shared.map(owned))
+            });
+            let refusal = match &target {
+                Err(error) => Some((ReasonCode::TopicFilterInvalid, error.to_string())),
+                Ok(Some(_)) if !self.config.features.shared_subscriptions => Some((
                     ReasonCode::SharedSubscriptionsNotSupported,
-                    "shared subscriptions are not supported".into(),
-                ))
-            } else if !session.subscriptions.contains_key(&filter)
-                && session.subscriptions.len() >= self.config.limits.subscriptions_per_session_max
-            {
-                Some((
-                    ReasonCode::QuotaExceeded,
-                    "subscription limit reached".into(),
-                ))
-            } else {
-                None
+                    "shared subscriptions are turned off".into(),
+                )),
+                Ok(_)
+                    if !session.subscriptions.contains_key(&filter)
+                        && session.subscriptions.len()
+                            >= self.config.limits.subscriptions_per_session_max =>
+                {
+                    Some((
+                        ReasonCode::QuotaExceeded,
+                        "subscription limit reached".into(),
+                    ))
+                }
+                Ok(_) => None,
             };
             if let Some((reason, why)) = refusal {
                 tracing::info!(%conn, %filter, why, "subscription refused");
@@ -63,6 +90,9 @@ impl Broker {
                 refusals.push(format!("{filter}: {why}"));
                 continue;
             }
+            // spec: [MQTT-3.2.2-10] (v5): a request above Maximum QoS is granted at the maximum.
+            let mut options = options;
+            options.qos = options.qos.min(self.config.features.maximum_qos);
             let subscription = Subscription {
                 options,
                 id: subscription_id,
@@ -72,8 +102,13 @@ impl Broker {
                 .subscriptions
                 .insert(filter.clone(), subscription)
                 .is_some();
-            self.subscriptions.insert(&filter, session_id, subscription);
             reason_codes.push(granted(options.qos));
+            if let Ok(Some((share, inner))) = target {
+                self.shared.join(&share, &inner, session_id, subscription);
+                // Retained messages are not sent for shared subscriptions (MQTT 5 section 4.8.2).
+                continue;
+            }
+            self.subscriptions.insert(&filter, session_id, subscription);
             let send_retained = match options.retain_handling {
                 // spec: [MQTT-3.3.1-9] (v5); [MQTT-3.3.1-6] 3.1.1
                 RetainHandling::SendAtSubscribe => true,
@@ -115,6 +150,7 @@ impl Broker {
                     subscription_ids: subscription_id.into_iter().collect(),
                     message,
                     enqueued_at: now,
+                    group: None,
                 };
                 session.deliver(
                     item,
@@ -135,14 +171,17 @@ impl Broker {
         session_id: SessionId,
         unsubscribe: Unsubscribe,
     ) {
-        let Some(session) = self.sessions.get_mut(&session_id) else {
+        let Some(version) = self.sessions.get(&session_id).map(|s| s.params.version) else {
             return;
         };
         let mut reason_codes = Vec::new();
         for filter in &unsubscribe.filters {
-            let existed = session.subscriptions.remove(filter).is_some();
+            let existed = self
+                .sessions
+                .get_mut(&session_id)
+                .is_some_and(|session| session.subscriptions.remove(filter).is_some());
             if existed {
-                self.subscriptions.remove(filter, session_id);
+                self.forget_subscription(filter, session_id);
             }
             reason_codes.push(if existed {
                 ReasonCode::Success
@@ -150,7 +189,7 @@ impl Broker {
                 ReasonCode::NoSubscriptionExisted
             });
         }
-        if session.params.version != ProtocolVersion::V5 {
+        if version != ProtocolVersion::V5 {
             reason_codes.clear();
         }
         self.out.send(
@@ -161,5 +200,19 @@ impl Broker {
                 reason_codes,
             }),
         );
+    }
+
+    /// Takes a filter the session no longer has out of the subscription tree or its shared
+    /// group (the session's own map is the caller's).
+    pub(super) fn forget_subscription(&mut self, filter: &ByteStr, session_id: SessionId) {
+        match parse_shared(filter) {
+            Ok(Some(shared)) => {
+                let (share, inner) = owned(shared);
+                self.shared.leave(&share, &inner, session_id);
+            }
+            _ => {
+                self.subscriptions.remove(filter, session_id);
+            }
+        }
     }
 }

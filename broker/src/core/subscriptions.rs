@@ -25,15 +25,28 @@ pub struct Subscription {
     pub id: Option<u32>,
 }
 
-#[derive(Debug, Default)]
-struct Node {
-    children: HashMap<Box<str>, Node, FixedState>,
-    single: Option<Box<Node>>,
-    multi: Option<Box<Node>>,
-    subscribers: BTreeMap<SessionId, Subscription>,
+/// One topic level. `K` names a subscriber (a session, or a shared-subscription group) and
+/// `V` is what it subscribed with.
+#[derive(Debug)]
+struct Node<K, V> {
+    children: HashMap<Box<str>, Node<K, V>, FixedState>,
+    single: Option<Box<Node<K, V>>>,
+    multi: Option<Box<Node<K, V>>>,
+    subscribers: BTreeMap<K, V>,
 }
 
-impl Node {
+impl<K, V> Default for Node<K, V> {
+    fn default() -> Self {
+        Node {
+            children: HashMap::default(),
+            single: None,
+            multi: None,
+            subscribers: BTreeMap::new(),
+        }
+    }
+}
+
+impl<K, V> Node<K, V> {
     fn is_empty(&self) -> bool {
         self.children.is_empty()
             && self.single.is_none()
@@ -42,15 +55,24 @@ impl Node {
     }
 }
 
-#[derive(Debug, Default)]
-pub struct SubscriptionTree {
-    root: Node,
+#[derive(Debug)]
+pub struct SubscriptionTree<K = SessionId, V = Subscription> {
+    root: Node<K, V>,
     count: usize,
 }
 
-impl SubscriptionTree {
-    pub fn new() -> SubscriptionTree {
-        SubscriptionTree::default()
+impl<K, V> Default for SubscriptionTree<K, V> {
+    fn default() -> Self {
+        SubscriptionTree {
+            root: Node::default(),
+            count: 0,
+        }
+    }
+}
+
+impl<K: Ord + Copy, V> SubscriptionTree<K, V> {
+    pub fn new() -> Self {
+        Self::default()
     }
 
     /// Number of (filter, session) pairs.
@@ -64,7 +86,7 @@ impl SubscriptionTree {
 
     /// Adds or replaces `session`'s subscription to `filter` (a valid filter). Returns whether
     /// it replaced an existing one.
-    pub fn insert(&mut self, filter: &str, session: SessionId, subscription: Subscription) -> bool {
+    pub fn insert(&mut self, filter: &str, session: K, subscription: V) -> bool {
         let mut node = &mut self.root;
         for level in filter.split('/') {
             node = match level {
@@ -82,7 +104,7 @@ impl SubscriptionTree {
 
     /// Removes `session`'s subscription to exactly `filter`; returns whether there was one.
     /// Nodes left empty are pruned, so subscribe/unsubscribe churn cannot grow memory.
-    pub fn remove(&mut self, filter: &str, session: SessionId) -> bool {
+    pub fn remove(&mut self, filter: &str, session: K) -> bool {
         let levels: Vec<&str> = filter.split('/').collect();
         let removed = remove_at(&mut self.root, &levels, session);
         if removed {
@@ -93,14 +115,14 @@ impl SubscriptionTree {
 
     /// Calls `visit` for every subscription whose filter matches `topic`. A session with
     /// several matching filters is visited once per filter.
-    pub fn for_each_match(&self, topic: &str, mut visit: impl FnMut(SessionId, &Subscription)) {
+    pub fn for_each_match(&self, topic: &str, mut visit: impl FnMut(K, &V)) {
         let levels: Vec<&str> = topic.split('/').collect();
         let dollar = topic.starts_with('$');
         walk(&self.root, &levels, 0, dollar, &mut visit);
     }
 }
 
-fn remove_at(node: &mut Node, levels: &[&str], session: SessionId) -> bool {
+fn remove_at<K: Ord, V>(node: &mut Node<K, V>, levels: &[&str], session: K) -> bool {
     let Some((&level, rest)) = levels.split_first() else {
         return node.subscribers.remove(&session).is_some();
     };
@@ -139,12 +161,12 @@ fn remove_at(node: &mut Node, levels: &[&str], session: SessionId) -> bool {
 
 /// `dollar`: the topic starts with '$', so wildcards at the first level do not match it
 /// (spec: [MQTT-4.7.2-1]).
-fn walk(
-    node: &Node,
+fn walk<K: Copy, V>(
+    node: &Node<K, V>,
     levels: &[&str],
     depth: usize,
     dollar: bool,
-    visit: &mut impl FnMut(SessionId, &Subscription),
+    visit: &mut impl FnMut(K, &V),
 ) {
     let wildcards_allowed = !(dollar && depth == 0);
     if wildcards_allowed {

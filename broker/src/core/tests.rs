@@ -355,7 +355,12 @@ fn v5_connack_announces_the_limits() {
         ack.properties.topic_alias_maximum(),
         Some(limits.topic_alias_max)
     );
-    assert_eq!(ack.properties.shared_subscription_available(), Some(false));
+    assert_eq!(ack.properties.shared_subscription_available(), Some(true));
+    assert_eq!(ack.properties.wildcard_subscription_available(), Some(true));
+    assert_eq!(
+        ack.properties.subscription_identifier_available(),
+        Some(true)
+    );
 }
 
 // spec: [MQTT-3.2.2-21] [MQTT-3.2.2-22] (v5: the server keep alive replaces the client's)
@@ -1126,19 +1131,27 @@ fn suback_codes_follow_filter_order_and_refuse_bad_filters() {
                     (s("a/#"), options),
                     (s("a/#/b"), options),
                     (s("$share/g/x"), options),
+                    (s("$share/g+/x"), options),
+                    (s("$share/g/a/#/b"), options),
+                    (s("$share/g"), options),
                 ],
             }),
         );
         match &h.take(sub)[..] {
             [Packet::SubAck(ack)] => {
                 assert_eq!(ack.packet_id, pid(3));
-                assert_eq!(ack.reason_codes[0], ReasonCode::GrantedQoS1);
-                assert_eq!(ack.reason_codes[1], ReasonCode::TopicFilterInvalid);
-                assert_eq!(ack.reason_codes[1].to_v3_suback(), 0x80);
                 assert_eq!(
-                    ack.reason_codes[2],
-                    ReasonCode::SharedSubscriptionsNotSupported
+                    ack.reason_codes,
+                    vec![
+                        ReasonCode::GrantedQoS1,
+                        ReasonCode::TopicFilterInvalid,
+                        ReasonCode::GrantedQoS1,
+                        ReasonCode::TopicFilterInvalid,
+                        ReasonCode::TopicFilterInvalid,
+                        ReasonCode::TopicFilterInvalid,
+                    ]
                 );
+                assert_eq!(ack.reason_codes[1].to_v3_suback(), 0x80);
             }
             other => panic!("{other:?}"),
         }
@@ -1209,7 +1222,8 @@ fn arbitrary_packet() -> impl Strategy<Value = Packet> {
         Just("#"),
         Just("a/+"),
         Just("a/#/x"),
-        Just("$share/g/t")
+        Just("$share/g/t"),
+        Just("$share/h/#")
     ];
     let qos = prop_oneof![
         Just(QoS::AtMostOnce),
@@ -1325,6 +1339,7 @@ proptest! {
                 prop_assert!(session.queue.len() <= 3);
             }
             prop_assert!(h.broker.conns.len() <= conns.len());
+            h.broker.shared.assert_members_are(|id| h.broker.sessions.contains_key(&id));
         }
     }
 }
@@ -1741,4 +1756,407 @@ fn v5_outgoing_topic_aliases_follow_the_client_maximum() {
         ("t/a", Some(1)),
         "new connection, new mapping"
     );
+}
+
+// --- shared subscriptions ---------------------------------------------------------------------
+
+/// Payloads each connection got, acknowledging QoS 1 messages as a client would.
+fn take_and_ack(h: &mut Harness, conn: ConnId) -> Vec<String> {
+    let got = publishes(&h.take(conn));
+    for p in &got {
+        if let (QoS::AtLeastOnce, Some(id)) = (p.qos, p.packet_id) {
+            h.send(conn, Packet::PubAck(Ack::new(id)));
+        }
+    }
+    got.iter()
+        .map(|p| String::from_utf8_lossy(&p.payload).into_owned())
+        .collect()
+}
+
+// spec: [MQTT-4.8.2-1] [MQTT-4.8.2-2] (v5): valid share names are accepted, others refused;
+// spec: [MQTT-4.8.2-3] (v5): each member gets the QoS of its own subscription.
+#[test]
+fn shared_subscription_gives_each_message_to_one_member_in_turn() {
+    for version in [V3, V5] {
+        let mut h = Harness::new();
+        let a = h.client(connect(version, "a", true));
+        let b = h.client(connect(version, "b", true));
+        let c = h.client(connect(version, "c", true));
+        let all = h.client(connect(version, "all", true));
+        h.subscribe(a, "$share/workers/jobs/+", QoS::AtMostOnce);
+        h.subscribe(b, "$share/workers/jobs/+", QoS::AtLeastOnce);
+        h.subscribe(c, "$share/workers/jobs/#", QoS::AtLeastOnce);
+        h.subscribe(all, "jobs/+", QoS::AtLeastOnce);
+        let p = h.client(connect(version, "p", true));
+        for n in 0..6 {
+            h.send(
+                p,
+                publish("jobs/x", &n.to_string(), QoS::AtLeastOnce, n + 1),
+            );
+        }
+        // Two groups match: "workers"/"jobs/+" (a, b) and "workers"/"jobs/#" (c alone).
+        let got_a = publishes(&h.take(a));
+        let got_b = publishes(&h.take(b));
+        assert_eq!(
+            payloads(
+                &got_a
+                    .iter()
+                    .cloned()
+                    .map(Packet::Publish)
+                    .collect::<Vec<_>>()
+            ),
+            ["0", "2", "4"]
+        );
+        assert_eq!(
+            payloads(
+                &got_b
+                    .iter()
+                    .cloned()
+                    .map(Packet::Publish)
+                    .collect::<Vec<_>>()
+            ),
+            ["1", "3", "5"]
+        );
+        assert!(got_a.iter().all(|p| p.qos == QoS::AtMostOnce));
+        assert!(got_b.iter().all(|p| p.qos == QoS::AtLeastOnce));
+        assert_eq!(take_and_ack(&mut h, c), ["0", "1", "2", "3", "4", "5"]);
+        assert_eq!(take_and_ack(&mut h, all), ["0", "1", "2", "3", "4", "5"]);
+    }
+}
+
+// A session with a shared and a non-shared subscription gets a copy from each (section 4.8.2),
+// each with its own subscription identifier.
+#[test]
+fn v5_shared_and_plain_subscriptions_deliver_separately_with_their_ids() {
+    let mut h = Harness::new();
+    let a = h.client(connect(V5, "a", true));
+    let mut plain = Properties::new();
+    plain.push(Property::SubscriptionIdentifier(1));
+    h.send(
+        a,
+        subscribe_with(1, "t", SubscriptionOptions::new(QoS::AtLeastOnce), plain),
+    );
+    let mut shared = Properties::new();
+    shared.push(Property::SubscriptionIdentifier(2));
+    h.send(
+        a,
+        subscribe_with(
+            2,
+            "$share/g/t",
+            SubscriptionOptions::new(QoS::AtLeastOnce),
+            shared,
+        ),
+    );
+    h.take(a);
+    let p = h.client(connect(V5, "p", true));
+    h.send(p, publish("t", "m", QoS::AtMostOnce, 0));
+    let got = publishes(&h.take(a));
+    let ids: Vec<Vec<u32>> = got
+        .iter()
+        .map(|p| p.properties.subscription_identifiers().collect())
+        .collect();
+    assert_eq!(ids, vec![vec![1], vec![2]]);
+}
+
+#[test]
+fn shared_subscription_gets_no_retained_messages() {
+    let mut h = Harness::new();
+    let p = h.client(connect(V5, "p", true));
+    h.send(p, retained("t", "kept", QoS::AtMostOnce, 0));
+    let a = h.client(connect(V5, "a", true));
+    h.send(a, subscribe(1, "$share/g/t", QoS::AtLeastOnce));
+    let packets = h.take(a);
+    assert!(matches!(&packets[..], [Packet::SubAck(_)]), "{packets:?}");
+    // Later messages, retained or not, are delivered as usual.
+    h.send(p, retained("t", "new", QoS::AtMostOnce, 0));
+    assert_eq!(payloads(&h.take(a)), ["new"]);
+}
+
+// spec: [MQTT-3.8.3-4] (v5)
+#[test]
+fn v5_no_local_on_a_shared_subscription_is_a_protocol_error() {
+    let mut h = Harness::new();
+    let a = h.client(connect(V5, "a", true));
+    let mut options = SubscriptionOptions::new(QoS::AtLeastOnce);
+    options.no_local = true;
+    h.send(
+        a,
+        Packet::Subscribe(Subscribe {
+            packet_id: pid(1),
+            properties: Properties::new(),
+            filters: vec![
+                (s("plain"), SubscriptionOptions::new(QoS::AtMostOnce)),
+                (s("$share/g/t"), options),
+            ],
+        }),
+    );
+    assert!(
+        matches!(&h.take(a)[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::ProtocolError)
+    );
+    assert!(h.is_closed(a));
+}
+
+#[test]
+fn unacknowledged_shared_messages_of_a_lost_member_go_to_another_member() {
+    let mut config = Config::default();
+    config.limits.inflight_count_max = 1;
+    let mut h = Harness::with(config);
+    let mut persistent = connect(V3, "a", false);
+    persistent.clean_start = false;
+    let a = h.client(persistent.clone());
+    let b = h.client(connect(V3, "b", true));
+    h.subscribe(a, "$share/g/q", QoS::ExactlyOnce);
+    h.subscribe(b, "$share/g/q", QoS::AtLeastOnce);
+    let p = h.client(connect(V3, "p", true));
+    // a gets 1 (QoS 2, in flight), 3 and 5 (queued behind a window of one); b gets 2 and 4.
+    for n in 1..=5 {
+        h.send(p, publish("q", &n.to_string(), QoS::ExactlyOnce, n));
+        h.take(p);
+    }
+    let to_a = publishes(&h.take(a));
+    assert_eq!(to_a.len(), 1);
+    // b's window is one message too: acknowledging 2 lets 4 out.
+    assert_eq!(take_and_ack(&mut h, b), ["2"]);
+    assert_eq!(take_and_ack(&mut h, b), ["4"]);
+    h.lose(a);
+    // b, connected, takes over what a had not acknowledged, at b's own QoS, one at a time
+    // through its window.
+    let mut handed = Vec::new();
+    loop {
+        let got = publishes(&h.mail.get(&b).cloned().unwrap_or_default());
+        assert!(got.iter().all(|p| p.qos == QoS::AtLeastOnce && !p.dup));
+        let acked = take_and_ack(&mut h, b);
+        if acked.is_empty() {
+            break;
+        }
+        handed.extend(acked);
+    }
+    assert_eq!(handed, ["1", "3", "5"]);
+    assert_eq!(h.broker.stats().shared_handed_back, 3);
+    // a comes back: nothing is resent to it, and it is in the rotation again.
+    let (a, ack) = h.connect(persistent);
+    assert!(ack.session_present);
+    assert!(publishes(&h.take(a)).is_empty());
+}
+
+#[test]
+fn a_qos2_shared_message_the_member_acknowledged_with_pubrec_stays_with_it() {
+    let mut h = Harness::new();
+    let mut persistent = connect(V5, "a", false);
+    persistent
+        .properties
+        .push(Property::SessionExpiryInterval(60));
+    let a = h.client(persistent.clone());
+    let b = h.client(connect(V5, "b", true));
+    h.subscribe(a, "$share/g/q", QoS::ExactlyOnce);
+    h.subscribe(b, "$share/g/q", QoS::ExactlyOnce);
+    let p = h.client(connect(V5, "p", true));
+    h.send(p, publish("q", "one", QoS::ExactlyOnce, 1));
+    let to_a = publishes(&h.take(a));
+    let id = to_a[0].packet_id.unwrap();
+    h.send(a, Packet::PubRec(Ack::new(id)));
+    assert!(matches!(&h.take(a)[..], [Packet::PubRel(_)]));
+    h.lose(a);
+    assert!(
+        h.take(b).is_empty(),
+        "a has the message; only its release is left"
+    );
+    let (a, _) = h.connect(persistent);
+    assert!(matches!(&h.take(a)[..], [Packet::PubRel(_)]));
+}
+
+#[test]
+fn shared_messages_prefer_connected_members_and_wait_when_none_is() {
+    let mut h = Harness::new();
+    let mut persistent = connect(V5, "a", false);
+    persistent
+        .properties
+        .push(Property::SessionExpiryInterval(60));
+    let a = h.client(persistent.clone());
+    h.subscribe(a, "$share/g/q", QoS::AtLeastOnce);
+    let b = h.client(connect(V5, "b", true));
+    h.subscribe(b, "$share/g/q", QoS::AtLeastOnce);
+    h.lose(a);
+    let p = h.client(connect(V5, "p", true));
+    for n in 1..=3 {
+        h.send(p, publish("q", &n.to_string(), QoS::AtLeastOnce, n));
+    }
+    assert_eq!(take_and_ack(&mut h, b), ["1", "2", "3"]);
+    // b leaves too (its session ends with the connection): the group has only offline a.
+    h.send(b, Packet::Disconnect(Disconnect::normal()));
+    h.send(p, publish("q", "4", QoS::AtLeastOnce, 4));
+    let (a, _) = h.connect(persistent);
+    assert_eq!(take_and_ack(&mut h, a), ["4"]);
+}
+
+#[test]
+fn an_ending_session_hands_its_queued_shared_messages_to_an_offline_member() {
+    let mut h = Harness::new();
+    let mut keep = connect(V5, "keep", false);
+    keep.properties.push(Property::SessionExpiryInterval(600));
+    let k = h.client(keep.clone());
+    h.subscribe(k, "$share/g/q", QoS::AtLeastOnce);
+    let mut short = connect(V5, "short", false);
+    short.properties.push(Property::SessionExpiryInterval(10));
+    let s1 = h.client(short);
+    h.subscribe(s1, "$share/g/q", QoS::AtLeastOnce);
+    h.lose(k);
+    h.lose(s1);
+    let p = h.client(connect(V5, "p", true));
+    // Nobody connected: round-robin over offline members (keep, short, keep, short).
+    for n in 1..=4 {
+        h.send(p, publish("q", &n.to_string(), QoS::AtLeastOnce, n));
+    }
+    // "short" expires holding 2 and 4: they go to "keep" rather than being lost.
+    h.advance(secs(11));
+    let (k, _) = h.connect(keep);
+    let mut got = take_and_ack(&mut h, k);
+    got.sort();
+    assert_eq!(got, ["1", "2", "3", "4"]);
+}
+
+#[test]
+fn unsubscribing_leaves_the_group() {
+    let mut h = Harness::new();
+    let a = h.client(connect(V5, "a", true));
+    let b = h.client(connect(V5, "b", true));
+    h.subscribe(a, "$share/g/t", QoS::AtMostOnce);
+    h.subscribe(b, "$share/g/t", QoS::AtMostOnce);
+    h.send(
+        a,
+        Packet::Unsubscribe(Unsubscribe {
+            packet_id: pid(9),
+            properties: Properties::new(),
+            filters: vec![s("$share/g/t")],
+        }),
+    );
+    assert!(
+        matches!(&h.take(a)[..], [Packet::UnsubAck(u)] if u.reason_codes == [ReasonCode::Success])
+    );
+    let p = h.client(connect(V5, "p", true));
+    for n in 0..3 {
+        h.send(p, publish("t", &n.to_string(), QoS::AtMostOnce, 0));
+    }
+    assert!(h.take(a).is_empty());
+    assert_eq!(payloads(&h.take(b)), ["0", "1", "2"]);
+}
+
+#[test]
+fn shared_subscriptions_can_be_turned_off() {
+    let mut config = Config::default();
+    config.features.shared_subscriptions = false;
+    let mut h = Harness::with(config);
+    let (a, ack) = h.connect(connect(V5, "a", true));
+    assert_eq!(ack.properties.shared_subscription_available(), Some(false));
+    h.send(a, subscribe(1, "$share/g/t", QoS::AtMostOnce));
+    assert!(matches!(&h.take(a)[..], [Packet::SubAck(ack)]
+        if ack.reason_codes == [ReasonCode::SharedSubscriptionsNotSupported]));
+}
+
+// --- capabilities the broker announces --------------------------------------------------------
+
+// spec: [MQTT-3.2.2-9] [MQTT-3.2.2-10] [MQTT-3.2.2-12] (v5)
+#[test]
+fn v5_maximum_qos_is_announced_granted_and_enforced() {
+    let mut config = Config::default();
+    config.features.maximum_qos = QoS::AtLeastOnce;
+    let mut h = Harness::with(config);
+    let (sub, ack) = h.connect(connect(V5, "sub", true));
+    assert_eq!(ack.properties.maximum_qos(), Some(QoS::AtLeastOnce));
+    // A QoS 2 subscription is accepted and granted QoS 1.
+    h.send(sub, subscribe(1, "t", QoS::ExactlyOnce));
+    assert!(matches!(&h.take(sub)[..], [Packet::SubAck(a)]
+        if a.reason_codes == [ReasonCode::GrantedQoS1]));
+    // A will above the maximum is refused.
+    let mut c = connect(V5, "w", true);
+    c.will = Some(will("w", "x", QoS::ExactlyOnce, false));
+    let (_, refused) = h.connect(c);
+    assert_eq!(refused.reason_code, ReasonCode::QoSNotSupported);
+    // A PUBLISH above the maximum ends the connection with 0x9B.
+    let p = h.client(connect(V5, "p", true));
+    h.send(p, publish("t", "1", QoS::AtLeastOnce, 1));
+    h.send(p, publish("t", "2", QoS::ExactlyOnce, 2));
+    assert!(h.take(p).iter().any(
+        |packet| matches!(packet, Packet::Disconnect(d) if d.reason_code == ReasonCode::QoSNotSupported)
+    ));
+    assert!(h.is_closed(p));
+    assert_eq!(payloads(&h.take(sub)), ["1"]);
+}
+
+// spec: [MQTT-3.2.2-13] (v5)
+#[test]
+fn v5_retain_unavailable_is_announced_and_enforced() {
+    let mut config = Config::default();
+    config.features.retain_available = false;
+    let mut h = Harness::with(config);
+    let (p, ack) = h.connect(connect(V5, "p", true));
+    assert_eq!(ack.properties.retain_available(), Some(false));
+    let mut c = connect(V5, "w", true);
+    c.will = Some(will("w", "x", QoS::AtMostOnce, true));
+    let (_, refused) = h.connect(c);
+    assert_eq!(refused.reason_code, ReasonCode::RetainNotSupported);
+    h.send(p, retained("t", "kept", QoS::AtMostOnce, 0));
+    assert!(matches!(&h.take(p)[..], [Packet::Disconnect(d)]
+        if d.reason_code == ReasonCode::RetainNotSupported));
+    assert_eq!(h.broker.retained_count(), 0);
+}
+
+// spec: [MQTT-3.1.2-28] (v5)
+#[test]
+fn v5_response_information_only_when_requested_and_configured() {
+    let mut config = Config::default();
+    config.features.response_information = Some("replies/{client_id}".into());
+    let mut h = Harness::with(config);
+    let mut asking = connect(V5, "asker", true);
+    asking
+        .properties
+        .push(Property::RequestResponseInformation(true));
+    let (_, ack) = h.connect(asking.clone());
+    assert_eq!(
+        ack.properties.response_information().map(|r| r.as_str()),
+        Some("replies/asker")
+    );
+    let (_, ack) = h.connect(connect(V5, "quiet", true));
+    assert_eq!(ack.properties.response_information(), None);
+    let mut declining = connect(V5, "declining", true);
+    declining
+        .properties
+        .push(Property::RequestResponseInformation(false));
+    let (_, ack) = h.connect(declining);
+    assert_eq!(ack.properties.response_information(), None);
+    // Not configured: nothing, even when asked.
+    let mut h = Harness::new();
+    let (_, ack) = h.connect(asking);
+    assert_eq!(ack.properties.response_information(), None);
+}
+
+#[test]
+fn v5_server_reference_redirects_when_full_moved_or_shutting_down() {
+    let mut config = Config::default();
+    config.limits.sessions_max = 2;
+    config.features.server_reference = Some("backup.example:1883".into());
+    let mut h = Harness::with(config.clone());
+    let first = h.client(connect(V5, "first", true));
+    h.client(connect(V3, "v3", true));
+    let (_, ack) = h.connect(connect(V5, "third", true));
+    assert_eq!(ack.reason_code, ReasonCode::UseAnotherServer);
+    assert_eq!(
+        ack.properties.server_reference().map(|r| r.as_str()),
+        Some("backup.example:1883")
+    );
+    h.broker.shutdown();
+    h.pump();
+    assert!(matches!(&h.take(first)[..], [Packet::Disconnect(d)]
+        if d.reason_code == ReasonCode::UseAnotherServer
+            && d.properties.server_reference().is_some()));
+
+    config.features.server_moved = true;
+    config.limits.sessions_max = 10;
+    let mut h = Harness::with(config);
+    let (_, ack) = h.connect(connect(V5, "a", true));
+    assert_eq!(ack.reason_code, ReasonCode::ServerMoved);
+    assert!(ack.properties.server_reference().is_some());
+    // A 3.1.1 client cannot be told where to go: it is served.
+    let (_, ack) = h.connect(connect(V3, "b", true));
+    assert_eq!(ack.reason_code, ReasonCode::Success);
 }
