@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{bail, ensure, Context};
 
-use crate::client::{BoxFuture, Client, ConnectOptions, Kind, Library, Message, Props};
+use crate::client::{BoxFuture, Client, ConnectOptions, Kind, Library, Message, Props, SubOptions};
 use crate::proxy::Proxy;
 use crate::raw::RawClient;
 
@@ -16,6 +16,9 @@ use crate::raw::RawClient;
 const PATIENCE: Duration = Duration::from_secs(5);
 /// How long a case waits to be sure a message does not come.
 const QUIET: Duration = Duration::from_millis(500);
+
+/// The default broker's Response Information template.
+pub const RESPONSE_INFORMATION: &str = "responses/{client_id}";
 
 /// What a case runs against.
 #[derive(Debug, Clone, Copy)]
@@ -101,6 +104,54 @@ pub const CASES: &[Case] = &[
         spec: "[MQTT-3.3.2-15] [MQTT-3.3.2-16] [MQTT-3.3.2-17] [MQTT-3.3.2-18] [MQTT-3.3.2-20]",
         v5_only: true,
         run: |e, k| Box::pin(v5_properties(e, k)),
+    },
+    Case {
+        name: "shared subscription: each message to one member, in turn",
+        spec: "[MQTT-4.8.2-1] [MQTT-4.8.2-2]",
+        v5_only: false,
+        run: |e, k| Box::pin(shared_subscription(e, k)),
+    },
+    Case {
+        name: "v5 topic aliases, both directions",
+        spec: "[MQTT-3.3.2-12] [MQTT-3.1.2-26] [MQTT-3.3.2-11]",
+        v5_only: true,
+        run: |e, k| Box::pin(v5_topic_aliases(e, k)),
+    },
+    Case {
+        name: "v5 flow control: Receive Maximum 1, 30 QoS 1 messages",
+        spec: "[MQTT-3.3.4-9]",
+        v5_only: true,
+        run: |e, k| Box::pin(v5_receive_maximum(e, k)),
+    },
+    Case {
+        name: "v5 subscription identifiers",
+        spec: "[MQTT-3.3.4-3] [MQTT-3.3.4-4]",
+        v5_only: true,
+        run: |e, k| Box::pin(v5_subscription_ids(e, k)),
+    },
+    Case {
+        name: "v5 no local",
+        spec: "[MQTT-3.8.3-3]",
+        v5_only: true,
+        run: |e, k| Box::pin(v5_no_local(e, k)),
+    },
+    Case {
+        name: "v5 client Maximum Packet Size",
+        spec: "[MQTT-3.1.2-24] [MQTT-3.1.2-25]",
+        v5_only: true,
+        run: |e, k| Box::pin(v5_maximum_packet_size(e, k)),
+    },
+    Case {
+        name: "v5 message expiry in the offline queue",
+        spec: "[MQTT-3.3.2-5] [MQTT-3.3.2-6]",
+        v5_only: true,
+        run: |e, k| Box::pin(v5_message_expiry(e, k)),
+    },
+    Case {
+        name: "v5 request response information",
+        spec: "[MQTT-3.1.2-28]",
+        v5_only: true,
+        run: |e, k| Box::pin(v5_response_information(e, k)),
     },
 ];
 
@@ -395,6 +446,7 @@ async fn v5_properties(env: Env, kind: Kind) -> anyhow::Result<()> {
         response_topic: Some(topic(kind, "reply")),
         correlation_data: Some(vec![0, 1, 2, 0xFF]),
         content_type: Some("application/json".into()),
+        ..Props::default()
     };
     let mut message = Message::new(&t, "{}", 1);
     message.props = props.clone();
@@ -407,4 +459,203 @@ async fn v5_properties(env: Env, kind: Kind) -> anyhow::Result<()> {
     );
     sub.disconnect().await?;
     p.disconnect().await
+}
+
+async fn shared_subscription(env: Env, kind: Kind) -> anyhow::Result<()> {
+    let t = topic(kind, "jobs");
+    let filter = format!("$share/{}/{t}", kind.slug());
+    let mut workers = Vec::new();
+    for n in 0..2 {
+        let mut worker = connect(env, kind, &id(kind, &format!("share-{n}"))).await?;
+        worker.subscribe(&filter, 1).await?;
+        workers.push(worker);
+    }
+    let mut p = connect(env, kind, &id(kind, "share-pub")).await?;
+    for n in 0..10 {
+        p.publish(Message::new(&t, n.to_string(), 1)).await?;
+    }
+    let mut all = Vec::new();
+    for worker in &mut workers {
+        let mut got = Vec::new();
+        while let Some(message) = worker.recv(QUIET).await {
+            got.push(String::from_utf8_lossy(&message.payload).into_owned());
+        }
+        ensure!(
+            got.len() == 5,
+            "round-robin over two members gives each 5 of 10, one got {got:?}"
+        );
+        all.extend(got);
+    }
+    all.sort_by_key(|n| n.parse::<u32>().unwrap_or(u32::MAX));
+    let expected: Vec<String> = (0..10).map(|n| n.to_string()).collect();
+    ensure!(all == expected, "each message exactly once: {all:?}");
+    for c in workers.into_iter().chain([p]) {
+        c.disconnect().await?;
+    }
+    Ok(())
+}
+
+async fn v5_topic_aliases(env: Env, kind: Kind) -> anyhow::Result<()> {
+    let t = topic(kind, "aliased/topic/with/a/long/name");
+    let mut options = ConnectOptions::new(id(kind, "alias-sub"));
+    options.topic_alias_max = Some(4);
+    let mut sub = kind.connect(env.broker, options).await?;
+    sub.subscribe(&t, 1).await?;
+    let mut p = connect(env, kind, &id(kind, "alias-pub")).await?;
+    // Client to broker: set alias 1 with the topic, then use it alone.
+    let mut first = Message::new(&t, "0", 1);
+    first.props.topic_alias = Some(1);
+    p.publish(first).await?;
+    for n in 1..4 {
+        let mut by_alias = Message::new("", n.to_string(), 1);
+        by_alias.props.topic_alias = Some(1);
+        p.publish(by_alias).await?;
+    }
+    let mut aliases = Vec::new();
+    for n in 0..4 {
+        let got = expect(sub.as_mut(), n.to_string().as_bytes()).await?;
+        ensure!(got.topic == t, "message {n} arrived on {:?}", got.topic);
+        aliases.push(got.props.topic_alias);
+    }
+    // Broker to client: the subscriber allowed 4 aliases, so the broker uses one, within 4.
+    ensure!(
+        aliases.iter().all(|a| matches!(a, Some(1..=4))),
+        "broker-to-client aliases: {aliases:?}"
+    );
+    sub.disconnect().await?;
+    p.disconnect().await
+}
+
+async fn v5_receive_maximum(env: Env, kind: Kind) -> anyhow::Result<()> {
+    let t = topic(kind, "flow");
+    let mut options = ConnectOptions::new(id(kind, "flow-sub"));
+    options.receive_maximum = Some(1);
+    let mut sub = kind.connect(env.broker, options).await?;
+    sub.subscribe(&t, 1).await?;
+    let mut p = connect(env, kind, &id(kind, "flow-pub")).await?;
+    for n in 0..30 {
+        p.publish(Message::new(&t, n.to_string(), 1)).await?;
+    }
+    // The broker queues what the window does not allow and sends it as acknowledgements come.
+    for n in 0..30 {
+        let got = expect(sub.as_mut(), n.to_string().as_bytes()).await?;
+        ensure!(got.qos == 1, "QoS 1 kept");
+    }
+    expect_nothing(sub.as_mut()).await?;
+    sub.disconnect().await?;
+    p.disconnect().await
+}
+
+async fn v5_subscription_ids(env: Env, kind: Kind) -> anyhow::Result<()> {
+    let base = topic(kind, "ids");
+    let mut sub = connect(env, kind, &id(kind, "ids-sub")).await?;
+    let with_id = |id| SubOptions {
+        qos: 1,
+        id: Some(id),
+        ..SubOptions::default()
+    };
+    sub.subscribe_with(&format!("{base}/+"), with_id(7)).await?;
+    sub.subscribe_with(&format!("{base}/b"), with_id(300))
+        .await?;
+    sub.subscribe(&format!("{base}/#"), 0).await?;
+    let mut p = connect(env, kind, &id(kind, "ids-pub")).await?;
+    p.publish(Message::new(format!("{base}/a"), "a", 1)).await?;
+    let got = expect(sub.as_mut(), b"a").await?;
+    ensure!(
+        got.props.subscription_ids == [7],
+        "a: {:?}",
+        got.props.subscription_ids
+    );
+    p.publish(Message::new(format!("{base}/b"), "b", 1)).await?;
+    let got = expect(sub.as_mut(), b"b").await?;
+    let mut ids = got.props.subscription_ids.clone();
+    ids.sort_unstable();
+    ensure!(
+        ids == [7, 300],
+        "one copy carries both identifiers: {ids:?}"
+    );
+    expect_nothing(sub.as_mut()).await?;
+    sub.disconnect().await?;
+    p.disconnect().await
+}
+
+async fn v5_no_local(env: Env, kind: Kind) -> anyhow::Result<()> {
+    let t = topic(kind, "chat");
+    let mut me = connect(env, kind, &id(kind, "nolocal-me")).await?;
+    let options = SubOptions {
+        qos: 1,
+        no_local: true,
+        ..SubOptions::default()
+    };
+    me.subscribe_with(&t, options).await?;
+    me.publish(Message::new(&t, "mine", 1)).await?;
+    let mut other = connect(env, kind, &id(kind, "nolocal-other")).await?;
+    other.publish(Message::new(&t, "theirs", 1)).await?;
+    expect(me.as_mut(), b"theirs").await?;
+    expect_nothing(me.as_mut()).await?;
+    me.disconnect().await?;
+    other.disconnect().await
+}
+
+async fn v5_maximum_packet_size(env: Env, kind: Kind) -> anyhow::Result<()> {
+    let t = topic(kind, "sizes");
+    let mut options = ConnectOptions::new(id(kind, "size-sub"));
+    options.packet_bytes_max = Some(1024);
+    let mut sub = kind.connect(env.broker, options).await?;
+    sub.subscribe(&t, 1).await?;
+    let mut p = connect(env, kind, &id(kind, "size-pub")).await?;
+    p.publish(Message::new(&t, vec![b'x'; 4000], 1)).await?;
+    p.publish(Message::new(&t, "small", 1)).await?;
+    // The large one is skipped as if sent; the connection goes on.
+    expect(sub.as_mut(), b"small").await?;
+    expect_nothing(sub.as_mut()).await?;
+    sub.disconnect().await?;
+    p.disconnect().await
+}
+
+async fn v5_message_expiry(env: Env, kind: Kind) -> anyhow::Result<()> {
+    let t = topic(kind, "expiry");
+    let options = ConnectOptions::new(id(kind, "expiry-sub")).persistent();
+    let mut sub = kind.connect(env.broker, options.clone()).await?;
+    sub.subscribe(&t, 1).await?;
+    sub.disconnect().await?;
+    let mut p = connect(env, kind, &id(kind, "expiry-pub")).await?;
+    let mut short = Message::new(&t, "short", 1);
+    short.props.message_expiry = Some(1);
+    p.publish(short).await?;
+    let mut long = Message::new(&t, "long", 1);
+    long.props.message_expiry = Some(300);
+    p.publish(long).await?;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let mut sub = kind.connect(env.broker, options).await?;
+    let got = expect(sub.as_mut(), b"long").await?;
+    let left = got.props.message_expiry.context("expiry interval kept")?;
+    ensure!(
+        (290..300).contains(&left),
+        "the interval counts the ~2.5 s the message waited: {left}"
+    );
+    expect_nothing(sub.as_mut()).await?;
+    sub.disconnect().await?;
+    p.disconnect().await
+}
+
+async fn v5_response_information(env: Env, kind: Kind) -> anyhow::Result<()> {
+    let client_id = id(kind, "responder");
+    let mut options = ConnectOptions::new(&client_id);
+    options.request_response_information = true;
+    let asking = kind.connect(env.broker, options).await?;
+    let expected = RESPONSE_INFORMATION.replace("{client_id}", &client_id);
+    ensure!(
+        asking.response_information().as_deref() == Some(expected.as_str()),
+        "asked: got {:?}",
+        asking.response_information()
+    );
+    let quiet = connect(env, kind, &id(kind, "not-asking")).await?;
+    ensure!(
+        quiet.response_information().is_none(),
+        "not asked: got {:?}",
+        quiet.response_information()
+    );
+    asking.disconnect().await?;
+    quiet.disconnect().await
 }

@@ -109,6 +109,12 @@ pub struct Props {
     pub response_topic: Option<String>,
     pub correlation_data: Option<Vec<u8>>,
     pub content_type: Option<String>,
+    pub message_expiry: Option<u32>,
+    /// On publish: use this topic alias (with an empty topic to use an alias already set).
+    /// On receipt: the alias the broker used, the topic already resolved.
+    pub topic_alias: Option<u16>,
+    /// Received only.
+    pub subscription_ids: Vec<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,6 +152,11 @@ pub struct ConnectOptions {
     pub session_expiry: Option<u32>,
     pub will: Option<Message>,
     pub credentials: Option<(String, String)>,
+    /// MQTT 5 CONNECT properties (ignored by 3.1.1 clients).
+    pub receive_maximum: Option<u16>,
+    pub packet_bytes_max: Option<u32>,
+    pub topic_alias_max: Option<u16>,
+    pub request_response_information: bool,
 }
 
 impl ConnectOptions {
@@ -157,6 +168,10 @@ impl ConnectOptions {
             session_expiry: None,
             will: None,
             credentials: None,
+            receive_maximum: None,
+            packet_bytes_max: None,
+            topic_alias_max: None,
+            request_response_information: false,
         }
     }
 
@@ -168,12 +183,66 @@ impl ConnectOptions {
     }
 }
 
+/// The topic aliases a broker set on one connection, as a receiving client keeps them.
+///
+/// Neither Paho C nor rumqttc 0.25 (which reports a PUBLISH before its own state resolves the
+/// alias) give the application the topic of a PUBLISH that uses an alias; an application must
+/// keep the map itself, and the adapters do it with this.
+#[derive(Debug, Default)]
+pub struct TopicAliases(std::collections::BTreeMap<u16, String>);
+
+impl TopicAliases {
+    /// The topic of a received PUBLISH: its own, which also sets `alias`, or the one `alias`
+    /// stands for when the topic is empty.
+    pub fn resolve(&mut self, topic: &str, alias: Option<u16>) -> anyhow::Result<String> {
+        match (topic.is_empty(), alias) {
+            (false, Some(alias)) => {
+                self.0.insert(alias, topic.to_string());
+                Ok(topic.to_string())
+            }
+            (true, Some(alias)) => self.0.get(&alias).cloned().ok_or_else(|| {
+                anyhow::anyhow!("broker used topic alias {alias} before setting it")
+            }),
+            _ => Ok(topic.to_string()),
+        }
+    }
+}
+
+/// What a SUBSCRIBE asks for beyond the filter.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SubOptions {
+    pub qos: u8,
+    /// MQTT 5 No Local.
+    pub no_local: bool,
+    /// MQTT 5 Subscription Identifier.
+    pub id: Option<u32>,
+}
+
+impl SubOptions {
+    pub fn qos(qos: u8) -> SubOptions {
+        SubOptions {
+            qos,
+            ..SubOptions::default()
+        }
+    }
+}
+
 /// A connected client. Every call either completes its MQTT exchange or fails.
 pub trait Client: Send {
     /// The CONNACK's session-present flag.
     fn session_present(&self) -> bool;
+    /// The CONNACK's Response Information (MQTT 5).
+    fn response_information(&self) -> Option<String>;
     /// Subscribes and waits for a successful SUBACK.
-    fn subscribe<'a>(&'a mut self, filter: &'a str, qos: u8) -> BoxFuture<'a, anyhow::Result<()>>;
+    fn subscribe<'a>(&'a mut self, filter: &'a str, qos: u8) -> BoxFuture<'a, anyhow::Result<()>> {
+        self.subscribe_with(filter, SubOptions::qos(qos))
+    }
+    /// Subscribes with options and waits for a successful SUBACK.
+    fn subscribe_with<'a>(
+        &'a mut self,
+        filter: &'a str,
+        options: SubOptions,
+    ) -> BoxFuture<'a, anyhow::Result<()>>;
     /// Unsubscribes and waits for the UNSUBACK.
     fn unsubscribe<'a>(&'a mut self, filter: &'a str) -> BoxFuture<'a, anyhow::Result<()>>;
     /// Publishes and, for QoS 1 and 2, waits for the flow to complete.

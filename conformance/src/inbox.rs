@@ -16,6 +16,7 @@ use crate::client::Message;
 pub enum Event {
     ConnAck {
         session_present: bool,
+        response_information: Option<String>,
     },
     Publish(Message),
     PubAck,

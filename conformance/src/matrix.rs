@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::broker::Broker;
-use crate::cases::{Env, CASES};
+use crate::cases::{Env, CASES, RESPONSE_INFORMATION};
 use crate::client::Kind;
 
 /// A case gets this long per client before it counts as failed.
@@ -25,7 +25,9 @@ pub struct Matrix {
 impl Matrix {
     /// Starts the brokers and runs everything; each case runs for all kinds at once.
     pub async fn run() -> anyhow::Result<Matrix> {
-        let broker = Broker::start(tern::core::Config::default()).await?;
+        let mut config = tern::core::Config::default();
+        config.features.response_information = Some(RESPONSE_INFORMATION.into());
+        let broker = Broker::start(config).await?;
         let mut auth = tern::core::Config {
             allow_anonymous: false,
             ..Default::default()

@@ -12,7 +12,9 @@ use paho_mqtt as paho;
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
-use crate::client::{BoxFuture, Client, ConnectOptions, Message, Props, Version};
+use crate::client::{
+    BoxFuture, Client, ConnectOptions, Message, Props, SubOptions, TopicAliases, Version,
+};
 use crate::inbox::{Event, Inbox};
 
 const PATIENCE: Duration = Duration::from_secs(5);
@@ -22,6 +24,7 @@ struct Paho {
     v5: bool,
     inbox: Inbox,
     session_present: bool,
+    response_information: Option<String>,
     task: AbortHandle,
 }
 
@@ -45,7 +48,17 @@ fn properties(props: &Props) -> anyhow::Result<paho::Properties> {
     if let Some(c) = &props.content_type {
         p.push_string(paho::PropertyCode::ContentType, c)?;
     }
+    if let Some(e) = props.message_expiry {
+        p.push_u32(paho::PropertyCode::MessageExpiryInterval, e)?;
+    }
+    if let Some(a) = props.topic_alias {
+        p.push_u16(paho::PropertyCode::TopicAlias, a)?;
+    }
     Ok(p)
+}
+
+fn int<T: TryFrom<i32>>(p: &paho::Properties, code: paho::PropertyCode) -> Option<T> {
+    p.get_int(code).and_then(|v| T::try_from(v).ok())
 }
 
 fn props_of(p: &paho::Properties) -> Props {
@@ -54,6 +67,12 @@ fn props_of(p: &paho::Properties) -> Props {
         response_topic: p.get_string(paho::PropertyCode::ResponseTopic),
         correlation_data: p.get_binary(paho::PropertyCode::CorrelationData),
         content_type: p.get_string(paho::PropertyCode::ContentType),
+        message_expiry: int(p, paho::PropertyCode::MessageExpiryInterval),
+        topic_alias: int(p, paho::PropertyCode::TopicAlias),
+        subscription_ids: p
+            .iter(paho::PropertyCode::SubscriptionIdentifier)
+            .filter_map(|id| id.get_int().and_then(|v| u32::try_from(v).ok()))
+            .collect(),
     }
 }
 
@@ -80,12 +99,25 @@ fn connect_options(options: &ConnectOptions, v5: bool) -> anyhow::Result<paho::C
         .keep_alive_interval(options.keep_alive)
         .connect_timeout(PATIENCE);
     if v5 {
+        use paho::PropertyCode as Code;
         connect.clean_start(options.clean);
+        let mut p = paho::Properties::new();
         if let Some(expiry) = options.session_expiry {
-            let mut p = paho::Properties::new();
-            p.push_u32(paho::PropertyCode::SessionExpiryInterval, expiry)?;
-            connect.properties(p);
+            p.push_u32(Code::SessionExpiryInterval, expiry)?;
         }
+        if let Some(max) = options.receive_maximum {
+            p.push_u16(Code::ReceiveMaximum, max)?;
+        }
+        if let Some(max) = options.packet_bytes_max {
+            p.push_u32(Code::MaximumPacketSize, max)?;
+        }
+        if let Some(max) = options.topic_alias_max {
+            p.push_u16(Code::TopicAliasMaximum, max)?;
+        }
+        if options.request_response_information {
+            p.push_byte(Code::RequestResponseInformation, 1)?;
+        }
+        connect.properties(p);
     } else {
         connect.clean_session(options.clean);
     }
@@ -121,18 +153,32 @@ pub async fn connect(
     let session_present = response
         .connect_response()
         .is_some_and(|r| r.session_present);
+    let response_information = response
+        .properties()
+        .get_string(paho::PropertyCode::ResponseInformation);
 
     let (sender, events) = mpsc::unbounded_channel();
     let task = tokio::spawn(async move {
+        let mut aliases = TopicAliases::default();
         while let Ok(item) = stream.recv().await {
             let event = match item {
-                Some(m) => Event::Publish(Message {
-                    topic: m.topic().to_string(),
-                    payload: m.payload().to_vec(),
-                    qos: m.qos() as u8,
-                    retain: m.retained(),
-                    props: props_of(m.properties()),
-                }),
+                Some(m) => {
+                    let props = props_of(m.properties());
+                    let topic = match aliases.resolve(m.topic(), props.topic_alias) {
+                        Ok(topic) => topic,
+                        Err(error) => {
+                            let _ = sender.send(Event::Closed(error.to_string()));
+                            return;
+                        }
+                    };
+                    Event::Publish(Message {
+                        topic,
+                        payload: m.payload().to_vec(),
+                        qos: m.qos() as u8,
+                        retain: m.retained(),
+                        props,
+                    })
+                }
                 None => Event::Closed("connection lost".into()),
             };
             if sender.send(event).is_err() {
@@ -145,6 +191,7 @@ pub async fn connect(
         v5,
         inbox: Inbox::new(events),
         session_present,
+        response_information,
         task: task.abort_handle(),
     }))
 }
@@ -154,13 +201,31 @@ impl Client for Paho {
         self.session_present
     }
 
-    fn subscribe<'a>(&'a mut self, filter: &'a str, qos: u8) -> BoxFuture<'a, anyhow::Result<()>> {
+    fn response_information(&self) -> Option<String> {
+        self.response_information.clone()
+    }
+
+    fn subscribe_with<'a>(
+        &'a mut self,
+        filter: &'a str,
+        options: SubOptions,
+    ) -> BoxFuture<'a, anyhow::Result<()>> {
         Box::pin(async move {
-            let response = self
-                .client
-                .subscribe(filter, i32::from(qos))
-                .await
-                .context("paho subscribe")?;
+            let qos = i32::from(options.qos);
+            let token = if self.v5 {
+                let mut properties = paho::Properties::new();
+                if let Some(id) = options.id {
+                    properties.push_int(paho::PropertyCode::SubscriptionIdentifier, id as i32)?;
+                }
+                let sub_options = paho::SubscribeOptionsBuilder::new()
+                    .no_local(options.no_local)
+                    .finalize();
+                self.client
+                    .subscribe_with_options(filter, qos, sub_options, properties)
+            } else {
+                self.client.subscribe(filter, qos)
+            };
+            let response = token.await.context("paho subscribe")?;
             if let Some(code) = response.subscribe_response() {
                 anyhow::ensure!(code < 0x80, "subscription refused: {code:#x}");
             }

@@ -10,7 +10,9 @@ use bytes::Bytes;
 use tern::codec::*;
 use tern::types::{PacketId, QoS};
 
-use crate::client::{BoxFuture, Client, ConnectOptions, Message, Props, Version};
+use crate::client::{
+    BoxFuture, Client, ConnectOptions, Message, Props, SubOptions, TopicAliases, Version,
+};
 use crate::raw::{s, RawClient};
 
 const PATIENCE: Duration = Duration::from_secs(5);
@@ -22,6 +24,9 @@ struct Raw {
     next_id: u16,
     /// Messages that arrived while waiting for something else.
     inbox: VecDeque<Message>,
+    response_information: Option<String>,
+    /// Topic aliases the broker set on this connection.
+    aliases: TopicAliases,
 }
 
 fn qos(q: u8) -> QoS {
@@ -42,6 +47,12 @@ fn properties(props: &Props) -> Properties {
     if let Some(c) = &props.content_type {
         p.push(Property::ContentType(s(c)));
     }
+    if let Some(e) = props.message_expiry {
+        p.push(Property::MessageExpiryInterval(e));
+    }
+    if let Some(a) = props.topic_alias {
+        p.push(Property::TopicAlias(a));
+    }
     p
 }
 
@@ -54,6 +65,9 @@ fn props_of(p: &Properties) -> Props {
         response_topic: p.response_topic().map(|t| t.to_string()),
         correlation_data: p.correlation_data().map(|c| c.to_vec()),
         content_type: p.content_type().map(|c| c.to_string()),
+        message_expiry: p.message_expiry_interval(),
+        topic_alias: p.topic_alias(),
+        subscription_ids: p.subscription_identifiers().collect(),
     }
 }
 
@@ -68,10 +82,23 @@ pub async fn connect(
     };
     let mut connect = crate::raw::connect_packet(protocol, &options.client_id, options.clean);
     connect.keep_alive = options.keep_alive.as_secs() as u16;
-    if let (Version::V5, Some(expiry)) = (version, options.session_expiry) {
-        connect
-            .properties
-            .push(Property::SessionExpiryInterval(expiry));
+    if version == Version::V5 {
+        let p = &mut connect.properties;
+        if let Some(expiry) = options.session_expiry {
+            p.push(Property::SessionExpiryInterval(expiry));
+        }
+        if let Some(max) = options.receive_maximum {
+            p.push(Property::ReceiveMaximum(max));
+        }
+        if let Some(max) = options.packet_bytes_max {
+            p.push(Property::MaximumPacketSize(max));
+        }
+        if let Some(max) = options.topic_alias_max {
+            p.push(Property::TopicAliasMaximum(max));
+        }
+        if options.request_response_information {
+            p.push(Property::RequestResponseInformation(true));
+        }
     }
     if let Some(will) = &options.will {
         connect.will = Some(Will {
@@ -96,6 +123,8 @@ pub async fn connect(
                 keep_alive: options.keep_alive,
                 next_id: 0,
                 inbox: VecDeque::new(),
+                response_information: ack.properties.response_information().map(|r| r.to_string()),
+                aliases: TopicAliases::default(),
             }))
         }
         Ok(Some(Packet::ConnAck(ack))) => {
@@ -163,20 +192,26 @@ impl Raw {
                 return Ok(found);
             }
             match packet {
-                Packet::Publish(p) => self.inbox.push_back(to_message(&p)),
+                Packet::Publish(p) => {
+                    let message = self.message_of(&p)?;
+                    self.inbox.push_back(message);
+                }
                 other => bail!("unexpected {other:?}"),
             }
         }
     }
-}
 
-fn to_message(p: &Publish) -> Message {
-    Message {
-        topic: p.topic.to_string(),
-        payload: p.payload.to_vec(),
-        qos: p.qos.bits(),
-        retain: p.retain,
-        props: props_of(&p.properties),
+    /// The message a PUBLISH carries, its topic alias resolved.
+    fn message_of(&mut self, p: &Publish) -> anyhow::Result<Message> {
+        let props = props_of(&p.properties);
+        let topic = self.aliases.resolve(&p.topic, props.topic_alias)?;
+        Ok(Message {
+            topic,
+            payload: p.payload.to_vec(),
+            qos: p.qos.bits(),
+            retain: p.retain,
+            props,
+        })
     }
 }
 
@@ -185,14 +220,28 @@ impl Client for Raw {
         self.session_present
     }
 
-    fn subscribe<'a>(&'a mut self, filter: &'a str, q: u8) -> BoxFuture<'a, anyhow::Result<()>> {
+    fn response_information(&self) -> Option<String> {
+        self.response_information.clone()
+    }
+
+    fn subscribe_with<'a>(
+        &'a mut self,
+        filter: &'a str,
+        options: SubOptions,
+    ) -> BoxFuture<'a, anyhow::Result<()>> {
         Box::pin(async move {
             let id = self.packet_id();
-            let filters = vec![(s(filter), SubscriptionOptions::new(qos(q)))];
+            let mut sub_options = SubscriptionOptions::new(qos(options.qos));
+            sub_options.no_local = options.no_local;
+            let filters = vec![(s(filter), sub_options)];
+            let mut properties = Properties::new();
+            if let Some(sub_id) = options.id {
+                properties.push(Property::SubscriptionIdentifier(sub_id));
+            }
             self.client
                 .try_send(Packet::Subscribe(Subscribe {
                     packet_id: id,
-                    properties: Properties::new(),
+                    properties,
                     filters,
                 }))
                 .await?;
@@ -268,7 +317,7 @@ impl Client for Raw {
                 return Some(message);
             }
             match self.next(within).await {
-                Ok(Packet::Publish(p)) => Some(to_message(&p)),
+                Ok(Packet::Publish(p)) => self.message_of(&p).ok(),
                 _ => None,
             }
         })

@@ -11,7 +11,9 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
-use crate::client::{BoxFuture, Client, ConnectOptions, Message, Props, Version};
+use crate::client::{
+    BoxFuture, Client, ConnectOptions, Message, Props, SubOptions, TopicAliases, Version,
+};
 use crate::inbox::{Event, Inbox};
 
 const PATIENCE: Duration = Duration::from_secs(5);
@@ -35,14 +37,17 @@ pub async fn connect(
             (Api::V5(client), task)
         }
     };
-    let session_present = match inbox
+    let (session_present, response_information) = match inbox
         .wait_for(PATIENCE, |e| match e {
-            Event::ConnAck { session_present } => Some(*session_present),
+            Event::ConnAck {
+                session_present,
+                response_information,
+            } => Some((*session_present, response_information.clone())),
             _ => None,
         })
         .await
     {
-        Ok(present) => present,
+        Ok(connack) => connack,
         Err(error) => {
             task.abort();
             return Err(error).context("rumqttc connect");
@@ -52,6 +57,7 @@ pub async fn connect(
         client,
         inbox,
         session_present,
+        response_information,
         task,
     }))
 }
@@ -65,6 +71,7 @@ struct Rumqttc {
     client: Api,
     inbox: Inbox,
     session_present: bool,
+    response_information: Option<String>,
     task: AbortHandle,
 }
 
@@ -106,11 +113,23 @@ impl Client for Rumqttc {
         self.session_present
     }
 
-    fn subscribe<'a>(&'a mut self, filter: &'a str, q: u8) -> BoxFuture<'a, anyhow::Result<()>> {
+    fn response_information(&self) -> Option<String> {
+        self.response_information.clone()
+    }
+
+    fn subscribe_with<'a>(
+        &'a mut self,
+        filter: &'a str,
+        options: SubOptions,
+    ) -> BoxFuture<'a, anyhow::Result<()>> {
         Box::pin(async move {
             match &self.client {
-                Api::V4(c) => c.subscribe(filter, qos(q)).await?,
-                Api::V5(c) => c.subscribe(filter, qos5(q)).await?,
+                Api::V4(c) => c.subscribe(filter, qos(options.qos)).await?,
+                Api::V5(c) => {
+                    let (filter, properties) = v5::subscription(filter, options);
+                    c.subscribe_many_with_properties([filter], properties)
+                        .await?
+                }
             }
             let granted = self
                 .inbox
@@ -217,6 +236,7 @@ mod v4 {
                     Ok(RumqttcEvent::Incoming(incoming)) => match incoming {
                         Incoming::ConnAck(c) => Event::ConnAck {
                             session_present: c.session_present,
+                            response_information: None,
                         },
                         Incoming::Publish(p) => Event::Publish(Message {
                             topic: p.topic,
@@ -253,7 +273,10 @@ mod v4 {
 
 mod v5 {
     use super::*;
-    use rumqttc::v5::mqttbytes::v5::{LastWill, Packet, PublishProperties, SubscribeReasonCode};
+    use rumqttc::v5::mqttbytes::v5::{
+        Filter, LastWill, Packet, PublishProperties, RetainForwardRule, SubscribeProperties,
+        SubscribeReasonCode,
+    };
     use rumqttc::v5::{Event as RumqttcEvent, MqttOptions};
 
     pub fn publish_properties(props: &Props) -> PublishProperties {
@@ -262,8 +285,25 @@ mod v5 {
             response_topic: props.response_topic.clone(),
             correlation_data: props.correlation_data.clone().map(Bytes::from),
             content_type: props.content_type.clone(),
+            message_expiry_interval: props.message_expiry,
+            topic_alias: props.topic_alias,
             ..PublishProperties::default()
         }
+    }
+
+    pub fn subscription(filter: &str, options: SubOptions) -> (Filter, SubscribeProperties) {
+        let filter = Filter {
+            path: filter.to_string(),
+            qos: qos5(options.qos),
+            nolocal: options.no_local,
+            preserve_retain: false,
+            retain_forward_rule: RetainForwardRule::OnEverySubscribe,
+        };
+        let properties = SubscribeProperties {
+            id: options.id.map(|id| id as usize),
+            user_properties: Vec::new(),
+        };
+        (filter, properties)
     }
 
     fn props_of(p: Option<PublishProperties>) -> Props {
@@ -273,6 +313,13 @@ mod v5 {
             response_topic: p.response_topic,
             correlation_data: p.correlation_data.map(|b| b.to_vec()),
             content_type: p.content_type,
+            message_expiry: p.message_expiry_interval,
+            topic_alias: p.topic_alias,
+            subscription_ids: p
+                .subscription_identifiers
+                .into_iter()
+                .map(|id| id as u32)
+                .collect(),
         }
     }
 
@@ -284,8 +331,13 @@ mod v5 {
         let mut opts = MqttOptions::new(&options.client_id, addr.ip().to_string(), addr.port());
         opts.set_keep_alive(options.keep_alive)
             .set_clean_start(options.clean)
-            .set_max_packet_size(Some(PACKET_BYTES_MAX as u32))
-            .set_session_expiry_interval(options.session_expiry);
+            .set_max_packet_size(Some(
+                options.packet_bytes_max.unwrap_or(PACKET_BYTES_MAX as u32),
+            ))
+            .set_session_expiry_interval(options.session_expiry)
+            .set_receive_maximum(options.receive_maximum)
+            .set_topic_alias_max(options.topic_alias_max)
+            .set_request_response_info(options.request_response_information.then_some(1));
         if let Some(will) = &options.will {
             opts.set_last_will(LastWill::new(
                 &will.topic,
@@ -300,19 +352,28 @@ mod v5 {
         }
         let (client, mut eventloop) = rumqttc::v5::AsyncClient::new(opts, 64);
         let task = tokio::spawn(async move {
+            let mut aliases = TopicAliases::default();
             loop {
                 let event = match eventloop.poll().await {
                     Ok(RumqttcEvent::Incoming(incoming)) => match incoming {
                         Packet::ConnAck(c) => Event::ConnAck {
                             session_present: c.session_present,
+                            response_information: c.properties.and_then(|p| p.response_information),
                         },
-                        Packet::Publish(p) => Event::Publish(Message {
-                            topic: String::from_utf8_lossy(&p.topic).into_owned(),
-                            payload: p.payload.to_vec(),
-                            qos: p.qos as u8,
-                            retain: p.retain,
-                            props: props_of(p.properties),
-                        }),
+                        Packet::Publish(p) => {
+                            let props = props_of(p.properties);
+                            let topic = String::from_utf8_lossy(&p.topic);
+                            match aliases.resolve(&topic, props.topic_alias) {
+                                Ok(topic) => Event::Publish(Message {
+                                    topic,
+                                    payload: p.payload.to_vec(),
+                                    qos: p.qos as u8,
+                                    retain: p.retain,
+                                    props,
+                                }),
+                                Err(error) => Event::Closed(error.to_string()),
+                            }
+                        }
                         Packet::PubAck(_) => Event::PubAck,
                         Packet::PubComp(_) => Event::PubComp,
                         Packet::SubAck(s) => Event::SubAck {
