@@ -6,12 +6,14 @@
 //! packet in and out goes into the shared trace.
 
 use std::cell::RefCell;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tern::codec::{decode, encode, Ack, Packet, ProtocolVersion, Publish, PACKET_BYTES_MAX};
+use tern::codec::{
+    decode, encode, Ack, ByteStr, Packet, ProtocolVersion, Publish, PACKET_BYTES_MAX,
+};
 use tern::types::{PacketId, QoS};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -43,6 +45,8 @@ struct Connection {
     writer: OwnedWriteHalf,
     buf: BytesMut,
     sent_disconnect: bool,
+    /// Topic aliases the broker set on this connection (MQTT 5).
+    aliases: BTreeMap<u16, String>,
 }
 
 /// What a client keeps for its session across connections (MQTT 4.4): the QoS flows it has
@@ -82,7 +86,10 @@ impl Actor {
                     self.command(command, &mut conn, &mut session).await;
                 }
                 read = read_packet(&mut conn, self.version) => match read {
-                    Some(packet) => {
+                    Some(mut packet) => {
+                        if let (Packet::Publish(p), Some(c)) = (&mut packet, conn.as_mut()) {
+                            p.topic = resolve_alias(&mut c.aliases, p);
+                        }
                         self.record(Event::Received(packet.clone()));
                         if let Some(c) = conn.as_mut() {
                             self.respond(packet, c, &mut session).await;
@@ -119,6 +126,7 @@ impl Actor {
                             writer,
                             buf: BytesMut::new(),
                             sent_disconnect: false,
+                            aliases: BTreeMap::new(),
                         };
                         self.write(&mut c, packet).await;
                         *conn = Some(c);
@@ -227,6 +235,25 @@ impl Actor {
             _ => {}
         }
     }
+}
+
+/// The topic a received PUBLISH is about, as a client library resolves it: its own topic
+/// (which also sets its alias), or the topic its alias was set to on this connection. The
+/// trace records the PUBLISH with this topic (and its alias property); an alias the broker never
+/// set becomes an impossible topic that the delivery checker reports.
+fn resolve_alias(aliases: &mut BTreeMap<u16, String>, p: &Publish) -> ByteStr {
+    let Some(alias) = p.properties.topic_alias() else {
+        return p.topic.clone();
+    };
+    if !p.topic.is_empty() {
+        aliases.insert(alias, p.topic.to_string());
+        return p.topic.clone();
+    }
+    let topic = aliases
+        .get(&alias)
+        .cloned()
+        .unwrap_or_else(|| format!("<unknown topic alias {alias}>"));
+    ByteStr::new(&topic).unwrap_or_default()
 }
 
 /// The next packet on the connection; `None` when it ends (or is not valid MQTT). Pending

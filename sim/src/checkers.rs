@@ -104,22 +104,58 @@ impl Subscriptions {
     }
 
     fn matches(&self, id: &str, topic: &str) -> bool {
-        self.granted
-            .get(id)
-            .is_some_and(|filters| filters.keys().any(|f| filter_matches(f, topic)))
+        self.granted.get(id).is_some_and(|filters| {
+            filters
+                .keys()
+                .any(|f| filter_matches(shared_or_plain(f).1, topic))
+        })
     }
 
-    /// Client ids with a subscription of QoS 1 or more matching `topic`.
+    /// Whether `id` has a non-shared subscription matching `topic`.
+    fn has_plain_match(&self, id: &str, topic: &str) -> bool {
+        self.granted.get(id).is_some_and(|filters| {
+            filters
+                .keys()
+                .any(|f| shared_or_plain(f).0.is_none() && filter_matches(f, topic))
+        })
+    }
+
+    /// Client ids with a non-shared subscription of QoS 1 or more matching `topic`.
     fn at_least_once(&self, topic: &str) -> Vec<String> {
         self.granted
             .iter()
             .filter(|(_, filters)| {
-                filters
-                    .iter()
-                    .any(|(f, qos)| *qos >= 1 && filter_matches(f, topic))
+                filters.iter().any(|(f, qos)| {
+                    *qos >= 1 && shared_or_plain(f).0.is_none() && filter_matches(f, topic)
+                })
             })
             .map(|(id, _)| id.clone())
             .collect()
+    }
+
+    /// For each shared subscription (`$share/{group}/{filter}`) of QoS 1 or more matching
+    /// `topic`, the client ids in it: the message is owed to one of them.
+    fn shared_at_least_once(&self, topic: &str) -> Vec<Vec<String>> {
+        let mut groups: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for (id, filters) in &self.granted {
+            for (f, qos) in filters {
+                if let (Some(_), inner) = shared_or_plain(f) {
+                    if *qos >= 1 && filter_matches(inner, topic) {
+                        groups.entry(f).or_default().push(id.clone());
+                    }
+                }
+            }
+        }
+        groups.into_values().collect()
+    }
+}
+
+/// A `$share/{group}/{filter}` subscription split into (Some(group), filter); any other
+/// filter as (None, filter).
+fn shared_or_plain(filter: &str) -> (Option<&str>, &str) {
+    match tern::topic::parse_shared(filter) {
+        Ok(Some((group, inner))) => (Some(group), inner),
+        _ => (None, filter),
     }
 }
 
@@ -177,7 +213,7 @@ fn qos2_exactly_once(_: &Scenario, trace: &Trace) -> Result<(), (String, usize)>
 
 /// Messages one client published on one topic at QoS 1 or 2 reach each subscriber in the
 /// order they were published (spec: [MQTT-4.6.0-6]), ignoring repeats.
-fn publisher_order(_: &Scenario, trace: &Trace) -> Result<(), (String, usize)> {
+fn publisher_order(scenario: &Scenario, trace: &Trace) -> Result<(), (String, usize)> {
     // (topic, payload) -> (publisher, position in that publisher's sequence on the topic)
     let mut origin: BTreeMap<(String, String), (String, usize)> = BTreeMap::new();
     let mut counts: BTreeMap<(String, String), usize> = BTreeMap::new();
@@ -196,7 +232,10 @@ fn publisher_order(_: &Scenario, trace: &Trace) -> Result<(), (String, usize)> {
     }
     // (subscriber, publisher, topic) -> highest position delivered so far
     let mut last: BTreeMap<(String, String, String), usize> = BTreeMap::new();
+    let mut subs = Subscriptions::new(false);
     for (i, e) in trace.entries.iter().enumerate() {
+        let id = client_id(scenario, &e.host);
+        subs.observe(&id, &e.event);
         if let Event::Delivered {
             topic,
             payload,
@@ -204,7 +243,9 @@ fn publisher_order(_: &Scenario, trace: &Trace) -> Result<(), (String, usize)> {
             retain: false,
         } = &e.event
         {
-            if *qos == 0 {
+            // Order is promised on non-shared subscriptions only (spec: [MQTT-4.6.0-6], v5): a
+            // shared group's messages may move between members.
+            if *qos == 0 || !subs.has_plain_match(&id, topic) {
                 continue;
             }
             let Some((publisher, position)) = origin.get(&(topic.clone(), payload.clone())) else {
@@ -358,6 +399,10 @@ fn will_never_twice(scenario: &Scenario, trace: &Trace) -> Result<(), (String, u
     Ok(())
 }
 
+/// A message the broker accepted: (trace index, topic, payload, client ids owed it, shared
+/// groups each owed it once).
+type Accepted = (usize, String, String, Vec<String>, Vec<Vec<String>>);
+
 /// A QoS 1/2 message the broker acknowledged (PUBACK, PUBREC) reaches every client id that
 /// then held a matching QoS 1/2 subscription, if that session lasts to the end of the run, a
 /// client with that id is connected at the end, and no fault is still active then (the
@@ -371,8 +416,8 @@ fn qos1_at_least_once(scenario: &Scenario, trace: &Trace) -> Result<(), (String,
     let id_of = |host: &str| client_id(scenario, host);
     let mut subs = Subscriptions::new(true);
     let mut in_flight: BTreeMap<(String, u16), (String, String, bool)> = BTreeMap::new();
-    // (entry index, topic, payload, client ids expected to get it)
-    let mut accepted: Vec<(usize, String, String, Vec<String>)> = Vec::new();
+    // (entry index, topic, payload, client ids expected to get it, shared groups each owed it)
+    let mut accepted: Vec<Accepted> = Vec::new();
     let mut crashed_at: Option<usize> = None;
     let mut connected: BTreeSet<String> = BTreeSet::new();
     let mut active_faults: BTreeSet<String> = BTreeSet::new();
@@ -395,7 +440,8 @@ fn qos1_at_least_once(scenario: &Scenario, trace: &Trace) -> Result<(), (String,
                 {
                     if !expires {
                         let ids = subs.at_least_once(&topic);
-                        accepted.push((i, topic, payload, ids));
+                        let groups = subs.shared_at_least_once(&topic);
+                        accepted.push((i, topic, payload, ids, groups));
                     }
                 }
             }
@@ -431,22 +477,41 @@ fn qos1_at_least_once(scenario: &Scenario, trace: &Trace) -> Result<(), (String,
         return Ok(());
     }
     let connected_ids: BTreeSet<String> = connected.iter().map(|h| id_of(h)).collect();
-    for (at, topic, payload, ids) in &accepted {
+    for (at, topic, payload, ids, groups) in &accepted {
         if crashed_at.is_some_and(|c| c > *at) {
             continue;
         }
-        for id in ids {
+        // Could this client id be expected to hold the message at the end of the run?
+        let owed = |id: &String| {
             let reset_later = trace.entries[*at..].iter().any(|e| {
                 id_of(&e.host) == *id
                     && matches!(&e.event, Event::Received(Packet::ConnAck(a)) if !a.session_present)
             });
-            if reset_later || !connected_ids.contains(id) {
-                continue;
-            }
-            let delivered = trace.entries.iter().any(|e| {
+            !reset_later && connected_ids.contains(id)
+        };
+        let delivered_to = |id: &String| {
+            trace.entries.iter().any(|e| {
                 id_of(&e.host) == *id
                     && matches!(&e.event, Event::Delivered { topic: t, payload: p, .. } if t == topic && p == payload)
-            });
+            })
+        };
+        for group in groups {
+            // A shared group owes the message to one member; a group whose members all left
+            // or reset may have lost it with them.
+            if group.iter().all(|id| owed(id)) && !group.iter().any(delivered_to) {
+                return Err((
+                    format!(
+                        "no member of shared group {group:?} got {topic} {payload:?}, accepted by the broker at entry {at}"
+                    ),
+                    *at,
+                ));
+            }
+        }
+        for id in ids {
+            if !owed(id) {
+                continue;
+            }
+            let delivered = delivered_to(id);
             if !delivered {
                 return Err((
                     format!(
@@ -577,6 +642,11 @@ mod tests {
 
     /// s subscribed to t at QoS 1 and p's QoS 1 message to t was acknowledged.
     fn accepted_but(delivered: bool) -> Trace {
+        accepted_on("t", delivered)
+    }
+
+    /// `s` subscribed to `filter` at QoS 1 and p's QoS 1 message to t was acknowledged.
+    fn accepted_on(filter: &'static str, delivered: bool) -> Trace {
         let mut t = Trace::default();
         let at = Duration::ZERO;
         let connack = || {
@@ -589,7 +659,7 @@ mod tests {
         t.push(at, "s", Event::Received(connack()));
         t.push(at, "p", Event::Received(connack()));
         let filters = vec![(
-            ByteStr::from_static("t"),
+            ByteStr::from_static(filter),
             SubscriptionOptions::new(QoS::AtLeastOnce),
         )];
         t.push(
@@ -634,6 +704,16 @@ mod tests {
             );
         }
         t
+    }
+
+    #[test]
+    fn a_shared_group_must_get_an_acknowledged_message_in_any_order() {
+        let shared = "$share/g/t";
+        assert!(qos1_at_least_once(&scenario(), &accepted_on(shared, true)).is_ok());
+        let err = qos1_at_least_once(&scenario(), &accepted_on(shared, false)).unwrap_err();
+        assert!(err.0.contains("shared group"), "{}", err.0);
+        assert!(delivery_matches_subscription(&scenario(), &accepted_on(shared, true)).is_ok());
+        assert!(publisher_order(&scenario(), &accepted_on(shared, true)).is_ok());
     }
 
     #[test]

@@ -135,6 +135,8 @@ pub struct ClientSpec {
     pub password: Option<String>,
     /// MQTT 5 Receive Maximum.
     pub receive_maximum: Option<u16>,
+    /// MQTT 5 Topic Alias Maximum: how many topic aliases the broker may use towards it.
+    pub topic_alias_max: Option<u16>,
     /// Answer QoS 1/2 messages (PUBACK, PUBREC, PUBCOMP). Off: acknowledgements are withheld.
     #[serde(default = "yes")]
     pub auto_ack: bool,
@@ -176,6 +178,8 @@ pub struct PublishSpec {
     pub user_properties: Vec<(String, String)>,
     /// MQTT 5 message expiry interval in seconds.
     pub message_expiry: Option<u32>,
+    /// MQTT 5 Topic Alias: with a topic, sets the alias; with an empty topic, uses it.
+    pub topic_alias: Option<u16>,
     /// How long the step lets a QoS 1/2 flow run before the next step (default 1s; the step
     /// returns earlier when the flow completes).
     pub settle: Option<DurationSpec>,

@@ -64,7 +64,7 @@ pub fn summarize(packet: &Packet) -> String {
             c.session_present
         ),
         Packet::Publish(p) => format!(
-            "PUBLISH {} {:?} qos={}{}{}{}",
+            "PUBLISH {} {:?} qos={}{}{}{}{}",
             p.topic,
             String::from_utf8_lossy(&p.payload),
             p.qos,
@@ -72,7 +72,11 @@ pub fn summarize(packet: &Packet) -> String {
                 .map(|id| format!(" id={id}"))
                 .unwrap_or_default(),
             if p.retain { " retain" } else { "" },
-            if p.dup { " dup" } else { "" }
+            if p.dup { " dup" } else { "" },
+            p.properties
+                .topic_alias()
+                .map(|a| format!(" alias={a}"))
+                .unwrap_or_default()
         ),
         Packet::PubAck(a) => format!("PUBACK id={}", a.packet_id),
         Packet::PubRec(a) => format!("PUBREC id={}", a.packet_id),

@@ -368,6 +368,9 @@ impl Director<'_, '_> {
         if let Some(max) = client.receive_maximum {
             properties.push(Property::ReceiveMaximum(max));
         }
+        if let Some(max) = client.topic_alias_max {
+            properties.push(Property::TopicAliasMaximum(max));
+        }
         let will = match &client.will {
             None => None,
             Some(w) => {
@@ -509,6 +512,9 @@ impl Director<'_, '_> {
                 }
                 if let Some(expiry) = spec.message_expiry {
                     properties.push(Property::MessageExpiryInterval(expiry));
+                }
+                if let Some(alias) = spec.topic_alias {
+                    properties.push(Property::TopicAlias(alias));
                 }
                 let packet = Packet::Publish(Publish {
                     dup: false,
