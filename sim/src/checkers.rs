@@ -498,7 +498,7 @@ fn qos1_at_least_once(scenario: &Scenario, trace: &Trace) -> Result<(), (String,
         for group in groups {
             // A shared group owes the message to one member; a group whose members all left
             // or reset may have lost it with them.
-            if group.iter().all(|id| owed(id)) && !group.iter().any(delivered_to) {
+            if group.iter().all(&owed) && !group.iter().any(delivered_to) {
                 return Err((
                     format!(
                         "no member of shared group {group:?} got {topic} {payload:?}, accepted by the broker at entry {at}"
