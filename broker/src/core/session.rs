@@ -325,10 +325,9 @@ impl Session {
     }
 
     /// Takes out the messages given to this session by a shared subscription that it has not
-    /// acknowledged (PUBLISH sent, no PUBACK or PUBREC yet) or not yet been sent, for the
-    /// groups where `can_move` says another member can have them, with the instant each was
-    /// queued (`now` for those already sent). A QoS 2 message whose PUBREC arrived stays: the
-    /// client has it, and only the release is left.
+    /// been sent yet, or (QoS 1) has not acknowledged, for the groups where `can_move` says
+    /// another member can have them, with the instant each was queued (`now` for those already
+    /// sent). QoS 2 messages already sent stay: the spec has them completed with this member.
     pub fn take_shared(
         &mut self,
         now: Instant,
@@ -336,7 +335,9 @@ impl Session {
     ) -> Vec<SharedHandBack> {
         let mut taken = Vec::new();
         self.inflight.retain(|entry| match &entry.shared {
-            Some((group, message)) if entry.state != Awaiting::PubComp && can_move(*group) => {
+            // A QoS 2 delivery that has begun stays with its member, even if its session
+            // ends (spec: [MQTT-4.8.2-4] [MQTT-4.8.2-5], v5); QoS 1 may be sent again elsewhere.
+            Some((group, message)) if entry.state == Awaiting::PubAck && can_move(*group) => {
                 taken.push(SharedHandBack {
                     group: *group,
                     message: message.clone(),
