@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use thiserror::Error;
 
+use crate::auth::scram::{ITERATIONS_DEFAULT, ITERATIONS_MAX};
 use crate::codec::ByteStr;
 use crate::core;
 use crate::limits::{Limits, QueueOverflow};
@@ -89,6 +90,16 @@ struct AuthSection {
     allow_anonymous: Option<bool>,
     #[serde(default)]
     users: BTreeMap<String, String>,
+    #[serde(default)]
+    scram: ScramSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScramSection {
+    #[serde(default)]
+    users: BTreeMap<String, String>,
+    iterations: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -157,6 +168,17 @@ impl Config {
             config.core.allow_anonymous = allow;
         }
         config.core.users = file.auth.users;
+        config.core.scram.users = file.auth.scram.users;
+        if let Some(iterations) = file.auth.scram.iterations {
+            let range = ITERATIONS_DEFAULT..=ITERATIONS_MAX;
+            if !range.contains(&iterations) {
+                return Err(invalid(
+                    "auth.scram.iterations",
+                    format!("{iterations} is outside {ITERATIONS_DEFAULT}..={ITERATIONS_MAX} (RFC 7677 asks for at least 4096)"),
+                ));
+            }
+            config.core.scram.iterations = iterations;
+        }
         let l = file.limits;
         let limits = &mut config.core.limits;
         macro_rules! set {
@@ -376,6 +398,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("features.server_moved"), "{err}");
+    }
+
+    #[test]
+    fn scram_users_are_read_and_iterations_checked() {
+        let config = parse("[auth.scram]\nusers = { bob = \"pw\" }\niterations = 10000\n").unwrap();
+        assert_eq!(config.core.scram.users["bob"], "pw");
+        assert_eq!(config.core.scram.iterations, 10000);
+        let err = parse("[auth.scram]\niterations = 10\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("auth.scram.iterations"), "{err}");
     }
 
     #[test]

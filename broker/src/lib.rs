@@ -9,6 +9,7 @@
 //! - [`net`]: the tokio driver, generic over the listener.
 //! - [`config`]: the TOML configuration file.
 
+pub mod auth;
 pub mod codec;
 pub mod config;
 pub mod core;

@@ -29,12 +29,37 @@ pub struct Env {
     pub auth_broker: SocketAddr,
 }
 
+/// The SCRAM-SHA-256 user of the auth broker (alongside the password user "alice").
+pub const SCRAM_USER: (&str, &str) = ("carol", "scram-secret");
+
+/// Which client kinds a case runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Only {
+    All,
+    /// MQTT 5 clients: the feature does not exist in 3.1.1.
+    V5,
+    /// The raw MQTT 5 client: neither rumqttc 0.25 nor paho-mqtt 0.14 lets an application
+    /// take part in an AUTH exchange.
+    RawV5,
+}
+
+impl Only {
+    /// `None` if the case runs on `kind`, else why not (as the table shows it).
+    pub fn skip(self, kind: Kind) -> Option<&'static str> {
+        match self {
+            Only::All => None,
+            _ if !kind.is_v5() => Some("n/a (3.1.1)"),
+            Only::RawV5 if kind.library != Library::Raw => Some("n/a (no AUTH API)"),
+            _ => None,
+        }
+    }
+}
+
 pub struct Case {
     pub name: &'static str,
     /// The spec statements the case checks (with the version it covers).
     pub spec: &'static str,
-    /// MQTT 5 only.
-    pub v5_only: bool,
+    pub only: Only,
     pub run: fn(Env, Kind) -> BoxFuture<'static, anyhow::Result<()>>,
 }
 
@@ -42,116 +67,122 @@ pub const CASES: &[Case] = &[
     Case {
         name: "wildcard subscription (walkthrough 1)",
         spec: "[MQTT-3.3.2-3] [MQTT-4.7.1-3]",
-        v5_only: false,
+        only: Only::All,
         run: |e, k| Box::pin(wildcards(e, k)),
     },
     Case {
         name: "retained message (walkthrough 2)",
         spec: "[MQTT-3.3.1-5] [MQTT-3.3.1-6] [MQTT-3.3.1-10]",
-        v5_only: false,
+        only: Only::All,
         run: |e, k| Box::pin(retained(e, k)),
     },
     Case {
         name: "offline queue (walkthrough 3)",
         spec: "[MQTT-3.1.2-4] [MQTT-3.1.2-5] [MQTT-3.2.2-2]",
-        v5_only: false,
+        only: Only::All,
         run: |e, k| Box::pin(offline_queue(e, k)),
     },
     Case {
         name: "will on network loss (walkthrough 4)",
         spec: "[MQTT-3.1.2-8] [MQTT-3.1.2-17] [MQTT-3.1.2-24]",
-        v5_only: false,
+        only: Only::All,
         run: |e, k| Box::pin(will_on_network_loss(e, k)),
     },
     Case {
         name: "QoS 0/1/2 round trips, 0 B to 1 MiB",
         spec: "[MQTT-4.3.1-1] [MQTT-4.3.2-1] [MQTT-4.3.3-1]",
-        v5_only: false,
+        only: Only::All,
         run: |e, k| Box::pin(round_trips(e, k)),
     },
     Case {
         name: "in-flight QoS 1/2 resumed after network loss",
         spec: "[MQTT-4.4.0-1] [MQTT-4.3.3-2]",
-        v5_only: false,
+        only: Only::All,
         run: |e, k| Box::pin(inflight_resumed(e, k)),
     },
     Case {
         name: "keep alive",
         spec: "[MQTT-3.1.2-23] [MQTT-3.1.2-24]",
-        v5_only: false,
+        only: Only::All,
         run: |e, k| Box::pin(keep_alive(e, k)),
     },
     Case {
         name: "session takeover",
         spec: "[MQTT-3.1.4-2]",
-        v5_only: false,
+        only: Only::All,
         run: |e, k| Box::pin(takeover(e, k)),
     },
     Case {
         name: "unsubscribe",
         spec: "[MQTT-3.10.4-2] [MQTT-3.10.4-4]",
-        v5_only: false,
+        only: Only::All,
         run: |e, k| Box::pin(unsubscribe(e, k)),
     },
     Case {
         name: "refused CONNECT",
         spec: "[MQTT-3.2.2-4] [MQTT-3.2.2-5] [MQTT-3.1.2-2]",
-        v5_only: false,
+        only: Only::All,
         run: |e, k| Box::pin(refused_connect(e, k)),
     },
     Case {
         name: "v5 properties end to end",
         spec: "[MQTT-3.3.2-15] [MQTT-3.3.2-16] [MQTT-3.3.2-17] [MQTT-3.3.2-18] [MQTT-3.3.2-20]",
-        v5_only: true,
+        only: Only::V5,
         run: |e, k| Box::pin(v5_properties(e, k)),
     },
     Case {
         name: "shared subscription: each message to one member, in turn",
         spec: "[MQTT-4.8.2-1] [MQTT-4.8.2-2]",
-        v5_only: false,
+        only: Only::All,
         run: |e, k| Box::pin(shared_subscription(e, k)),
     },
     Case {
         name: "v5 topic aliases, both directions",
         spec: "[MQTT-3.3.2-12] [MQTT-3.1.2-26] [MQTT-3.3.2-11]",
-        v5_only: true,
+        only: Only::V5,
         run: |e, k| Box::pin(v5_topic_aliases(e, k)),
     },
     Case {
         name: "v5 flow control: Receive Maximum 1, 30 QoS 1 messages",
         spec: "[MQTT-3.3.4-9]",
-        v5_only: true,
+        only: Only::V5,
         run: |e, k| Box::pin(v5_receive_maximum(e, k)),
     },
     Case {
         name: "v5 subscription identifiers",
         spec: "[MQTT-3.3.4-3] [MQTT-3.3.4-4]",
-        v5_only: true,
+        only: Only::V5,
         run: |e, k| Box::pin(v5_subscription_ids(e, k)),
     },
     Case {
         name: "v5 no local",
         spec: "[MQTT-3.8.3-3]",
-        v5_only: true,
+        only: Only::V5,
         run: |e, k| Box::pin(v5_no_local(e, k)),
     },
     Case {
         name: "v5 client Maximum Packet Size",
         spec: "[MQTT-3.1.2-24] [MQTT-3.1.2-25]",
-        v5_only: true,
+        only: Only::V5,
         run: |e, k| Box::pin(v5_maximum_packet_size(e, k)),
     },
     Case {
         name: "v5 message expiry in the offline queue",
         spec: "[MQTT-3.3.2-5] [MQTT-3.3.2-6]",
-        v5_only: true,
+        only: Only::V5,
         run: |e, k| Box::pin(v5_message_expiry(e, k)),
     },
     Case {
         name: "v5 request response information",
         spec: "[MQTT-3.1.2-28]",
-        v5_only: true,
+        only: Only::V5,
         run: |e, k| Box::pin(v5_response_information(e, k)),
+    },
+    Case {
+        name: "v5 enhanced authentication: SCRAM-SHA-256 and re-authentication",
+        spec: "[MQTT-4.12.0-2] [MQTT-4.12.0-4] [MQTT-4.12.0-5]",
+        only: Only::RawV5,
+        run: |e, k| Box::pin(v5_scram(e, k)),
     },
 ];
 
@@ -658,4 +689,126 @@ async fn v5_response_information(env: Env, kind: Kind) -> anyhow::Result<()> {
     );
     asking.disconnect().await?;
     quiet.disconnect().await
+}
+
+/// CONNECT with SCRAM-SHA-256 through to CONNACK; returns the client and the CONNACK.
+async fn scram_connect(
+    env: Env,
+    client_id: &str,
+    password: &str,
+) -> anyhow::Result<(RawClient, tern::codec::ConnAck)> {
+    use tern::auth::scram::{ScramClient, METHOD};
+    use tern::codec::{Packet, Property, ProtocolVersion, ReasonCode};
+    let mut scram = ScramClient::new(SCRAM_USER.0, password, "conformance-nonce");
+    let mut connect = crate::raw::connect_packet(ProtocolVersion::V5, client_id, true);
+    connect
+        .properties
+        .push(Property::AuthenticationMethod(crate::raw::s(METHOD)));
+    connect
+        .properties
+        .push(Property::AuthenticationData(scram.client_first().into()));
+    let mut client = RawClient::try_open(env.auth_broker, ProtocolVersion::V5).await?;
+    client.try_send(Packet::Connect(Box::new(connect))).await?;
+    let server_first = match client.recv_within(PATIENCE).await {
+        Ok(Some(Packet::Auth(a))) if a.reason_code == ReasonCode::ContinueAuthentication => a
+            .properties
+            .authentication_data()
+            .cloned()
+            .unwrap_or_default(),
+        other => bail!("expected AUTH 0x18, got {other:?}"),
+    };
+    let last = scram
+        .client_final(&server_first)
+        .map_err(anyhow::Error::msg)?;
+    client
+        .try_send(scram_auth(ReasonCode::ContinueAuthentication, last))
+        .await?;
+    match client.recv_within(PATIENCE).await {
+        Ok(Some(Packet::ConnAck(ack))) => {
+            if ack.reason_code == ReasonCode::Success {
+                let proof = ack
+                    .properties
+                    .authentication_data()
+                    .cloned()
+                    .unwrap_or_default();
+                ensure!(
+                    scram.verify_server(&proof),
+                    "the server's SCRAM proof is wrong"
+                );
+            }
+            Ok((client, ack))
+        }
+        other => bail!("expected CONNACK, got {other:?}"),
+    }
+}
+
+/// An AUTH packet of the SCRAM-SHA-256 method.
+fn scram_auth(reason_code: tern::codec::ReasonCode, data: Vec<u8>) -> tern::codec::Packet {
+    use tern::codec::{Auth, Packet, Properties, Property};
+    let mut properties = Properties::new();
+    properties.push(Property::AuthenticationMethod(crate::raw::s(
+        tern::auth::scram::METHOD,
+    )));
+    properties.push(Property::AuthenticationData(data.into()));
+    Packet::Auth(Auth {
+        reason_code,
+        properties,
+    })
+}
+
+async fn v5_scram(env: Env, kind: Kind) -> anyhow::Result<()> {
+    use tern::auth::scram::ScramClient;
+    use tern::codec::{Packet, ReasonCode};
+    let (mut client, ack) = scram_connect(env, &id(kind, "scram"), SCRAM_USER.1).await?;
+    ensure!(ack.reason_code == ReasonCode::Success, "refused: {ack:?}");
+    client
+        .subscribe(&topic(kind, "scram"), tern::types::QoS::AtMostOnce)
+        .await;
+    // Re-authentication on the same connection: AUTH 0x19, 0x18 both ways, AUTH 0x00.
+    let mut again = ScramClient::new(SCRAM_USER.0, SCRAM_USER.1, "second-nonce");
+    client
+        .try_send(scram_auth(ReasonCode::ReAuthenticate, again.client_first()))
+        .await?;
+    let server_first = match client.recv_within(PATIENCE).await {
+        Ok(Some(Packet::Auth(a))) if a.reason_code == ReasonCode::ContinueAuthentication => a
+            .properties
+            .authentication_data()
+            .cloned()
+            .unwrap_or_default(),
+        other => bail!("re-authentication: expected AUTH 0x18, got {other:?}"),
+    };
+    let last = again
+        .client_final(&server_first)
+        .map_err(anyhow::Error::msg)?;
+    client
+        .try_send(scram_auth(ReasonCode::ContinueAuthentication, last))
+        .await?;
+    match client.recv_within(PATIENCE).await {
+        Ok(Some(Packet::Auth(a))) if a.reason_code == ReasonCode::Success => {
+            let proof = a
+                .properties
+                .authentication_data()
+                .cloned()
+                .unwrap_or_default();
+            ensure!(
+                again.verify_server(&proof),
+                "re-authentication: server proof wrong"
+            );
+        }
+        other => bail!("re-authentication: expected AUTH 0x00, got {other:?}"),
+    }
+    let (mut refused, ack) = scram_connect(env, &id(kind, "scram-bad"), "guess").await?;
+    ensure!(
+        ack.reason_code == ReasonCode::NotAuthorized,
+        "wrong password: {:?}",
+        ack.reason_code
+    );
+    ensure!(
+        matches!(refused.recv_within(PATIENCE).await, Ok(None)),
+        "closed after the refusal"
+    );
+    client
+        .try_send(Packet::Disconnect(tern::codec::Disconnect::normal()))
+        .await?;
+    Ok(())
 }

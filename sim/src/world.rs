@@ -12,6 +12,7 @@ use std::rc::Rc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use tern::auth::SeededEntropy;
 use tern::codec::*;
 use tern::net::Server;
 use tern::types::{PacketId, QoS};
@@ -81,11 +82,15 @@ pub fn run(scenario: &Scenario, options: &Options) -> Outcome {
     let mut sim = builder.build();
 
     let config = broker_config(&scenario.broker);
+    let seed = options.seed;
     sim.host("broker", move || {
         let config = config.clone();
         async move {
             let listener = turmoil::net::TcpListener::bind(("0.0.0.0", BROKER_PORT)).await?;
-            let _server = Server::start(vec![TurmoilListener(listener)], config)?;
+            // Nonces from the run's seed, so an authentication exchange replays too.
+            let entropy = Box::new(SeededEntropy::new(seed));
+            let listeners = vec![TurmoilListener(listener)];
+            let _server = Server::start_with_entropy(listeners, config, entropy)?;
             std::future::pending::<()>().await;
             Ok(())
         }

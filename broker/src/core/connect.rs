@@ -29,6 +29,23 @@ impl Broker {
             self.refuse(conn, reason, why);
             return;
         }
+        if let Some(method) = connect.properties.authentication_method().cloned() {
+            self.begin_connect_auth(conn, connect, method, now);
+            return;
+        }
+        self.accept_connect(conn, connect, Properties::new(), now);
+    }
+
+    /// Applies a CONNECT that passed every check (and its authentication, whose closing
+    /// properties are `auth_properties`): session, CONNACK, resumed messages.
+    pub(super) fn accept_connect(
+        &mut self,
+        conn: ConnId,
+        connect: Connect,
+        auth_properties: Properties,
+        now: Instant,
+    ) {
+        let version = connect.protocol;
         let v5 = version.is_v5();
         let mut connack_properties = Properties::new();
 
@@ -168,12 +185,16 @@ impl Broker {
             ));
         }
 
+        // spec: [MQTT-4.12.0-5] (v5): the method (and the final data) in the CONNACK.
+        connack_properties.0.extend(auth_properties.0);
+
         let Some(connection) = self.conns.get_mut(&conn) else {
             return;
         };
         connection.state = ConnState::Active {
             session: session_id,
         };
+        connection.auth_method = connect.properties.authentication_method().cloned();
         connection.client_id = client_id.clone();
         connection.keep_alive = Duration::from_secs(u64::from(keep_alive));
         connection.will = connect.will;
@@ -241,11 +262,18 @@ impl Broker {
                 ));
             }
         }
-        if connect.properties.authentication_method().is_some() {
-            return Err((
-                ReasonCode::BadAuthenticationMethod,
-                "no enhanced authentication method is configured",
-            ));
+        if let Some(method) = connect.properties.authentication_method() {
+            if !self
+                .authenticators
+                .iter()
+                .any(|a| a.method() == method.as_str())
+            {
+                // spec: [MQTT-4.12.0-1] (v5)
+                return Err((
+                    ReasonCode::BadAuthenticationMethod,
+                    "authentication method not supported",
+                ));
+            }
         }
         let id = &connect.client_id;
         if id.is_empty() {
@@ -271,7 +299,9 @@ impl Broker {
                 "client id is too long",
             ));
         }
-        if !self.config.allow_anonymous {
+        // With enhanced authentication the method decides who the client is.
+        let enhanced = connect.properties.authentication_method().is_some();
+        if !self.config.allow_anonymous && !enhanced {
             let Some(user) = &connect.username else {
                 return Err((ReasonCode::NotAuthorized, "anonymous access is disabled"));
             };

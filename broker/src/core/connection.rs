@@ -5,14 +5,30 @@ use std::time::Duration;
 
 use super::time::Instant;
 use super::SessionId;
-use crate::codec::{ByteStr, ProtocolVersion, Will};
+use crate::auth::AuthExchange;
+use crate::codec::{ByteStr, Connect, ProtocolVersion, Will};
 
 #[derive(Debug)]
 pub enum ConnState {
     /// Opened; CONNECT must arrive before `deadline`.
     AwaitingConnect { deadline: Instant },
+    /// CONNECT asked for enhanced authentication and the exchange is under way; it must end
+    /// before the same `deadline`. The CONNECT is applied when it succeeds.
+    Authenticating {
+        deadline: Instant,
+        connect: Box<Connect>,
+    },
     /// CONNACK sent; the connection serves `session`.
     Active { session: SessionId },
+}
+
+/// An enhanced-authentication exchange in progress (at CONNECT or re-authentication).
+pub struct PendingAuth(pub Box<dyn AuthExchange>);
+
+impl std::fmt::Debug for PendingAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PendingAuth")
+    }
 }
 
 #[derive(Debug)]
@@ -33,6 +49,10 @@ pub struct Connection {
     pub problem_information: bool,
     /// The client's Maximum Packet Size (v5).
     pub packet_bytes_max: Option<u32>,
+    /// The Authentication Method from CONNECT (v5): every AUTH must name the same one.
+    pub auth_method: Option<ByteStr>,
+    /// The exchange under way, if any.
+    pub auth: Option<PendingAuth>,
 }
 
 impl Connection {
@@ -50,13 +70,15 @@ impl Connection {
             connect_expiry_was_zero: true,
             problem_information: true,
             packet_bytes_max: None,
+            auth_method: None,
+            auth: None,
         }
     }
 
     pub fn session(&self) -> Option<SessionId> {
         match self.state {
             ConnState::Active { session } => Some(session),
-            ConnState::AwaitingConnect { .. } => None,
+            ConnState::AwaitingConnect { .. } | ConnState::Authenticating { .. } => None,
         }
     }
 

@@ -12,6 +12,7 @@
 //! `publish.rs` (QoS flows and routing), `subscribe.rs` (SUBSCRIBE, UNSUBSCRIBE).
 
 mod alias;
+mod auth;
 mod connect;
 mod connection;
 mod message;
@@ -32,6 +33,8 @@ pub use outbox::Output;
 pub use stats::Stats;
 pub use time::Instant;
 
+use crate::auth::scram::ScramSha256;
+use crate::auth::{Authenticator, Entropy, SeededEntropy};
 use crate::codec::{
     encoded_len, ByteStr, DecodeError, Disconnect, Packet, Properties, Property, ProtocolVersion,
     ReasonCode,
@@ -60,6 +63,26 @@ pub struct Config {
     /// User name to password.
     pub users: BTreeMap<String, String>,
     pub features: Features,
+    /// Users of the SCRAM-SHA-256 enhanced authentication method (MQTT 5).
+    pub scram: ScramConfig,
+}
+
+/// SCRAM-SHA-256 users; none: the method is not offered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScramConfig {
+    /// User name to password (stored only as salted keys once the broker starts).
+    pub users: BTreeMap<String, String>,
+    /// PBKDF2 iterations for the salted passwords.
+    pub iterations: u32,
+}
+
+impl Default for ScramConfig {
+    fn default() -> ScramConfig {
+        ScramConfig {
+            users: BTreeMap::new(),
+            iterations: crate::auth::scram::ITERATIONS_DEFAULT,
+        }
+    }
 }
 
 impl Default for Config {
@@ -69,6 +92,7 @@ impl Default for Config {
             allow_anonymous: true,
             users: BTreeMap::new(),
             features: Features::default(),
+            scram: ScramConfig::default(),
         }
     }
 }
@@ -119,6 +143,9 @@ enum Timer {
 
 pub struct Broker {
     config: Config,
+    /// Enhanced authentication methods, by method name.
+    authenticators: Vec<Box<dyn Authenticator>>,
+    entropy: Box<dyn Entropy>,
     conns: BTreeMap<ConnId, Connection>,
     sessions: BTreeMap<SessionId, Session>,
     by_client_id: BTreeMap<ByteStr, SessionId>,
@@ -133,9 +160,27 @@ pub struct Broker {
 }
 
 impl Broker {
+    /// A broker whose entropy is a fixed seed: for tests and benches. The driver uses
+    /// [`Broker::with_entropy`] with the OS (or, in simulation, the scenario's seed).
     pub fn new(config: Config) -> Broker {
+        Broker::with_entropy(config, Box::new(SeededEntropy::new(0)))
+    }
+
+    /// A broker that draws nonces and salts from `entropy`. The SCRAM-SHA-256 method is set up
+    /// when the config has SCRAM users.
+    pub fn with_entropy(config: Config, mut entropy: Box<dyn Entropy>) -> Broker {
+        let mut authenticators: Vec<Box<dyn Authenticator>> = Vec::new();
+        if !config.scram.users.is_empty() {
+            authenticators.push(Box::new(ScramSha256::from_passwords(
+                &config.scram.users,
+                config.scram.iterations,
+                &mut *entropy,
+            )));
+        }
         Broker {
             config,
+            authenticators,
+            entropy,
             conns: BTreeMap::new(),
             sessions: BTreeMap::new(),
             by_client_id: BTreeMap::new(),
@@ -148,6 +193,13 @@ impl Broker {
             next_session_id: 0,
             next_assigned_client_id: 0,
         }
+    }
+
+    /// Adds an enhanced authentication method; one with the same name is replaced.
+    pub fn add_authenticator(&mut self, authenticator: Box<dyn Authenticator>) {
+        self.authenticators
+            .retain(|a| a.method() != authenticator.method());
+        self.authenticators.push(authenticator);
     }
 
     pub fn limits(&self) -> &Limits {
@@ -189,6 +241,19 @@ impl Broker {
         };
         connection.last_activity = now;
         match connection.session() {
+            None if matches!(connection.state, ConnState::Authenticating { .. }) => match packet {
+                Packet::Auth(auth) => self.handle_auth(conn, auth, now),
+                Packet::Disconnect(_) => {
+                    // The client gave up before it was authenticated.
+                    self.conns.remove(&conn);
+                    self.out.close(conn);
+                }
+                other => {
+                    // spec: [MQTT-3.1.2-30] (v5): only AUTH or DISCONNECT until CONNACK.
+                    let why = format!("{} during enhanced authentication", other.packet_type());
+                    self.refuse(conn, ReasonCode::ProtocolError, &why);
+                }
+            },
             None => match packet {
                 Packet::Connect(connect) => self.handle_connect(conn, *connect, now),
                 other => {
@@ -330,17 +395,7 @@ impl Broker {
                     now,
                 );
             }
-            Packet::Auth(_) => {
-                // No enhanced authentication was started (CONNECT had no method), so AUTH is
-                // a protocol error.
-                self.close(
-                    conn,
-                    Some(ReasonCode::ProtocolError),
-                    "AUTH without an authentication method",
-                    true,
-                    now,
-                );
-            }
+            Packet::Auth(auth) => self.handle_auth(conn, auth, now),
             other @ (Packet::ConnAck(_)
             | Packet::SubAck(_)
             | Packet::UnsubAck(_)

@@ -20,6 +20,8 @@ pub struct Stats {
     /// Retained messages not stored because the store was full.
     pub retained_refused: u64,
     pub wills_published: u64,
+    /// Enhanced authentications (at CONNECT or re-authentication) that failed.
+    pub authentications_failed: u64,
     /// Shared-subscription messages moved from a member that went away to another member.
     pub shared_handed_back: u64,
 }

@@ -2183,3 +2183,278 @@ fn v5_server_reference_redirects_when_full_moved_or_shutting_down() {
     let (_, ack) = h.connect(connect(V3, "b", true));
     assert_eq!(ack.reason_code, ReasonCode::Success);
 }
+
+// --- enhanced authentication (SCRAM-SHA-256) --------------------------------------------------
+
+use crate::auth::scram::{ScramClient, METHOD};
+
+fn scram_harness() -> Harness {
+    let mut config = Config {
+        allow_anonymous: false,
+        ..Config::default()
+    };
+    config.scram.users.insert("alice".into(), "secret".into());
+    config.scram.iterations = 64;
+    Harness::with(config)
+}
+
+fn scram_connect(id: &str, client: &ScramClient) -> Connect {
+    let mut c = connect(V5, id, true);
+    c.properties.push(Property::AuthenticationMethod(s(METHOD)));
+    c.properties.push(Property::AuthenticationData(Bytes::from(
+        client.client_first(),
+    )));
+    c
+}
+
+fn auth(reason_code: ReasonCode, method: &str, data: Option<Vec<u8>>) -> Packet {
+    let mut properties = Properties::new();
+    properties.push(Property::AuthenticationMethod(s(method)));
+    if let Some(data) = data {
+        properties.push(Property::AuthenticationData(Bytes::from(data)));
+    }
+    Packet::Auth(Auth {
+        reason_code,
+        properties,
+    })
+}
+
+/// Runs the client side of one exchange step: expects AUTH 0x18 with the method and returns
+/// its data.
+fn server_continue(packets: &[Packet]) -> Vec<u8> {
+    match packets {
+        [Packet::Auth(a)] => {
+            assert_eq!(a.reason_code, ReasonCode::ContinueAuthentication);
+            assert_eq!(
+                a.properties.authentication_method().map(|m| m.as_str()),
+                Some(METHOD)
+            );
+            a.properties.authentication_data().unwrap().to_vec()
+        }
+        other => panic!("expected AUTH 0x18, got {other:?}"),
+    }
+}
+
+// spec: [MQTT-4.12.0-2] [MQTT-4.12.0-5] [MQTT-3.2.0-1] (v5)
+#[test]
+fn v5_scram_exchange_at_connect() {
+    let mut h = scram_harness();
+    let mut client = ScramClient::new("alice", "secret", "nonce-1");
+    let conn = h.open();
+    h.send(
+        conn,
+        Packet::Connect(Box::new(scram_connect("dev", &client))),
+    );
+    let server_first = server_continue(&h.take(conn));
+    let client_final = client.client_final(&server_first).unwrap();
+    h.send(
+        conn,
+        auth(
+            ReasonCode::ContinueAuthentication,
+            METHOD,
+            Some(client_final),
+        ),
+    );
+    match &h.take(conn)[..] {
+        [Packet::ConnAck(ack)] => {
+            assert_eq!(ack.reason_code, ReasonCode::Success);
+            assert_eq!(
+                ack.properties.authentication_method().map(|m| m.as_str()),
+                Some(METHOD)
+            );
+            assert!(client.verify_server(ack.properties.authentication_data().unwrap()));
+        }
+        other => panic!("{other:?}"),
+    }
+    // Authenticated without a user name and password although anonymous access is off.
+    h.send(conn, subscribe(1, "t", QoS::AtMostOnce));
+    assert!(matches!(&h.take(conn)[..], [Packet::SubAck(_)]));
+    assert!(!h.is_closed(conn));
+}
+
+// spec: [MQTT-4.12.0-4] (v5)
+#[test]
+fn v5_scram_wrong_password_is_refused_and_closed() {
+    let mut h = scram_harness();
+    let mut client = ScramClient::new("alice", "guess", "nonce-2");
+    let conn = h.open();
+    h.send(
+        conn,
+        Packet::Connect(Box::new(scram_connect("dev", &client))),
+    );
+    let server_first = server_continue(&h.take(conn));
+    let client_final = client.client_final(&server_first).unwrap();
+    h.send(
+        conn,
+        auth(
+            ReasonCode::ContinueAuthentication,
+            METHOD,
+            Some(client_final),
+        ),
+    );
+    assert!(
+        matches!(&h.take(conn)[..], [Packet::ConnAck(a)] if a.reason_code == ReasonCode::NotAuthorized)
+    );
+    assert!(h.is_closed(conn));
+    assert_eq!(h.broker.stats().authentications_failed, 1);
+    assert_eq!(h.broker.session_count(), 0);
+}
+
+// spec: [MQTT-4.12.0-1] (v5)
+#[test]
+fn v5_unknown_authentication_method_is_refused() {
+    let mut h = scram_harness();
+    let mut c = connect(V5, "dev", true);
+    c.properties
+        .push(Property::AuthenticationMethod(s("KERBEROS")));
+    let (conn, ack) = h.connect(c);
+    assert_eq!(ack.reason_code, ReasonCode::BadAuthenticationMethod);
+    assert!(h.is_closed(conn));
+}
+
+// spec: [MQTT-3.1.2-30] [MQTT-4.12.0-5] (v5)
+#[test]
+fn v5_only_auth_with_the_same_method_during_the_exchange() {
+    let client = ScramClient::new("alice", "secret", "n");
+    // Another packet before CONNACK.
+    let mut h = scram_harness();
+    let conn = h.open();
+    h.send(conn, Packet::Connect(Box::new(scram_connect("a", &client))));
+    h.take(conn);
+    h.send(conn, publish("t", "early", QoS::AtMostOnce, 0));
+    assert!(
+        matches!(&h.take(conn)[..], [Packet::ConnAck(a)] if a.reason_code == ReasonCode::ProtocolError)
+    );
+    assert!(h.is_closed(conn));
+    // AUTH naming another method.
+    let conn = h.open();
+    h.send(conn, Packet::Connect(Box::new(scram_connect("b", &client))));
+    h.take(conn);
+    h.send(
+        conn,
+        auth(ReasonCode::ContinueAuthentication, "PLAIN", Some(vec![1])),
+    );
+    assert!(
+        matches!(&h.take(conn)[..], [Packet::ConnAck(a)] if a.reason_code == ReasonCode::ProtocolError)
+    );
+    // The client gives up with DISCONNECT: closed, nothing sent.
+    let conn = h.open();
+    h.send(conn, Packet::Connect(Box::new(scram_connect("c", &client))));
+    h.take(conn);
+    h.send(conn, Packet::Disconnect(Disconnect::normal()));
+    assert!(h.take(conn).is_empty());
+    assert!(h.is_closed(conn));
+    assert_eq!(h.broker.connection_count(), 0);
+}
+
+#[test]
+fn v5_authentication_must_finish_within_the_connect_timeout() {
+    let mut h = scram_harness();
+    let client = ScramClient::new("alice", "secret", "n");
+    let conn = h.open();
+    h.send(
+        conn,
+        Packet::Connect(Box::new(scram_connect("slow", &client))),
+    );
+    h.take(conn);
+    h.advance(Limits::default().connect_timeout + secs(1));
+    assert!(h.is_closed(conn));
+}
+
+// spec: [MQTT-4.12.1-2] (v5)
+#[test]
+fn v5_reauthentication_succeeds_or_disconnects() {
+    let mut h = scram_harness();
+    let mut first = ScramClient::new("alice", "secret", "n1");
+    let conn = h.open();
+    h.send(
+        conn,
+        Packet::Connect(Box::new(scram_connect("dev", &first))),
+    );
+    let server_first = server_continue(&h.take(conn));
+    let last = first.client_final(&server_first).unwrap();
+    h.send(
+        conn,
+        auth(ReasonCode::ContinueAuthentication, METHOD, Some(last)),
+    );
+    h.take(conn);
+
+    // Re-authentication: AUTH 0x19, AUTH 0x18 both ways, AUTH 0x00 with the server's proof.
+    let mut again = ScramClient::new("alice", "secret", "n2");
+    h.send(
+        conn,
+        auth(
+            ReasonCode::ReAuthenticate,
+            METHOD,
+            Some(again.client_first()),
+        ),
+    );
+    let server_first = server_continue(&h.take(conn));
+    let last = again.client_final(&server_first).unwrap();
+    h.send(
+        conn,
+        auth(ReasonCode::ContinueAuthentication, METHOD, Some(last)),
+    );
+    match &h.take(conn)[..] {
+        [Packet::Auth(a)] => {
+            assert_eq!(a.reason_code, ReasonCode::Success);
+            assert!(again.verify_server(a.properties.authentication_data().unwrap()));
+        }
+        other => panic!("{other:?}"),
+    }
+    h.send(conn, Packet::PingReq);
+    assert!(matches!(&h.take(conn)[..], [Packet::PingResp]));
+
+    // Another method: protocol error.
+    h.send(conn, auth(ReasonCode::ReAuthenticate, "PLAIN", None));
+    assert!(
+        matches!(&h.take(conn)[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::ProtocolError)
+    );
+
+    // A failed re-authentication ends the connection with 0x87.
+    let mut h = scram_harness();
+    let mut ok = ScramClient::new("alice", "secret", "n3");
+    let conn = h.open();
+    h.send(conn, Packet::Connect(Box::new(scram_connect("dev", &ok))));
+    let server_first = server_continue(&h.take(conn));
+    let last = ok.client_final(&server_first).unwrap();
+    h.send(
+        conn,
+        auth(ReasonCode::ContinueAuthentication, METHOD, Some(last)),
+    );
+    h.take(conn);
+    let mut bad = ScramClient::new("alice", "wrong", "n4");
+    h.send(
+        conn,
+        auth(ReasonCode::ReAuthenticate, METHOD, Some(bad.client_first())),
+    );
+    let server_first = server_continue(&h.take(conn));
+    let last = bad.client_final(&server_first).unwrap();
+    h.send(
+        conn,
+        auth(ReasonCode::ContinueAuthentication, METHOD, Some(last)),
+    );
+    assert!(
+        matches!(&h.take(conn)[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::NotAuthorized)
+    );
+    assert!(h.is_closed(conn));
+}
+
+// spec: [MQTT-4.12.0-6] (v5)
+#[test]
+fn v5_without_a_method_there_is_no_auth_exchange() {
+    let mut h = scram_harness();
+    let mut c = connect(V5, "plain", true);
+    c.username = Some(s("alice"));
+    c.password = None;
+    let (_, ack) = h.connect(c);
+    assert_eq!(ack.reason_code, ReasonCode::BadUserNameOrPassword);
+    assert!(ack.properties.authentication_method().is_none());
+    let mut h = Harness::new();
+    let (conn, ack) = h.connect(connect(V5, "plain", true));
+    assert!(ack.properties.authentication_method().is_none());
+    h.send(conn, auth(ReasonCode::ReAuthenticate, METHOD, None));
+    assert!(
+        matches!(&h.take(conn)[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::ProtocolError)
+    );
+}

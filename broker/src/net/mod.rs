@@ -21,6 +21,7 @@ use tracing::Instrument;
 pub use connection::WRITE_STALL_TIMEOUT;
 pub use listener::Listener;
 
+use crate::auth::Entropy;
 use crate::codec::{DecodeError, Packet};
 use crate::core::{self, Broker, Stats};
 use crate::types::ConnId;
@@ -59,6 +60,17 @@ pub(crate) struct Shared {
     next_conn: AtomicU64,
 }
 
+/// Unpredictable bytes from the operating system.
+struct OsEntropy;
+
+impl Entropy for OsEntropy {
+    fn fill(&mut self, buf: &mut [u8]) {
+        // Without OS randomness no nonce can be trusted; there is nothing sensible to fall
+        // back to.
+        getrandom::fill(buf).expect("the operating system provides random bytes");
+    }
+}
+
 /// Decrements the open-connection count when a connection task ends, however it ends.
 struct OpenConnection(Arc<Shared>);
 
@@ -81,6 +93,16 @@ impl Server {
     /// Starts serving on `listeners` with `config`. Must be called inside a tokio runtime
     /// (or a turmoil host).
     pub fn start<L: Listener>(listeners: Vec<L>, config: core::Config) -> io::Result<Server> {
+        Server::start_with_entropy(listeners, config, Box::new(OsEntropy))
+    }
+
+    /// [`Server::start`] with the given source of nonces and salts instead of the OS: the
+    /// simulation passes one seeded from the scenario, so runs replay exactly.
+    pub fn start_with_entropy<L: Listener>(
+        listeners: Vec<L>,
+        config: core::Config,
+        entropy: Box<dyn Entropy>,
+    ) -> io::Result<Server> {
         let local_addrs = listeners
             .iter()
             .map(Listener::local_addr)
@@ -91,7 +113,7 @@ impl Server {
         let limits = config.limits.clone();
         let broker_task = tokio::spawn(
             BrokerTask {
-                broker: Broker::new(config),
+                broker: Broker::with_entropy(config, entropy),
                 events: events_rx,
                 shutdown: shutdown_rx.clone(),
                 start: tokio::time::Instant::now(),
