@@ -27,6 +27,7 @@ pub const CHECKERS: &[(&str, Check)] = &[
     ("will-never-twice", will_never_twice),
     ("qos1-at-least-once", qos1_at_least_once),
     ("will-on-abnormal-end", will_on_abnormal_end),
+    ("receive-maximum", receive_maximum),
 ];
 
 pub fn check(scenario: &Scenario, trace: &Trace) -> Option<Failure> {
@@ -232,6 +233,7 @@ fn publisher_order(scenario: &Scenario, trace: &Trace) -> Result<(), (String, us
     }
     // (subscriber, publisher, topic) -> highest position delivered so far
     let mut last: BTreeMap<(String, String, String), usize> = BTreeMap::new();
+    let mut seen: BTreeSet<(String, String, String)> = BTreeSet::new();
     let mut subs = Subscriptions::new(false);
     for (i, e) in trace.entries.iter().enumerate() {
         let id = client_id(scenario, &e.host);
@@ -251,6 +253,11 @@ fn publisher_order(scenario: &Scenario, trace: &Trace) -> Result<(), (String, us
             let Some((publisher, position)) = origin.get(&(topic.clone(), payload.clone())) else {
                 continue;
             };
+            // A QoS 1 message seen again (resent after a lost PUBACK) is a duplicate MQTT
+            // allows, not a reordering: order is about first deliveries.
+            if !seen.insert((e.host.clone(), topic.clone(), payload.clone())) {
+                continue;
+            }
             let key = (e.host.clone(), publisher.clone(), topic.clone());
             if let Some(previous) = last.get(&key) {
                 if position < previous {
@@ -525,6 +532,50 @@ fn qos1_at_least_once(scenario: &Scenario, trace: &Trace) -> Result<(), (String,
     Ok(())
 }
 
+/// The broker never has more QoS 1/2 PUBLISHes outstanding to an MQTT 5 client than the
+/// Receive Maximum the client sent (spec: [MQTT-3.3.4-9], [MQTT-4.9.0-2]). Outstanding: received
+/// on the current connection and not yet answered with PUBACK, PUBCOMP, or a PUBREC carrying an
+/// error. Every connection starts at zero, so resends on a new connection count too.
+fn receive_maximum(scenario: &Scenario, trace: &Trace) -> Result<(), (String, usize)> {
+    let mut outstanding: BTreeMap<&str, BTreeSet<u16>> = BTreeMap::new();
+    for (i, e) in trace.entries.iter().enumerate() {
+        let Some(max) = scenario
+            .clients
+            .get(&e.host)
+            .and_then(|c| c.receive_maximum)
+        else {
+            continue;
+        };
+        let ids = outstanding.entry(e.host.as_str()).or_default();
+        match &e.event {
+            Event::Sent(Packet::Connect(_)) => ids.clear(),
+            Event::Received(Packet::Publish(p)) => {
+                if let Some(id) = p.packet_id {
+                    ids.insert(id.get());
+                }
+                if ids.len() > usize::from(max) {
+                    return Err((
+                        format!(
+                            "{} has {} unacknowledged QoS 1/2 messages, its Receive Maximum is {max}",
+                            e.host,
+                            ids.len()
+                        ),
+                        i,
+                    ));
+                }
+            }
+            Event::Sent(Packet::PubAck(a) | Packet::PubComp(a)) => {
+                ids.remove(&a.packet_id.get());
+            }
+            Event::Sent(Packet::PubRec(a)) if a.reason_code.is_error() => {
+                ids.remove(&a.packet_id.get());
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// The other half of the will rule: a connection that the client ended without DISCONNECT
 /// (it closed its socket, or its host crashed) gets its will published, so a client that was
 /// subscribed to the will topic then, and stays connected, receives it. Checked for wills
@@ -704,6 +755,34 @@ mod tests {
             );
         }
         t
+    }
+
+    #[test]
+    fn more_unacknowledged_messages_than_receive_maximum_are_caught() {
+        let text = "goal: g\nclients:\n  s: { version: 5, receive_maximum: 1 }\nsteps: []\n";
+        let scenario = Scenario::parse(text, Path::new("x.yaml")).unwrap();
+        let publish = |n: u16| {
+            Event::Received(Packet::Publish(Publish {
+                dup: false,
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                topic: ByteStr::from_static("t"),
+                packet_id: Some(id(n)),
+                properties: Properties::new(),
+                payload: Bytes::from_static(b"m"),
+            }))
+        };
+        let mut t = Trace::default();
+        t.push(Duration::ZERO, "s", publish(1));
+        t.push(
+            Duration::ZERO,
+            "s",
+            Event::Sent(Packet::PubAck(Ack::new(id(1)))),
+        );
+        t.push(Duration::ZERO, "s", publish(2));
+        assert!(receive_maximum(&scenario, &t).is_ok());
+        t.push(Duration::ZERO, "s", publish(3));
+        assert!(receive_maximum(&scenario, &t).is_err());
     }
 
     #[test]
