@@ -1,7 +1,7 @@
 //! Core unit tests: the state machine driven with virtual time, no sockets.
 //! Each test names the spec statements it checks and the protocol version it covers.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,13 +14,21 @@ use crate::types::{PacketId, QoS};
 const V3: ProtocolVersion = ProtocolVersion::V3_1_1;
 const V5: ProtocolVersion = ProtocolVersion::V5;
 
-/// Drives a broker and sorts its outputs into a mailbox per connection.
+/// Drives a broker and sorts its outputs into a mailbox per connection, checking on every
+/// output the rules that hold for all of them (so every test, the proptest included, checks
+/// them): nothing after Close; after a DISCONNECT or a refusing CONNACK only Close
+/// (spec: [MQTT-3.14.4-1] [MQTT-3.14.4-2] [MQTT-4.13.2-1] [MQTT-3.2.2-6] v5); at most one
+/// CONNACK per connection (spec: [MQTT-3.2.0-2] v5); no Session Expiry Interval in a
+/// DISCONNECT from the broker (spec: [MQTT-3.14.2-2] v5).
 struct Harness {
     broker: Broker,
     now: Instant,
     next_conn: u64,
     mail: BTreeMap<ConnId, Vec<Packet>>,
     closed: Vec<ConnId>,
+    /// Connections that were sent a DISCONNECT or a refusing CONNACK: Close must come next.
+    ending: BTreeSet<ConnId>,
+    connacks: BTreeSet<ConnId>,
 }
 
 fn s(text: &str) -> ByteStr {
@@ -123,6 +131,8 @@ impl Harness {
             next_conn: 0,
             mail: BTreeMap::new(),
             closed: Vec::new(),
+            ending: BTreeSet::new(),
+            connacks: BTreeSet::new(),
         }
     }
 
@@ -134,11 +144,39 @@ impl Harness {
                         !self.closed.contains(&conn),
                         "{conn} got {packet:?} after Close"
                     );
+                    assert!(
+                        !self.ending.contains(&conn),
+                        "{conn} got {packet:?} after DISCONNECT or a refusing CONNACK"
+                    );
+                    match &packet {
+                        Packet::ConnAck(ack) => {
+                            assert!(self.connacks.insert(conn), "{conn} got a second CONNACK");
+                            if ack.reason_code.is_error() {
+                                self.ending.insert(conn);
+                            }
+                        }
+                        Packet::Disconnect(d) => {
+                            assert!(
+                                d.properties.session_expiry_interval().is_none(),
+                                "the broker sent a Session Expiry Interval in DISCONNECT"
+                            );
+                            self.ending.insert(conn);
+                        }
+                        _ => {}
+                    }
                     self.mail.entry(conn).or_default().push(packet);
                 }
-                Output::Close { conn } => self.closed.push(conn),
+                Output::Close { conn } => {
+                    self.ending.remove(&conn);
+                    self.closed.push(conn);
+                }
             }
         }
+        assert!(
+            self.ending.is_empty(),
+            "DISCONNECT or a refusing CONNACK without Close: {:?}",
+            self.ending
+        );
     }
 
     fn open(&mut self) -> ConnId {
@@ -992,7 +1030,8 @@ fn v5_too_many_unreleased_qos2_messages_exceed_receive_maximum() {
     );
 }
 
-// spec: [MQTT-3.3.4-9] [MQTT-3.3.4-10] (v5: never more in flight than the client's Receive Maximum)
+// spec: [MQTT-3.3.4-9] [MQTT-3.3.4-10] [MQTT-4.9.0-1] [MQTT-4.9.0-2] [MQTT-4.9.0-3] (v5: never
+// more in flight than the client's Receive Maximum; other packets still answered)
 #[test]
 fn inflight_window_follows_receive_maximum() {
     let mut h = Harness::new();
@@ -1469,7 +1508,8 @@ fn outgoing_ids_are_fresh_and_dup_is_not_copied() {
     }
 }
 
-// spec: [MQTT-3.3.4-1] [MQTT-4.6.0-2] [MQTT-4.6.0-3] (v3.1.1); [MQTT-3.3.4-1] (v5)
+// spec: [MQTT-3.3.4-1] [MQTT-4.6.0-2] [MQTT-4.6.0-3] (v3.1.1); [MQTT-3.3.4-1] [MQTT-2.2.1-5]
+// [MQTT-4.3.2-4] [MQTT-4.3.3-8] (v5)
 #[test]
 fn each_qos_gets_its_answer_in_arrival_order() {
     for version in [V3, V5] {
@@ -2457,4 +2497,202 @@ fn v5_without_a_method_there_is_no_auth_exchange() {
     assert!(
         matches!(&h.take(conn)[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::ProtocolError)
     );
+}
+
+// --- QoS flows in both roles, MQTT 5 ----------------------------------------------------------
+
+// The broker as receiver. spec: [MQTT-4.3.2-5] [MQTT-4.3.3-9] [MQTT-4.3.3-10] [MQTT-4.3.3-11]
+// [MQTT-4.3.3-12] [MQTT-4.3.3-13] (v5)
+#[test]
+fn v5_broker_as_receiver_of_qos_flows() {
+    let mut h = Harness::new();
+    let sub = h.client(connect(V5, "sub", true));
+    h.subscribe(sub, "t", QoS::AtMostOnce);
+    let c = h.client(connect(V5, "c", true));
+    // QoS 1: once PUBACK went out, the same id is a new message, DUP or not.
+    h.send(c, publish("t", "a", QoS::AtLeastOnce, 5));
+    let Packet::Publish(mut again) = publish("t", "a2", QoS::AtLeastOnce, 5) else {
+        unreachable!()
+    };
+    again.dup = true;
+    h.send(c, Packet::Publish(again));
+    assert_eq!(h.take(c), vec![Packet::PubAck(Ack::new(pid(5))); 2]);
+    assert_eq!(payloads(&h.take(sub)), ["a", "a2"]);
+    // QoS 2 with an expiry that passes mid-flow: repeats before PUBREL get PUBREC and are not
+    // delivered again; PUBREL still gets PUBCOMP with the same id.
+    let Packet::Publish(mut expiring) = publish("t", "b", QoS::ExactlyOnce, 7) else {
+        unreachable!()
+    };
+    expiring.properties.push(Property::MessageExpiryInterval(1));
+    h.send(c, Packet::Publish(expiring.clone()));
+    expiring.dup = true;
+    h.send(c, Packet::Publish(expiring));
+    assert_eq!(h.take(c), vec![Packet::PubRec(Ack::new(pid(7))); 2]);
+    assert_eq!(payloads(&h.take(sub)), ["b"]);
+    h.advance(secs(3));
+    h.send(c, Packet::PubRel(Ack::new(pid(7))));
+    assert_eq!(h.take(c), vec![Packet::PubComp(Ack::new(pid(7)))]);
+    // After PUBCOMP, id 7 starts a new message.
+    h.send(c, publish("t", "c", QoS::ExactlyOnce, 7));
+    assert_eq!(h.take(c), vec![Packet::PubRec(Ack::new(pid(7)))]);
+    assert_eq!(payloads(&h.take(sub)), ["c"]);
+}
+
+// The broker as sender. spec: [MQTT-4.3.2-3] [MQTT-4.3.3-3] [MQTT-4.3.3-4] [MQTT-4.3.3-5]
+// [MQTT-4.3.3-6] [MQTT-4.3.3-7] [MQTT-4.4.0-2] (v5)
+#[test]
+fn v5_broker_as_sender_of_qos_flows() {
+    let mut h = Harness::new();
+    let mut persistent = connect(V5, "sub", false);
+    persistent
+        .properties
+        .push(Property::SessionExpiryInterval(600));
+    let sub = h.client(persistent.clone());
+    h.subscribe(sub, "t", QoS::ExactlyOnce);
+    let p = h.client(connect(V5, "p", true));
+    h.send(p, publish("t", "q1", QoS::AtLeastOnce, 1));
+    // QoS 2 with a 1 s expiry: once sent, expiry no longer applies to it.
+    let Packet::Publish(mut expiring) = publish("t", "q2", QoS::ExactlyOnce, 2) else {
+        unreachable!()
+    };
+    expiring.properties.push(Property::MessageExpiryInterval(1));
+    h.send(p, Packet::Publish(expiring));
+    h.send(p, publish("t", "released", QoS::ExactlyOnce, 3));
+    h.send(p, publish("t", "refused", QoS::AtLeastOnce, 4));
+    let sent = publishes(&h.take(sub));
+    let id = |payload: &str| {
+        sent.iter()
+            .find(|m| m.payload == payload.as_bytes())
+            .and_then(|m| m.packet_id)
+            .unwrap()
+    };
+    // "released": PUBREC, then PUBREL with the same id, unacknowledged until PUBCOMP.
+    h.send(sub, Packet::PubRec(Ack::new(id("released"))));
+    assert_eq!(h.take(sub), vec![Packet::PubRel(Ack::new(id("released")))]);
+    // "refused": PUBACK with an error code counts as acknowledged.
+    h.send(
+        sub,
+        Packet::PubAck(Ack {
+            packet_id: id("refused"),
+            reason_code: ReasonCode::UnspecifiedError,
+            properties: Properties::new(),
+        }),
+    );
+    h.lose(sub);
+    h.advance(secs(5));
+    let (sub, _) = h.connect(persistent);
+    let resent = h.take(sub);
+    // q1 and q2 again (DUP, q2 despite its expiry), "released" only as PUBREL, "refused" not.
+    let again: Vec<(String, bool)> = publishes(&resent)
+        .iter()
+        .map(|m| (String::from_utf8_lossy(&m.payload).into_owned(), m.dup))
+        .collect();
+    assert_eq!(
+        again,
+        vec![("q1".to_string(), true), ("q2".to_string(), true)]
+    );
+    assert!(resent.contains(&Packet::PubRel(Ack::new(id("released")))));
+    h.send(sub, Packet::PubComp(Ack::new(id("released"))));
+    h.send(sub, Packet::PubAck(Ack::new(id("q1"))));
+    h.send(sub, Packet::PubRec(Ack::new(id("q2"))));
+    h.take(sub);
+    let (sub, _) = h.connect(connect_resume("sub"));
+    let resent = h.take(sub);
+    assert_eq!(
+        resent,
+        vec![Packet::PubRel(Ack::new(id("q2")))],
+        "after PUBREL only PUBREL is resent, never the PUBLISH"
+    );
+}
+
+fn connect_resume(id: &str) -> Connect {
+    let mut c = connect(V5, id, false);
+    c.properties.push(Property::SessionExpiryInterval(600));
+    c
+}
+
+// spec: [MQTT-3.1.4-6] (v5): after a refused CONNECT nothing more is processed.
+#[test]
+fn v5_nothing_is_processed_after_a_refused_connect() {
+    let mut config = Config {
+        allow_anonymous: false,
+        ..Config::default()
+    };
+    config.users.insert("alice".into(), "secret".into());
+    let mut h = Harness::with(config);
+    let watcher = {
+        let mut c = connect(V5, "w", true);
+        c.username = Some(s("alice"));
+        c.password = Some(Bytes::from_static(b"secret"));
+        h.client(c)
+    };
+    h.subscribe(watcher, "#", QoS::AtMostOnce);
+    let (bad, ack) = h.connect(connect(V5, "anon", true));
+    assert_eq!(ack.reason_code, ReasonCode::NotAuthorized);
+    h.send(bad, publish("t", "sneaky", QoS::AtMostOnce, 0));
+    h.send(bad, subscribe(1, "#", QoS::AtMostOnce));
+    assert!(h.take(bad).is_empty());
+    assert!(h.take(watcher).is_empty());
+}
+
+// spec: [MQTT-4.8.2-6] (v5): a member's error acknowledgement drops the message for the group.
+#[test]
+fn v5_a_shared_message_refused_by_its_member_is_not_offered_again() {
+    let mut h = Harness::new();
+    let a = h.client(connect(V5, "a", true));
+    let b = h.client(connect(V5, "b", true));
+    h.subscribe(a, "$share/g/t", QoS::AtLeastOnce);
+    h.subscribe(b, "$share/g/t", QoS::ExactlyOnce);
+    let p = h.client(connect(V5, "p", true));
+    h.send(p, publish("t", "one", QoS::ExactlyOnce, 1));
+    h.send(p, publish("t", "two", QoS::ExactlyOnce, 2));
+    let to_a = publishes(&h.take(a));
+    let to_b = publishes(&h.take(b));
+    let error = |packet_id| Ack {
+        packet_id,
+        reason_code: ReasonCode::ImplementationSpecificError,
+        properties: Properties::new(),
+    };
+    h.send(a, Packet::PubAck(error(to_a[0].packet_id.unwrap())));
+    h.send(b, Packet::PubRec(error(to_b[0].packet_id.unwrap())));
+    assert!(h.take(b).is_empty(), "no PUBREL after an error PUBREC");
+    h.lose(a);
+    h.lose(b);
+    let c = h.client(connect(V5, "c", true));
+    h.subscribe(c, "$share/g/t", QoS::AtLeastOnce);
+    assert!(h.take(c).is_empty());
+    assert_eq!(h.broker.stats().shared_handed_back, 0);
+}
+
+// spec: [MQTT-3.4.2-2] [MQTT-3.4.2-3] [MQTT-3.5.2-2] [MQTT-3.5.2-3] [MQTT-3.6.2-2] [MQTT-3.6.2-3]
+// [MQTT-3.7.2-2] [MQTT-3.7.2-3] [MQTT-3.11.2-1] [MQTT-3.11.2-2] (v5): the broker's acks carry no
+// Reason String or User Properties, so they fit any Maximum Packet Size a client can set.
+#[test]
+fn v5_broker_acks_fit_a_tiny_maximum_packet_size() {
+    let mut h = Harness::new();
+    let mut c = connect(V5, "tiny", true);
+    c.properties.push(Property::MaximumPacketSize(16));
+    let conn = h.client(c);
+    h.send(conn, publish("t", "x", QoS::AtLeastOnce, 1));
+    h.send(conn, publish("t", "y", QoS::ExactlyOnce, 2));
+    h.send(conn, Packet::PubRel(Ack::new(pid(2))));
+    h.send(conn, Packet::PubRel(Ack::new(pid(9))));
+    h.send(
+        conn,
+        Packet::Unsubscribe(Unsubscribe {
+            packet_id: pid(3),
+            properties: Properties::new(),
+            filters: vec![s("never/subscribed")],
+        }),
+    );
+    let acks = h.take(conn);
+    assert_eq!(acks.len(), 5);
+    for ack in &acks {
+        let len = encoded_len(ack, V5).unwrap();
+        assert!(len <= 16, "{ack:?} is {len} bytes");
+        assert!(
+            ack.clone().properties_mut().is_none_or(|p| p.is_empty()),
+            "{ack:?}"
+        );
+    }
 }
