@@ -381,6 +381,36 @@ fn table() -> Vec<Case> {
             None,
         ),
         case(
+            "ill-formed UTF-8 response topic",
+            V5,
+            publish5(&[0x08, 0, 1, 0xFF]),
+            utf8("Response Topic"),
+            Some("MQTT-3.3.2-13"),
+        ),
+        case(
+            "wildcard in response topic",
+            V5,
+            publish5(&[0x08, 0, 3, b'a', b'/', b'#']),
+            E::WildcardInTopicName {
+                field: "Response Topic",
+            },
+            Some("MQTT-3.3.2-14"),
+        ),
+        case(
+            "ill-formed UTF-8 content type",
+            V5,
+            publish5(&[0x03, 0, 2, 0xC3, 0x28]),
+            utf8("Content Type"),
+            Some("MQTT-3.3.2-19"),
+        ),
+        case(
+            "ill-formed UTF-8 user property value",
+            V5,
+            publish5(&[0x26, 0, 1, b'k', 0, 1, 0xFF]),
+            utf8("User Property"),
+            Some("MQTT-1.5.7-1"),
+        ),
+        case(
             "topic alias 0",
             V5,
             publish5(&[0x23, 0, 0]),
@@ -436,7 +466,7 @@ fn table() -> Vec<Case> {
             V5,
             publish5(&cat(&[&[0x26], &s(b"\xC0"), &s(b"v")])),
             utf8("User Property"),
-            Some("MQTT-1.5.4-1"),
+            Some("MQTT-1.5.7-1"),
         ),
         case(
             "response topic with U+0000",

@@ -134,11 +134,23 @@ impl DecodeError {
             },
             PublishQoS3 => Some("MQTT-3.3.1-4"),
             DupOnQoS0 => Some("MQTT-3.3.1-2"),
+            InvalidUtf8 {
+                field: "Response Topic",
+            } => Some("MQTT-3.3.2-13"),
+            InvalidUtf8 {
+                field: "Content Type",
+            } => Some("MQTT-3.3.2-19"),
+            InvalidUtf8 {
+                field: "User Property",
+            } => Some("MQTT-1.5.7-1"),
             InvalidUtf8 { .. } => pick("MQTT-1.5.3-1", "MQTT-1.5.4-1"),
             NullCharacter { .. } => pick("MQTT-1.5.3-2", "MQTT-1.5.4-2"),
             WildcardInTopicName {
                 field: "PUBLISH topic name",
             } => Some("MQTT-3.3.2-2"),
+            WildcardInTopicName {
+                field: "Response Topic",
+            } => Some("MQTT-3.3.2-14"),
             WildcardInTopicName { .. } => pick("MQTT-4.7.1-1", "MQTT-4.7.0-1"),
             EmptyTopicName => Some("MQTT-4.7.3-1"),
             ZeroPacketId { .. } => pick("MQTT-2.3.1-1", "MQTT-2.2.1-3"),

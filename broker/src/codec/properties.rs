@@ -202,7 +202,14 @@ impl Property {
             0x01 => PayloadFormatIndicator(flag(reader)?),
             0x02 => MessageExpiryInterval(reader.u32(name)?),
             0x03 => ContentType(reader.string(name)?),
-            0x08 => ResponseTopic(reader.string(name)?),
+            0x08 => {
+                // A response topic is a topic name: no wildcards (spec: [MQTT-3.3.2-14], v5).
+                let topic = reader.string(name)?;
+                if topic.contains(['+', '#']) {
+                    return Err(DecodeError::WildcardInTopicName { field: name });
+                }
+                ResponseTopic(topic)
+            }
             0x09 => CorrelationData(reader.binary(name)?),
             0x0B => SubscriptionIdentifier(nonzero(reader.varint(name, true)?)?),
             0x11 => SessionExpiryInterval(reader.u32(name)?),

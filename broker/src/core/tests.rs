@@ -1197,6 +1197,8 @@ fn suback_codes_follow_filter_order_and_refuse_bad_filters() {
     }
 }
 
+// spec: [MQTT-4.13.1-1] (v5): a malformed packet or protocol error closes the connection,
+// after a DISCONNECT with the reason code.
 #[test]
 fn decode_failures_close_only_that_connection_with_the_right_code() {
     let mut h = Harness::new();
