@@ -27,7 +27,14 @@ pub struct Env {
     pub broker: SocketAddr,
     /// A broker that refuses anonymous clients and knows user "alice" with password "secret".
     pub auth_broker: SocketAddr,
+    /// A broker that has moved: every v5 CONNECT is refused with 0x9D and [`MOVED_TO`].
+    pub moved_broker: SocketAddr,
 }
+
+/// The Server Reference of the moved broker.
+pub const MOVED_TO: &str = "mqtt2.example.com:1883";
+/// The default broker's cap on keep alive (told to v5 clients as Server Keep Alive).
+pub const KEEP_ALIVE_MAX_SECS: u16 = 60;
 
 /// The SCRAM-SHA-256 user of the auth broker (alongside the password user "alice").
 pub const SCRAM_USER: (&str, &str) = ("carol", "scram-secret");
@@ -38,9 +45,9 @@ pub enum Only {
     All,
     /// MQTT 5 clients: the feature does not exist in 3.1.1.
     V5,
-    /// The raw MQTT 5 client: neither rumqttc 0.25 nor paho-mqtt 0.14 lets an application
-    /// take part in an AUTH exchange.
-    RawV5,
+    /// MQTT 5 clients except these libraries, which give the application no way to use the
+    /// feature (the text says which).
+    V5Without(&'static [Library], &'static str),
 }
 
 impl Only {
@@ -49,7 +56,7 @@ impl Only {
         match self {
             Only::All => None,
             _ if !kind.is_v5() => Some("n/a (3.1.1)"),
-            Only::RawV5 if kind.library != Library::Raw => Some("n/a (no AUTH API)"),
+            Only::V5Without(libraries, why) if libraries.contains(&kind.library) => Some(why),
             _ => None,
         }
     }
@@ -179,9 +186,39 @@ pub const CASES: &[Case] = &[
         run: |e, k| Box::pin(v5_response_information(e, k)),
     },
     Case {
+        name: "v5 retain handling 0/1/2 and retain as published",
+        spec: "[MQTT-3.3.1-9] [MQTT-3.3.1-10] [MQTT-3.3.1-11] [MQTT-3.3.1-12] [MQTT-3.3.1-13]",
+        only: Only::V5,
+        run: |e, k| Box::pin(v5_retain_options(e, k)),
+    },
+    Case {
+        name: "v5 CONNACK: capabilities, assigned client id, server keep alive",
+        spec: "[MQTT-3.2.2-16] [MQTT-3.1.3-7]",
+        only: Only::V5,
+        run: |e, k| Box::pin(v5_connack_capabilities(e, k)),
+    },
+    Case {
+        name: "v5 will delay after network loss",
+        spec: "[MQTT-3.1.3-9] [MQTT-3.1.2-8]",
+        only: Only::V5,
+        run: |e, k| Box::pin(v5_will_delay(e, k)),
+    },
+    Case {
+        name: "v5 session expiry set at DISCONNECT",
+        spec: "[MQTT-3.1.2-23]",
+        only: Only::V5Without(&[Library::Rumqttc], "n/a (no DISCONNECT properties)"),
+        run: |e, k| Box::pin(v5_session_expiry_at_disconnect(e, k)),
+    },
+    Case {
+        name: "v5 server moved: refusal with Server Reference",
+        spec: "[MQTT-3.2.2-6]",
+        only: Only::V5,
+        run: |e, k| Box::pin(v5_server_moved(e, k)),
+    },
+    Case {
         name: "v5 enhanced authentication: SCRAM-SHA-256 and re-authentication",
         spec: "[MQTT-4.12.0-2] [MQTT-4.12.0-4] [MQTT-4.12.0-5]",
-        only: Only::RawV5,
+        only: Only::V5Without(&[Library::Rumqttc, Library::Paho], "n/a (no AUTH API)"),
         run: |e, k| Box::pin(v5_scram(e, k)),
     },
 ];
@@ -677,15 +714,15 @@ async fn v5_response_information(env: Env, kind: Kind) -> anyhow::Result<()> {
     let asking = kind.connect(env.broker, options).await?;
     let expected = RESPONSE_INFORMATION.replace("{client_id}", &client_id);
     ensure!(
-        asking.response_information().as_deref() == Some(expected.as_str()),
+        asking.connack().response_information.clone().as_deref() == Some(expected.as_str()),
         "asked: got {:?}",
-        asking.response_information()
+        asking.connack().response_information.clone()
     );
     let quiet = connect(env, kind, &id(kind, "not-asking")).await?;
     ensure!(
-        quiet.response_information().is_none(),
+        quiet.connack().response_information.clone().is_none(),
         "not asked: got {:?}",
-        quiet.response_information()
+        quiet.connack().response_information.clone()
     );
     asking.disconnect().await?;
     quiet.disconnect().await
@@ -810,5 +847,141 @@ async fn v5_scram(env: Env, kind: Kind) -> anyhow::Result<()> {
     client
         .try_send(Packet::Disconnect(tern::codec::Disconnect::normal()))
         .await?;
+    Ok(())
+}
+
+async fn v5_retain_options(env: Env, kind: Kind) -> anyhow::Result<()> {
+    let t = topic(kind, "retain-options");
+    let mut p = connect(env, kind, &id(kind, "ro-pub")).await?;
+    p.publish(Message::new(&t, "r1", 1).retained()).await?;
+    let with = |retain_handling, retain_as_published| SubOptions {
+        qos: 1,
+        retain_handling,
+        retain_as_published,
+        ..SubOptions::default()
+    };
+    // Retain Handling 2: nothing at subscribe.
+    let mut never = connect(env, kind, &id(kind, "ro-never")).await?;
+    never.subscribe_with(&t, with(2, false)).await?;
+    expect_nothing(never.as_mut()).await?;
+    // Retain Handling 1: only for a new subscription.
+    let mut new_only = connect(env, kind, &id(kind, "ro-new")).await?;
+    new_only.subscribe_with(&t, with(1, false)).await?;
+    let got = expect(new_only.as_mut(), b"r1").await?;
+    ensure!(got.retain, "retained message on subscribe has RETAIN");
+    new_only.subscribe_with(&t, with(1, false)).await?;
+    expect_nothing(new_only.as_mut()).await?;
+    // Retain Handling 0: again on every subscribe.
+    let mut always = connect(env, kind, &id(kind, "ro-always")).await?;
+    always.subscribe_with(&t, with(0, true)).await?;
+    expect(always.as_mut(), b"r1").await?;
+    always.subscribe_with(&t, with(0, true)).await?;
+    expect(always.as_mut(), b"r1").await?;
+    // A new retained publish: RETAIN kept for Retain As Published, cleared otherwise.
+    p.publish(Message::new(&t, "r2", 1).retained()).await?;
+    let kept = expect(always.as_mut(), b"r2").await?;
+    ensure!(kept.retain, "Retain As Published keeps RETAIN");
+    let cleared = expect(new_only.as_mut(), b"r2").await?;
+    ensure!(!cleared.retain, "without Retain As Published RETAIN is 0");
+    expect(never.as_mut(), b"r2").await?;
+    p.publish(Message::new(&t, "", 1).retained()).await?;
+    for c in [p, never, new_only, always] {
+        c.disconnect().await?;
+    }
+    Ok(())
+}
+
+async fn v5_connack_capabilities(env: Env, kind: Kind) -> anyhow::Result<()> {
+    let mut options = ConnectOptions::new("");
+    options.keep_alive = Duration::from_secs(120);
+    let client = kind.connect(env.broker, options).await?;
+    let ack = client.connack().clone();
+    let assigned = ack.assigned_client_id.clone().unwrap_or_default();
+    ensure!(
+        !assigned.is_empty(),
+        "an empty client id gets one assigned: {ack:?}"
+    );
+    ensure!(
+        ack.server_keep_alive == Some(KEEP_ALIVE_MAX_SECS),
+        "keep alive 120 s above the 60 s cap: Server Keep Alive 60, got {:?}",
+        ack.server_keep_alive
+    );
+    ensure!(
+        ack.wildcard_available == Some(true)
+            && ack.subscription_ids_available == Some(true)
+            && ack.shared_available == Some(true),
+        "capabilities announced: {ack:?}"
+    );
+    let limits = tern::limits::Limits::default();
+    ensure!(
+        ack.receive_maximum == Some(limits.receive_maximum_count)
+            && ack.maximum_packet_size == Some(limits.packet_bytes_max as u32)
+            && ack.topic_alias_maximum == Some(limits.topic_alias_max),
+        "limits announced: {ack:?}"
+    );
+    // A second client with an empty id gets another one.
+    let other = kind.connect(env.broker, ConnectOptions::new("")).await?;
+    ensure!(
+        other.connack().assigned_client_id.as_deref() != Some(assigned.as_str()),
+        "assigned ids are unique"
+    );
+    client.disconnect().await?;
+    other.disconnect().await
+}
+
+async fn v5_will_delay(env: Env, kind: Kind) -> anyhow::Result<()> {
+    let t = topic(kind, "delayed-will");
+    let mut watcher = connect(env, kind, &id(kind, "wd-watch")).await?;
+    watcher.subscribe(&t, 1).await?;
+    let proxy = Proxy::start(env.broker).await?;
+    let mut options = ConnectOptions::new(id(kind, "wd-device")).persistent();
+    options.will = Some(Message::new(&t, "gone", 1));
+    options.will_delay = Some(2);
+    let _device = kind.connect(proxy.addr, options).await?;
+    // Reset, no DISCONNECT: an abnormal end, but the will waits 2 s.
+    proxy.sever();
+    if let Some(early) = watcher.recv(Duration::from_millis(1000)).await {
+        bail!("will before its delay: {early:?}");
+    }
+    let got = watcher
+        .recv(Duration::from_secs(5))
+        .await
+        .context("will after its delay")?;
+    ensure!(got.payload == b"gone", "unexpected {got:?}");
+    watcher.disconnect().await
+}
+
+async fn v5_session_expiry_at_disconnect(env: Env, kind: Kind) -> anyhow::Result<()> {
+    let t = topic(kind, "expiry-at-disconnect");
+    let options = ConnectOptions::new(id(kind, "sed")).persistent();
+    let mut client = kind.connect(env.broker, options.clone()).await?;
+    client.subscribe(&t, 1).await?;
+    // Session Expiry 300 at CONNECT, 0 at DISCONNECT: the session ends now.
+    client.disconnect_with_session_expiry(0).await?;
+    tokio::time::sleep(QUIET).await;
+    let client = kind.connect(env.broker, options).await?;
+    ensure!(
+        !client.session_present(),
+        "the session ended with the DISCONNECT"
+    );
+    client.disconnect().await
+}
+
+async fn v5_server_moved(env: Env, kind: Kind) -> anyhow::Result<()> {
+    let refused = kind
+        .connect(env.moved_broker, ConnectOptions::new(id(kind, "moved")))
+        .await;
+    let Err(error) = refused else {
+        bail!("a moved broker accepted the connection");
+    };
+    let text = format!("{error:#}");
+    // Each library reports the refusal its own way; each names the reason.
+    ensure!(
+        text.contains("ServerMoved") || text.contains("157") || text.contains("Server moved"),
+        "refusal does not say the server moved: {text}"
+    );
+    if kind.library == Library::Raw {
+        ensure!(text.contains(MOVED_TO), "Server Reference missing: {text}");
+    }
     Ok(())
 }

@@ -157,6 +157,8 @@ pub struct ConnectOptions {
     pub packet_bytes_max: Option<u32>,
     pub topic_alias_max: Option<u16>,
     pub request_response_information: bool,
+    /// MQTT 5 Will Delay Interval, seconds.
+    pub will_delay: Option<u32>,
 }
 
 impl ConnectOptions {
@@ -172,6 +174,7 @@ impl ConnectOptions {
             packet_bytes_max: None,
             topic_alias_max: None,
             request_response_information: false,
+            will_delay: None,
         }
     }
 
@@ -208,6 +211,21 @@ impl TopicAliases {
     }
 }
 
+/// What the CONNACK said, as far as the client library lets the application see it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConnAckInfo {
+    pub session_present: bool,
+    pub assigned_client_id: Option<String>,
+    pub server_keep_alive: Option<u16>,
+    pub response_information: Option<String>,
+    pub receive_maximum: Option<u16>,
+    pub maximum_packet_size: Option<u32>,
+    pub topic_alias_maximum: Option<u16>,
+    pub wildcard_available: Option<bool>,
+    pub subscription_ids_available: Option<bool>,
+    pub shared_available: Option<bool>,
+}
+
 /// What a SUBSCRIBE asks for beyond the filter.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SubOptions {
@@ -216,6 +234,11 @@ pub struct SubOptions {
     pub no_local: bool,
     /// MQTT 5 Subscription Identifier.
     pub id: Option<u32>,
+    /// MQTT 5 Retain As Published.
+    pub retain_as_published: bool,
+    /// MQTT 5 Retain Handling: 0 send retained at subscribe, 1 only for a new subscription,
+    /// 2 never.
+    pub retain_handling: u8,
 }
 
 impl SubOptions {
@@ -229,10 +252,12 @@ impl SubOptions {
 
 /// A connected client. Every call either completes its MQTT exchange or fails.
 pub trait Client: Send {
+    /// What the CONNACK said.
+    fn connack(&self) -> &ConnAckInfo;
     /// The CONNACK's session-present flag.
-    fn session_present(&self) -> bool;
-    /// The CONNACK's Response Information (MQTT 5).
-    fn response_information(&self) -> Option<String>;
+    fn session_present(&self) -> bool {
+        self.connack().session_present
+    }
     /// Subscribes and waits for a successful SUBACK.
     fn subscribe<'a>(&'a mut self, filter: &'a str, qos: u8) -> BoxFuture<'a, anyhow::Result<()>> {
         self.subscribe_with(filter, SubOptions::qos(qos))
@@ -253,4 +278,10 @@ pub trait Client: Send {
     fn closed_by_broker(&mut self, within: Duration) -> BoxFuture<'_, bool>;
     /// A normal DISCONNECT.
     fn disconnect(self: Box<Self>) -> BoxFuture<'static, anyhow::Result<()>>;
+    /// A normal DISCONNECT that sets the MQTT 5 Session Expiry Interval; an error where the
+    /// library has no way to send it.
+    fn disconnect_with_session_expiry(
+        self: Box<Self>,
+        secs: u32,
+    ) -> BoxFuture<'static, anyhow::Result<()>>;
 }

@@ -10,14 +10,11 @@ use std::time::Duration;
 use anyhow::bail;
 use tokio::sync::mpsc;
 
-use crate::client::Message;
+use crate::client::{ConnAckInfo, Message};
 
 #[derive(Debug)]
 pub enum Event {
-    ConnAck {
-        session_present: bool,
-        response_information: Option<String>,
-    },
+    ConnAck(ConnAckInfo),
     Publish(Message),
     PubAck,
     PubComp,

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::broker::Broker;
-use crate::cases::{Env, CASES, RESPONSE_INFORMATION, SCRAM_USER};
+use crate::cases::{Env, CASES, KEEP_ALIVE_MAX_SECS, MOVED_TO, RESPONSE_INFORMATION, SCRAM_USER};
 use crate::client::Kind;
 
 /// A case gets this long per client before it counts as failed.
@@ -27,7 +27,12 @@ impl Matrix {
     pub async fn run() -> anyhow::Result<Matrix> {
         let mut config = tern::core::Config::default();
         config.features.response_information = Some(RESPONSE_INFORMATION.into());
+        config.limits.keep_alive_max_secs = KEEP_ALIVE_MAX_SECS;
         let broker = Broker::start(config).await?;
+        let mut moved = tern::core::Config::default();
+        moved.features.server_reference = Some(MOVED_TO.into());
+        moved.features.server_moved = true;
+        let moved_broker = Broker::start(moved).await?;
         let mut auth = tern::core::Config {
             allow_anonymous: false,
             ..Default::default()
@@ -41,6 +46,7 @@ impl Matrix {
         let env = Env {
             broker: broker.addr,
             auth_broker: auth_broker.addr,
+            moved_broker: moved_broker.addr,
         };
         let mut results = Vec::new();
         for case in CASES {
@@ -71,6 +77,7 @@ impl Matrix {
         }
         broker.server.shutdown().await;
         auth_broker.server.shutdown().await;
+        moved_broker.server.shutdown().await;
         Ok(Matrix { results })
     }
 

@@ -13,7 +13,8 @@ use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
 use crate::client::{
-    BoxFuture, Client, ConnectOptions, Message, Props, SubOptions, TopicAliases, Version,
+    BoxFuture, Client, ConnAckInfo, ConnectOptions, Message, Props, SubOptions, TopicAliases,
+    Version,
 };
 use crate::inbox::{Event, Inbox};
 
@@ -23,8 +24,7 @@ struct Paho {
     client: paho::AsyncClient,
     v5: bool,
     inbox: Inbox,
-    session_present: bool,
-    response_information: Option<String>,
+    connack: ConnAckInfo,
     task: AbortHandle,
 }
 
@@ -122,7 +122,20 @@ fn connect_options(options: &ConnectOptions, v5: bool) -> anyhow::Result<paho::C
         connect.clean_session(options.clean);
     }
     if let Some(will) = &options.will {
-        connect.will_message(to_paho(will, v5)?);
+        let mut message = to_paho(will, v5)?;
+        if let (true, Some(delay)) = (v5, options.will_delay) {
+            // Paho sends the will message's properties as the will properties.
+            let mut properties = message.properties().clone();
+            properties.push_u32(paho::PropertyCode::WillDelayInterval, delay)?;
+            message = paho::MessageBuilder::new()
+                .topic(message.topic())
+                .payload(message.payload())
+                .qos(message.qos())
+                .retained(message.retained())
+                .properties(properties)
+                .finalize();
+        }
+        connect.will_message(message);
     }
     if let Some((user, password)) = &options.credentials {
         connect.user_name(user).password(password.as_bytes());
@@ -150,12 +163,25 @@ pub async fn connect(
     let stream = client.get_stream(1024);
     let connect = connect_options(&options, v5)?;
     let response = client.connect(connect).await.context("paho connect")?;
-    let session_present = response
-        .connect_response()
-        .is_some_and(|r| r.session_present);
-    let response_information = response
-        .properties()
-        .get_string(paho::PropertyCode::ResponseInformation);
+    let connack = {
+        use paho::PropertyCode as Code;
+        let p = response.properties();
+        let flag = |code| int::<u8>(p, code).map(|v| v == 1);
+        ConnAckInfo {
+            session_present: response
+                .connect_response()
+                .is_some_and(|r| r.session_present),
+            assigned_client_id: p.get_string(Code::AssignedClientIdentifer),
+            server_keep_alive: int(p, Code::ServerKeepAlive),
+            response_information: p.get_string(Code::ResponseInformation),
+            receive_maximum: int(p, Code::ReceiveMaximum),
+            maximum_packet_size: p.get_int(Code::MaximumPacketSize).map(|v| v as u32),
+            topic_alias_maximum: int(p, Code::TopicAliasMaximum),
+            wildcard_available: flag(Code::WildcardSubscriptionAvailable),
+            subscription_ids_available: flag(Code::SubscriptionIdentifiersAvailable),
+            shared_available: flag(Code::SharedSubscriptionAvailable),
+        }
+    };
 
     let (sender, events) = mpsc::unbounded_channel();
     let task = tokio::spawn(async move {
@@ -190,19 +216,14 @@ pub async fn connect(
         client,
         v5,
         inbox: Inbox::new(events),
-        session_present,
-        response_information,
+        connack,
         task: task.abort_handle(),
     }))
 }
 
 impl Client for Paho {
-    fn session_present(&self) -> bool {
-        self.session_present
-    }
-
-    fn response_information(&self) -> Option<String> {
-        self.response_information.clone()
+    fn connack(&self) -> &ConnAckInfo {
+        &self.connack
     }
 
     fn subscribe_with<'a>(
@@ -217,8 +238,15 @@ impl Client for Paho {
                 if let Some(id) = options.id {
                     properties.push_int(paho::PropertyCode::SubscriptionIdentifier, id as i32)?;
                 }
+                let retain_handling = match options.retain_handling {
+                    0 => paho::RetainHandling::SendRetainedOnSubscribe,
+                    1 => paho::RetainHandling::SendRetainedOnNew,
+                    _ => paho::RetainHandling::DontSendRetained,
+                };
                 let sub_options = paho::SubscribeOptionsBuilder::new()
                     .no_local(options.no_local)
+                    .retain_as_published(options.retain_as_published)
+                    .retain_handling(retain_handling)
                     .finalize();
                 self.client
                     .subscribe_with_options(filter, qos, sub_options, properties)
@@ -257,6 +285,24 @@ impl Client for Paho {
 
     fn closed_by_broker(&mut self, within: Duration) -> BoxFuture<'_, bool> {
         Box::pin(self.inbox.closed_by_broker(within))
+    }
+
+    fn disconnect_with_session_expiry(
+        self: Box<Self>,
+        secs: u32,
+    ) -> BoxFuture<'static, anyhow::Result<()>> {
+        Box::pin(async move {
+            let mut properties = paho::Properties::new();
+            properties.push_u32(paho::PropertyCode::SessionExpiryInterval, secs)?;
+            let options = paho::DisconnectOptionsBuilder::new()
+                .properties(properties)
+                .finalize();
+            self.client
+                .disconnect(options)
+                .await
+                .context("paho disconnect")?;
+            Ok(())
+        })
     }
 
     fn disconnect(self: Box<Self>) -> BoxFuture<'static, anyhow::Result<()>> {

@@ -11,7 +11,8 @@ use tern::codec::*;
 use tern::types::{PacketId, QoS};
 
 use crate::client::{
-    BoxFuture, Client, ConnectOptions, Message, Props, SubOptions, TopicAliases, Version,
+    BoxFuture, Client, ConnAckInfo, ConnectOptions, Message, Props, SubOptions, TopicAliases,
+    Version,
 };
 use crate::raw::{s, RawClient};
 
@@ -19,12 +20,11 @@ const PATIENCE: Duration = Duration::from_secs(5);
 
 struct Raw {
     client: RawClient,
-    session_present: bool,
+    connack: ConnAckInfo,
     keep_alive: Duration,
     next_id: u16,
     /// Messages that arrived while waiting for something else.
     inbox: VecDeque<Message>,
-    response_information: Option<String>,
     /// Topic aliases the broker set on this connection.
     aliases: TopicAliases,
 }
@@ -101,12 +101,16 @@ pub async fn connect(
         }
     }
     if let Some(will) = &options.will {
+        let mut properties = Properties::new();
+        if let (Version::V5, Some(delay)) = (version, options.will_delay) {
+            properties.push(Property::WillDelayInterval(delay));
+        }
         connect.will = Some(Will {
             topic: s(&will.topic),
             payload: Bytes::from(will.payload.clone()),
             qos: qos(will.qos),
             retain: will.retain,
-            properties: Properties::new(),
+            properties,
         });
     }
     if let Some((user, password)) = &options.credentials {
@@ -117,18 +121,42 @@ pub async fn connect(
     client.try_send(Packet::Connect(Box::new(connect))).await?;
     match client.recv_within(PATIENCE).await {
         Ok(Some(Packet::ConnAck(ack))) if ack.reason_code == ReasonCode::Success => {
+            let p = &ack.properties;
+            let connack = ConnAckInfo {
+                session_present: ack.session_present,
+                assigned_client_id: p.assigned_client_identifier().map(|id| id.to_string()),
+                server_keep_alive: p.server_keep_alive(),
+                response_information: p.response_information().map(|r| r.to_string()),
+                receive_maximum: p.receive_maximum(),
+                maximum_packet_size: p.maximum_packet_size(),
+                topic_alias_maximum: p.topic_alias_maximum(),
+                wildcard_available: p.wildcard_subscription_available(),
+                subscription_ids_available: p.subscription_identifier_available(),
+                shared_available: p.shared_subscription_available(),
+            };
+            let keep_alive = match connack.server_keep_alive {
+                Some(secs) => Duration::from_secs(u64::from(secs)),
+                None => options.keep_alive,
+            };
             Ok(Box::new(Raw {
                 client,
-                session_present: ack.session_present,
-                keep_alive: options.keep_alive,
+                connack,
+                keep_alive,
                 next_id: 0,
                 inbox: VecDeque::new(),
-                response_information: ack.properties.response_information().map(|r| r.to_string()),
                 aliases: TopicAliases::default(),
             }))
         }
         Ok(Some(Packet::ConnAck(ack))) => {
-            bail!("connection refused: {}", ack.reason_code.description())
+            let reference = ack
+                .properties
+                .server_reference()
+                .map(|r| format!(", use {r}"))
+                .unwrap_or_default();
+            bail!(
+                "connection refused: {}{reference}",
+                ack.reason_code.description()
+            )
         }
         other => bail!("expected CONNACK, got {other:?}"),
     }
@@ -201,6 +229,21 @@ impl Raw {
         }
     }
 
+    fn send_disconnect(
+        self: Box<Self>,
+        properties: Properties,
+    ) -> BoxFuture<'static, anyhow::Result<()>> {
+        Box::pin(async move {
+            let mut client = self.client;
+            let disconnect = Disconnect {
+                reason_code: ReasonCode::Success,
+                properties,
+            };
+            client.try_send(Packet::Disconnect(disconnect)).await?;
+            Ok(())
+        })
+    }
+
     /// The message a PUBLISH carries, its topic alias resolved.
     fn message_of(&mut self, p: &Publish) -> anyhow::Result<Message> {
         let props = props_of(&p.properties);
@@ -216,12 +259,8 @@ impl Raw {
 }
 
 impl Client for Raw {
-    fn session_present(&self) -> bool {
-        self.session_present
-    }
-
-    fn response_information(&self) -> Option<String> {
-        self.response_information.clone()
+    fn connack(&self) -> &ConnAckInfo {
+        &self.connack
     }
 
     fn subscribe_with<'a>(
@@ -233,6 +272,12 @@ impl Client for Raw {
             let id = self.packet_id();
             let mut sub_options = SubscriptionOptions::new(qos(options.qos));
             sub_options.no_local = options.no_local;
+            sub_options.retain_as_published = options.retain_as_published;
+            sub_options.retain_handling = match options.retain_handling {
+                0 => RetainHandling::SendAtSubscribe,
+                1 => RetainHandling::SendAtNewSubscribe,
+                _ => RetainHandling::DoNotSend,
+            };
             let filters = vec![(s(filter), sub_options)];
             let mut properties = Properties::new();
             if let Some(sub_id) = options.id {
@@ -338,12 +383,13 @@ impl Client for Raw {
     }
 
     fn disconnect(self: Box<Self>) -> BoxFuture<'static, anyhow::Result<()>> {
-        Box::pin(async move {
-            let mut client = self.client;
-            client
-                .try_send(Packet::Disconnect(Disconnect::normal()))
-                .await?;
-            Ok(())
-        })
+        self.send_disconnect(Properties::new())
+    }
+
+    fn disconnect_with_session_expiry(
+        self: Box<Self>,
+        secs: u32,
+    ) -> BoxFuture<'static, anyhow::Result<()>> {
+        self.send_disconnect(vec![Property::SessionExpiryInterval(secs)].into())
     }
 }

@@ -12,7 +12,8 @@ use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
 use crate::client::{
-    BoxFuture, Client, ConnectOptions, Message, Props, SubOptions, TopicAliases, Version,
+    BoxFuture, Client, ConnAckInfo, ConnectOptions, Message, Props, SubOptions, TopicAliases,
+    Version,
 };
 use crate::inbox::{Event, Inbox};
 
@@ -37,12 +38,9 @@ pub async fn connect(
             (Api::V5(client), task)
         }
     };
-    let (session_present, response_information) = match inbox
+    let connack = match inbox
         .wait_for(PATIENCE, |e| match e {
-            Event::ConnAck {
-                session_present,
-                response_information,
-            } => Some((*session_present, response_information.clone())),
+            Event::ConnAck(info) => Some(info.clone()),
             _ => None,
         })
         .await
@@ -56,8 +54,7 @@ pub async fn connect(
     Ok(Box::new(Rumqttc {
         client,
         inbox,
-        session_present,
-        response_information,
+        connack,
         task,
     }))
 }
@@ -70,8 +67,7 @@ enum Api {
 struct Rumqttc {
     client: Api,
     inbox: Inbox,
-    session_present: bool,
-    response_information: Option<String>,
+    connack: ConnAckInfo,
     task: AbortHandle,
 }
 
@@ -109,12 +105,8 @@ impl Rumqttc {
 }
 
 impl Client for Rumqttc {
-    fn session_present(&self) -> bool {
-        self.session_present
-    }
-
-    fn response_information(&self) -> Option<String> {
-        self.response_information.clone()
+    fn connack(&self) -> &ConnAckInfo {
+        &self.connack
     }
 
     fn subscribe_with<'a>(
@@ -187,6 +179,13 @@ impl Client for Rumqttc {
         Box::pin(self.inbox.closed_by_broker(within))
     }
 
+    fn disconnect_with_session_expiry(
+        self: Box<Self>,
+        _secs: u32,
+    ) -> BoxFuture<'static, anyhow::Result<()>> {
+        Box::pin(async { anyhow::bail!("rumqttc 0.25 cannot send DISCONNECT properties") })
+    }
+
     fn disconnect(mut self: Box<Self>) -> BoxFuture<'static, anyhow::Result<()>> {
         Box::pin(async move {
             match &self.client {
@@ -234,10 +233,10 @@ mod v4 {
             loop {
                 let event = match eventloop.poll().await {
                     Ok(RumqttcEvent::Incoming(incoming)) => match incoming {
-                        Incoming::ConnAck(c) => Event::ConnAck {
+                        Incoming::ConnAck(c) => Event::ConnAck(ConnAckInfo {
                             session_present: c.session_present,
-                            response_information: None,
-                        },
+                            ..ConnAckInfo::default()
+                        }),
                         Incoming::Publish(p) => Event::Publish(Message {
                             topic: p.topic,
                             payload: p.payload.to_vec(),
@@ -274,8 +273,8 @@ mod v4 {
 mod v5 {
     use super::*;
     use rumqttc::v5::mqttbytes::v5::{
-        Filter, LastWill, Packet, PublishProperties, RetainForwardRule, SubscribeProperties,
-        SubscribeReasonCode,
+        ConnAckProperties, Filter, LastWill, LastWillProperties, Packet, PublishProperties,
+        RetainForwardRule, SubscribeProperties, SubscribeReasonCode,
     };
     use rumqttc::v5::{Event as RumqttcEvent, MqttOptions};
 
@@ -291,13 +290,38 @@ mod v5 {
         }
     }
 
+    fn connack_info(session_present: bool, p: Option<ConnAckProperties>) -> ConnAckInfo {
+        let Some(p) = p else {
+            return ConnAckInfo {
+                session_present,
+                ..ConnAckInfo::default()
+            };
+        };
+        ConnAckInfo {
+            session_present,
+            assigned_client_id: p.assigned_client_identifier,
+            server_keep_alive: p.server_keep_alive,
+            response_information: p.response_information,
+            receive_maximum: p.receive_max,
+            maximum_packet_size: p.max_packet_size,
+            topic_alias_maximum: p.topic_alias_max,
+            wildcard_available: p.wildcard_subscription_available.map(|v| v == 1),
+            subscription_ids_available: p.subscription_identifiers_available.map(|v| v == 1),
+            shared_available: p.shared_subscription_available.map(|v| v == 1),
+        }
+    }
+
     pub fn subscription(filter: &str, options: SubOptions) -> (Filter, SubscribeProperties) {
         let filter = Filter {
             path: filter.to_string(),
             qos: qos5(options.qos),
             nolocal: options.no_local,
-            preserve_retain: false,
-            retain_forward_rule: RetainForwardRule::OnEverySubscribe,
+            preserve_retain: options.retain_as_published,
+            retain_forward_rule: match options.retain_handling {
+                0 => RetainForwardRule::OnEverySubscribe,
+                1 => RetainForwardRule::OnNewSubscribe,
+                _ => RetainForwardRule::Never,
+            },
         };
         let properties = SubscribeProperties {
             id: options.id.map(|id| id as usize),
@@ -339,12 +363,21 @@ mod v5 {
             .set_topic_alias_max(options.topic_alias_max)
             .set_request_response_info(options.request_response_information.then_some(1));
         if let Some(will) = &options.will {
+            let properties = options.will_delay.map(|delay| LastWillProperties {
+                delay_interval: Some(delay),
+                payload_format_indicator: None,
+                message_expiry_interval: None,
+                content_type: None,
+                response_topic: None,
+                correlation_data: None,
+                user_properties: Vec::new(),
+            });
             opts.set_last_will(LastWill::new(
                 &will.topic,
                 will.payload.clone(),
                 qos5(will.qos),
                 will.retain,
-                None,
+                properties,
             ));
         }
         if let Some((user, password)) = &options.credentials {
@@ -356,10 +389,9 @@ mod v5 {
             loop {
                 let event = match eventloop.poll().await {
                     Ok(RumqttcEvent::Incoming(incoming)) => match incoming {
-                        Packet::ConnAck(c) => Event::ConnAck {
-                            session_present: c.session_present,
-                            response_information: c.properties.and_then(|p| p.response_information),
-                        },
+                        Packet::ConnAck(c) => {
+                            Event::ConnAck(connack_info(c.session_present, c.properties))
+                        }
                         Packet::Publish(p) => {
                             let props = props_of(p.properties);
                             let topic = String::from_utf8_lossy(&p.topic);
