@@ -216,6 +216,12 @@ pub const CASES: &[Case] = &[
         run: |e, k| Box::pin(v5_server_moved(e, k)),
     },
     Case {
+        name: "v5 request problem information",
+        spec: "[MQTT-3.1.2-29]",
+        only: Only::V5,
+        run: |e, k| Box::pin(v5_problem_information(e, k)),
+    },
+    Case {
         name: "v5 enhanced authentication: SCRAM-SHA-256 and re-authentication",
         spec: "[MQTT-4.12.0-2] [MQTT-4.12.0-4] [MQTT-4.12.0-5]",
         only: Only::V5Without(&[Library::Rumqttc, Library::Paho], "n/a (no AUTH API)"),
@@ -984,4 +990,27 @@ async fn v5_server_moved(env: Env, kind: Kind) -> anyhow::Result<()> {
         ensure!(text.contains(MOVED_TO), "Server Reference missing: {text}");
     }
     Ok(())
+}
+
+async fn v5_problem_information(env: Env, kind: Kind) -> anyhow::Result<()> {
+    // An empty share name: the broker refuses the filter (0x8F) and, if asked, says why.
+    let bad = format!("$share//{}", topic(kind, "problem"));
+    let mut asking = connect(env, kind, &id(kind, "pi-asking")).await?;
+    let ack = asking.try_subscribe(&bad, SubOptions::qos(0)).await?;
+    ensure!(!ack.granted, "invalid share name refused: {ack:?}");
+    ensure!(
+        ack.reason_string.is_some(),
+        "a reason string when asked: {ack:?}"
+    );
+    let mut options = ConnectOptions::new(id(kind, "pi-quiet"));
+    options.request_problem_information = false;
+    let mut quiet = kind.connect(env.broker, options).await?;
+    let ack = quiet.try_subscribe(&bad, SubOptions::qos(0)).await?;
+    ensure!(!ack.granted, "invalid share name refused: {ack:?}");
+    ensure!(
+        ack.reason_string.is_none(),
+        "no reason string when not asked: {ack:?}"
+    );
+    asking.disconnect().await?;
+    quiet.disconnect().await
 }

@@ -157,6 +157,8 @@ pub struct ConnectOptions {
     pub packet_bytes_max: Option<u32>,
     pub topic_alias_max: Option<u16>,
     pub request_response_information: bool,
+    /// MQTT 5 Request Problem Information (default true, as in the spec).
+    pub request_problem_information: bool,
     /// MQTT 5 Will Delay Interval, seconds.
     pub will_delay: Option<u32>,
 }
@@ -174,6 +176,7 @@ impl ConnectOptions {
             packet_bytes_max: None,
             topic_alias_max: None,
             request_response_information: false,
+            request_problem_information: true,
             will_delay: None,
         }
     }
@@ -226,6 +229,14 @@ pub struct ConnAckInfo {
     pub shared_available: Option<bool>,
 }
 
+/// What a SUBACK said about one filter.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SubAckInfo {
+    pub granted: bool,
+    /// MQTT 5 Reason String.
+    pub reason_string: Option<String>,
+}
+
 /// What a SUBSCRIBE asks for beyond the filter.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SubOptions {
@@ -267,7 +278,19 @@ pub trait Client: Send {
         &'a mut self,
         filter: &'a str,
         options: SubOptions,
-    ) -> BoxFuture<'a, anyhow::Result<()>>;
+    ) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            let ack = self.try_subscribe(filter, options).await?;
+            anyhow::ensure!(ack.granted, "subscription to {filter} refused: {ack:?}");
+            Ok(())
+        })
+    }
+    /// Subscribes and returns what the SUBACK said, granted or not.
+    fn try_subscribe<'a>(
+        &'a mut self,
+        filter: &'a str,
+        options: SubOptions,
+    ) -> BoxFuture<'a, anyhow::Result<SubAckInfo>>;
     /// Unsubscribes and waits for the UNSUBACK.
     fn unsubscribe<'a>(&'a mut self, filter: &'a str) -> BoxFuture<'a, anyhow::Result<()>>;
     /// Publishes and, for QoS 1 and 2, waits for the flow to complete.

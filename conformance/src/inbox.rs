@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::bail;
 use tokio::sync::mpsc;
 
-use crate::client::{ConnAckInfo, Message};
+use crate::client::{ConnAckInfo, Message, SubAckInfo};
 
 #[derive(Debug)]
 pub enum Event {
@@ -18,9 +18,7 @@ pub enum Event {
     Publish(Message),
     PubAck,
     PubComp,
-    SubAck {
-        granted: bool,
-    },
+    SubAck(SubAckInfo),
     UnsubAck,
     /// The connection ended (or was refused); the text says why.
     Closed(String),

@@ -13,8 +13,8 @@ use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
 use crate::client::{
-    BoxFuture, Client, ConnAckInfo, ConnectOptions, Message, Props, SubOptions, TopicAliases,
-    Version,
+    BoxFuture, Client, ConnAckInfo, ConnectOptions, Message, Props, SubAckInfo, SubOptions,
+    TopicAliases, Version,
 };
 use crate::inbox::{Event, Inbox};
 
@@ -116,6 +116,9 @@ fn connect_options(options: &ConnectOptions, v5: bool) -> anyhow::Result<paho::C
         }
         if options.request_response_information {
             p.push_byte(Code::RequestResponseInformation, 1)?;
+        }
+        if !options.request_problem_information {
+            p.push_byte(Code::RequestProblemInformation, 0)?;
         }
         connect.properties(p);
     } else {
@@ -226,11 +229,11 @@ impl Client for Paho {
         &self.connack
     }
 
-    fn subscribe_with<'a>(
+    fn try_subscribe<'a>(
         &'a mut self,
         filter: &'a str,
         options: SubOptions,
-    ) -> BoxFuture<'a, anyhow::Result<()>> {
+    ) -> BoxFuture<'a, anyhow::Result<SubAckInfo>> {
         Box::pin(async move {
             let qos = i32::from(options.qos);
             let token = if self.v5 {
@@ -253,11 +256,22 @@ impl Client for Paho {
             } else {
                 self.client.subscribe(filter, qos)
             };
-            let response = token.await.context("paho subscribe")?;
-            if let Some(code) = response.subscribe_response() {
-                anyhow::ensure!(code < 0x80, "subscription refused: {code:#x}");
+            match token.await {
+                Ok(response) => Ok(SubAckInfo {
+                    granted: response.subscribe_response().is_none_or(|code| code < 0x80),
+                    reason_string: response
+                        .properties()
+                        .get_string(paho::PropertyCode::ReasonString),
+                }),
+                // Paho reports a refusing SUBACK as a failed token, with its properties.
+                Err(paho::Error::ReasonCode(code, properties)) if (code as i32) >= 0x80 => {
+                    Ok(SubAckInfo {
+                        granted: false,
+                        reason_string: properties.get_string(paho::PropertyCode::ReasonString),
+                    })
+                }
+                Err(error) => Err(error).context("paho subscribe"),
             }
-            Ok(())
         })
     }
 

@@ -5,14 +5,14 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail};
+use anyhow::bail;
 use bytes::Bytes;
 use tern::codec::*;
 use tern::types::{PacketId, QoS};
 
 use crate::client::{
-    BoxFuture, Client, ConnAckInfo, ConnectOptions, Message, Props, SubOptions, TopicAliases,
-    Version,
+    BoxFuture, Client, ConnAckInfo, ConnectOptions, Message, Props, SubAckInfo, SubOptions,
+    TopicAliases, Version,
 };
 use crate::raw::{s, RawClient};
 
@@ -98,6 +98,9 @@ pub async fn connect(
         }
         if options.request_response_information {
             p.push(Property::RequestResponseInformation(true));
+        }
+        if !options.request_problem_information {
+            p.push(Property::RequestProblemInformation(false));
         }
     }
     if let Some(will) = &options.will {
@@ -263,11 +266,11 @@ impl Client for Raw {
         &self.connack
     }
 
-    fn subscribe_with<'a>(
+    fn try_subscribe<'a>(
         &'a mut self,
         filter: &'a str,
         options: SubOptions,
-    ) -> BoxFuture<'a, anyhow::Result<()>> {
+    ) -> BoxFuture<'a, anyhow::Result<SubAckInfo>> {
         Box::pin(async move {
             let id = self.packet_id();
             let mut sub_options = SubscriptionOptions::new(qos(options.qos));
@@ -290,16 +293,16 @@ impl Client for Raw {
                     filters,
                 }))
                 .await?;
-            let codes = self
+            let ack = self
                 .wait_for(|p| match p {
-                    Packet::SubAck(ack) if ack.packet_id == id => Some(ack.reason_codes.clone()),
+                    Packet::SubAck(ack) if ack.packet_id == id => Some(ack.clone()),
                     _ => None,
                 })
                 .await?;
-            match codes.first() {
-                Some(code) if !code.is_error() => Ok(()),
-                other => Err(anyhow!("subscription refused: {other:?}")),
-            }
+            Ok(SubAckInfo {
+                granted: ack.reason_codes.first().is_some_and(|c| !c.is_error()),
+                reason_string: ack.properties.reason_string().map(|r| r.to_string()),
+            })
         })
     }
 

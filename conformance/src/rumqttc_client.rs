@@ -12,8 +12,8 @@ use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
 use crate::client::{
-    BoxFuture, Client, ConnAckInfo, ConnectOptions, Message, Props, SubOptions, TopicAliases,
-    Version,
+    BoxFuture, Client, ConnAckInfo, ConnectOptions, Message, Props, SubAckInfo, SubOptions,
+    TopicAliases, Version,
 };
 use crate::inbox::{Event, Inbox};
 
@@ -109,11 +109,11 @@ impl Client for Rumqttc {
         &self.connack
     }
 
-    fn subscribe_with<'a>(
+    fn try_subscribe<'a>(
         &'a mut self,
         filter: &'a str,
         options: SubOptions,
-    ) -> BoxFuture<'a, anyhow::Result<()>> {
+    ) -> BoxFuture<'a, anyhow::Result<SubAckInfo>> {
         Box::pin(async move {
             match &self.client {
                 Api::V4(c) => c.subscribe(filter, qos(options.qos)).await?,
@@ -123,15 +123,12 @@ impl Client for Rumqttc {
                         .await?
                 }
             }
-            let granted = self
-                .inbox
+            self.inbox
                 .wait_for(PATIENCE, |e| match e {
-                    Event::SubAck { granted } => Some(*granted),
+                    Event::SubAck(ack) => Some(ack.clone()),
                     _ => None,
                 })
-                .await?;
-            anyhow::ensure!(granted, "subscription to {filter} refused");
-            Ok(())
+                .await
         })
     }
 
@@ -246,12 +243,13 @@ mod v4 {
                         }),
                         Incoming::PubAck(_) => Event::PubAck,
                         Incoming::PubComp(_) => Event::PubComp,
-                        Incoming::SubAck(s) => Event::SubAck {
+                        Incoming::SubAck(s) => Event::SubAck(SubAckInfo {
                             granted: s
                                 .return_codes
                                 .iter()
                                 .all(|c| matches!(c, SubscribeReasonCode::Success(_))),
-                        },
+                            reason_string: None,
+                        }),
                         Incoming::UnsubAck(_) => Event::UnsubAck,
                         _ => continue,
                     },
@@ -361,7 +359,8 @@ mod v5 {
             .set_session_expiry_interval(options.session_expiry)
             .set_receive_maximum(options.receive_maximum)
             .set_topic_alias_max(options.topic_alias_max)
-            .set_request_response_info(options.request_response_information.then_some(1));
+            .set_request_response_info(options.request_response_information.then_some(1))
+            .set_request_problem_info((!options.request_problem_information).then_some(0));
         if let Some(will) = &options.will {
             let properties = options.will_delay.map(|delay| LastWillProperties {
                 delay_interval: Some(delay),
@@ -408,12 +407,13 @@ mod v5 {
                         }
                         Packet::PubAck(_) => Event::PubAck,
                         Packet::PubComp(_) => Event::PubComp,
-                        Packet::SubAck(s) => Event::SubAck {
+                        Packet::SubAck(s) => Event::SubAck(SubAckInfo {
                             granted: s
                                 .return_codes
                                 .iter()
                                 .all(|c| matches!(c, SubscribeReasonCode::Success(_))),
-                        },
+                            reason_string: s.properties.and_then(|p| p.reason_string),
+                        }),
                         Packet::UnsubAck(_) => Event::UnsubAck,
                         Packet::Disconnect(d) => {
                             Event::Closed(format!("DISCONNECT {:?}", d.reason_code))
