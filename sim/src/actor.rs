@@ -10,9 +10,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use bytes::BytesMut;
+use tern::auth::scram::{self, ScramClient};
 use tern::codec::{
-    decode, encode, Ack, ByteStr, Packet, ProtocolVersion, Publish, PACKET_BYTES_MAX,
+    decode, encode, Ack, Auth, ByteStr, Packet, Properties, Property, ProtocolVersion, Publish,
+    ReasonCode, PACKET_BYTES_MAX,
 };
 use tern::types::{PacketId, QoS};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -30,6 +33,8 @@ pub enum Command {
     Send(Packet),
     Raw(Vec<u8>),
     Close,
+    /// Start a SCRAM-SHA-256 re-authentication with this password.
+    Reauthenticate(String),
 }
 
 pub struct Actor {
@@ -37,6 +42,8 @@ pub struct Actor {
     pub version: ProtocolVersion,
     pub keep_alive: Duration,
     pub auto_ack: bool,
+    /// SCRAM-SHA-256 user and password, used at every CONNECT.
+    pub scram: Option<(String, String)>,
     pub trace: Rc<RefCell<Trace>>,
 }
 
@@ -47,6 +54,10 @@ struct Connection {
     sent_disconnect: bool,
     /// Topic aliases the broker set on this connection (MQTT 5).
     aliases: BTreeMap<u16, String>,
+    /// The SCRAM exchange under way or last finished on this connection.
+    scram: Option<ScramClient>,
+    /// Exchanges started on this connection, for distinct nonces.
+    scram_exchanges: u32,
 }
 
 /// What a client keeps for its session across connections (MQTT 4.4): the QoS flows it has
@@ -116,7 +127,7 @@ impl Actor {
         session: &mut SessionState,
     ) {
         match command {
-            Command::Connect(packet) => {
+            Command::Connect(mut packet) => {
                 *conn = None;
                 match TcpStream::connect(("broker", BROKER_PORT)).await {
                     Ok(stream) => {
@@ -127,7 +138,21 @@ impl Actor {
                             buf: BytesMut::new(),
                             sent_disconnect: false,
                             aliases: BTreeMap::new(),
+                            scram: None,
+                            scram_exchanges: 0,
                         };
+                        if let (Packet::Connect(connect), Some((user, password))) =
+                            (&mut packet, &self.scram)
+                        {
+                            let scram = self.start_scram(&mut c, user, password);
+                            let properties = &mut connect.properties;
+                            properties.push(Property::AuthenticationMethod(ByteStr::from_static(
+                                scram::METHOD,
+                            )));
+                            properties.push(Property::AuthenticationData(Bytes::from(
+                                scram.client_first(),
+                            )));
+                        }
                         self.write(&mut c, packet).await;
                         *conn = Some(c);
                     }
@@ -153,6 +178,15 @@ impl Actor {
                     let _ = c.writer.write_all(&bytes).await;
                 }
             }
+            Command::Reauthenticate(password) => {
+                let Some((user, _)) = self.scram.clone() else {
+                    return;
+                };
+                if let Some(c) = conn.as_mut() {
+                    let first = self.start_scram(c, &user, &password).client_first();
+                    self.write(c, auth(ReasonCode::ReAuthenticate, first)).await;
+                }
+            }
             Command::Close => {
                 if let Some(c) = conn.take() {
                     self.record(Event::Closed {
@@ -172,8 +206,62 @@ impl Actor {
         }
     }
 
+    /// A new SCRAM exchange on `c`, with a nonce unique to this host and connection.
+    fn start_scram<'c>(
+        &self,
+        c: &'c mut Connection,
+        user: &str,
+        password: &str,
+    ) -> &'c ScramClient {
+        c.scram_exchanges += 1;
+        let nonce = format!("{}-{}-{}", self.name, now().as_millis(), c.scram_exchanges);
+        c.scram.insert(ScramClient::new(user, password, &nonce))
+    }
+
+    /// Checks the broker's SCRAM proof (in a CONNACK or the AUTH that ends a re-authentication).
+    fn verify_scram(&self, c: &Connection, data: Option<&Bytes>) {
+        let proven = c
+            .scram
+            .as_ref()
+            .zip(data)
+            .is_some_and(|(scram, data)| scram.verify_server(data));
+        if !proven {
+            self.record(Event::ClientError(
+                "the broker's SCRAM proof is missing or wrong".into(),
+            ));
+        }
+    }
+
     /// What a client library does on its own when a packet arrives.
     async fn respond(&self, packet: Packet, c: &mut Connection, session: &mut SessionState) {
+        match &packet {
+            Packet::ConnAck(ack) if ack.reason_code == ReasonCode::Success && c.scram.is_some() => {
+                self.verify_scram(c, ack.properties.authentication_data());
+            }
+            Packet::Auth(a) if a.reason_code == ReasonCode::Success => {
+                self.verify_scram(c, a.properties.authentication_data());
+            }
+            Packet::Auth(a) if a.reason_code == ReasonCode::ContinueAuthentication => {
+                let data = a
+                    .properties
+                    .authentication_data()
+                    .cloned()
+                    .unwrap_or_default();
+                let last = c.scram.as_mut().map(|scram| scram.client_final(&data));
+                match last {
+                    Some(Ok(last)) => {
+                        self.write(c, auth(ReasonCode::ContinueAuthentication, last))
+                            .await
+                    }
+                    Some(Err(why)) => {
+                        self.record(Event::ClientError(format!("bad SCRAM server-first: {why}")))
+                    }
+                    None => self.record(Event::ClientError("AUTH without an exchange".into())),
+                }
+                return;
+            }
+            _ => {}
+        }
         match packet {
             Packet::ConnAck(ack) if ack.session_present => {
                 // Resume: resend unfinished flows in order, PUBLISH with DUP (MQTT-4.4.0-1).
@@ -254,6 +342,19 @@ fn resolve_alias(aliases: &mut BTreeMap<u16, String>, p: &Publish) -> ByteStr {
         .cloned()
         .unwrap_or_else(|| format!("<unknown topic alias {alias}>"));
     ByteStr::new(&topic).unwrap_or_default()
+}
+
+/// An AUTH packet of the SCRAM-SHA-256 method.
+fn auth(reason_code: ReasonCode, data: Vec<u8>) -> Packet {
+    let mut properties = Properties::new();
+    properties.push(Property::AuthenticationMethod(ByteStr::from_static(
+        scram::METHOD,
+    )));
+    properties.push(Property::AuthenticationData(Bytes::from(data)));
+    Packet::Auth(Auth {
+        reason_code,
+        properties,
+    })
 }
 
 /// The next packet on the connection; `None` when it ends (or is not valid MQTT). Pending

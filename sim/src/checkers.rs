@@ -28,6 +28,7 @@ pub const CHECKERS: &[(&str, Check)] = &[
     ("qos1-at-least-once", qos1_at_least_once),
     ("will-on-abnormal-end", will_on_abnormal_end),
     ("receive-maximum", receive_maximum),
+    ("client-errors", client_errors),
 ];
 
 pub fn check(scenario: &Scenario, trace: &Trace) -> Option<Failure> {
@@ -532,6 +533,19 @@ fn qos1_at_least_once(scenario: &Scenario, trace: &Trace) -> Result<(), (String,
     Ok(())
 }
 
+/// A client found the broker at fault (a wrong SCRAM server proof, say).
+fn client_errors(_: &Scenario, trace: &Trace) -> Result<(), (String, usize)> {
+    match trace
+        .entries
+        .iter()
+        .enumerate()
+        .find(|(_, e)| matches!(e.event, Event::ClientError(_)))
+    {
+        Some((i, e)) => Err((format!("{}: {}", e.host, e.line()), i)),
+        None => Ok(()),
+    }
+}
+
 /// The broker never has more QoS 1/2 PUBLISHes outstanding to an MQTT 5 client than the
 /// Receive Maximum the client sent (spec: [MQTT-3.3.4-9], [MQTT-4.9.0-2]). Outstanding: received
 /// on the current connection and not yet answered with PUBACK, PUBCOMP, or a PUBREC carrying an
@@ -755,6 +769,18 @@ mod tests {
             );
         }
         t
+    }
+
+    #[test]
+    fn a_client_error_fails_the_run() {
+        let mut t = accepted_but(true);
+        assert!(client_errors(&scenario(), &t).is_ok());
+        t.push(
+            Duration::ZERO,
+            "s",
+            Event::ClientError("the broker's SCRAM proof is missing or wrong".into()),
+        );
+        assert!(client_errors(&scenario(), &t).is_err());
     }
 
     #[test]

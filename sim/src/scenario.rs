@@ -58,6 +58,9 @@ pub struct BrokerOverrides {
     pub keep_alive_max_secs: Option<u16>,
     pub session_expiry_max_secs: Option<u32>,
     pub topic_alias_max: Option<u16>,
+    /// SCRAM-SHA-256 users (name to password) for MQTT 5 enhanced authentication.
+    #[serde(default)]
+    pub scram_users: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,9 +140,18 @@ pub struct ClientSpec {
     pub receive_maximum: Option<u16>,
     /// MQTT 5 Topic Alias Maximum: how many topic aliases the broker may use towards it.
     pub topic_alias_max: Option<u16>,
+    /// MQTT 5 enhanced authentication with SCRAM-SHA-256 at every CONNECT.
+    pub scram: Option<ScramSpec>,
     /// Answer QoS 1/2 messages (PUBACK, PUBREC, PUBCOMP). Off: acknowledgements are withheld.
     #[serde(default = "yes")]
     pub auto_ack: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScramSpec {
+    pub user: String,
+    pub password: String,
 }
 
 fn yes() -> bool {
@@ -259,6 +271,17 @@ pub enum ClientAction {
     /// Bytes written as they are, given in hex ("30 03 00 01 74").
     Raw(HexBytes),
     Expect(Expect),
+    /// MQTT 5 re-authentication (SCRAM-SHA-256), with the client's password unless another is
+    /// given; the step waits for the broker's AUTH 0x00 unless `expect_failure` is set.
+    Reauthenticate(ReauthSpec),
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReauthSpec {
+    pub password: Option<String>,
+    #[serde(default)]
+    pub expect_failure: bool,
 }
 
 const ACTIONS: &[&str] = &[
@@ -270,6 +293,7 @@ const ACTIONS: &[&str] = &[
     "close",
     "raw",
     "expect",
+    "reauthenticate",
 ];
 
 /// A client action: `disconnect` or `close` alone, or a map with one action key.
@@ -303,6 +327,7 @@ impl<'de> Deserialize<'de> for ClientAction {
                     }
                     "raw" => ClientAction::Raw(map.next_value()?),
                     "expect" => ClientAction::Expect(map.next_value()?),
+                    "reauthenticate" => ClientAction::Reauthenticate(map.next_value()?),
                     other => {
                         return Err(de::Error::custom(format!(
                             "unknown action {other:?}; actions: {ACTIONS:?}"

@@ -30,6 +30,8 @@ pub enum Event {
         normal: bool,
     },
     Fault(String),
+    /// The client found the broker at fault (e.g. a wrong SCRAM server proof); fails the run.
+    ClientError(String),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -135,6 +137,7 @@ impl Entry {
                 if *normal { " after DISCONNECT" } else { "" }
             ),
             Event::Fault(what) => format!("FAULT {what}"),
+            Event::ClientError(what) => format!("client error: {what}"),
         };
         format!("{:>9.3}s {:<10} {what}", self.at.as_secs_f64(), self.host)
     }
@@ -182,6 +185,7 @@ impl Trace {
                 Event::Received(Packet::Disconnect(d)) => {
                     format!("DISCONNECT {}", reason(d.reason_code))
                 }
+                Event::Received(Packet::Auth(a)) => format!("AUTH {}", reason(a.reason_code)),
                 Event::Received(Packet::Publish(p)) if p.dup => format!(
                     "resent {} {:?}",
                     p.topic,
@@ -190,6 +194,7 @@ impl Trace {
                 Event::Delivered { .. }
                 | Event::Closed { .. }
                 | Event::ConnectFailed(_)
+                | Event::ClientError(_)
                 | Event::Fault(_) => {
                     entry.line()[entry.line().find(&entry.host).map_or(0, |i| i + 11)..].to_string()
                 }

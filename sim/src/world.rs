@@ -104,6 +104,10 @@ pub fn run(scenario: &Scenario, options: &Options) -> Outcome {
         let version = protocol(spec.version);
         let keep_alive = spec.keep_alive.map_or(Duration::ZERO, |d| d.0);
         let auto_ack = spec.auto_ack;
+        let scram = spec
+            .scram
+            .as_ref()
+            .map(|s| (s.user.clone(), s.password.clone()));
         let host = name.clone();
         sim.host(host.as_str(), move || {
             // Runs at every (re)start of the host: a fresh actor and command channel.
@@ -114,6 +118,7 @@ pub fn run(scenario: &Scenario, options: &Options) -> Outcome {
                 version,
                 keep_alive,
                 auto_ack,
+                scram: scram.clone(),
                 trace: trace.clone(),
             };
             actor.run(receiver)
@@ -183,6 +188,9 @@ fn broker_config(o: &BrokerOverrides) -> tern::core::Config {
     if let Some(v) = o.session_expiry_max_secs {
         l.session_expiry_max_secs = Some(v);
     }
+    config.scram.users = o.scram_users.clone();
+    // Fewer PBKDF2 rounds than production: the simulation runs thousands of exchanges.
+    config.scram.iterations = 64;
     config
 }
 
@@ -570,6 +578,25 @@ impl Director<'_, '_> {
                 self.run_for(Duration::from_millis(10))
             }
             ClientAction::Expect(expect) => self.expect(name, expect),
+            ClientAction::Reauthenticate(spec) => {
+                let scram = self.scenario.clients[name]
+                    .scram
+                    .as_ref()
+                    .ok_or_else(|| format!("{name}: reauthenticate needs `scram` in its client"))?;
+                let password = spec.password.clone().unwrap_or(scram.password.clone());
+                let from = self.mark();
+                self.send(name, Command::Reauthenticate(password))?;
+                if spec.expect_failure {
+                    return self.run_for(Duration::from_millis(10));
+                }
+                let done = self.run_until(ANSWER_WITHIN, from, |_, e| {
+                    e.host == name
+                        && matches!(&e.event, Event::Received(Packet::Auth(a)) if a.reason_code == ReasonCode::Success)
+                })?;
+                done.map(|_| ()).ok_or_else(|| {
+                    format!("{name}: re-authentication did not finish within {ANSWER_WITHIN:?}")
+                })
+            }
         }
     }
 
