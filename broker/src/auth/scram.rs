@@ -502,6 +502,33 @@ mod tests {
         ));
     }
 
+    proptest::proptest! {
+        /// Whatever a client sends, the exchange answers without panicking, and once it has
+        /// failed it stays failed.
+        #[test]
+        fn any_messages_never_panic(
+            messages in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80), 1..4),
+            prefix in proptest::sample::select(vec![&b""[..], b"n,,n=alice,r=", b"c=biws,r=", b"n,,n=x=2C,r=a"]),
+        ) {
+            let server = server();
+            let mut entropy = super::super::SeededEntropy::new(5);
+            let mut exchange = server.begin(&mut entropy);
+            let mut failed = false;
+            for message in messages {
+                let mut data = prefix.to_vec();
+                data.extend(message);
+                let step = exchange.step(&data);
+                let is_failure = matches!(step, AuthStep::Failure { .. });
+                if failed {
+                    proptest::prop_assert!(is_failure, "a failed exchange stays failed");
+                }
+                let is_success = matches!(step, AuthStep::Success { .. });
+                proptest::prop_assert!(!is_success, "random bytes never authenticate");
+                failed |= is_failure;
+            }
+        }
+    }
+
     #[test]
     fn malformed_messages_fail_with_a_reason() {
         let server = server();

@@ -1272,9 +1272,24 @@ fn arbitrary_packet() -> impl Strategy<Value = Packet> {
         Just(QoS::ExactlyOnce)
     ];
     prop_oneof![
-        (version, id, any::<bool>(), 0..5u16, any::<bool>(), 0..3u32).prop_map(
-            |(v, id, clean, ka, w, exp)| {
+        (
+            version,
+            id,
+            any::<bool>(),
+            0..5u16,
+            any::<bool>(),
+            0..3u32,
+            any::<bool>()
+        )
+            .prop_map(|(v, id, clean, ka, w, exp, scram)| {
                 let mut c = connect(v, id, clean);
+                if scram && v.is_v5() {
+                    let client = ScramClient::new("a", "pw", "proptest");
+                    c.properties.push(Property::AuthenticationMethod(s(METHOD)));
+                    c.properties.push(Property::AuthenticationData(Bytes::from(
+                        client.client_first(),
+                    )));
+                }
                 c.keep_alive = ka;
                 if v.is_v5() {
                     c.properties.push(Property::SessionExpiryInterval(exp * 5));
@@ -1288,8 +1303,7 @@ fn arbitrary_packet() -> impl Strategy<Value = Packet> {
                     c.will = Some(wl);
                 }
                 Packet::Connect(Box::new(c))
-            }
-        ),
+            }),
         (
             topic,
             qos.clone(),
@@ -1328,6 +1342,15 @@ fn arbitrary_packet() -> impl Strategy<Value = Packet> {
             reason_code: ReasonCode::ReAuthenticate,
             properties: Properties::new()
         })),
+        (
+            prop_oneof![
+                Just(ReasonCode::ReAuthenticate),
+                Just(ReasonCode::ContinueAuthentication),
+                Just(ReasonCode::Success)
+            ],
+            proptest::collection::vec(any::<u8>(), 0..40)
+        )
+            .prop_map(|(reason_code, data)| auth(reason_code, METHOD, Some(data))),
     ]
 }
 
@@ -1352,6 +1375,8 @@ proptest! {
         let mut config = Config::default();
         config.limits.queued_messages_max = 3;
         config.limits.inflight_count_max = 2;
+        config.scram.users.insert("a".into(), "pw".into());
+        config.scram.iterations = 1;
         let mut h = Harness::with(config);
         let mut conns: Vec<ConnId> = Vec::new();
         for step in steps {
