@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use thiserror::Error;
 
-use crate::auth::scram::{ITERATIONS_DEFAULT, ITERATIONS_MAX};
+use crate::auth::scram::{Credential, CREDENTIAL_PREFIX, ITERATIONS_DEFAULT, ITERATIONS_MAX};
 use crate::codec::ByteStr;
 use crate::core;
 use crate::limits::{Limits, QueueOverflow};
@@ -168,6 +168,12 @@ impl Config {
             config.core.allow_anonymous = allow;
         }
         config.core.users = file.auth.users;
+        for (user, secret) in &file.auth.scram.users {
+            if secret.starts_with(CREDENTIAL_PREFIX) {
+                Credential::parse(secret)
+                    .map_err(|why| invalid("auth.scram.users", format!("user {user:?}: {why}")))?;
+            }
+        }
         config.core.scram.users = file.auth.scram.users;
         if let Some(iterations) = file.auth.scram.iterations {
             let range = ITERATIONS_DEFAULT..=ITERATIONS_MAX;
@@ -409,6 +415,13 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("auth.scram.iterations"), "{err}");
+        let err = parse("[auth.scram]\nusers = { bob = \"SCRAM-SHA-256$1:x\" }\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("auth.scram.users") && err.contains("bob"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
+use tern::auth::scram::{Credential, ITERATIONS_DEFAULT};
+use tern::auth::OsEntropy;
 use tern::config::Config;
 use tern::net::Server;
 use tracing_subscriber::EnvFilter;
@@ -21,10 +23,25 @@ struct Args {
     /// Address to listen on; repeatable. Replaces the config file's listeners.
     #[arg(long, short, value_name = "ADDR")]
     listen: Vec<SocketAddr>,
+    /// Read a password from standard input, print its SCRAM-SHA-256 stored credential (for
+    /// `[auth.scram] users`, so the config holds no password) and exit.
+    #[arg(long)]
+    scram_credential: bool,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if args.scram_credential {
+        let mut password = String::new();
+        std::io::stdin()
+            .read_line(&mut password)
+            .context("reading the password from standard input")?;
+        let password = password.trim_end_matches(['\r', '\n']);
+        anyhow::ensure!(!password.is_empty(), "no password on standard input");
+        let credential = Credential::generate(password, ITERATIONS_DEFAULT, &mut OsEntropy);
+        println!("{}", credential.encode());
+        return Ok(());
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),

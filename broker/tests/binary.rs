@@ -137,3 +137,31 @@ fn help_lists_the_options() {
         "{text}"
     );
 }
+
+#[test]
+fn scram_credential_is_printed_for_a_password_on_stdin() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tern"))
+        .arg("--scram-credential")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("tern runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"correct horse\n")
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let text = String::from_utf8(output.stdout).unwrap();
+    let credential =
+        tern::auth::scram::Credential::parse(text.trim()).expect("a stored credential");
+    assert_eq!(credential.iterations, tern::auth::scram::ITERATIONS_DEFAULT);
+    let derived = tern::auth::scram::Credential::derive(
+        "correct horse",
+        &credential.salt,
+        credential.iterations,
+    );
+    assert_eq!(derived, credential, "the credential is the password's");
+}

@@ -15,6 +15,19 @@ pub trait Entropy: Send {
     fn fill(&mut self, buf: &mut [u8]);
 }
 
+/// Unpredictable bytes from the operating system: what the driver gives the core. The core
+/// itself never reaches for it (DESIGN.md: no randomness inside the state machine).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OsEntropy;
+
+impl Entropy for OsEntropy {
+    fn fill(&mut self, buf: &mut [u8]) {
+        // Without OS randomness no nonce can be trusted; there is nothing sensible to fall
+        // back to.
+        getrandom::fill(buf).expect("the operating system provides random bytes");
+    }
+}
+
 /// Reproducible bytes from a seed (SplitMix64). For simulation and tests only: its output is
 /// predictable to anyone who knows the seed.
 #[derive(Debug, Clone)]

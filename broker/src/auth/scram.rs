@@ -77,7 +77,68 @@ pub struct Credential {
     pub server_key: [u8; 32],
 }
 
+/// How a stored credential starts (the form PostgreSQL uses for SCRAM-SHA-256 verifiers):
+/// `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`, base64 throughout.
+pub const CREDENTIAL_PREFIX: &str = "SCRAM-SHA-256$";
+
 impl Credential {
+    /// The stored form, to put in the config file instead of a password.
+    pub fn encode(&self) -> String {
+        format!(
+            "{CREDENTIAL_PREFIX}{}:{}${}:{}",
+            self.iterations,
+            BASE64.encode(&self.salt),
+            BASE64.encode(self.stored_key),
+            BASE64.encode(self.server_key)
+        )
+    }
+
+    /// Reads the stored form made by [`Credential::encode`].
+    pub fn parse(text: &str) -> Result<Credential, String> {
+        let rest = text
+            .strip_prefix(CREDENTIAL_PREFIX)
+            .ok_or_else(|| format!("a stored credential starts with {CREDENTIAL_PREFIX:?}"))?;
+        let (salting, keys) = rest
+            .split_once('$')
+            .ok_or("expected <iterations>:<salt>$<StoredKey>:<ServerKey>")?;
+        let (iterations, salt) = salting
+            .split_once(':')
+            .ok_or("expected <iterations>:<salt> before the '$'")?;
+        let (stored, server) = keys
+            .split_once(':')
+            .ok_or("expected <StoredKey>:<ServerKey> after the '$'")?;
+        let iterations: u32 = iterations
+            .parse()
+            .map_err(|_| format!("iterations {iterations:?} is not a number"))?;
+        if !(1..=ITERATIONS_MAX).contains(&iterations) {
+            return Err(format!(
+                "iterations {iterations} is outside 1..={ITERATIONS_MAX}"
+            ));
+        }
+        let key = |name, b64: &str| -> Result<[u8; 32], String> {
+            BASE64
+                .decode(b64)
+                .ok()
+                .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+                .ok_or_else(|| format!("{name} is not 32 bytes of base64"))
+        };
+        Ok(Credential {
+            salt: BASE64
+                .decode(salt)
+                .map_err(|_| "salt is not base64".to_string())?,
+            iterations,
+            stored_key: key("StoredKey", stored)?,
+            server_key: key("ServerKey", server)?,
+        })
+    }
+
+    /// A new credential for `password` with a fresh random salt.
+    pub fn generate(password: &str, iterations: u32, entropy: &mut dyn Entropy) -> Credential {
+        let mut salt = [0u8; SALT_BYTES];
+        entropy.fill(&mut salt);
+        Credential::derive(password, &salt, iterations)
+    }
+
     pub fn derive(password: &str, salt: &[u8], iterations: u32) -> Credential {
         assert!(iterations >= 1, "SCRAM needs at least one iteration");
         let salted = salted_password(password.as_bytes(), salt, iterations);
@@ -99,7 +160,10 @@ pub struct ScramSha256 {
 }
 
 impl ScramSha256 {
-    /// Derives each user's credential from its password with a fresh random salt.
+    /// Each user's credential: a stored credential ([`CREDENTIAL_PREFIX`]) as it is, a
+    /// password derived with a fresh random salt (which costs `iterations` HMACs per user at
+    /// start-up; stored credentials cost nothing). A malformed stored credential leaves its
+    /// user out (config loading refuses such files first).
     pub fn from_passwords(
         passwords: &BTreeMap<String, String>,
         iterations: u32,
@@ -107,13 +171,21 @@ impl ScramSha256 {
     ) -> ScramSha256 {
         let users = passwords
             .iter()
-            .map(|(user, password)| {
-                let mut salt = [0u8; SALT_BYTES];
-                entropy.fill(&mut salt);
-                (
-                    user.clone(),
-                    Credential::derive(password, &salt, iterations),
-                )
+            .filter_map(|(user, secret)| {
+                if secret.starts_with(CREDENTIAL_PREFIX) {
+                    match Credential::parse(secret) {
+                        Ok(credential) => Some((user.clone(), credential)),
+                        Err(why) => {
+                            tracing::error!(%user, why, "bad SCRAM credential; user left out");
+                            None
+                        }
+                    }
+                } else {
+                    Some((
+                        user.clone(),
+                        Credential::generate(secret, iterations, entropy),
+                    ))
+                }
             })
             .collect();
         let mut decoy_key = [0u8; 32];
@@ -462,6 +534,34 @@ mod tests {
         passwords.insert("a,b=c".to_string(), "odd".to_string());
         let mut entropy = super::super::SeededEntropy::new(1);
         ScramSha256::from_passwords(&passwords, 64, &mut entropy)
+    }
+
+    #[test]
+    fn stored_credentials_round_trip_and_authenticate() {
+        let mut entropy = super::super::SeededEntropy::new(4);
+        let credential = Credential::generate("hunter2", 4096, &mut entropy);
+        let text = credential.encode();
+        assert!(text.starts_with("SCRAM-SHA-256$4096:"), "{text}");
+        assert_eq!(Credential::parse(&text), Ok(credential));
+        let mut stored = BTreeMap::new();
+        stored.insert("bob".to_string(), text);
+        let server = ScramSha256::from_passwords(&stored, 64, &mut entropy);
+        assert!(matches!(
+            run(&server, "bob", "hunter2"),
+            AuthStep::Success { .. }
+        ));
+        assert!(matches!(
+            run(&server, "bob", "hunter3"),
+            AuthStep::Failure { .. }
+        ));
+        for bad in [
+            "SCRAM-SHA-256$",
+            "SCRAM-SHA-256$4096:c2FsdA==$AAAA:AAAA",
+            "SCRAM-SHA-256$0:c2FsdA==$",
+            "SCRAM-SHA-256$many:c2FsdA==$a:b",
+        ] {
+            assert!(Credential::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

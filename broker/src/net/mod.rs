@@ -21,7 +21,7 @@ use tracing::Instrument;
 pub use connection::WRITE_STALL_TIMEOUT;
 pub use listener::Listener;
 
-use crate::auth::Entropy;
+use crate::auth::{Entropy, OsEntropy};
 use crate::codec::{DecodeError, Packet};
 use crate::core::{self, Broker, Stats};
 use crate::types::ConnId;
@@ -58,17 +58,6 @@ pub(crate) enum Event {
 pub(crate) struct Shared {
     open_connections: AtomicUsize,
     next_conn: AtomicU64,
-}
-
-/// Unpredictable bytes from the operating system.
-struct OsEntropy;
-
-impl Entropy for OsEntropy {
-    fn fill(&mut self, buf: &mut [u8]) {
-        // Without OS randomness no nonce can be trusted; there is nothing sensible to fall
-        // back to.
-        getrandom::fill(buf).expect("the operating system provides random bytes");
-    }
 }
 
 /// Decrements the open-connection count when a connection task ends, however it ends.
