@@ -65,6 +65,11 @@ fn connect(id: &str) -> Packet {
 
 /// A broker with `subscribers` clients on "bench/topic" and one publisher, outputs drained.
 fn broker_with(subscribers: u64) -> (Broker, ConnId) {
+    broker_with_filter(subscribers, "bench/topic")
+}
+
+/// A broker with `subscribers` clients on `filter` and one publisher, outputs drained.
+fn broker_with_filter(subscribers: u64, filter: &'static str) -> (Broker, ConnId) {
     let mut config = Config::default();
     config.limits.outbound_queue_packets_max = usize::MAX;
     let mut broker = Broker::new(config);
@@ -77,7 +82,7 @@ fn broker_with(subscribers: u64) -> (Broker, ConnId) {
             packet_id: tern::types::PacketId::new(1).unwrap(),
             properties: Properties::new(),
             filters: vec![(
-                ByteStr::from_static("bench/topic"),
+                ByteStr::from_static(filter),
                 SubscriptionOptions::new(QoS::AtMostOnce),
             )],
         };
@@ -119,9 +124,69 @@ fn routing(c: &mut Criterion) {
     group.finish();
 }
 
+/// One QoS 0 PUBLISH to a shared subscription group of 1000 members: one delivery, to the
+/// next member in turn.
+fn shared_routing(c: &mut Criterion) {
+    let publish = Packet::Publish(Publish {
+        dup: false,
+        qos: QoS::AtMostOnce,
+        retain: false,
+        topic: ByteStr::from_static("bench/topic"),
+        packet_id: None,
+        properties: Properties::new(),
+        payload: Bytes::from_static(&[0x42; 64]),
+    });
+    let (mut broker, publisher) = broker_with_filter(1000, "$share/workers/bench/topic");
+    c.bench_function("core_route_qos0_64B/shared_group_of_1000", |b| {
+        b.iter(|| {
+            broker.packet_received(publisher, publish.clone(), Instant::ZERO);
+            let mut delivered = 0u64;
+            while let Some(output) = broker.poll_output() {
+                black_box(&output);
+                delivered += 1;
+            }
+            assert_eq!(delivered, 1);
+        })
+    });
+}
+
+/// SCRAM-SHA-256: deriving a stored credential (start-up cost per password user), and the
+/// server side of one whole exchange with a stored credential.
+fn scram(c: &mut Criterion) {
+    use tern::auth::scram::{Credential, ScramClient, ScramSha256, ITERATIONS_DEFAULT};
+    use tern::auth::{AuthStep, Authenticator, SeededEntropy};
+    let mut entropy = SeededEntropy::new(1);
+    c.bench_function("scram/derive_credential_4096_iterations", |b| {
+        b.iter(|| Credential::generate(black_box("password"), ITERATIONS_DEFAULT, &mut entropy))
+    });
+    let credential = Credential::generate("password", ITERATIONS_DEFAULT, &mut entropy);
+    let users = [("alice".to_string(), credential.encode())]
+        .into_iter()
+        .collect();
+    let server = ScramSha256::from_passwords(&users, ITERATIONS_DEFAULT, &mut entropy);
+    // The same seed gives the same server nonce every time, so the client's answer (which
+    // costs the client the PBKDF2 rounds) is computed once, outside the measurement.
+    let nonce_seed = 99;
+    let mut client = ScramClient::new("alice", "password", "bench-nonce");
+    let client_first = client.client_first();
+    let mut exchange = server.begin(&mut SeededEntropy::new(nonce_seed));
+    let AuthStep::Continue(server_first) = exchange.step(&client_first) else {
+        panic!("no server-first");
+    };
+    let client_final = client.client_final(&server_first).unwrap();
+    c.bench_function("scram/server_exchange_stored_credential", |b| {
+        b.iter(|| {
+            let mut exchange = server.begin(&mut SeededEntropy::new(nonce_seed));
+            black_box(exchange.step(&client_first));
+            let done = exchange.step(&client_final);
+            assert!(matches!(done, AuthStep::Success { .. }));
+        })
+    });
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(3));
-    targets = matching, routing
+    targets = matching, routing, shared_routing, scram
 }
 criterion_main!(benches);

@@ -9,6 +9,7 @@
 //! or repeat anyone, and the choice is the same in every run (DESIGN.md section 4).
 
 use std::collections::BTreeMap;
+use std::ops::Bound::{Excluded, Unbounded};
 
 use super::subscriptions::{Subscription, SubscriptionTree};
 use super::SessionId;
@@ -88,6 +89,10 @@ impl SharedSubscriptions {
     /// The groups whose filter matches `topic`, in a fixed order.
     pub fn matching(&self, topic: &str) -> Vec<GroupId> {
         let mut groups = Vec::new();
+        if self.groups.is_empty() {
+            // Most brokers have no shared subscriptions; routing should not pay for them.
+            return groups;
+        }
         self.tree.for_each_match(topic, |id, ()| groups.push(id));
         groups.sort_unstable();
         groups
@@ -111,15 +116,16 @@ impl SharedSubscriptions {
     ) -> Option<(SessionId, Subscription)> {
         let group = self.groups.get_mut(&group)?;
         let after = group.last;
+        // The members after the last one chosen, then from the start: a range walk, so a
+        // pick costs as many steps as members it skips, not the size of the group.
         let rotation = || {
-            let later = group
-                .members
-                .iter()
-                .filter(move |(id, _)| after.is_none_or(|last| **id > last));
-            let earlier = group
-                .members
-                .iter()
-                .filter(move |(id, _)| after.is_some_and(|last| **id <= last));
+            let (later, earlier) = match after {
+                Some(last) => (
+                    group.members.range((Excluded(last), Unbounded)),
+                    group.members.range(..=last),
+                ),
+                None => (group.members.range(..), group.members.range(..SessionId(0))),
+            };
             later
                 .chain(earlier)
                 .filter(|(id, _)| Some(**id) != exclude)
