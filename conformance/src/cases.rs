@@ -174,7 +174,7 @@ pub const CASES: &[Case] = &[
         run: |e, k| Box::pin(v5_maximum_packet_size(e, k)),
     },
     Case {
-        name: "v5 message expiry in the offline queue",
+        name: "v5 message expiry in the offline queue and the retained store",
         spec: "[MQTT-3.3.2-5] [MQTT-3.3.2-6]",
         only: Only::V5,
         run: |e, k| Box::pin(v5_message_expiry(e, k)),
@@ -700,7 +700,16 @@ async fn v5_message_expiry(env: Env, kind: Kind) -> anyhow::Result<()> {
     let mut long = Message::new(&t, "long", 1);
     long.props.message_expiry = Some(300);
     p.publish(long).await?;
+    // A retained message expires in the store too.
+    let retained_topic = topic(kind, "expiry-retained");
+    let mut fading = Message::new(&retained_topic, "fading", 1).retained();
+    fading.props.message_expiry = Some(1);
+    p.publish(fading).await?;
     tokio::time::sleep(Duration::from_millis(2500)).await;
+    let mut late = connect(env, kind, &id(kind, "expiry-late")).await?;
+    late.subscribe(&retained_topic, 1).await?;
+    expect_nothing(late.as_mut()).await?;
+    late.disconnect().await?;
     let mut sub = kind.connect(env.broker, options).await?;
     let got = expect(sub.as_mut(), b"long").await?;
     let left = got.props.message_expiry.context("expiry interval kept")?;
