@@ -743,24 +743,13 @@ async fn v5_response_information(env: Env, kind: Kind) -> anyhow::Result<()> {
     quiet.disconnect().await
 }
 
-/// CONNECT with SCRAM-SHA-256 through to CONNACK; returns the client and the CONNACK.
-async fn scram_connect(
-    env: Env,
-    client_id: &str,
-    password: &str,
-) -> anyhow::Result<(RawClient, tern::codec::ConnAck)> {
-    use tern::auth::scram::{ScramClient, METHOD};
-    use tern::codec::{Packet, Property, ProtocolVersion, ReasonCode};
-    let mut scram = ScramClient::new(SCRAM_USER.0, password, "conformance-nonce");
-    let mut connect = crate::raw::connect_packet(ProtocolVersion::V5, client_id, true);
-    connect
-        .properties
-        .push(Property::AuthenticationMethod(crate::raw::s(METHOD)));
-    connect
-        .properties
-        .push(Property::AuthenticationData(scram.client_first().into()));
-    let mut client = RawClient::try_open(env.auth_broker, ProtocolVersion::V5).await?;
-    client.try_send(Packet::Connect(Box::new(connect))).await?;
+/// Answers the broker's AUTH 0x18 (the server-first message) with the client-final message
+/// and returns what the broker sends next: CONNACK, AUTH 0x00 or DISCONNECT.
+async fn scram_finish(
+    client: &mut RawClient,
+    scram: &mut tern::auth::scram::ScramClient,
+) -> anyhow::Result<tern::codec::Packet> {
+    use tern::codec::{Packet, ReasonCode};
     let server_first = match client.recv_within(PATIENCE).await {
         Ok(Some(Packet::Auth(a))) if a.reason_code == ReasonCode::ContinueAuthentication => a
             .properties
@@ -776,15 +765,41 @@ async fn scram_connect(
         .try_send(scram_auth(ReasonCode::ContinueAuthentication, last))
         .await?;
     match client.recv_within(PATIENCE).await {
-        Ok(Some(Packet::ConnAck(ack))) => {
+        Ok(Some(packet)) => Ok(packet),
+        other => bail!("expected the broker's answer to client-final, got {other:?}"),
+    }
+}
+
+/// Whether the Authentication Data in `properties` is the server proof `scram` expects.
+fn server_proven(
+    scram: &tern::auth::scram::ScramClient,
+    properties: &tern::codec::Properties,
+) -> bool {
+    properties
+        .authentication_data()
+        .is_some_and(|proof| scram.verify_server(proof))
+}
+
+/// CONNECT with SCRAM-SHA-256 through to CONNACK; returns the client and the CONNACK.
+async fn scram_connect(
+    env: Env,
+    client_id: &str,
+    password: &str,
+) -> anyhow::Result<(RawClient, tern::codec::ConnAck)> {
+    use tern::auth::scram::{ScramClient, METHOD};
+    use tern::codec::{Packet, Property, ProtocolVersion, ReasonCode};
+    let mut scram = ScramClient::new(SCRAM_USER.0, password, "conformance-nonce");
+    let mut connect = crate::raw::connect_packet(ProtocolVersion::V5, client_id, true);
+    let properties = &mut connect.properties;
+    properties.push(Property::AuthenticationMethod(crate::raw::s(METHOD)));
+    properties.push(Property::AuthenticationData(scram.client_first().into()));
+    let mut client = RawClient::try_open(env.auth_broker, ProtocolVersion::V5).await?;
+    client.try_send(Packet::Connect(Box::new(connect))).await?;
+    match scram_finish(&mut client, &mut scram).await? {
+        Packet::ConnAck(ack) => {
             if ack.reason_code == ReasonCode::Success {
-                let proof = ack
-                    .properties
-                    .authentication_data()
-                    .cloned()
-                    .unwrap_or_default();
                 ensure!(
-                    scram.verify_server(&proof),
+                    server_proven(&scram, &ack.properties),
                     "the server's SCRAM proof is wrong"
                 );
             }
@@ -821,32 +836,11 @@ async fn v5_scram(env: Env, kind: Kind) -> anyhow::Result<()> {
     client
         .try_send(scram_auth(ReasonCode::ReAuthenticate, again.client_first()))
         .await?;
-    let server_first = match client.recv_within(PATIENCE).await {
-        Ok(Some(Packet::Auth(a))) if a.reason_code == ReasonCode::ContinueAuthentication => a
-            .properties
-            .authentication_data()
-            .cloned()
-            .unwrap_or_default(),
-        other => bail!("re-authentication: expected AUTH 0x18, got {other:?}"),
-    };
-    let last = again
-        .client_final(&server_first)
-        .map_err(anyhow::Error::msg)?;
-    client
-        .try_send(scram_auth(ReasonCode::ContinueAuthentication, last))
-        .await?;
-    match client.recv_within(PATIENCE).await {
-        Ok(Some(Packet::Auth(a))) if a.reason_code == ReasonCode::Success => {
-            let proof = a
-                .properties
-                .authentication_data()
-                .cloned()
-                .unwrap_or_default();
-            ensure!(
-                again.verify_server(&proof),
-                "re-authentication: server proof wrong"
-            );
-        }
+    match scram_finish(&mut client, &mut again).await? {
+        Packet::Auth(a) if a.reason_code == ReasonCode::Success => ensure!(
+            server_proven(&again, &a.properties),
+            "re-authentication: the server's SCRAM proof is wrong"
+        ),
         other => bail!("re-authentication: expected AUTH 0x00, got {other:?}"),
     }
     let (mut refused, ack) = scram_connect(env, &id(kind, "scram-bad"), "guess").await?;

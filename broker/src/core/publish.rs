@@ -288,11 +288,11 @@ impl Broker {
     /// A member of shared subscriptions lost its connection (`to_connected_only`) or its
     /// session is ending: its unsent shared messages, and the QoS 1 ones it has not
     /// acknowledged, go to another member of their group (QoS 2 deliveries under way stay,
-    /// see `Session::take_shared`). While the session lives they move only if a connected member can take
-    /// them, so a message is not moved from one absent client to another; a session that is
-    /// ending gives them to any member rather than lose them. A message the first client did
-    /// receive may so reach two members: MQTT 5 section 4.8.2 allows it, and it is the price
-    /// of not losing QoS 1/2 messages with a consumer that went away.
+    /// see `Session::take_shared`). While the session lives they move only if a connected
+    /// member can take them, so a message is not moved from one absent client to another; a
+    /// session that is ending gives them to any member rather than lose them. A QoS 1 message
+    /// the first client did receive may so reach two members: MQTT 5 section 4.8.2 allows it,
+    /// and it is the price of not losing messages with a consumer that went away.
     pub(super) fn hand_back_shared(
         &mut self,
         session_id: SessionId,

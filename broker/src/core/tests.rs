@@ -2302,27 +2302,41 @@ fn server_continue(packets: &[Packet]) -> Vec<u8> {
     }
 }
 
+/// Answers the broker's AUTH 0x18 on `conn` with `client`'s final message; returns what the
+/// broker sent next.
+fn scram_finish(h: &mut Harness, conn: ConnId, client: &mut ScramClient) -> Vec<Packet> {
+    let server_first = server_continue(&h.take(conn));
+    let last = client.client_final(&server_first).unwrap();
+    h.send(
+        conn,
+        auth(ReasonCode::ContinueAuthentication, METHOD, Some(last)),
+    );
+    h.take(conn)
+}
+
+/// Opens a connection and authenticates with SCRAM at CONNECT; returns the connection and what
+/// the broker sent after the client-final message.
+fn scram_login(h: &mut Harness, id: &str, client: &mut ScramClient) -> (ConnId, Vec<Packet>) {
+    let conn = h.open();
+    h.send(conn, Packet::Connect(Box::new(scram_connect(id, client))));
+    let after = scram_finish(h, conn, client);
+    (conn, after)
+}
+
+/// Re-authenticates `conn` with `client`; returns what the broker sent at the end.
+fn scram_reauthenticate(h: &mut Harness, conn: ConnId, client: &mut ScramClient) -> Vec<Packet> {
+    let first = client.client_first();
+    h.send(conn, auth(ReasonCode::ReAuthenticate, METHOD, Some(first)));
+    scram_finish(h, conn, client)
+}
+
 // spec: [MQTT-4.12.0-2] [MQTT-4.12.0-5] [MQTT-3.2.0-1] (v5)
 #[test]
 fn v5_scram_exchange_at_connect() {
     let mut h = scram_harness();
     let mut client = ScramClient::new("alice", "secret", "nonce-1");
-    let conn = h.open();
-    h.send(
-        conn,
-        Packet::Connect(Box::new(scram_connect("dev", &client))),
-    );
-    let server_first = server_continue(&h.take(conn));
-    let client_final = client.client_final(&server_first).unwrap();
-    h.send(
-        conn,
-        auth(
-            ReasonCode::ContinueAuthentication,
-            METHOD,
-            Some(client_final),
-        ),
-    );
-    match &h.take(conn)[..] {
+    let (conn, after) = scram_login(&mut h, "dev", &mut client);
+    match &after[..] {
         [Packet::ConnAck(ack)] => {
             assert_eq!(ack.reason_code, ReasonCode::Success);
             assert_eq!(
@@ -2344,23 +2358,9 @@ fn v5_scram_exchange_at_connect() {
 fn v5_scram_wrong_password_is_refused_and_closed() {
     let mut h = scram_harness();
     let mut client = ScramClient::new("alice", "guess", "nonce-2");
-    let conn = h.open();
-    h.send(
-        conn,
-        Packet::Connect(Box::new(scram_connect("dev", &client))),
-    );
-    let server_first = server_continue(&h.take(conn));
-    let client_final = client.client_final(&server_first).unwrap();
-    h.send(
-        conn,
-        auth(
-            ReasonCode::ContinueAuthentication,
-            METHOD,
-            Some(client_final),
-        ),
-    );
+    let (conn, after) = scram_login(&mut h, "dev", &mut client);
     assert!(
-        matches!(&h.take(conn)[..], [Packet::ConnAck(a)] if a.reason_code == ReasonCode::NotAuthorized)
+        matches!(&after[..], [Packet::ConnAck(a)] if a.reason_code == ReasonCode::NotAuthorized)
     );
     assert!(h.is_closed(conn));
     assert_eq!(h.broker.stats().authentications_failed, 1);
@@ -2433,36 +2433,11 @@ fn v5_authentication_must_finish_within_the_connect_timeout() {
 fn v5_reauthentication_succeeds_or_disconnects() {
     let mut h = scram_harness();
     let mut first = ScramClient::new("alice", "secret", "n1");
-    let conn = h.open();
-    h.send(
-        conn,
-        Packet::Connect(Box::new(scram_connect("dev", &first))),
-    );
-    let server_first = server_continue(&h.take(conn));
-    let last = first.client_final(&server_first).unwrap();
-    h.send(
-        conn,
-        auth(ReasonCode::ContinueAuthentication, METHOD, Some(last)),
-    );
-    h.take(conn);
+    let (conn, _) = scram_login(&mut h, "dev", &mut first);
 
     // Re-authentication: AUTH 0x19, AUTH 0x18 both ways, AUTH 0x00 with the server's proof.
     let mut again = ScramClient::new("alice", "secret", "n2");
-    h.send(
-        conn,
-        auth(
-            ReasonCode::ReAuthenticate,
-            METHOD,
-            Some(again.client_first()),
-        ),
-    );
-    let server_first = server_continue(&h.take(conn));
-    let last = again.client_final(&server_first).unwrap();
-    h.send(
-        conn,
-        auth(ReasonCode::ContinueAuthentication, METHOD, Some(last)),
-    );
-    match &h.take(conn)[..] {
+    match &scram_reauthenticate(&mut h, conn, &mut again)[..] {
         [Packet::Auth(a)] => {
             assert_eq!(a.reason_code, ReasonCode::Success);
             assert!(again.verify_server(a.properties.authentication_data().unwrap()));
@@ -2481,29 +2456,12 @@ fn v5_reauthentication_succeeds_or_disconnects() {
     // A failed re-authentication ends the connection with 0x87.
     let mut h = scram_harness();
     let mut ok = ScramClient::new("alice", "secret", "n3");
-    let conn = h.open();
-    h.send(conn, Packet::Connect(Box::new(scram_connect("dev", &ok))));
-    let server_first = server_continue(&h.take(conn));
-    let last = ok.client_final(&server_first).unwrap();
-    h.send(
-        conn,
-        auth(ReasonCode::ContinueAuthentication, METHOD, Some(last)),
-    );
-    h.take(conn);
+    let (conn, _) = scram_login(&mut h, "dev", &mut ok);
     let mut bad = ScramClient::new("alice", "wrong", "n4");
-    h.send(
-        conn,
-        auth(ReasonCode::ReAuthenticate, METHOD, Some(bad.client_first())),
-    );
-    let server_first = server_continue(&h.take(conn));
-    let last = bad.client_final(&server_first).unwrap();
-    h.send(
-        conn,
-        auth(ReasonCode::ContinueAuthentication, METHOD, Some(last)),
-    );
-    assert!(
-        matches!(&h.take(conn)[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::NotAuthorized)
-    );
+    assert!(matches!(
+        &scram_reauthenticate(&mut h, conn, &mut bad)[..],
+        [Packet::Disconnect(d)] if d.reason_code == ReasonCode::NotAuthorized
+    ));
     assert!(h.is_closed(conn));
 }
 
