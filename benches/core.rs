@@ -95,8 +95,9 @@ fn broker_with_filter(subscribers: u64, filter: &'static str) -> (Broker, ConnId
     (broker, publisher)
 }
 
-fn routing(c: &mut Criterion) {
-    let publish = Packet::Publish(Publish {
+/// A QoS 0 PUBLISH on "bench/topic" with a 64-byte payload.
+fn publish_64b() -> Packet {
+    Packet::Publish(Publish {
         dup: false,
         qos: QoS::AtMostOnce,
         retain: false,
@@ -104,7 +105,11 @@ fn routing(c: &mut Criterion) {
         packet_id: None,
         properties: Properties::new(),
         payload: Bytes::from_static(&[0x42; 64]),
-    });
+    })
+}
+
+fn routing(c: &mut Criterion) {
+    let publish = publish_64b();
     let mut group = c.benchmark_group("core_route_qos0_64B");
     for subscribers in [1u64, 1000] {
         let (mut broker, publisher) = broker_with(subscribers);
@@ -127,15 +132,7 @@ fn routing(c: &mut Criterion) {
 /// One QoS 0 PUBLISH to a shared subscription group of 1000 members: one delivery, to the
 /// next member in turn.
 fn shared_routing(c: &mut Criterion) {
-    let publish = Packet::Publish(Publish {
-        dup: false,
-        qos: QoS::AtMostOnce,
-        retain: false,
-        topic: ByteStr::from_static("bench/topic"),
-        packet_id: None,
-        properties: Properties::new(),
-        payload: Bytes::from_static(&[0x42; 64]),
-    });
+    let publish = publish_64b();
     let (mut broker, publisher) = broker_with_filter(1000, "$share/workers/bench/topic");
     c.bench_function("core_route_qos0_64B/shared_group_of_1000", |b| {
         b.iter(|| {
