@@ -108,6 +108,17 @@ fn publish_64b() -> Packet {
     })
 }
 
+/// Feeds `publish` to the broker and takes every output; returns how many there were.
+fn publish_and_drain(broker: &mut Broker, publisher: ConnId, publish: &Packet) -> u64 {
+    broker.packet_received(publisher, publish.clone(), Instant::ZERO);
+    let mut outputs = 0u64;
+    while let Some(output) = broker.poll_output() {
+        black_box(&output);
+        outputs += 1;
+    }
+    outputs
+}
+
 fn routing(c: &mut Criterion) {
     let publish = publish_64b();
     let mut group = c.benchmark_group("core_route_qos0_64B");
@@ -116,12 +127,7 @@ fn routing(c: &mut Criterion) {
         group.throughput(Throughput::Elements(subscribers));
         group.bench_function(format!("to_{subscribers}_subscribers"), |b| {
             b.iter(|| {
-                broker.packet_received(publisher, publish.clone(), Instant::ZERO);
-                let mut delivered = 0u64;
-                while let Some(output) = broker.poll_output() {
-                    black_box(&output);
-                    delivered += 1;
-                }
+                let delivered = publish_and_drain(&mut broker, publisher, &publish);
                 assert_eq!(delivered, subscribers);
             })
         });
@@ -135,15 +141,7 @@ fn shared_routing(c: &mut Criterion) {
     let publish = publish_64b();
     let (mut broker, publisher) = broker_with_filter(1000, "$share/workers/bench/topic");
     c.bench_function("core_route_qos0_64B/shared_group_of_1000", |b| {
-        b.iter(|| {
-            broker.packet_received(publisher, publish.clone(), Instant::ZERO);
-            let mut delivered = 0u64;
-            while let Some(output) = broker.poll_output() {
-                black_box(&output);
-                delivered += 1;
-            }
-            assert_eq!(delivered, 1);
-        })
+        b.iter(|| assert_eq!(publish_and_drain(&mut broker, publisher, &publish), 1))
     });
 }
 

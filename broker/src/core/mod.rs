@@ -9,7 +9,9 @@
 //! turmoil simulation and in unit tests with virtual time.
 //!
 //! The impl is split by concern: `connect.rs` (CONNECT, sessions, wills, closing),
-//! `publish.rs` (QoS flows and routing), `subscribe.rs` (SUBSCRIBE, UNSUBSCRIBE).
+//! `auth.rs` (enhanced authentication), `publish.rs` (QoS flows and routing, shared
+//! subscription hand-back), `subscribe.rs` (SUBSCRIBE, UNSUBSCRIBE); `shared.rs` keeps the
+//! shared subscription groups.
 
 mod alias;
 mod auth;
