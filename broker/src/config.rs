@@ -124,6 +124,7 @@ struct LimitsSection {
     topic_alias_max: Option<u16>,
     outbound_topic_alias_max: Option<u16>,
     client_id_bytes_max: Option<usize>,
+    topic_levels_max: Option<usize>,
     connections_max: Option<usize>,
     outbound_queue_packets_max: Option<usize>,
 }
@@ -205,6 +206,7 @@ impl Config {
             topic_alias_max,
             outbound_topic_alias_max,
             client_id_bytes_max,
+            topic_levels_max,
             connections_max,
             outbound_queue_packets_max
         );
@@ -297,6 +299,7 @@ fn validate(limits: &Limits) -> Result<(), (&'static str, String)> {
             limits.outbound_queue_packets_max,
         ),
         ("limits.sessions_max", limits.sessions_max),
+        ("limits.topic_levels_max", limits.topic_levels_max),
     ];
     for (field, value) in positive {
         if value == 0 {

@@ -59,6 +59,11 @@ pub struct Limits {
     /// Topic aliases the broker uses towards a v5 client that accepts them (never more than
     /// the client's Topic Alias Maximum); 0 turns broker-to-client aliases off.
     pub outbound_topic_alias_max: u16,
+    /// Levels ('/'-separated) in a topic name or filter (EMQX's default: 128). A deeper filter
+    /// is refused in its SUBACK (0x8F Topic Filter invalid; 3.1.1: 0x80), a deeper PUBLISH
+    /// topic ends the connection (v5: DISCONNECT 0x90 Topic Name invalid), a deeper will topic
+    /// refuses the CONNECT (v5: CONNACK 0x90). Depth costs the broker work on every match.
+    pub topic_levels_max: usize,
     /// Client identifiers longer than this are refused.
     pub client_id_bytes_max: usize,
     /// Open network connections; further ones are closed on accept.
@@ -91,6 +96,7 @@ impl Default for Limits {
             retained_bytes_max: 1024 * 1024 * 1024,
             topic_alias_max: 64,
             outbound_topic_alias_max: 64,
+            topic_levels_max: 128,
             client_id_bytes_max: 256,
             connections_max: 100_000,
             outbound_queue_packets_max: 1024,

@@ -71,6 +71,11 @@ pub fn filter_matches(filter: &str, topic: &str) -> bool {
     topic_levels.next().is_none()
 }
 
+/// The number of levels in a topic name or filter ("a/b" has 2, "" and "a" have 1).
+pub fn topic_levels(topic: &str) -> usize {
+    topic.bytes().filter(|b| *b == b'/').count() + 1
+}
+
 /// The part of a filter before its first wildcard level: every topic it matches starts with
 /// this prefix, which lets the retained store scan only a range.
 pub fn literal_prefix(filter: &str) -> &str {

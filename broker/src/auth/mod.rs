@@ -9,6 +9,29 @@
 
 pub mod scram;
 
+use sha2::{Digest, Sha256};
+
+/// Compares without an early exit, so timing does not reveal how much of a secret was right.
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let diff = a
+        .iter()
+        .zip(b)
+        .fold(0u8, |acc, (x, y)| acc | std::hint::black_box(x ^ y));
+    a.len() == b.len() && diff == 0
+}
+
+/// Whether `given` is the password `expected` (None: no such user). The time taken depends
+/// neither on where the two first differ nor on their lengths nor on whether the user exists:
+/// both sides are hashed to fixed-size digests, and an unknown user is compared against a
+/// made-up password, so a client cannot learn user names or password prefixes by timing.
+pub fn password_matches(expected: Option<&str>, given: Option<&[u8]>) -> bool {
+    let digest = |bytes: &[u8]| -> [u8; 32] { Sha256::digest(bytes).into() };
+    let expected_digest = digest(expected.map_or(b"\0no such user\0".as_slice(), str::as_bytes));
+    let given_digest = digest(given.unwrap_or_default());
+    let equal = constant_time_eq(&expected_digest, &given_digest);
+    equal && expected.is_some() && given.is_some()
+}
+
 /// A source of unpredictable bytes (nonces, salts). Production uses the OS; the simulation
 /// and tests a seeded generator.
 pub trait Entropy: Send {
@@ -83,6 +106,19 @@ pub trait AuthExchange: Send {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn password_comparison() {
+        assert!(password_matches(Some("secret"), Some(b"secret")));
+        assert!(!password_matches(Some("secret"), Some(b"secreT")));
+        assert!(!password_matches(Some("secret"), Some(b"secret2")));
+        assert!(!password_matches(Some("secret"), None));
+        assert!(!password_matches(None, Some(b"\0no such user\0")));
+        assert!(!password_matches(None, None));
+        assert!(constant_time_eq(b"ab", b"ab"));
+        assert!(!constant_time_eq(b"ab", b"abc"));
+        assert!(!constant_time_eq(b"ab", b"ac"));
+    }
 
     #[test]
     fn seeded_entropy_replays_and_differs_by_seed() {

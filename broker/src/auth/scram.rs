@@ -24,7 +24,7 @@ use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
-use super::{AuthExchange, AuthStep, Authenticator, Entropy};
+use super::{constant_time_eq, AuthExchange, AuthStep, Authenticator, Entropy};
 
 pub const METHOD: &str = "SCRAM-SHA-256";
 /// RFC 7677's minimum and the usual default.
@@ -61,11 +61,6 @@ fn salted_password(password: &[u8], salt: &[u8], iterations: u32) -> [u8; 32] {
         }
     }
     result
-}
-
-/// Compares without an early exit, so timing does not reveal how much of a proof was right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// What the server stores for a user: never the password itself.

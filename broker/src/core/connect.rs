@@ -9,11 +9,13 @@ use super::connection::{ConnState, Connection};
 use super::message::Message;
 use super::session::{DeliveryParams, Session};
 use super::time::Instant;
-use super::{disconnect, fit, reason_string, Broker, ConnId, SessionId, Timer};
+use super::{disconnect, fit, reason_string, Abbreviated, Broker, ConnId, SessionId, Timer};
+use crate::auth::password_matches;
 use crate::codec::{
     ByteStr, ConnAck, Connect, Disconnect, Packet, Properties, Property, ProtocolVersion,
     ReasonCode, Will,
 };
+use crate::topic::topic_levels;
 use crate::types::QoS;
 
 /// MQTT 3.1 limits client identifiers to 23 characters.
@@ -247,6 +249,12 @@ impl Broker {
             return Err((ReasonCode::ServerMoved, "this broker has moved"));
         }
         if let Some(will) = &connect.will {
+            if topic_levels(&will.topic) > self.config.limits.topic_levels_max {
+                return Err((
+                    ReasonCode::TopicNameInvalid,
+                    "will topic has too many levels",
+                ));
+            }
             if will.qos > features.maximum_qos {
                 // spec: [MQTT-3.2.2-12] (v5)
                 return Err((
@@ -305,9 +313,8 @@ impl Broker {
             let Some(user) = &connect.username else {
                 return Err((ReasonCode::NotAuthorized, "anonymous access is disabled"));
             };
-            let expected = self.config.users.get(user.as_str());
-            let given = connect.password.as_deref();
-            if expected.map(|p| p.as_bytes()) != given || expected.is_none() {
+            let expected = self.config.users.get(user.as_str()).map(String::as_str);
+            if !password_matches(expected, connect.password.as_deref()) {
                 return Err((
                     ReasonCode::BadUserNameOrPassword,
                     "bad user name or password",
@@ -461,7 +468,7 @@ impl Broker {
     /// Publishes a will as a message from its client (spec: [MQTT-3.1.2-8] [MQTT-3.1.2-10]
     /// [MQTT-3.1.2-16] [MQTT-3.1.2-17] 3.1.1; [MQTT-3.1.2-14] [MQTT-3.1.2-15] [MQTT-3.1.3-10] 5.0).
     fn publish_will(&mut self, client_id: &ByteStr, will: Will, now: Instant) {
-        tracing::info!(%client_id, topic = %will.topic, "publishing will");
+        tracing::info!(%client_id, topic = %Abbreviated(&will.topic), "publishing will");
         self.stats.wills_published += 1;
         let message = Message::new(
             will.topic,

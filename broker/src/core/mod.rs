@@ -49,7 +49,7 @@ use outbox::Outbox;
 use retained::RetainedStore;
 use session::Session;
 use shared::SharedSubscriptions;
-use subscriptions::SubscriptionTree;
+use subscriptions::{SubscriptionTree, TreeHasher};
 use time::TimerQueue;
 
 /// Identifies a session for its whole life (a new session for the same client id gets a new id).
@@ -179,6 +179,14 @@ impl Broker {
                 &mut *entropy,
             )));
         }
+        // A secret key for the subscription trees' hash maps (hash-flooding defence).
+        let mut key = [0u8; 16];
+        entropy.fill(&mut key);
+        let (k0, k1) = key.split_at(8);
+        let hasher = TreeHasher::with_key((
+            u64::from_le_bytes(k0.try_into().expect("8 bytes")),
+            u64::from_le_bytes(k1.try_into().expect("8 bytes")),
+        ));
         Broker {
             config,
             authenticators,
@@ -186,8 +194,8 @@ impl Broker {
             conns: BTreeMap::new(),
             sessions: BTreeMap::new(),
             by_client_id: BTreeMap::new(),
-            subscriptions: SubscriptionTree::new(),
-            shared: SharedSubscriptions::default(),
+            subscriptions: SubscriptionTree::with_hasher(hasher),
+            shared: SharedSubscriptions::with_hasher(hasher),
             retained: RetainedStore::default(),
             timers: TimerQueue::new(),
             out: Outbox::default(),
@@ -405,6 +413,23 @@ impl Broker {
                 let why = format!("{} is a server-to-client packet", other.packet_type());
                 self.close(conn, Some(ReasonCode::ProtocolError), &why, true, now);
             }
+        }
+    }
+}
+
+/// A client-chosen string (a topic, a filter) as it goes into a log line: at most
+/// [`Abbreviated::CHARS_MAX`] characters, so a 65,535-byte topic cannot flood the log.
+struct Abbreviated<'a>(&'a str);
+
+impl Abbreviated<'_> {
+    const CHARS_MAX: usize = 100;
+}
+
+impl std::fmt::Display for Abbreviated<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.char_indices().nth(Self::CHARS_MAX) {
+            None => f.write_str(self.0),
+            Some((end, _)) => write!(f, "{}... ({} bytes)", &self.0[..end], self.0.len()),
         }
     }
 }

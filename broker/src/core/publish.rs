@@ -11,6 +11,7 @@ use super::shared::GroupId;
 use super::time::Instant;
 use super::{Broker, ConnId, SessionId};
 use crate::codec::{Ack, Packet, Properties, Publish, ReasonCode};
+use crate::topic::topic_levels;
 use crate::types::{PacketId, QoS};
 
 /// What one session gets from one message, merged over all its matching subscriptions.
@@ -98,6 +99,12 @@ impl Broker {
                         .insert(alias, publish.topic.clone());
                 }
             }
+        }
+        let levels_max = self.config.limits.topic_levels_max;
+        if topic_levels(&publish.topic) > levels_max {
+            let why = format!("PUBLISH topic has more than {levels_max} levels");
+            self.close(conn, Some(ReasonCode::TopicNameInvalid), &why, true, now);
+            return;
         }
         let client_id = connection.client_id.clone();
         let message = |p: Publish| {

@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::ops::Bound::{Excluded, Unbounded};
 
-use super::subscriptions::{Subscription, SubscriptionTree};
+use super::subscriptions::{Subscription, SubscriptionTree, TreeHasher};
 use super::SessionId;
 use crate::codec::ByteStr;
 
@@ -37,6 +37,14 @@ pub struct SharedSubscriptions {
 }
 
 impl SharedSubscriptions {
+    /// No groups yet; the groups' filter tree hashes with `hasher`.
+    pub fn with_hasher(hasher: TreeHasher) -> SharedSubscriptions {
+        SharedSubscriptions {
+            tree: SubscriptionTree::with_hasher(hasher),
+            ..SharedSubscriptions::default()
+        }
+    }
+
     /// Adds `session` to the group `share`/`filter` (made if new), or replaces its subscription
     /// there. Returns whether it replaced one.
     pub fn join(

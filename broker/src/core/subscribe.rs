@@ -4,12 +4,12 @@
 use super::session::Queued;
 use super::subscriptions::Subscription;
 use super::time::Instant;
-use super::{fit, reason_string, Broker, ConnId, SessionId};
+use super::{fit, reason_string, Abbreviated, Broker, ConnId, SessionId};
 use crate::codec::{
     ByteStr, Packet, Properties, ProtocolVersion, ReasonCode, RetainHandling, SubAck, Subscribe,
     SubscriptionOptions, UnsubAck, Unsubscribe,
 };
-use crate::topic::{parse_shared, validate_filter};
+use crate::topic::{parse_shared, topic_levels, validate_filter};
 use crate::types::QoS;
 
 fn granted(qos: QoS) -> ReasonCode {
@@ -65,8 +65,13 @@ impl Broker {
                 validate_filter(inner)?;
                 Ok(shared.map(owned))
             });
+            let levels_max = self.config.limits.topic_levels_max;
             let refusal = match &target {
                 Err(error) => Some((ReasonCode::TopicFilterInvalid, error.to_string())),
+                Ok(_) if topic_levels(&filter) > levels_max => Some((
+                    ReasonCode::TopicFilterInvalid,
+                    format!("more than {levels_max} topic levels"),
+                )),
                 Ok(Some(_)) if !self.config.features.shared_subscriptions => Some((
                     ReasonCode::SharedSubscriptionsNotSupported,
                     "shared subscriptions are turned off".into(),
@@ -84,10 +89,10 @@ impl Broker {
                 Ok(_) => None,
             };
             if let Some((reason, why)) = refusal {
-                tracing::info!(%conn, %filter, why, "subscription refused");
+                tracing::info!(%conn, filter = %Abbreviated(&filter), why, "subscription refused");
                 // 3.1.1 has one failure code, 0x80, which the encoder maps every error to.
                 reason_codes.push(reason);
-                refusals.push(format!("{filter}: {why}"));
+                refusals.push(format!("{}: {why}", Abbreviated(&filter)));
                 continue;
             }
             // spec: [MQTT-3.2.2-10] (v5): a request above Maximum QoS is granted at the maximum.

@@ -3,19 +3,43 @@
 //! A trie over topic levels. Each node has literal children, a `+` child and a `#` child, and
 //! the sessions whose filter ends there. Matching a topic walks only the branches that can
 //! match, so the cost grows with the topic's depth and the number of wildcards on its path,
-//! not with the number of filters. Subscribers are kept in `BTreeMap`s and children in a map
-//! with a fixed hasher so the order of matches, and so the order of deliveries, is the same in
-//! every run (DESIGN.md section 4).
+//! not with the number of filters. Subscribers are kept in `BTreeMap`s so the order of matches,
+//! and so the order of deliveries, is the same in every run (DESIGN.md section 4).
+//!
+//! Every walk (insert, match, remove, drop) is a loop with an explicit stack, never recursion:
+//! a client chooses the depth of its topics, and no depth it chooses may reach the thread's
+//! stack. (`Limits::topic_levels_max` bounds depth too, but the tree does not rely on it.)
+//!
+//! Children are found through a hash map keyed by SipHash with a secret key drawn from the
+//! broker's entropy ([`TreeHasher`]): with a known key, clients could pick level names that all
+//! collide and turn every lookup into a list scan.
 
-use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap};
-use std::hash::BuildHasherDefault;
+use std::hash::BuildHasher;
 
 use super::SessionId;
 use crate::codec::SubscriptionOptions;
 
-/// A fixed-seed hasher: same iteration order in every run.
-pub type FixedState = BuildHasherDefault<DefaultHasher>;
+/// Keyed SipHash-1-3 for the tree's child maps. The key comes from the broker's entropy (the OS
+/// in production, the scenario's seed in the simulation, so runs still replay exactly).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TreeHasher {
+    key: (u64, u64),
+}
+
+impl TreeHasher {
+    pub fn with_key(key: (u64, u64)) -> TreeHasher {
+        TreeHasher { key }
+    }
+}
+
+impl BuildHasher for TreeHasher {
+    type Hasher = siphasher::sip::SipHasher13;
+
+    fn build_hasher(&self) -> Self::Hasher {
+        siphasher::sip::SipHasher13::new_with_keys(self.key.0, self.key.1)
+    }
+}
 
 /// What one session asked for with one filter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,42 +53,99 @@ pub struct Subscription {
 /// `V` is what it subscribed with.
 #[derive(Debug)]
 struct Node<K, V> {
-    children: HashMap<Box<str>, Node<K, V>, FixedState>,
+    children: HashMap<Box<str>, Node<K, V>, TreeHasher>,
     single: Option<Box<Node<K, V>>>,
     multi: Option<Box<Node<K, V>>>,
     subscribers: BTreeMap<K, V>,
 }
 
-impl<K, V> Default for Node<K, V> {
-    fn default() -> Self {
+impl<K, V> Node<K, V> {
+    fn new(hasher: TreeHasher) -> Self {
         Node {
-            children: HashMap::default(),
+            children: HashMap::with_hasher(hasher),
             single: None,
             multi: None,
             subscribers: BTreeMap::new(),
         }
     }
-}
 
-impl<K, V> Node<K, V> {
     fn is_empty(&self) -> bool {
         self.children.is_empty()
             && self.single.is_none()
             && self.multi.is_none()
             && self.subscribers.is_empty()
     }
+
+    /// How many child nodes hang below this one.
+    fn child_count(&self) -> usize {
+        self.children.len() + usize::from(self.single.is_some()) + usize::from(self.multi.is_some())
+    }
+
+    fn child(&self, level: &str) -> Option<&Node<K, V>> {
+        match level {
+            "+" => self.single.as_deref(),
+            "#" => self.multi.as_deref(),
+            _ => self.children.get(level),
+        }
+    }
+
+    fn child_mut(&mut self, level: &str) -> Option<&mut Node<K, V>> {
+        match level {
+            "+" => self.single.as_deref_mut(),
+            "#" => self.multi.as_deref_mut(),
+            _ => self.children.get_mut(level),
+        }
+    }
+
+    fn remove_child(&mut self, level: &str) {
+        match level {
+            "+" => self.single = None,
+            "#" => self.multi = None,
+            _ => {
+                self.children.remove(level);
+            }
+        }
+    }
+
+    /// Moves every child out of this node onto `stack`.
+    fn take_children(&mut self, stack: &mut Vec<Node<K, V>>) {
+        stack.extend(self.children.drain().map(|(_, child)| child));
+        stack.extend(self.single.take().map(|child| *child));
+        stack.extend(self.multi.take().map(|child| *child));
+    }
+}
+
+/// Dropping a deep chain of nodes the default way recurses once per level; this takes the
+/// children out first, so every node dies childless and the depth never reaches the stack.
+impl<K, V> Drop for Node<K, V> {
+    fn drop(&mut self) {
+        let mut stack = Vec::new();
+        self.take_children(&mut stack);
+        while let Some(mut node) = stack.pop() {
+            node.take_children(&mut stack);
+        }
+    }
 }
 
 #[derive(Debug)]
 pub struct SubscriptionTree<K = SessionId, V = Subscription> {
     root: Node<K, V>,
+    hasher: TreeHasher,
     count: usize,
 }
 
 impl<K, V> Default for SubscriptionTree<K, V> {
     fn default() -> Self {
+        SubscriptionTree::with_hasher(TreeHasher::default())
+    }
+}
+
+impl<K, V> SubscriptionTree<K, V> {
+    /// An empty tree whose child maps hash with `hasher` (see [`TreeHasher`]).
+    pub fn with_hasher(hasher: TreeHasher) -> Self {
         SubscriptionTree {
-            root: Node::default(),
+            root: Node::new(hasher),
+            hasher,
             count: 0,
         }
     }
@@ -87,12 +168,20 @@ impl<K: Ord + Copy, V> SubscriptionTree<K, V> {
     /// Adds or replaces `session`'s subscription to `filter` (a valid filter). Returns whether
     /// it replaced an existing one.
     pub fn insert(&mut self, filter: &str, session: K, subscription: V) -> bool {
+        let hasher = self.hasher;
         let mut node = &mut self.root;
         for level in filter.split('/') {
             node = match level {
-                "+" => node.single.get_or_insert_with(Box::default),
-                "#" => node.multi.get_or_insert_with(Box::default),
-                _ => node.children.entry(level.into()).or_default(),
+                "+" => node
+                    .single
+                    .get_or_insert_with(|| Box::new(Node::new(hasher))),
+                "#" => node
+                    .multi
+                    .get_or_insert_with(|| Box::new(Node::new(hasher))),
+                _ => node
+                    .children
+                    .entry(level.into())
+                    .or_insert_with(|| Node::new(hasher)),
             };
         }
         let replaced = node.subscribers.insert(session, subscription).is_some();
@@ -105,94 +194,84 @@ impl<K: Ord + Copy, V> SubscriptionTree<K, V> {
     /// Removes `session`'s subscription to exactly `filter`; returns whether there was one.
     /// Nodes left empty are pruned, so subscribe/unsubscribe churn cannot grow memory.
     pub fn remove(&mut self, filter: &str, session: K) -> bool {
-        let levels: Vec<&str> = filter.split('/').collect();
-        let removed = remove_at(&mut self.root, &levels, session);
+        let mut node = Some(&mut self.root);
+        for level in filter.split('/') {
+            node = node.and_then(|n| n.child_mut(level));
+        }
+        let removed = node.is_some_and(|n| n.subscribers.remove(&session).is_some());
         if removed {
             self.count -= 1;
+            self.prune(filter);
         }
         removed
     }
 
+    /// After a removal at the end of `filter`'s path: cuts off the longest tail of the path
+    /// that now holds nothing (every node on it has no subscribers and no other child).
+    fn prune(&mut self, filter: &str) {
+        let levels: Vec<&str> = filter.split('/').collect();
+        // `cut`: the depth of the parent whose child on the path starts the empty tail.
+        let mut cut = None;
+        let mut node = &self.root;
+        for (depth, level) in levels.iter().enumerate() {
+            let child = node.child(level).expect("the path was just walked");
+            let last = depth + 1 == levels.len();
+            let only_the_path = if last {
+                child.is_empty()
+            } else {
+                child.subscribers.is_empty() && child.child_count() == 1
+            };
+            match (only_the_path, cut) {
+                (true, None) => cut = Some(depth),
+                (false, _) => cut = None,
+                (true, Some(_)) => {}
+            }
+            node = child;
+        }
+        let Some(cut) = cut else { return };
+        let mut parent = &mut self.root;
+        for level in &levels[..cut] {
+            parent = parent.child_mut(level).expect("the path was just walked");
+        }
+        parent.remove_child(levels[cut]);
+    }
+
     /// Calls `visit` for every subscription whose filter matches `topic`. A session with
-    /// several matching filters is visited once per filter.
+    /// several matching filters is visited once per filter, in a fixed order (depth first,
+    /// literal level before `+`).
     pub fn for_each_match(&self, topic: &str, mut visit: impl FnMut(K, &V)) {
         let levels: Vec<&str> = topic.split('/').collect();
+        // spec: [MQTT-4.7.2-1]: wildcards at the first level do not match a '$' topic.
         let dollar = topic.starts_with('$');
-        walk(&self.root, &levels, 0, dollar, &mut visit);
-    }
-}
-
-fn remove_at<K: Ord, V>(node: &mut Node<K, V>, levels: &[&str], session: K) -> bool {
-    let Some((&level, rest)) = levels.split_first() else {
-        return node.subscribers.remove(&session).is_some();
-    };
-    let (removed, now_empty) = match level {
-        "+" | "#" => {
-            let slot = if level == "+" {
-                &mut node.single
-            } else {
-                &mut node.multi
+        let mut stack = vec![(&self.root, 0usize)];
+        while let Some((node, depth)) = stack.pop() {
+            let wildcards_allowed = !(dollar && depth == 0);
+            if wildcards_allowed {
+                // '#' also matches the parent level: "a/#" matches "a".
+                if let Some(multi) = &node.multi {
+                    for (session, subscription) in &multi.subscribers {
+                        visit(*session, subscription);
+                    }
+                }
+            }
+            let Some(level) = levels.get(depth) else {
+                for (session, subscription) in &node.subscribers {
+                    visit(*session, subscription);
+                }
+                continue;
             };
-            let Some(child) = slot.as_deref_mut() else {
-                return false;
-            };
-            let removed = remove_at(child, rest, session);
-            (removed, child.is_empty())
-        }
-        _ => {
-            let Some(child) = node.children.get_mut(level) else {
-                return false;
-            };
-            let removed = remove_at(child, rest, session);
-            (removed, child.is_empty())
-        }
-    };
-    if now_empty {
-        match level {
-            "+" => node.single = None,
-            "#" => node.multi = None,
-            _ => {
-                node.children.remove(level);
+            // Pushed in reverse: the literal child is walked (whole) before the `+` child.
+            if wildcards_allowed {
+                if let Some(single) = &node.single {
+                    stack.push((single, depth + 1));
+                }
+            }
+            if let Some(child) = node.children.get(*level) {
+                stack.push((child, depth + 1));
             }
         }
     }
-    removed
 }
-
-/// `dollar`: the topic starts with '$', so wildcards at the first level do not match it
-/// (spec: [MQTT-4.7.2-1]).
-fn walk<K: Copy, V>(
-    node: &Node<K, V>,
-    levels: &[&str],
-    depth: usize,
-    dollar: bool,
-    visit: &mut impl FnMut(K, &V),
-) {
-    let wildcards_allowed = !(dollar && depth == 0);
-    if wildcards_allowed {
-        // '#' also matches the parent level: "a/#" matches "a".
-        if let Some(multi) = &node.multi {
-            for (session, subscription) in &multi.subscribers {
-                visit(*session, subscription);
-            }
-        }
-    }
-    let Some(level) = levels.get(depth) else {
-        for (session, subscription) in &node.subscribers {
-            visit(*session, subscription);
-        }
-        return;
-    };
-    if let Some(child) = node.children.get(*level) {
-        walk(child, levels, depth + 1, dollar, visit);
-    }
-    if wildcards_allowed {
-        if let Some(single) = &node.single {
-            walk(single, levels, depth + 1, dollar, visit);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,6 +320,74 @@ mod tests {
         assert!(!tree.remove("a/+/c", SessionId(1)));
         assert!(tree.root.is_empty());
         assert!(tree.is_empty());
+    }
+
+    /// Depth is the client's choice: no walk may recurse per level (20,000 levels crashed the
+    /// broker's 2 MiB worker stack before the walks were loops). Run on a small thread stack so
+    /// a recursive walk fails here, not only in production.
+    #[test]
+    fn deep_filters_do_not_reach_the_stack() {
+        std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(|| {
+                let deep = "/".repeat(100_000);
+                let mut tree = SubscriptionTree::new();
+                tree.insert(&deep, SessionId(1), sub(QoS::AtMostOnce));
+                tree.insert(&format!("{deep}#"), SessionId(2), sub(QoS::AtMostOnce));
+                assert_eq!(matches(&tree, &deep), vec![1, 2]);
+                assert!(tree.remove(&deep, SessionId(1)));
+                assert_eq!(matches(&tree, &deep), vec![2]);
+                assert!(tree.remove(&format!("{deep}#"), SessionId(2)));
+                assert!(tree.root.is_empty());
+                // And a deep tree dropped whole.
+                tree.insert(&format!("{deep}+/x"), SessionId(3), sub(QoS::AtMostOnce));
+                drop(tree);
+            })
+            .expect("spawn")
+            .join()
+            .expect("no stack overflow");
+    }
+
+    #[test]
+    fn prune_keeps_what_others_still_use() {
+        let mut tree = SubscriptionTree::new();
+        tree.insert("a/b/c/d", SessionId(1), sub(QoS::AtMostOnce));
+        tree.insert("a/b", SessionId(2), sub(QoS::AtMostOnce));
+        tree.insert("a/+/x", SessionId(3), sub(QoS::AtMostOnce));
+        assert!(tree.remove("a/b/c/d", SessionId(1)));
+        // "a/b" keeps its node (a subscriber) but loses the empty "c/d" tail.
+        let b = tree
+            .root
+            .child("a")
+            .and_then(|a| a.child("b"))
+            .expect("a/b");
+        assert!(b.children.is_empty());
+        assert_eq!(matches(&tree, "a/b"), vec![2]);
+        assert_eq!(matches(&tree, "a/q/x"), vec![3]);
+        assert!(tree.remove("a/b", SessionId(2)));
+        assert!(tree.root.child("a").and_then(|a| a.child("b")).is_none());
+        assert!(tree.remove("a/+/x", SessionId(3)));
+        assert!(tree.root.is_empty());
+    }
+
+    #[test]
+    fn match_order_is_depth_first_literal_before_wildcard() {
+        let mut tree = SubscriptionTree::new();
+        tree.insert("+/b", SessionId(4), sub(QoS::AtMostOnce));
+        tree.insert("a/+", SessionId(3), sub(QoS::AtMostOnce));
+        tree.insert("a/b", SessionId(2), sub(QoS::AtMostOnce));
+        tree.insert("#", SessionId(1), sub(QoS::AtMostOnce));
+        let mut order = Vec::new();
+        tree.for_each_match("a/b", |s, _| order.push(s.0));
+        assert_eq!(order, vec![1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn the_hash_key_does_not_change_what_matches() {
+        let mut tree = SubscriptionTree::with_hasher(TreeHasher::with_key((7, 9)));
+        tree.insert("x/+/z", SessionId(1), sub(QoS::AtMostOnce));
+        tree.insert("x/y/z", SessionId(2), sub(QoS::AtMostOnce));
+        assert_eq!(matches(&tree, "x/y/z"), vec![1, 2]);
     }
 
     proptest! {

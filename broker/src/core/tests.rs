@@ -2681,3 +2681,52 @@ fn v5_broker_acks_fit_a_tiny_maximum_packet_size() {
         );
     }
 }
+
+// --- hostile input: limits that hold ------------------------------------------------------------
+
+/// A filter, topic name or will topic deeper than `topic_levels_max` is refused with the
+/// version's code, and the broker keeps serving (20,001 empty levels used to crash it).
+#[test]
+fn topics_deeper_than_the_limit_are_refused() {
+    let deep = "/".repeat(128); // 129 levels
+    let ok = "/".repeat(127); // 128 levels
+    for version in [V3, V5] {
+        let mut h = Harness::new();
+        let conn = h.client(connect(version, "a", true));
+        h.send(conn, subscribe(1, &deep, QoS::AtMostOnce));
+        match &h.take(conn)[..] {
+            [Packet::SubAck(ack)] => {
+                assert_eq!(ack.reason_codes, vec![ReasonCode::TopicFilterInvalid]);
+                assert_eq!(ack.reason_codes[0].to_v3_suback(), 0x80);
+            }
+            other => panic!("expected SUBACK, got {other:?}"),
+        }
+        h.subscribe(conn, &ok, QoS::AtMostOnce);
+        h.send(conn, publish(&ok, "fine", QoS::AtMostOnce, 0));
+        assert_eq!(payloads(&h.take(conn)), vec!["fine"]);
+        h.send(conn, publish(&deep, "x", QoS::AtMostOnce, 0));
+        assert!(h.is_closed(conn));
+        let expected: &[ReasonCode] = if version.is_v5() {
+            &[ReasonCode::TopicNameInvalid]
+        } else {
+            &[]
+        };
+        let got: Vec<ReasonCode> = h
+            .take(conn)
+            .iter()
+            .map(|p| match p {
+                Packet::Disconnect(d) => d.reason_code,
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(got, expected);
+
+        let mut c = connect(version, "w", true);
+        c.will = Some(will(&deep, "x", QoS::AtMostOnce, false));
+        let (_, ack) = h.connect(c);
+        assert_eq!(ack.reason_code, ReasonCode::TopicNameInvalid);
+        let other = h.client(connect(version, "b", true));
+        h.send(other, Packet::PingReq);
+        assert_eq!(h.take(other), vec![Packet::PingResp]);
+    }
+}
