@@ -220,7 +220,7 @@ impl Config {
             limits.keep_alive_tenths = tenths;
         }
         if let Some(secs) = l.session_expiry_max_secs {
-            limits.session_expiry_max_secs = Some(secs);
+            limits.session_expiry_max_secs = secs;
         }
         if let Some(policy) = l.queue_overflow {
             limits.queue_overflow = match policy.as_str() {

@@ -25,8 +25,11 @@ pub struct Limits {
     /// Unacknowledged QoS 1/2 PUBLISH packets the broker keeps in flight to one client; the
     /// client's v5 Receive Maximum lowers it further. More waits in the session queue.
     pub inflight_count_max: u16,
-    /// QoS 2 PUBLISH packets a client may have unreleased at once; announced to v5 clients as
-    /// Receive Maximum (the broker acknowledges QoS 1 at once, so only QoS 2 can pile up).
+    /// QoS 2 PUBLISH packets a v5 client may have unreleased at once; announced as Receive
+    /// Maximum (the broker acknowledges QoS 1 at once, so only QoS 2 can pile up), exceeding it
+    /// ends the connection with 0x93. The default, 65535, is the id space: only packet ids are
+    /// held, and MQTT.js ignores a lower Receive Maximum. 3.1.1 clients, which cannot be told
+    /// a limit, are bounded by their id space alone.
     pub receive_maximum_count: u16,
     /// Messages queued for one session beyond its in-flight window (EMQX default: 1000).
     pub queued_messages_max: usize,
@@ -42,8 +45,11 @@ pub struct Limits {
     /// Largest keep alive accepted; a v5 client asking for more (or for 0) is told this value
     /// as Server Keep Alive. 0: no maximum.
     pub keep_alive_max_secs: u16,
-    /// Upper bound on any session expiry interval. `None`: as the client asks.
-    pub session_expiry_max_secs: Option<u32>,
+    /// Upper bound on any session expiry interval, 3.1.1 persistent sessions included (which
+    /// would otherwise never expire): anonymous clients must not be able to make sessions
+    /// that live forever. Two hours, as EMQX. `u32::MAX`: no cap (3.1.1 sessions then never
+    /// expire, and v5 clients get what they ask for).
+    pub session_expiry_max_secs: u32,
     /// Sessions (connected or not) the broker holds; CONNECTs that need a new one are refused
     /// beyond this, so random client ids cannot exhaust memory.
     pub sessions_max: usize,
@@ -81,7 +87,7 @@ impl Default for Limits {
             connect_timeout: Duration::from_secs(10),
             packet_bytes_max: 8 * 1024 * 1024,
             inflight_count_max: 32,
-            receive_maximum_count: 64,
+            receive_maximum_count: u16::MAX,
             queued_messages_max: 1000,
             queued_bytes_max: 64 * 1024 * 1024,
             queued_message_age_max: Duration::from_secs(300),
@@ -89,7 +95,7 @@ impl Default for Limits {
             queue_overflow: QueueOverflow::DropOldest,
             keep_alive_tenths: 15,
             keep_alive_max_secs: 0,
-            session_expiry_max_secs: None,
+            session_expiry_max_secs: 2 * 60 * 60,
             sessions_max: 100_000,
             subscriptions_per_session_max: 10_000,
             retained_messages_max: 1_000_000,

@@ -186,7 +186,7 @@ fn broker_config(o: &BrokerOverrides) -> tern::core::Config {
         topic_alias_max
     );
     if let Some(v) = o.session_expiry_max_secs {
-        l.session_expiry_max_secs = Some(v);
+        l.session_expiry_max_secs = v;
     }
     config.scram.users = o.scram_users.clone();
     // Fewer PBKDF2 rounds than production: the simulation runs thousands of exchanges.

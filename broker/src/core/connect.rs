@@ -77,7 +77,7 @@ impl Broker {
             u32::MAX
         };
         let expiry_secs = match limits.session_expiry_max_secs {
-            Some(max) if requested_expiry > max => {
+            max if requested_expiry > max => {
                 if v5 {
                     connack_properties.push(Property::SessionExpiryInterval(max));
                 }
@@ -196,6 +196,7 @@ impl Broker {
         connection.state = ConnState::Active {
             session: session_id,
         };
+        self.timers.cancel(&Timer::ConnectTimeout(conn));
         connection.auth_method = connect.properties.authentication_method().cloned();
         connection.client_id = client_id.clone();
         connection.keep_alive = Duration::from_secs(u64::from(keep_alive));
@@ -222,6 +223,8 @@ impl Broker {
         // spec: [MQTT-3.1.3-9] (v5): a will waiting for its delay is not sent once the session
         // has a new connection.
         session.pending_will = None;
+        self.timers.cancel(&Timer::SessionExpiry(session_id));
+        self.timers.cancel(&Timer::WillDelay(session_id));
         // spec: [MQTT-3.3.2-7]: aliases start afresh with each connection.
         let client_alias_max = if v5 { connect_alias_max } else { 0 };
         session.aliases =
@@ -355,7 +358,7 @@ impl Broker {
     /// (spec: [MQTT-3.2.2-4] [MQTT-3.2.2-5] 3.1.1, [MQTT-3.2.2-6] [MQTT-3.2.2-7] 5.0).
     pub(super) fn refuse(&mut self, conn: ConnId, reason: ReasonCode, why: &str) {
         debug_assert!(reason.is_error());
-        let Some(connection) = self.conns.remove(&conn) else {
+        let Some(connection) = self.forget_connection(conn) else {
             return;
         };
         tracing::info!(%conn, client_id = %connection.client_id, reason = reason.description(), why, "refusing CONNECT");
@@ -387,7 +390,7 @@ impl Broker {
         publish_will: bool,
         now: Instant,
     ) {
-        let Some(connection) = self.conns.remove(&conn) else {
+        let Some(connection) = self.forget_connection(conn) else {
             return;
         };
         tracing::info!(%conn, client_id = %connection.client_id, why, "closing connection");
@@ -449,6 +452,8 @@ impl Broker {
         let Some(session) = self.sessions.remove(&session_id) else {
             return;
         };
+        self.timers.cancel(&Timer::SessionExpiry(session_id));
+        self.timers.cancel(&Timer::WillDelay(session_id));
         assert!(
             session.conn.is_none(),
             "ending a session that still has a connection"
@@ -499,11 +504,7 @@ impl Broker {
                 );
                 return;
             }
-            let capped = self
-                .config
-                .limits
-                .session_expiry_max_secs
-                .map_or(expiry, |max| expiry.min(max));
+            let capped = expiry.min(self.config.limits.session_expiry_max_secs);
             if let Some(session) = session_id.and_then(|id| self.sessions.get_mut(&id)) {
                 session.expiry_secs = capped;
             }
@@ -511,7 +512,7 @@ impl Broker {
         // spec: [MQTT-3.14.4-3] 3.1.1 and 5.0: a normal DISCONNECT discards the will; 0x04 asks for it.
         let publish_will = disconnect.reason_code == ReasonCode::DisconnectWithWillMessage;
         tracing::debug!(%conn, reason = disconnect.reason_code.description(), "client disconnected");
-        let Some(connection) = self.conns.remove(&conn) else {
+        let Some(connection) = self.forget_connection(conn) else {
             return;
         };
         self.out.close(conn);

@@ -255,7 +255,7 @@ impl Broker {
                 Packet::Auth(auth) => self.handle_auth(conn, auth, now),
                 Packet::Disconnect(_) => {
                     // The client gave up before it was authenticated.
-                    self.conns.remove(&conn);
+                    self.forget_connection(conn);
                     self.out.close(conn);
                 }
                 other => {
@@ -304,7 +304,7 @@ impl Broker {
     /// The network connection ended (end of stream, reset, or the driver dropped it).
     /// Counts as an abnormal end: the will is published.
     pub fn connection_closed(&mut self, conn: ConnId, now: Instant) {
-        let Some(connection) = self.conns.remove(&conn) else {
+        let Some(connection) = self.forget_connection(conn) else {
             return;
         };
         tracing::debug!(%conn, client_id = %connection.client_id, "connection lost");
@@ -353,13 +353,27 @@ impl Broker {
         };
         let conns: Vec<ConnId> = self.conns.keys().copied().collect();
         for conn in conns {
-            if let Some(connection) = self.conns.remove(&conn) {
+            if let Some(connection) = self.forget_connection(conn) {
                 if connection.session().is_some() && connection.version.is_v5() {
                     self.out.send(conn, disconnect(reason, properties.clone()));
                 }
                 self.out.close(conn);
             }
         }
+    }
+
+    /// Removes a connection from the core's view, with its timers. Every path that ends a
+    /// connection goes through here, so no timer outlives what it guards.
+    fn forget_connection(&mut self, conn: ConnId) -> Option<Connection> {
+        self.timers.cancel(&Timer::ConnectTimeout(conn));
+        self.timers.cancel(&Timer::KeepAlive(conn));
+        self.conns.remove(&conn)
+    }
+
+    /// Pending timers: at most two per connection and two per session (the proptest checks).
+    #[cfg(test)]
+    fn timer_count(&self) -> usize {
+        self.timers.len()
     }
 
     fn handle_active(&mut self, conn: ConnId, session: SessionId, packet: Packet, now: Instant) {

@@ -135,9 +135,12 @@ impl Broker {
                     self.out.send(conn, Packet::PubRec(Ack::new(id)));
                     return;
                 }
-                if session.awaiting_pubrel.len()
-                    >= usize::from(self.config.limits.receive_maximum_count)
-                {
+                // A 3.1.1 client cannot be told a limit, and common clients (MQTT.js, Paho C)
+                // keep publishing until their packet ids run out: only ids are held here, so
+                // the 16-bit id space is the bound. A v5 client was told Receive Maximum.
+                let v5 = session.params.version.is_v5();
+                let receive_max = usize::from(self.config.limits.receive_maximum_count);
+                if v5 && session.awaiting_pubrel.len() >= receive_max {
                     self.close(
                         conn,
                         Some(ReasonCode::ReceiveMaximumExceeded),

@@ -381,10 +381,9 @@ fn v5_connack_announces_the_limits() {
     let mut h = Harness::new();
     let (_, ack) = h.connect(connect(V5, "a", true));
     let limits = Limits::default();
-    assert_eq!(
-        ack.properties.receive_maximum(),
-        Some(limits.receive_maximum_count)
-    );
+    // 65535 is what an absent Receive Maximum means (MQTT 5 section 3.2.2.3.3): not announced.
+    assert_eq!(limits.receive_maximum_count, u16::MAX);
+    assert_eq!(ack.properties.receive_maximum(), None);
     assert_eq!(
         ack.properties.maximum_packet_size(),
         Some(limits.packet_bytes_max as u32)
@@ -1405,6 +1404,16 @@ proptest! {
                 prop_assert!(session.queue.len() <= 3);
             }
             prop_assert!(h.broker.conns.len() <= conns.len());
+            // Timers are keyed: at most connect-timeout/keep-alive per connection and
+            // will-delay/session-expiry per session, however the connections churn.
+            let timer_bound = 2 * h.broker.conns.len() + 2 * h.broker.sessions.len();
+            prop_assert!(
+                h.broker.timer_count() <= timer_bound,
+                "{} timers for {} connections and {} sessions",
+                h.broker.timer_count(),
+                h.broker.conns.len(),
+                h.broker.sessions.len()
+            );
             h.broker.shared.assert_members_are(|id| h.broker.sessions.contains_key(&id));
         }
     }
@@ -2729,4 +2738,85 @@ fn topics_deeper_than_the_limit_are_refused() {
         h.send(other, Packet::PingReq);
         assert_eq!(h.take(other), vec![Packet::PingResp]);
     }
+}
+
+/// 20,000 reconnects of a v5 client with a day's session expiry used to leave 20,000 session
+/// expiry timers behind (5.7 MB of RSS); now the timer count stays at what is live.
+#[test]
+fn reconnect_churn_leaves_no_timers_behind() {
+    let mut h = Harness::new();
+    for _ in 0..2000 {
+        let mut c = connect(V5, "churn", false);
+        c.keep_alive = 60;
+        c.properties.push(Property::SessionExpiryInterval(86_400));
+        let conn = h.client(c);
+        h.lose(conn);
+    }
+    // One session-expiry timer for the one session, nothing else.
+    assert_eq!(h.broker.timer_count(), 1);
+    let conn = h.client(connect(V5, "churn", false));
+    assert_eq!(h.broker.timer_count(), 0, "connected, no keep alive");
+    h.send(conn, Packet::Disconnect(Disconnect::normal()));
+    assert_eq!(h.broker.session_count(), 0);
+    assert_eq!(h.broker.timer_count(), 0);
+}
+
+/// MQTT.js and Paho C publish QoS 2 bursts limited only by their packet ids: 500 unreleased
+/// messages must not disconnect them, in 3.1.1 (no way to announce a limit) or in 5.0 with the
+/// default Receive Maximum. Before, the 65th was cut off.
+#[test]
+fn qos2_bursts_of_common_clients_are_accepted() {
+    for version in [V3, V5] {
+        let mut h = Harness::new();
+        let sub = h.client(connect(version, "sub", true));
+        h.subscribe(sub, "burst", QoS::AtMostOnce);
+        let conn = h.client(connect(version, "pub", true));
+        for id in 1..=500 {
+            h.send(conn, publish("burst", "x", QoS::ExactlyOnce, id));
+        }
+        assert!(!h.is_closed(conn));
+        let recs = h.take(conn);
+        assert_eq!(recs.len(), 500);
+        assert!(recs.iter().all(|p| matches!(p, Packet::PubRec(_))));
+        assert_eq!(payloads(&h.take(sub)).len(), 500);
+        for id in 1..=500 {
+            h.send(conn, Packet::PubRel(Ack::new(pid(id))));
+        }
+        assert_eq!(h.take(conn).len(), 500);
+    }
+}
+
+/// 3.1.1 has no Receive Maximum to announce: a configured limit is not applied to it.
+#[test]
+fn v311_is_never_disconnected_for_unreleased_qos2() {
+    let mut config = Config::default();
+    config.limits.receive_maximum_count = 2;
+    let mut h = Harness::with(config);
+    let conn = h.client(connect(V3, "a", true));
+    for id in 1..=100 {
+        h.send(conn, publish("t", "x", QoS::ExactlyOnce, id));
+    }
+    assert!(!h.is_closed(conn));
+    assert_eq!(h.take(conn).len(), 100);
+}
+
+/// A 3.1.1 persistent session no longer lives forever by default: anonymous clients could
+/// otherwise fill `sessions_max` with sessions nobody comes back for.
+#[test]
+fn v311_persistent_sessions_expire_after_the_default_cap() {
+    let mut h = Harness::new();
+    let conn = h.client(connect(V3, "p", false));
+    h.lose(conn);
+    h.advance(secs(7199));
+    assert_eq!(h.broker.session_count(), 1);
+    h.advance(secs(2));
+    assert_eq!(h.broker.session_count(), 0);
+
+    let mut config = Config::default();
+    config.limits.session_expiry_max_secs = u32::MAX;
+    let mut h = Harness::with(config);
+    let conn = h.client(connect(V3, "p", false));
+    h.lose(conn);
+    h.advance(secs(10 * 365 * 86_400));
+    assert_eq!(h.broker.session_count(), 1, "no cap: kept");
 }

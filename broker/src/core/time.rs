@@ -3,7 +3,7 @@
 //! The core never reads a clock. The driver measures time since it started (real or simulated)
 //! and passes it in; the core answers with the next instant it wants to be woken at.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::{Add, Sub};
 use std::time::Duration;
 
@@ -42,14 +42,18 @@ impl Sub<Instant> for Instant {
     }
 }
 
-/// A set of deadlines, each carrying what to check when it passes.
+/// Deadlines, at most one per key: each entry carries what to check when it passes.
 ///
-/// Entries are hints, not promises: whoever handles an expired entry re-checks the real state
-/// (a keep-alive deadline may have moved since it was queued). That keeps cancellation free:
-/// stale entries are simply found to be stale.
+/// Scheduling a key that is already queued moves its deadline; cancelling removes it. So the
+/// queue never holds more entries than there are live keys (connections, sessions), however
+/// often a client reconnects; before this, stale entries piled up until their deadline (a day
+/// for a day's session expiry). Handlers still re-check the real state when an entry fires.
 #[derive(Debug)]
 pub struct TimerQueue<T: Ord> {
+    /// Ordered by deadline, then by the order of scheduling.
     entries: BTreeSet<(Instant, u64, T)>,
+    /// Where each key sits in `entries`.
+    by_key: BTreeMap<T, (Instant, u64)>,
     sequence: u64,
 }
 
@@ -57,13 +61,26 @@ impl<T: Ord + Clone> TimerQueue<T> {
     pub fn new() -> TimerQueue<T> {
         TimerQueue {
             entries: BTreeSet::new(),
+            by_key: BTreeMap::new(),
             sequence: 0,
         }
     }
 
+    /// Sets `what`'s deadline to `at`, replacing any deadline it had.
     pub fn schedule(&mut self, at: Instant, what: T) {
+        self.cancel(&what);
         self.sequence += 1;
-        self.entries.insert((at, self.sequence, what));
+        self.entries.insert((at, self.sequence, what.clone()));
+        self.by_key.insert(what, (at, self.sequence));
+        debug_assert_eq!(self.entries.len(), self.by_key.len());
+    }
+
+    /// Removes `what`'s deadline, if it has one.
+    pub fn cancel(&mut self, what: &T) {
+        if let Some((at, sequence)) = self.by_key.remove(what) {
+            let removed = self.entries.remove(&(at, sequence, what.clone()));
+            debug_assert!(removed, "timer index out of step with the queue");
+        }
     }
 
     pub fn next_deadline(&self) -> Option<Instant> {
@@ -76,7 +93,9 @@ impl<T: Ord + Clone> TimerQueue<T> {
         if *at > now {
             return None;
         }
-        self.entries.pop_first().map(|(at, _, what)| (at, what))
+        let (at, _, what) = self.entries.pop_first().expect("checked above");
+        self.by_key.remove(&what);
+        Some((at, what))
     }
 
     pub fn len(&self) -> usize {
@@ -111,5 +130,24 @@ mod tests {
         assert_eq!(q.pop_due(t(9)), Some((t(5), "b")));
         assert_eq!(q.pop_due(t(9)), Some((t(5), "c")));
         assert!(q.is_empty());
+    }
+
+    #[test]
+    fn one_entry_per_key_rescheduled_or_cancelled() {
+        let t = |s| Instant::from_since_epoch(Duration::from_secs(s));
+        let mut q = TimerQueue::new();
+        for s in 0..1000 {
+            q.schedule(t(100 + s), "session");
+        }
+        assert_eq!(q.len(), 1);
+        assert_eq!(q.next_deadline(), Some(t(1099)));
+        q.schedule(t(5), "conn");
+        q.cancel(&"session");
+        q.cancel(&"nothing");
+        assert_eq!(q.len(), 1);
+        assert_eq!(q.pop_due(t(2000)), Some((t(5), "conn")));
+        assert!(q.is_empty());
+        q.schedule(t(1), "conn");
+        assert_eq!(q.pop_due(t(1)), Some((t(1), "conn")));
     }
 }
