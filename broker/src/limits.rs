@@ -15,6 +15,13 @@ pub enum QueueOverflow {
     DropNewest,
 }
 
+/// User properties one packet may carry. Each costs about 70 bytes in memory against 5 on the
+/// wire, so 8 MiB of empty pairs would take over 100 MiB while being decoded. More ends the
+/// connection (v5: DISCONNECT 0x83 Implementation specific error, or CONNACK 0x83 for a
+/// CONNECT). AWS IoT and Azure allow far fewer; the spec sets no limit. A constant, because
+/// the codec enforces it while reading, before any configuration-aware code sees the packet.
+pub const USER_PROPERTIES_PER_PACKET_MAX: usize = 512;
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
     /// A connection must send CONNECT within this time or be closed (slowloris defence).
@@ -33,7 +40,7 @@ pub struct Limits {
     pub receive_maximum_count: u16,
     /// Messages queued for one session beyond its in-flight window (EMQX default: 1000).
     pub queued_messages_max: usize,
-    /// Payload bytes queued for one session.
+    /// Bytes queued for one session (topic, payload, properties and overhead).
     pub queued_bytes_max: usize,
     /// A queued message older than this is dropped instead of delivered (EMQX default: 5 min).
     pub queued_message_age_max: Duration,
@@ -57,9 +64,18 @@ pub struct Limits {
     pub subscriptions_per_session_max: usize,
     /// Retained messages the broker stores; a new topic beyond this is not retained (counted).
     pub retained_messages_max: usize,
-    /// Payload bytes of all retained messages together; a message that does not fit is not
-    /// retained (counted), so one client cannot fill memory with large retained payloads.
+    /// Bytes of all retained messages together (topic, payload, properties and overhead, see
+    /// `Message::charged_bytes`); a message that does not fit is not retained (counted), so
+    /// one client cannot fill memory with large retained payloads.
     pub retained_bytes_max: usize,
+    /// Bytes of everything held for later, all session queues and retained messages together.
+    /// Beyond it nothing more is held: QoS 0 deliveries that would be queued are dropped
+    /// (counted), a QoS 1/2 PUBLISH is refused before it is acknowledged (v5: PUBACK/PUBREC
+    /// 0x97 Quota exceeded; 3.1.1, which has no way to say so: the connection is closed, so
+    /// the unacknowledged message stays the client's to send again), a new retained message
+    /// is not retained. Messages being delivered to connected clients are not held, so
+    /// traffic between live clients flows on.
+    pub memory_bytes_max: usize,
     /// Topic aliases a v5 client may set per connection (announced as Topic Alias Maximum).
     pub topic_alias_max: u16,
     /// Topic aliases the broker uses towards a v5 client that accepts them (never more than
@@ -100,6 +116,7 @@ impl Default for Limits {
             subscriptions_per_session_max: 10_000,
             retained_messages_max: 1_000_000,
             retained_bytes_max: 1024 * 1024 * 1024,
+            memory_bytes_max: 2 * 1024 * 1024 * 1024,
             topic_alias_max: 64,
             outbound_topic_alias_max: 64,
             topic_levels_max: 128,

@@ -923,7 +923,9 @@ async fn v5_connack_capabilities(env: Env, kind: Kind) -> anyhow::Result<()> {
     );
     let limits = tern::limits::Limits::default();
     ensure!(
-        ack.receive_maximum == Some(limits.receive_maximum_count)
+        // 65535 (the default) is what an absent Receive Maximum means: not announced.
+        ack.receive_maximum
+            == (limits.receive_maximum_count != u16::MAX).then_some(limits.receive_maximum_count)
             && ack.maximum_packet_size == Some(limits.packet_bytes_max as u32)
             && ack.topic_alias_maximum == Some(limits.topic_alias_max),
         "limits announced: {ack:?}"

@@ -174,6 +174,12 @@ impl RawClient {
         }
     }
 
+    /// The socket and whatever was read from it but not yet decoded, for tests that read and
+    /// write at the same time.
+    pub fn into_parts(self) -> (TcpStream, BytesMut) {
+        (self.stream, self.buf)
+    }
+
     pub async fn disconnect(mut self) {
         self.send(Packet::Disconnect(Disconnect::normal())).await;
     }

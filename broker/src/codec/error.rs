@@ -14,6 +14,8 @@ use super::reason::ReasonCode;
 pub enum DecodeError {
     #[error("packet of {size} bytes exceeds the maximum packet size of {max} bytes")]
     PacketTooLarge { size: usize, max: usize },
+    #[error("more than {max} user properties in one packet")]
+    TooManyUserProperties { max: usize },
     #[error("variable byte integer uses more than 4 bytes")]
     VarIntTooLong,
     #[error("variable byte integer is not encoded in the fewest bytes")]
@@ -99,6 +101,7 @@ impl DecodeError {
         use DecodeError::*;
         match self {
             PacketTooLarge { .. } => ReasonCode::PacketTooLarge,
+            TooManyUserProperties { .. } => ReasonCode::ImplementationSpecificError,
             UnknownProtocolName { .. } | UnsupportedProtocolLevel { .. } => {
                 ReasonCode::UnsupportedProtocolVersion
             }

@@ -7,6 +7,7 @@
 //! per-packet table and the "at most once" rule, so code reading a decoded list may take the
 //! first match.
 
+use crate::limits::USER_PROPERTIES_PER_PACKET_MAX;
 use bytes::Bytes;
 
 use super::bytestr::ByteStr;
@@ -385,8 +386,19 @@ impl Properties {
         let mut block = reader.sub_reader(len, "properties")?;
         let mut list = Vec::new();
         let mut seen: u64 = 0;
+        let mut user_properties = 0usize;
         while block.remaining() > 0 {
             let property = Property::read(&mut block)?;
+            if matches!(property, Property::UserProperty(..)) {
+                // Each costs far more in memory than its 5 bytes on the wire: bounded as
+                // they are read, so a packet of empty pairs cannot multiply into gigabytes.
+                user_properties += 1;
+                if user_properties > USER_PROPERTIES_PER_PACKET_MAX {
+                    return Err(DecodeError::TooManyUserProperties {
+                        max: USER_PROPERTIES_PER_PACKET_MAX,
+                    });
+                }
+            }
             let name = property.name();
             if !property.allowed_in(context) {
                 return Err(DecodeError::PropertyNotAllowed {

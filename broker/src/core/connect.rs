@@ -242,6 +242,7 @@ impl Broker {
             }),
         );
         session.resume(now, &self.config.limits, &mut self.out, &mut self.stats);
+        self.feed_retained(session_id, now);
     }
 
     /// The checks that can refuse a CONNECT before any state changes.
@@ -449,9 +450,10 @@ impl Broker {
         // Shared messages it still holds go to any other member, connected or not: this
         // session will never deliver them.
         self.hand_back_shared(session_id, false, now);
-        let Some(session) = self.sessions.remove(&session_id) else {
+        let Some(mut session) = self.sessions.remove(&session_id) else {
             return;
         };
+        session.release(&mut self.stats);
         self.timers.cancel(&Timer::SessionExpiry(session_id));
         self.timers.cancel(&Timer::WillDelay(session_id));
         assert!(

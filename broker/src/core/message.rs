@@ -1,14 +1,21 @@
 //! An application message as the broker holds it between receipt and delivery.
 //!
 //! One `Arc<Message>` is shared by every session that gets a copy; payload and topic are
-//! `Bytes`-backed, so fan-out copies nothing.
+//! `Bytes`-backed, so fan-out copies nothing. A message the broker will hold for a while
+//! (retained, queued, in flight) is first [`Message::compacted`]: its bytes are slices of the
+//! read buffer they arrived in, and a 1-byte message must not keep a 64 KiB buffer alive.
 
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use super::time::Instant;
 use crate::codec::{ByteStr, Properties, Property};
+
+/// What holding a message costs beyond its bytes: the `Message` and `Arc`, a queue entry or
+/// tree node pointing at it, allocator overhead. Charged against the memory limits with the
+/// bytes themselves, so a flood of tiny messages is counted at what it really takes.
+pub const MESSAGE_OVERHEAD_BYTES: usize = 160;
 use crate::types::QoS;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +71,65 @@ impl Message {
         }
     }
 
+    /// What holding this message costs, as the queue, retained and memory limits count it:
+    /// topic, payload, the properties (their in-memory size, not the wire's) and overhead.
+    pub fn charged_bytes(&self) -> usize {
+        let property_bytes: usize = self
+            .properties
+            .iter()
+            .map(|p| {
+                std::mem::size_of::<Property>()
+                    + property_data(p).iter().map(|d| d.len()).sum::<usize>()
+            })
+            .sum();
+        MESSAGE_OVERHEAD_BYTES + self.topic.len() + self.payload.len() + property_bytes
+    }
+
+    /// The same message in one allocation of its own: topic, payload and property data copied
+    /// out of whatever buffer they share (typically the connection's read buffer).
+    pub fn compacted(&self) -> Message {
+        let data_len: usize = self
+            .properties
+            .iter()
+            .flat_map(property_data)
+            .map(|d| d.len())
+            .sum();
+        let mut arena = BytesMut::with_capacity(self.topic.len() + self.payload.len() + data_len);
+        arena.extend_from_slice(self.topic.as_bytes());
+        arena.extend_from_slice(&self.payload);
+        for property in self.properties.iter() {
+            for data in property_data(property) {
+                arena.extend_from_slice(data);
+            }
+        }
+        let mut arena = arena.freeze();
+        let mut take = |len: usize| arena.split_to(len);
+        let string = |bytes: Bytes| ByteStr::from_bytes(bytes).expect("copied from a valid string");
+        let topic = string(take(self.topic.len()));
+        let payload = take(self.payload.len());
+        let properties = self
+            .properties
+            .iter()
+            .map(|property| match property {
+                Property::ContentType(s) => Property::ContentType(string(take(s.len()))),
+                Property::ResponseTopic(s) => Property::ResponseTopic(string(take(s.len()))),
+                Property::CorrelationData(b) => Property::CorrelationData(take(b.len())),
+                Property::UserProperty(k, v) => {
+                    let key = string(take(k.len()));
+                    Property::UserProperty(key, string(take(v.len())))
+                }
+                other => other.clone(),
+            })
+            .collect::<Vec<_>>();
+        Message {
+            topic,
+            payload,
+            properties: properties.into(),
+            publisher: self.publisher.clone(),
+            ..*self
+        }
+    }
+
     pub fn is_expired(&self, now: Instant) -> bool {
         self.expires_at.is_some_and(|at| now >= at)
     }
@@ -85,5 +151,49 @@ impl Message {
             properties.push(Property::SubscriptionIdentifier(*id));
         }
         properties
+    }
+}
+
+/// The byte data a forwarded property holds (what [`Message::compacted`] copies).
+fn property_data(property: &Property) -> Vec<&[u8]> {
+    match property {
+        Property::ContentType(s) | Property::ResponseTopic(s) => vec![s.as_bytes()],
+        Property::CorrelationData(b) => vec![b],
+        Property::UserProperty(k, v) => vec![k.as_bytes(), v.as_bytes()],
+        _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compacted_keeps_everything_and_owns_its_bytes() {
+        let big = Bytes::from(vec![b'x'; 64 * 1024]);
+        let received: Properties = vec![
+            Property::UserProperty(ByteStr::new("k").unwrap(), ByteStr::new("v").unwrap()),
+            Property::CorrelationData(big.slice(10..12)),
+            Property::ContentType(ByteStr::new("text").unwrap()),
+            Property::MessageExpiryInterval(9),
+        ]
+        .into();
+        let message = Message::new(
+            ByteStr::from_bytes(big.slice(0..3)).unwrap(),
+            big.slice(3..4),
+            QoS::AtLeastOnce,
+            true,
+            &received,
+            ByteStr::new("pub").unwrap(),
+            Instant::ZERO,
+        );
+        let compact = message.compacted();
+        assert_eq!(compact, message);
+        // The 64 KiB buffer is no longer referenced by the copy: dropping the original and
+        // the buffer leaves the copy valid, and its payload is not a view into a large block.
+        drop(message);
+        drop(big);
+        assert_eq!(&compact.payload[..], b"x");
+        assert!(compact.charged_bytes() > MESSAGE_OVERHEAD_BYTES + 4);
     }
 }

@@ -141,7 +141,14 @@ enum Timer {
     KeepAlive(ConnId),
     WillDelay(SessionId),
     SessionExpiry(SessionId),
+    /// A retained-message walk ran out of scan budget with room to spare: go on (soon, after
+    /// other clients' events).
+    RetainedFeed(SessionId),
 }
+
+/// Retained messages looked at per step of one subscriber's walk (`Broker::feed_retained`):
+/// bounds the time one SUBSCRIBE to a sparse filter over a large store takes from others.
+const RETAINED_SCAN_BUDGET: usize = 4096;
 
 pub struct Broker {
     config: Config,
@@ -187,6 +194,7 @@ impl Broker {
             u64::from_le_bytes(k0.try_into().expect("8 bytes")),
             u64::from_le_bytes(k1.try_into().expect("8 bytes")),
         ));
+        let out = Outbox::new(config.limits.outbound_queue_packets_max);
         Broker {
             config,
             authenticators,
@@ -198,7 +206,7 @@ impl Broker {
             shared: SharedSubscriptions::with_hasher(hasher),
             retained: RetainedStore::default(),
             timers: TimerQueue::new(),
-            out: Outbox::default(),
+            out,
             stats: Stats::default(),
             next_session_id: 0,
             next_assigned_client_id: 0,
@@ -241,6 +249,17 @@ impl Broker {
         }
         let previous = self.conns.insert(conn, connection);
         assert!(previous.is_none(), "connection id {conn} reused");
+        self.out.open(conn);
+    }
+
+    /// The driver's answer to [`Output::WakeWhenWritable`]: `conn`'s outbound queue can take
+    /// `free` more packets. Whatever was waiting for room is sent.
+    pub fn outbound_room(&mut self, conn: ConnId, free: usize, now: Instant) {
+        self.out.set_room(conn, free);
+        if let Some(session) = self.conns.get(&conn).and_then(Connection::session) {
+            self.pump_session(session, now);
+        }
+        self.after_input(now);
     }
 
     /// A complete packet arrived on `conn`.
@@ -274,6 +293,7 @@ impl Broker {
             },
             Some(session) => self.handle_active(conn, session, packet, now),
         }
+        self.after_input(now);
     }
 
     /// The bytes from `conn` are not valid MQTT. Closes only that connection; a v5 client
@@ -299,6 +319,7 @@ impl Broker {
             return;
         }
         self.close(conn, Some(error.reason_code()), &why, true, now);
+        self.after_input(now);
     }
 
     /// The network connection ended (end of stream, reset, or the driver dropped it).
@@ -309,6 +330,7 @@ impl Broker {
         };
         tracing::debug!(%conn, client_id = %connection.client_id, "connection lost");
         self.detach(connection, true, now);
+        self.after_input(now);
     }
 
     /// Handles every deadline that has passed.
@@ -330,8 +352,10 @@ impl Broker {
                 Timer::KeepAlive(conn) => self.check_keep_alive(conn, now),
                 Timer::WillDelay(session) => self.will_delay_passed(session, now),
                 Timer::SessionExpiry(session) => self.session_expiry_passed(session, now),
+                Timer::RetainedFeed(session) => self.feed_retained(session, now),
             }
         }
+        self.after_input(now);
     }
 
     /// The next instant at which [`Broker::timeout`] must be called.
@@ -362,6 +386,84 @@ impl Broker {
         }
     }
 
+    /// Closes the connections that were sent a packet with no room left in their outbound
+    /// queue: deliveries stop short of a reserve kept for replies, so only a client that keeps
+    /// sending requests without reading the answers gets here.
+    fn after_input(&mut self, now: Instant) {
+        for conn in self.out.take_overflowed() {
+            if self.conns.contains_key(&conn) {
+                self.stats.slow_consumers_disconnected += 1;
+                tracing::warn!(%conn, "closing: outbound queue full, the client is not reading");
+                self.close(conn, None, "outbound queue full (slow consumer)", true, now);
+            }
+        }
+    }
+
+    /// Sends what `session` has waiting, as far as its window and outbound queue allow:
+    /// resends, queued messages, then retained messages of new subscriptions.
+    fn pump_session(&mut self, session_id: SessionId, now: Instant) {
+        let Some(session) = self.sessions.get_mut(&session_id) else {
+            return;
+        };
+        session.pump(now, &self.config.limits, &mut self.out, &mut self.stats);
+        self.feed_retained(session_id, now);
+    }
+
+    /// Sends retained messages of the session's new subscriptions while its connection can
+    /// take them (see `retained.rs`): a slice per call, bounded by the window, the outbound
+    /// queue and [`RETAINED_SCAN_BUDGET`]; the driver's wake-up or a timer brings the next.
+    fn feed_retained(&mut self, session_id: SessionId, now: Instant) {
+        let mut budget = RETAINED_SCAN_BUDGET;
+        loop {
+            let Some(session) = self.sessions.get_mut(&session_id) else {
+                return;
+            };
+            let Some(conn) = session.conn else { return };
+            if session.retained.is_empty() {
+                return;
+            }
+            if !session.ready_for_retained(&self.out) {
+                if !self.out.has_room_for_delivery(conn) {
+                    self.out.request_wake(conn);
+                }
+                // Otherwise the window or the queue is full: acknowledgements pump again.
+                return;
+            }
+            if budget == 0 {
+                self.timers.schedule(now, Timer::RetainedFeed(session_id));
+                return;
+            }
+            let pending = session.retained.front_mut().expect("checked above");
+            let (next, freed) = self.retained.next(&mut pending.cursor, now, &mut budget);
+            self.stats.retained_bytes -= freed;
+            let message = match next {
+                retained::Next::Message(message) => message,
+                retained::Next::Exhausted => {
+                    session.retained.pop_front();
+                    continue;
+                }
+                retained::Next::Paused => continue,
+            };
+            let item = session::Queued {
+                qos: message.qos.min(pending.options.qos),
+                // spec: [MQTT-3.3.1-8] 3.1.1: a retained message sent for a new subscription
+                // has RETAIN set; [MQTT-3.3.1-9] v5.
+                retain: true,
+                subscription_ids: pending.subscription_id.into_iter().collect(),
+                message,
+                enqueued_at: now,
+                group: None,
+            };
+            session.deliver(
+                item,
+                now,
+                &self.config.limits,
+                &mut self.out,
+                &mut self.stats,
+            );
+        }
+    }
+
     /// Removes a connection from the core's view, with its timers. Every path that ends a
     /// connection goes through here, so no timer outlives what it guards.
     fn forget_connection(&mut self, conn: ConnId) -> Option<Connection> {
@@ -384,7 +486,7 @@ impl Broker {
                     if !s.puback(ack.packet_id) {
                         tracing::debug!(%conn, id = %ack.packet_id, "PUBACK for an unknown packet id");
                     }
-                    s.pump(now, &self.config.limits, &mut self.out, &mut self.stats);
+                    self.pump_session(session, now);
                 }
             }
             Packet::PubRec(ack) => {
@@ -392,7 +494,7 @@ impl Broker {
                     if let Some(pubrel) = s.pubrec(ack.packet_id, ack.reason_code) {
                         self.out.send(conn, pubrel);
                     }
-                    s.pump(now, &self.config.limits, &mut self.out, &mut self.stats);
+                    self.pump_session(session, now);
                 }
             }
             Packet::PubRel(ack) => self.handle_pubrel(conn, session, ack.packet_id),
@@ -401,7 +503,7 @@ impl Broker {
                     if !s.pubcomp(ack.packet_id) {
                         tracing::debug!(%conn, id = %ack.packet_id, "PUBCOMP for an unknown packet id");
                     }
-                    s.pump(now, &self.config.limits, &mut self.out, &mut self.stats);
+                    self.pump_session(session, now);
                 }
             }
             Packet::Subscribe(subscribe) => self.handle_subscribe(conn, session, subscribe, now),

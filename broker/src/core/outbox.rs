@@ -1,6 +1,16 @@
-//! The core's outputs: packets to send and connections to close, in the order decided.
+//! The core's outputs (packets to send, connections to close, wake-up requests), in the order
+//! decided, and the room left in each connection's outbound queue.
+//!
+//! The driver gives every connection an outbound queue of `Limits::outbound_queue_packets_max`
+//! packets. The core counts what it puts there: it starts from the full capacity, takes one per
+//! packet, and learns how much the driver has written only when it asks
+//! ([`Output::WakeWhenWritable`], answered by [`super::Broker::outbound_room`]). So the core
+//! knows, without IO, when a client is not keeping up, and decides itself what waits (QoS 1/2
+//! and retained messages), what is dropped (QoS 0 deliveries, counted) and when a client that
+//! does not read its acknowledgements is cut off. Its count is never above the real free room,
+//! so a packet it sends always fits.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 use super::ConnId;
 use crate::codec::Packet;
@@ -13,23 +23,139 @@ pub enum Output {
     /// Flush what was sent on `conn` so far, then close it. The core has already forgotten
     /// the connection; nothing more will be sent on it.
     Close { conn: ConnId },
+    /// Call [`super::Broker::outbound_room`] for `conn` once its outbound queue has room again
+    /// (the core has deliveries waiting for it).
+    WakeWhenWritable { conn: ConnId },
 }
 
-#[derive(Debug, Default)]
+/// What the core knows of one connection's outbound queue.
+#[derive(Debug)]
+struct Room {
+    /// Packets the queue can still take: the driver's last report, less what was sent since.
+    free: usize,
+    /// A [`Output::WakeWhenWritable`] is out and not yet answered.
+    wake_requested: bool,
+}
+
+#[derive(Debug)]
 pub struct Outbox {
     queue: VecDeque<Output>,
+    rooms: BTreeMap<ConnId, Room>,
+    /// Every connection's outbound queue capacity.
+    capacity: usize,
+    /// Room kept for acknowledgements and other replies: deliveries stop short of it, so a
+    /// queue full of QoS 0 messages never costs a client its PUBACK or PINGRESP.
+    reserve: usize,
+    /// Connections that were sent a packet with no room left: they have stopped reading.
+    overflowed: Vec<ConnId>,
 }
 
 impl Outbox {
+    pub fn new(capacity: usize) -> Outbox {
+        assert!(capacity > 0, "an outbound queue holds at least one packet");
+        Outbox {
+            queue: VecDeque::new(),
+            rooms: BTreeMap::new(),
+            capacity,
+            reserve: capacity / 4,
+            overflowed: Vec::new(),
+        }
+    }
+
+    /// A connection opened: its queue is empty.
+    pub fn open(&mut self, conn: ConnId) {
+        let room = Room {
+            free: self.capacity,
+            wake_requested: false,
+        };
+        self.rooms.insert(conn, room);
+    }
+
+    /// Queues `packet` for `conn`. With no room left the packet is not sent and the connection
+    /// is marked overflowed (see [`Outbox::take_overflowed`]).
     pub fn send(&mut self, conn: ConnId, packet: Packet) {
+        if let Some(room) = self.rooms.get_mut(&conn) {
+            if room.free == 0 {
+                if !self.overflowed.contains(&conn) {
+                    self.overflowed.push(conn);
+                }
+                return;
+            }
+            room.free -= 1;
+        }
         self.queue.push_back(Output::Send { conn, packet });
     }
 
     pub fn close(&mut self, conn: ConnId) {
+        self.rooms.remove(&conn);
         self.queue.push_back(Output::Close { conn });
+    }
+
+    /// Whether a delivery (a PUBLISH the broker chose to send, as opposed to a reply) may go to
+    /// `conn` now: the queue has room beyond the reserve for replies.
+    pub fn has_room_for_delivery(&self, conn: ConnId) -> bool {
+        self.rooms
+            .get(&conn)
+            .is_some_and(|room| room.free > self.reserve)
+    }
+
+    /// Asks the driver to report when `conn` can take more (once until it answers).
+    pub fn request_wake(&mut self, conn: ConnId) {
+        if let Some(room) = self.rooms.get_mut(&conn) {
+            if !room.wake_requested {
+                room.wake_requested = true;
+                self.queue.push_back(Output::WakeWhenWritable { conn });
+            }
+        }
+    }
+
+    /// The driver's report: `conn`'s queue can take `free` more packets.
+    pub fn set_room(&mut self, conn: ConnId, free: usize) {
+        if let Some(room) = self.rooms.get_mut(&conn) {
+            room.free = free.min(self.capacity);
+            room.wake_requested = false;
+        }
+    }
+
+    /// Connections sent a packet they had no room for since the last call.
+    pub fn take_overflowed(&mut self) -> Vec<ConnId> {
+        std::mem::take(&mut self.overflowed)
     }
 
     pub fn pop(&mut self) -> Option<Output> {
         self.queue.pop_front()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_is_counted_and_deliveries_stop_at_the_reserve() {
+        let conn = ConnId(1);
+        let mut out = Outbox::new(8);
+        out.open(conn);
+        for _ in 0..6 {
+            assert!(out.has_room_for_delivery(conn));
+            out.send(conn, Packet::PingResp);
+        }
+        assert!(!out.has_room_for_delivery(conn), "2 left are the reserve");
+        out.send(conn, Packet::PingResp);
+        out.send(conn, Packet::PingResp);
+        assert!(out.take_overflowed().is_empty());
+        out.send(conn, Packet::PingResp);
+        assert_eq!(out.take_overflowed(), vec![conn]);
+        let sent = std::iter::from_fn(|| out.pop()).count();
+        assert_eq!(sent, 8, "the packet with no room was not queued");
+
+        out.request_wake(conn);
+        out.request_wake(conn);
+        assert_eq!(out.pop(), Some(Output::WakeWhenWritable { conn }));
+        assert_eq!(out.pop(), None, "one request until answered");
+        out.set_room(conn, 100);
+        assert!(out.has_room_for_delivery(conn));
+        out.close(conn);
+        assert!(!out.has_room_for_delivery(conn));
     }
 }

@@ -9,7 +9,7 @@ use super::retained::RetainOutcome;
 use super::session::Queued;
 use super::shared::GroupId;
 use super::time::Instant;
-use super::{Broker, ConnId, SessionId};
+use super::{reason_string, Broker, ConnId, SessionId};
 use crate::codec::{Ack, Packet, Properties, Publish, ReasonCode};
 use crate::topic::topic_levels;
 use crate::types::{PacketId, QoS};
@@ -118,11 +118,25 @@ impl Broker {
                 now,
             ))
         };
-        match (publish.qos, publish.packet_id) {
-            (QoS::AtMostOnce, _) => self.route(message(publish), now),
+        let qos = publish.qos;
+        let packet_id = publish.packet_id;
+        let message = message(publish);
+        let owned_already = qos == QoS::ExactlyOnce
+            && packet_id.is_some_and(|id| {
+                self.sessions
+                    .get(&session_id)
+                    .is_some_and(|s| s.awaiting_pubrel.contains(&id))
+            });
+        if qos != QoS::AtMostOnce && !owned_already && !self.can_hold(&message) {
+            let id = packet_id.expect("the codec guarantees a packet id for QoS > 0");
+            self.refuse_for_memory(conn, qos, id, now);
+            return;
+        }
+        match (qos, packet_id) {
+            (QoS::AtMostOnce, _) => self.route(message, now),
             (QoS::AtLeastOnce, Some(id)) => {
                 // spec: [MQTT-4.3.2-2]: the PUBACK hands ownership to the broker.
-                self.route(message(publish), now);
+                self.route(message, now);
                 self.out.send(conn, Packet::PubAck(Ack::new(id)));
             }
             (QoS::ExactlyOnce, Some(id)) => {
@@ -151,11 +165,43 @@ impl Broker {
                     return;
                 }
                 session.awaiting_pubrel.insert(id);
-                self.route(message(publish), now);
+                self.route(message, now);
                 self.out.send(conn, Packet::PubRec(Ack::new(id)));
             }
             (_, None) => unreachable!("the codec guarantees a packet id for QoS > 0"),
         }
+    }
+
+    /// Whether the broker-wide memory budget can hold `message` once more.
+    fn can_hold(&self, message: &Message) -> bool {
+        self.stats.held_bytes() + message.charged_bytes() <= self.config.limits.memory_bytes_max
+    }
+
+    /// A QoS 1/2 PUBLISH arrived with the memory budget spent. It is not acknowledged as
+    /// accepted: v5 gets 0x97 Quota exceeded (the flow ends there; the client may try later),
+    /// 3.1.1, which has no refusal code, loses the connection, so the message stays the
+    /// client's to resend when it reconnects. Closing rather than pausing the reads keeps a
+    /// client that is also a subscriber from deadlocking with its own acknowledgements.
+    fn refuse_for_memory(&mut self, conn: ConnId, qos: QoS, id: PacketId, now: Instant) {
+        self.stats.publishes_refused_memory += 1;
+        let Some(connection) = self.conns.get(&conn) else {
+            return;
+        };
+        if !connection.version.is_v5() {
+            let why = "memory budget spent: cannot take the message";
+            self.close(conn, None, why, true, now);
+            return;
+        }
+        let ack = Ack {
+            packet_id: id,
+            reason_code: ReasonCode::QuotaExceeded,
+            properties: reason_string(connection.version, "broker memory budget spent"),
+        };
+        let packet = match qos {
+            QoS::ExactlyOnce => Packet::PubRec(ack),
+            _ => Packet::PubAck(ack),
+        };
+        self.out.send(conn, packet);
     }
 
     /// PUBREL from the client: the QoS 2 message is released; answer PUBCOMP.
@@ -189,44 +235,16 @@ impl Broker {
     /// matching subscription (spec: [MQTT-4.5.0-1], [MQTT-3.3.2-3]).
     pub(super) fn route(&mut self, message: Arc<Message>, now: Instant) {
         self.stats.messages_received += 1;
-        let limits = &self.config.limits;
+        let deliveries = self.deliveries(&message);
+        let groups = self.shared.matching(&message.topic);
+        let message = if self.will_be_held(&message, &deliveries, !groups.is_empty()) {
+            Arc::new(message.compacted())
+        } else {
+            message
+        };
         if message.retain {
-            // spec: [MQTT-3.3.1-5] [MQTT-3.3.1-7] 3.1.1; [MQTT-3.3.1-5] 5.0
-            if self.retained.retain(
-                message.clone(),
-                limits.retained_messages_max,
-                limits.retained_bytes_max,
-            ) == RetainOutcome::Refused
-            {
-                self.stats.retained_refused += 1;
-            }
+            self.store_retained(&message);
         }
-        // One delivery per session, at the highest granted QoS of its matching subscriptions
-        // (spec: [MQTT-3.3.5-1] 3.1.1; [MQTT-3.3.4-2] [MQTT-3.3.4-3] [MQTT-3.3.4-4] 5.0).
-        let mut deliveries: BTreeMap<SessionId, Delivery> = BTreeMap::new();
-        let sessions = &self.sessions;
-        self.subscriptions
-            .for_each_match(&message.topic, |session_id, subscription| {
-                let options = &subscription.options;
-                if options.no_local
-                    && sessions
-                        .get(&session_id)
-                        .is_some_and(|s| s.client_id == message.publisher)
-                {
-                    // spec: [MQTT-3.8.3-3] (v5)
-                    return;
-                }
-                let delivery = deliveries.entry(session_id).or_insert(Delivery {
-                    qos: QoS::AtMostOnce,
-                    retain_as_published: false,
-                    subscription_ids: Vec::new(),
-                });
-                delivery.qos = delivery.qos.max(options.qos);
-                delivery.retain_as_published |= options.retain_as_published;
-                if let Some(id) = subscription.id {
-                    delivery.subscription_ids.push(id);
-                }
-            });
         for (session_id, delivery) in deliveries {
             let Some(session) = self.sessions.get_mut(&session_id) else {
                 continue;
@@ -253,9 +271,74 @@ impl Broker {
         }
         // Each matching shared group adds one delivery, to one member, besides any delivery
         // to that member's own non-shared subscriptions (MQTT 5 section 4.8.2).
-        for group in self.shared.matching(&message.topic) {
+        for group in groups {
             self.deliver_shared(group, message.clone(), None, now, now);
         }
+    }
+
+    /// Whether `message` will outlive this input somewhere (retained, queued, in flight), in
+    /// which case it is worth one copy out of the read buffer it arrived in.
+    fn will_be_held(
+        &self,
+        message: &Message,
+        deliveries: &BTreeMap<SessionId, Delivery>,
+        shared: bool,
+    ) -> bool {
+        message.retain
+            || shared
+            || deliveries.iter().any(|(id, delivery)| {
+                message.qos.min(delivery.qos) != QoS::AtMostOnce
+                    || self.sessions.get(id).is_some_and(|s| s.conn.is_none())
+            })
+    }
+
+    /// spec: [MQTT-3.3.1-5] [MQTT-3.3.1-7] 3.1.1; [MQTT-3.3.1-5] 5.0. Within the retained
+    /// limits and the broker-wide memory budget; a message that does not fit is not retained
+    /// (counted) and the old one stays.
+    fn store_retained(&mut self, message: &Arc<Message>) {
+        let limits = &self.config.limits;
+        let held = self.stats.held_bytes();
+        let (outcome, change) = self.retained.retain(
+            message.clone(),
+            limits.retained_messages_max,
+            limits.retained_bytes_max,
+            |growth| held + growth <= limits.memory_bytes_max,
+        );
+        if outcome == RetainOutcome::Refused {
+            self.stats.retained_refused += 1;
+        }
+        self.stats.retained_bytes = self.stats.retained_bytes.saturating_add_signed(change);
+        debug_assert_eq!(self.stats.retained_bytes, self.retained.bytes());
+    }
+
+    /// One delivery per session, at the highest granted QoS of its matching subscriptions
+    /// (spec: [MQTT-3.3.5-1] 3.1.1; [MQTT-3.3.4-2] [MQTT-3.3.4-3] [MQTT-3.3.4-4] 5.0).
+    fn deliveries(&self, message: &Message) -> BTreeMap<SessionId, Delivery> {
+        let mut deliveries: BTreeMap<SessionId, Delivery> = BTreeMap::new();
+        let sessions = &self.sessions;
+        self.subscriptions
+            .for_each_match(&message.topic, |session_id, subscription| {
+                let options = &subscription.options;
+                if options.no_local
+                    && sessions
+                        .get(&session_id)
+                        .is_some_and(|s| s.client_id == message.publisher)
+                {
+                    // spec: [MQTT-3.8.3-3] (v5)
+                    return;
+                }
+                let delivery = deliveries.entry(session_id).or_insert(Delivery {
+                    qos: QoS::AtMostOnce,
+                    retain_as_published: false,
+                    subscription_ids: Vec::new(),
+                });
+                delivery.qos = delivery.qos.max(options.qos);
+                delivery.retain_as_published |= options.retain_as_published;
+                if let Some(id) = subscription.id {
+                    delivery.subscription_ids.push(id);
+                }
+            });
+        deliveries
     }
 
     /// Gives a message to one member of a shared subscription group, at the QoS and with the
@@ -328,7 +411,7 @@ impl Broker {
         let Some(session) = self.sessions.get_mut(&session_id) else {
             return;
         };
-        let taken = session.take_shared(now, |group| movable.contains(&group));
+        let taken = session.take_shared(now, |group| movable.contains(&group), &mut self.stats);
         for item in taken {
             self.stats.shared_handed_back += 1;
             self.deliver_shared(

@@ -1,4 +1,13 @@
 //! Retained messages: the last retained message per topic, sent to new subscribers.
+//!
+//! A new subscription does not get its retained messages all at once: a `#` subscriber of a
+//! million topics would stall every other client while they were copied, and its outbound
+//! queue could not hold them. It gets a [`RetainedCursor`] instead, which the core advances in
+//! slices as the subscriber's window and socket take them (`Broker::feed_retained`). Each
+//! stored message carries the store's sequence number at the time it was stored; a cursor only
+//! yields messages stored before its subscription began, because anything stored after it was
+//! routed to the subscriber live. So a subscriber gets every retained message exactly once and
+//! never an older value after a newer one.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -9,11 +18,20 @@ use super::time::Instant;
 use crate::codec::ByteStr;
 use crate::topic::{filter_matches, literal_prefix};
 
+#[derive(Debug)]
+struct Stored {
+    /// When it was stored, in store sequence numbers.
+    sequence: u64,
+    message: Arc<Message>,
+}
+
 #[derive(Debug, Default)]
 pub struct RetainedStore {
-    messages: BTreeMap<ByteStr, Arc<Message>>,
-    /// Payload bytes of all stored messages.
-    payload_bytes: usize,
+    messages: BTreeMap<ByteStr, Stored>,
+    /// Bytes of all stored messages, as [`Message::charged_bytes`] counts them.
+    bytes: usize,
+    /// The sequence number of the last store.
+    sequence: u64,
 }
 
 /// What storing a retained message did.
@@ -25,68 +43,246 @@ pub enum RetainOutcome {
     Refused,
 }
 
+/// Where a new subscription's walk through the retained messages stands.
+#[derive(Debug, Clone)]
+pub struct RetainedCursor {
+    filter: ByteStr,
+    /// The last topic looked at; the walk goes on after it.
+    after: Option<ByteStr>,
+    /// Messages stored after this sequence number reached the subscriber live.
+    sequence_max: u64,
+}
+
+impl RetainedCursor {
+    pub fn filter(&self) -> &ByteStr {
+        &self.filter
+    }
+}
+
+/// What a step of a cursor found.
+#[derive(Debug)]
+pub enum Next {
+    Message(Arc<Message>),
+    /// No more matching messages: the cursor is done.
+    Exhausted,
+    /// The scan budget ran out before a match: call again later.
+    Paused,
+}
+
 impl RetainedStore {
     pub fn len(&self) -> usize {
         self.messages.len()
     }
 
+    /// Bytes held, as charged against the retained and memory limits.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
     /// Stores `message` as the topic's retained message, or deletes the topic's retained
     /// message if the payload is empty (spec: [MQTT-3.3.1-10] [MQTT-3.3.1-11] in 3.1.1,
     /// [MQTT-3.3.1-6] [MQTT-3.3.1-7] in 5.0). A message that would take the store past
-    /// `count_max` topics or `bytes_max` payload bytes is refused; the old one stays.
+    /// `count_max` topics or `bytes_max` bytes, or that `admit` refuses (given the bytes it
+    /// adds), is refused; the old one stays. Returns the outcome and the change in bytes held.
     pub fn retain(
         &mut self,
         message: Arc<Message>,
         count_max: usize,
         bytes_max: usize,
-    ) -> RetainOutcome {
+        admit: impl FnOnce(usize) -> bool,
+    ) -> (RetainOutcome, isize) {
         let old_bytes = self
             .messages
             .get(&message.topic)
-            .map_or(0, |m| m.payload.len());
+            .map_or(0, |stored| stored.message.charged_bytes());
         if message.payload.is_empty() {
             if self.messages.remove(&message.topic).is_some() {
-                self.payload_bytes -= old_bytes;
+                self.bytes -= old_bytes;
+                return (RetainOutcome::Deleted, -(old_bytes as isize));
             }
-            return RetainOutcome::Deleted;
+            return (RetainOutcome::Deleted, 0);
         }
+        let new_bytes = message.charged_bytes();
         let new_topic = !self.messages.contains_key(&message.topic);
-        let bytes_after = self.payload_bytes - old_bytes + message.payload.len();
-        if (new_topic && self.messages.len() >= count_max) || bytes_after > bytes_max {
-            return RetainOutcome::Refused;
+        let bytes_after = self.bytes - old_bytes + new_bytes;
+        let growth = new_bytes.saturating_sub(old_bytes);
+        if (new_topic && self.messages.len() >= count_max)
+            || bytes_after > bytes_max
+            || (growth > 0 && !admit(growth))
+        {
+            return (RetainOutcome::Refused, 0);
         }
-        self.payload_bytes = bytes_after;
-        self.messages.insert(message.topic.clone(), message);
-        RetainOutcome::Stored
+        self.bytes = bytes_after;
+        self.sequence += 1;
+        let stored = Stored {
+            sequence: self.sequence,
+            message: message.clone(),
+        };
+        self.messages.insert(message.topic.clone(), stored);
+        (
+            RetainOutcome::Stored,
+            new_bytes as isize - old_bytes as isize,
+        )
     }
 
-    /// The unexpired retained messages matching `filter`, in topic order. Only the range of
-    /// topics starting with the filter's literal prefix is scanned; expired ones are removed.
-    pub fn matching(&mut self, filter: &str, now: Instant) -> Vec<Arc<Message>> {
-        let prefix = literal_prefix(filter);
-        let mut found = Vec::new();
-        let mut expired = Vec::new();
-        let range = self
+    /// A cursor over the messages matching `filter` that are stored now.
+    pub fn cursor(&self, filter: ByteStr) -> RetainedCursor {
+        RetainedCursor {
+            filter,
+            after: None,
+            sequence_max: self.sequence,
+        }
+    }
+
+    /// The cursor's next unexpired message, in topic order, looking at no more topics than
+    /// `budget` says (each one looked at is taken off it). Only the range of topics starting with the filter's literal prefix is walked.
+    /// Expired messages met on the way are removed; the bytes freed are returned with the step.
+    pub fn next(
+        &mut self,
+        cursor: &mut RetainedCursor,
+        now: Instant,
+        budget: &mut usize,
+    ) -> (Next, usize) {
+        let prefix = literal_prefix(&cursor.filter);
+        let start = match &cursor.after {
+            Some(after) => Bound::Excluded(after.as_str()),
+            None => Bound::Included(prefix),
+        };
+        let mut expired: Vec<ByteStr> = Vec::new();
+        let mut found = None;
+        let allowed = *budget;
+        let mut looked = 0;
+        for (topic, stored) in self
             .messages
-            .range::<str, _>((Bound::Included(prefix), Bound::Unbounded));
-        for (topic, message) in range {
+            .range::<str, _>((start, Bound::Unbounded))
+            .take(allowed)
+        {
+            looked += 1;
             if !topic.starts_with(prefix) {
+                found = Some(Next::Exhausted);
                 break;
             }
-            if !filter_matches(filter, topic) {
+            cursor.after = Some(topic.clone());
+            if stored.sequence > cursor.sequence_max || !filter_matches(&cursor.filter, topic) {
                 continue;
             }
-            if message.is_expired(now) {
+            if stored.message.is_expired(now) {
                 expired.push(topic.clone());
-            } else {
-                found.push(message.clone());
+                continue;
             }
+            found = Some(Next::Message(stored.message.clone()));
+            break;
         }
+        *budget -= looked;
+        let next = match found {
+            Some(next) => next,
+            // The range ended before the budget did, or nothing is left after the cursor.
+            None if looked < allowed || self.walked_to_the_end(cursor) => Next::Exhausted,
+            None => Next::Paused,
+        };
+        let mut freed = 0;
         for topic in expired {
-            if let Some(message) = self.messages.remove(&topic) {
-                self.payload_bytes -= message.payload.len();
+            if let Some(stored) = self.messages.remove(&topic) {
+                freed += stored.message.charged_bytes();
             }
         }
-        found
+        self.bytes -= freed;
+        (next, freed)
+    }
+
+    /// Whether nothing is stored after the cursor's position.
+    fn walked_to_the_end(&self, cursor: &RetainedCursor) -> bool {
+        match &cursor.after {
+            Some(after) => self
+                .messages
+                .range::<str, _>((Bound::Excluded(after.as_str()), Bound::Unbounded))
+                .next()
+                .is_none(),
+            None => self.messages.is_empty(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::Properties;
+    use crate::types::QoS;
+    use bytes::Bytes;
+
+    fn message(topic: &str, payload: &str) -> Arc<Message> {
+        Arc::new(Message::new(
+            ByteStr::new(topic).unwrap(),
+            Bytes::from(payload.to_owned()),
+            QoS::AtMostOnce,
+            true,
+            &Properties::new(),
+            ByteStr::default(),
+            Instant::ZERO,
+        ))
+    }
+
+    fn store(s: &mut RetainedStore, topic: &str, payload: &str) {
+        s.retain(message(topic, payload), usize::MAX, usize::MAX, |_| true);
+    }
+
+    fn walk(s: &mut RetainedStore, cursor: &mut RetainedCursor, budget: usize) -> Vec<String> {
+        let mut got = Vec::new();
+        loop {
+            match s.next(cursor, Instant::ZERO, &mut budget.clone()).0 {
+                Next::Message(m) => got.push(String::from_utf8(m.payload.to_vec()).unwrap()),
+                Next::Exhausted => return got,
+                Next::Paused => got.push("(paused)".into()),
+            }
+        }
+    }
+
+    #[test]
+    fn a_cursor_yields_what_was_stored_before_it_once_in_topic_order() {
+        let mut s = RetainedStore::default();
+        store(&mut s, "a/2", "a2");
+        store(&mut s, "a/1", "a1");
+        store(&mut s, "b/1", "b1");
+        store(&mut s, "a/3", "a3");
+        let mut cursor = s.cursor(ByteStr::new("a/+").unwrap());
+        // Stored after the cursor began: the subscriber got these live.
+        store(&mut s, "a/0", "new");
+        store(&mut s, "a/3", "a3 again");
+        assert_eq!(walk(&mut s, &mut cursor, 100), vec!["a1", "a2"]);
+    }
+
+    #[test]
+    fn a_small_budget_pauses_without_losing_the_place() {
+        let mut s = RetainedStore::default();
+        for i in 0..10 {
+            store(&mut s, &format!("x/{i}"), "skip");
+        }
+        store(&mut s, "y/1", "y1");
+        store(&mut s, "y/2", "y2");
+        let mut cursor = s.cursor(ByteStr::new("#").unwrap());
+        let got = walk(&mut s, &mut cursor, 1);
+        assert_eq!(got.iter().filter(|p| *p != "(paused)").count(), 12);
+        let mut cursor = s.cursor(ByteStr::new("+/2").unwrap());
+        let got = walk(&mut s, &mut cursor, 3);
+        assert_eq!(
+            got.into_iter()
+                .filter(|p| p != "(paused)")
+                .collect::<Vec<_>>(),
+            vec!["skip", "y2"]
+        );
+    }
+
+    #[test]
+    fn bytes_follow_stores_replacements_and_deletes() {
+        let mut s = RetainedStore::default();
+        store(&mut s, "t", "12345");
+        let one = s.bytes();
+        assert!(one > 6);
+        store(&mut s, "t", "1");
+        assert!(s.bytes() < one);
+        store(&mut s, "t", "");
+        assert_eq!((s.len(), s.bytes()), (0, 0));
+        let refused = s.retain(message("u", "x"), usize::MAX, usize::MAX, |_| false);
+        assert_eq!(refused, (RetainOutcome::Refused, 0));
     }
 }

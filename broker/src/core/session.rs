@@ -11,6 +11,7 @@ use std::sync::Arc;
 use super::alias::{AliasUse, OutboundAliases};
 use super::message::Message;
 use super::outbox::Outbox;
+use super::retained::RetainedCursor;
 use super::shared::GroupId;
 use super::stats::Stats;
 use super::subscriptions::Subscription;
@@ -18,7 +19,7 @@ use super::time::Instant;
 use super::ConnId;
 use crate::codec::{
     encoded_len, Ack, ByteStr, Packet, Properties, Property, ProtocolVersion, Publish, ReasonCode,
-    Will,
+    SubscriptionOptions, Will,
 };
 use crate::limits::{Limits, QueueOverflow};
 use crate::types::{PacketId, QoS};
@@ -47,6 +48,9 @@ pub struct Inflight {
     /// Set when the message came through a shared subscription: it can be handed to another
     /// member of the group if this client goes away before acknowledging it.
     pub shared: Option<(GroupId, Arc<Message>)>,
+    /// Not sent on the current connection yet: a resumed session resends no more than the new
+    /// connection's window allows, the rest as acknowledgements free it.
+    unsent: bool,
 }
 
 /// A message waiting to be sent to this session.
@@ -100,6 +104,17 @@ pub struct Session {
     pub pending_will: Option<(Will, Instant)>,
     /// Broker-to-client topic aliases of the current connection.
     pub aliases: OutboundAliases,
+    /// Walks through the retained messages of new subscriptions, fed in slices as the client
+    /// takes them (`Broker::feed_retained`), with what each subscription asked for.
+    pub retained: VecDeque<PendingRetained>,
+}
+
+/// A new subscription's retained messages still to send.
+#[derive(Debug)]
+pub struct PendingRetained {
+    pub cursor: RetainedCursor,
+    pub options: SubscriptionOptions,
+    pub subscription_id: Option<u32>,
 }
 
 impl Session {
@@ -118,7 +133,25 @@ impl Session {
             awaiting_pubrel: BTreeSet::new(),
             pending_will: None,
             aliases: OutboundAliases::default(),
+            retained: VecDeque::new(),
         }
+    }
+
+    /// The session is ending: its queued bytes no longer count against the memory limit.
+    pub fn release(&mut self, stats: &mut Stats) {
+        stats.queued_bytes -= self.queued_bytes;
+        self.queued_bytes = 0;
+        self.queue.clear();
+    }
+
+    /// Whether the current connection can take a retained message from a cursor now: nothing
+    /// waits ahead of it, the window and the outbound queue have room.
+    pub fn ready_for_retained(&self, out: &Outbox) -> bool {
+        self.conn.is_some_and(|conn| {
+            self.queue.is_empty()
+                && self.inflight.len() < usize::from(self.params.inflight_max)
+                && out.has_room_for_delivery(conn)
+        })
     }
 
     /// A packet id not used by any in-flight message (spec: [MQTT-2.3.1-4] 3.1.1,
@@ -152,6 +185,12 @@ impl Session {
     ) {
         if item.qos == QoS::AtMostOnce {
             if let Some(conn) = self.conn {
+                if !out.has_room_for_delivery(conn) {
+                    // The client reads slower than messages come: QoS 0 may be dropped, and is,
+                    // before any topic alias is chosen for it.
+                    stats.qos0_dropped_slow_consumer += 1;
+                    return;
+                }
                 self.send_publish(conn, item, None, now, out, stats);
                 return;
             }
@@ -165,7 +204,13 @@ impl Session {
     }
 
     fn enqueue(&mut self, item: Queued, limits: &Limits, stats: &mut Stats) {
-        let bytes = item.message.payload.len();
+        let bytes = item.message.charged_bytes();
+        if stats.held_bytes() + bytes > limits.memory_bytes_max {
+            // The broker-wide budget is spent: nothing more is held, whatever the session's
+            // own room (publishers are refused before routing; this catches fan-out).
+            stats.messages_dropped_memory += 1;
+            return;
+        }
         let full = |s: &Session| {
             s.queue.len() >= limits.queued_messages_max
                 || s.queued_bytes + bytes > limits.queued_bytes_max
@@ -181,7 +226,7 @@ impl Session {
                         let Some(old) = self.queue.pop_front() else {
                             break;
                         };
-                        self.queued_bytes -= old.message.payload.len();
+                        self.unqueued(&old, stats);
                         stats.messages_dropped_queue_full += 1;
                     }
                     if full(self) {
@@ -193,18 +238,35 @@ impl Session {
             }
         }
         self.queued_bytes += bytes;
+        stats.queued_bytes += bytes;
         self.queue.push_back(item);
     }
 
-    /// Moves queued messages into the in-flight window while the client is connected and the
-    /// window has room. Expired and over-age messages are dropped on the way.
+    /// Takes a message that left the queue off the byte counts.
+    fn unqueued(&mut self, item: &Queued, stats: &mut Stats) {
+        let bytes = item.message.charged_bytes();
+        self.queued_bytes -= bytes;
+        stats.queued_bytes -= bytes;
+    }
+
+    /// Sends what the window and the outbound queue have room for while the client is
+    /// connected: first in-flight messages not yet sent on this connection (after a resume),
+    /// then queued messages. Expired and over-age messages are dropped on the way. If the
+    /// outbound queue is what stops it, the driver is asked to say when it has room.
     pub fn pump(&mut self, now: Instant, limits: &Limits, out: &mut Outbox, stats: &mut Stats) {
         let Some(conn) = self.conn else { return };
-        while self.inflight.len() < usize::from(self.params.inflight_max) {
-            let Some(item) = self.queue.pop_front() else {
+        let window = usize::from(self.params.inflight_max);
+        self.resend_unsent(conn, window, out);
+        while self.inflight.len() < window {
+            if self.queue.is_empty() {
                 break;
-            };
-            self.queued_bytes -= item.message.payload.len();
+            }
+            if !out.has_room_for_delivery(conn) {
+                out.request_wake(conn);
+                break;
+            }
+            let item = self.queue.pop_front().expect("checked above");
+            self.unqueued(&item, stats);
             if now.saturating_since(item.enqueued_at) > limits.queued_message_age_max {
                 stats.messages_dropped_expired += 1;
                 continue;
@@ -277,6 +339,7 @@ impl Session {
                 state,
                 publish: publish.clone(),
                 shared,
+                unsent: false,
             });
         }
         match self.aliases.assign(&publish.topic) {
@@ -293,16 +356,32 @@ impl Session {
         out.send(conn, Packet::Publish(publish));
     }
 
-    /// Resends every unacknowledged PUBLISH (DUP set) and PUBREL in their original order,
-    /// then fills the window (spec: [MQTT-4.4.0-1] 3.1.1, [MQTT-4.4.0-1] 5.0).
+    /// Resends the unacknowledged PUBLISHes (DUP set) and PUBRELs in their original order, no
+    /// more than the new connection's window (its Receive Maximum) allows, then fills the
+    /// window (spec: [MQTT-4.4.0-1] 3.1.1, [MQTT-4.4.0-1] 5.0).
     pub fn resume(&mut self, now: Instant, limits: &Limits, out: &mut Outbox, stats: &mut Stats) {
-        let Some(conn) = self.conn else { return };
-        for entry in &self.inflight {
+        for entry in &mut self.inflight {
+            entry.unsent = true;
+        }
+        self.pump(now, limits, out, stats);
+    }
+
+    /// Sends in-flight entries that the current connection has not seen, in order, while fewer
+    /// than `window` are outstanding on it and the outbound queue has room.
+    fn resend_unsent(&mut self, conn: ConnId, window: usize, out: &mut Outbox) {
+        let outstanding = self.inflight.iter().filter(|e| !e.unsent).count();
+        let v5 = self.params.version.is_v5();
+        let unsent = self.inflight.iter_mut().filter(|e| e.unsent);
+        for entry in unsent.take(window.saturating_sub(outstanding)) {
+            if !out.has_room_for_delivery(conn) {
+                out.request_wake(conn);
+                break;
+            }
             let packet = match entry.state {
                 Awaiting::PubAck | Awaiting::PubRec => {
                     let mut publish = entry.publish.clone();
                     publish.dup = true;
-                    if !self.params.version.is_v5() {
+                    if !v5 {
                         publish.properties = Properties::new();
                     }
                     Packet::Publish(publish)
@@ -310,8 +389,8 @@ impl Session {
                 Awaiting::PubComp => Packet::PubRel(Ack::new(entry.packet_id)),
             };
             out.send(conn, packet);
+            entry.unsent = false;
         }
-        self.pump(now, limits, out, stats);
     }
 
     /// The shared-subscription groups of the messages this session holds.
@@ -332,6 +411,7 @@ impl Session {
         &mut self,
         now: Instant,
         can_move: impl Fn(GroupId) -> bool,
+        stats: &mut Stats,
     ) -> Vec<SharedHandBack> {
         let mut taken = Vec::new();
         self.inflight.retain(|entry| match &entry.shared {
@@ -351,7 +431,7 @@ impl Session {
         for item in std::mem::take(&mut self.queue) {
             match item.group {
                 Some(group) if can_move(group) => {
-                    self.queued_bytes -= item.message.payload.len();
+                    self.unqueued(&item, stats);
                     taken.push(SharedHandBack {
                         group,
                         message: item.message,

@@ -24,4 +24,26 @@ pub struct Stats {
     pub authentications_failed: u64,
     /// Shared-subscription messages moved from a member that went away to another member.
     pub shared_handed_back: u64,
+    /// QoS 0 deliveries dropped because the client's outbound queue was full (it reads slower
+    /// than messages arrive).
+    pub qos0_dropped_slow_consumer: u64,
+    /// Connections closed because their outbound queue was full even of replies: the client
+    /// sent requests and did not read the answers.
+    pub slow_consumers_disconnected: u64,
+    /// Deliveries not queued because the broker-wide memory budget was spent.
+    pub messages_dropped_memory: u64,
+    /// QoS 1/2 PUBLISHes refused (v5: 0x97; 3.1.1: connection closed, unacknowledged) because
+    /// the broker-wide memory budget was spent.
+    pub publishes_refused_memory: u64,
+    /// Gauge: bytes queued in all sessions (see `Message::charged_bytes`).
+    pub queued_bytes: usize,
+    /// Gauge: bytes of all retained messages.
+    pub retained_bytes: usize,
+}
+
+impl Stats {
+    /// Bytes held for later (queued and retained): what `Limits::memory_bytes_max` bounds.
+    pub fn held_bytes(&self) -> usize {
+        self.queued_bytes + self.retained_bytes
+    }
 }

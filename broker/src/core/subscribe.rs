@@ -1,7 +1,7 @@
 //! SUBSCRIBE and UNSUBSCRIBE: the session's filters, the SUBACK and UNSUBACK codes, and
 //! retained messages for new subscriptions.
 
-use super::session::Queued;
+use super::session::PendingRetained;
 use super::subscriptions::Subscription;
 use super::time::Instant;
 use super::{fit, reason_string, Abbreviated, Broker, ConnId, SessionId};
@@ -142,30 +142,21 @@ impl Broker {
             reason_codes,
         });
         self.out.send(conn, fit(suback, version, max));
+        // Every matching retained message is sent, none dropped for room (they are state, not
+        // a stream), in slices the client's window and socket pace (see `retained.rs`).
+        let Some(session) = self.sessions.get_mut(&session_id) else {
+            return;
+        };
         for (filter, options) in retained_for {
-            for message in self.retained.matching(&filter, now) {
-                let Some(session) = self.sessions.get_mut(&session_id) else {
-                    return;
-                };
-                let item = Queued {
-                    qos: message.qos.min(options.qos),
-                    // spec: [MQTT-3.3.1-8] 3.1.1: a retained message sent for a new
-                    // subscription has RETAIN set.
-                    retain: true,
-                    subscription_ids: subscription_id.into_iter().collect(),
-                    message,
-                    enqueued_at: now,
-                    group: None,
-                };
-                session.deliver(
-                    item,
-                    now,
-                    &self.config.limits,
-                    &mut self.out,
-                    &mut self.stats,
-                );
-            }
+            // A repeated SUBSCRIBE restarts the filter's walk rather than running two.
+            session.retained.retain(|p| p.cursor.filter() != &filter);
+            session.retained.push_back(PendingRetained {
+                cursor: self.retained.cursor(filter),
+                options,
+                subscription_id,
+            });
         }
+        self.pump_session(session_id, now);
     }
 
     /// spec: [MQTT-3.10.4-1] [MQTT-3.10.4-4] [MQTT-3.10.4-5] [MQTT-3.10.4-6] 3.1.1;
@@ -181,10 +172,10 @@ impl Broker {
         };
         let mut reason_codes = Vec::new();
         for filter in &unsubscribe.filters {
-            let existed = self
-                .sessions
-                .get_mut(&session_id)
-                .is_some_and(|session| session.subscriptions.remove(filter).is_some());
+            let existed = self.sessions.get_mut(&session_id).is_some_and(|session| {
+                session.retained.retain(|p| p.cursor.filter() != filter);
+                session.subscriptions.remove(filter).is_some()
+            });
             if existed {
                 self.forget_subscription(filter, session_id);
             }

@@ -29,6 +29,9 @@ struct Harness {
     /// Connections that were sent a DISCONNECT or a refusing CONNACK: Close must come next.
     ending: BTreeSet<ConnId>,
     connacks: BTreeSet<ConnId>,
+    /// Clients that do not read: their wake-up requests go unanswered (every other client
+    /// reads at once, so the harness answers with an empty queue).
+    stalled: BTreeSet<ConnId>,
 }
 
 fn s(text: &str) -> ByteStr {
@@ -133,10 +136,35 @@ impl Harness {
             closed: Vec::new(),
             ending: BTreeSet::new(),
             connacks: BTreeSet::new(),
+            stalled: BTreeSet::new(),
         }
     }
 
     fn pump(&mut self) {
+        loop {
+            let wakes = self.drain_outputs();
+            let capacity = self.broker.limits().outbound_queue_packets_max;
+            let mut answered = false;
+            for conn in wakes {
+                if !self.stalled.contains(&conn) {
+                    self.broker.outbound_room(conn, capacity, self.now);
+                    answered = true;
+                }
+            }
+            if !answered {
+                break;
+            }
+        }
+        assert!(
+            self.ending.is_empty(),
+            "DISCONNECT or a refusing CONNACK without Close: {:?}",
+            self.ending
+        );
+    }
+
+    /// Sorts the outputs into the mailboxes; returns the wake-up requests.
+    fn drain_outputs(&mut self) -> Vec<ConnId> {
+        let mut wakes = Vec::new();
         while let Some(output) = self.broker.poll_output() {
             match output {
                 Output::Send { conn, packet } => {
@@ -170,13 +198,13 @@ impl Harness {
                     self.ending.remove(&conn);
                     self.closed.push(conn);
                 }
+                Output::WakeWhenWritable { conn } => {
+                    assert!(!self.closed.contains(&conn), "wake-up after Close");
+                    wakes.push(conn);
+                }
             }
         }
-        assert!(
-            self.ending.is_empty(),
-            "DISCONNECT or a refusing CONNACK without Close: {:?}",
-            self.ending
-        );
+        wakes
     }
 
     fn open(&mut self) -> ConnId {
@@ -1487,7 +1515,9 @@ fn v5_reason_strings_are_dropped_when_the_client_maximum_is_too_small() {
 #[test]
 fn retained_store_refuses_what_exceeds_its_byte_limit() {
     let mut config = Config::default();
-    config.limits.retained_bytes_max = 10;
+    // Topic, payload and the per-message overhead are charged: room for one "a"/"123456".
+    let one = message::MESSAGE_OVERHEAD_BYTES + 1 + 6;
+    config.limits.retained_bytes_max = 2 * one - 1;
     let mut h = Harness::with(config);
     let p = h.client(connect(V3, "p", true));
     h.send(p, retained("a", "123456", QoS::AtMostOnce, 0));
@@ -2819,4 +2849,223 @@ fn v311_persistent_sessions_expire_after_the_default_cap() {
     h.lose(conn);
     h.advance(secs(10 * 365 * 86_400));
     assert_eq!(h.broker.session_count(), 1, "no cap: kept");
+}
+
+/// Every retained message reaches a new wildcard subscriber, none dropped for queue room,
+/// paced by the client's outbound queue: a client that stops reading gets no more than fits,
+/// and the rest when it reads again (20,000 retained, `rc/#`, used to deliver 1,023).
+#[test]
+fn a_wildcard_subscriber_gets_every_retained_message_at_its_pace() {
+    for qos in [QoS::AtMostOnce, QoS::AtLeastOnce] {
+        let mut h = Harness::new();
+        let p = h.client(connect(V3, "p", true));
+        for i in 0..20_000 {
+            h.send(p, retained(&format!("rc/{i:05}"), "v", QoS::AtMostOnce, 0));
+        }
+        let sub = h.client(connect(V5, "sub", true));
+        h.stalled.insert(sub);
+        h.send(sub, subscribe(1, "rc/#", qos));
+        let first = h.take(sub);
+        assert!(matches!(first[0], Packet::SubAck(_)));
+        let capacity = h.broker.limits().outbound_queue_packets_max;
+        assert!(first.len() <= capacity, "never more than the queue holds");
+        // A live message published meanwhile is not lost either (QoS 0 may be dropped only
+        // when the queue is full of deliveries: the reserve is for replies).
+        let mut got: Vec<Publish> = publishes(&first);
+        h.stalled.remove(&sub);
+        let mut rounds = 0;
+        while got.len() < 20_000 {
+            rounds += 1;
+            assert!(rounds < 1000, "stuck at {}", got.len());
+            // The client read everything: the driver reports an empty queue...
+            h.broker.outbound_room(sub, capacity, h.now);
+            h.pump();
+            got.extend(publishes(&h.take(sub)));
+            // ...and (QoS 1) acknowledges what it got, which moves the window.
+            let ids: Vec<PacketId> = got
+                .iter()
+                .rev()
+                .take(64)
+                .filter_map(|p| p.packet_id)
+                .collect();
+            for id in ids {
+                h.send(sub, Packet::PubAck(Ack::new(id)));
+            }
+            got.extend(publishes(&h.take(sub)));
+        }
+        let topics: BTreeSet<String> = got.iter().map(|p| p.topic.to_string()).collect();
+        assert_eq!(topics.len(), 20_000, "each once ({qos:?})");
+        assert_eq!(got.len(), 20_000);
+        assert!(got.iter().all(|p| p.retain));
+        assert_eq!(h.broker.stats().qos0_dropped_slow_consumer, 0);
+    }
+}
+
+/// A client that stops reading: QoS 0 deliveries beyond its queue are dropped (counted) before
+/// any topic alias is given to them, and replies still fit in the reserve.
+#[test]
+fn a_slow_consumer_loses_qos0_only_and_keeps_its_replies_and_aliases_true() {
+    let mut h = Harness::new();
+    let mut c = connect(V5, "slow", true);
+    c.properties.push(Property::TopicAliasMaximum(10));
+    let slow = h.client(c);
+    h.subscribe(slow, "flood/#", QoS::AtMostOnce);
+    h.stalled.insert(slow);
+    let p = h.client(connect(V3, "p", true));
+    for i in 0..5000 {
+        h.send(
+            p,
+            publish(&format!("flood/{}", i % 20), "x", QoS::AtMostOnce, 0),
+        );
+    }
+    let capacity = h.broker.limits().outbound_queue_packets_max;
+    let delivered = publishes(&h.take(slow));
+    assert!(delivered.len() < capacity);
+    assert_eq!(
+        h.broker.stats().qos0_dropped_slow_consumer,
+        5000 - delivered.len() as u64
+    );
+    h.send(slow, Packet::PingReq);
+    assert_eq!(
+        h.take(slow),
+        vec![Packet::PingResp],
+        "replies use the reserve"
+    );
+    // Every alias the client is sent without a topic was introduced to it before.
+    h.stalled.remove(&slow);
+    h.broker.outbound_room(slow, capacity, h.now);
+    h.pump();
+    for i in 0..100 {
+        h.send(
+            p,
+            publish(&format!("flood/{}", i % 20), "x", QoS::AtMostOnce, 0),
+        );
+    }
+    let mut known = BTreeMap::new();
+    for publish in delivered.into_iter().chain(publishes(&h.take(slow))) {
+        let alias = publish.properties.topic_alias();
+        match (alias, publish.topic.is_empty()) {
+            (Some(a), false) => {
+                known.insert(a, publish.topic.clone());
+            }
+            (Some(a), true) => assert!(known.contains_key(&a), "alias {a} never introduced"),
+            (None, _) => {}
+        }
+    }
+}
+
+/// A client that sends requests and never reads the answers fills even the reserve: it is
+/// closed as a slow consumer (counted), not kept forever.
+#[test]
+fn a_client_that_never_reads_its_replies_is_closed() {
+    let mut h = Harness::new();
+    let conn = h.client(connect(V5, "deaf", true));
+    h.stalled.insert(conn);
+    let capacity = h.broker.limits().outbound_queue_packets_max;
+    for _ in 0..capacity + 1 {
+        h.send(conn, Packet::PingReq);
+    }
+    assert!(h.is_closed(conn));
+    assert_eq!(h.take(conn).len(), capacity - 1, "CONNACK took one place");
+    assert_eq!(h.broker.stats().slow_consumers_disconnected, 1);
+}
+
+/// spec: [MQTT-3.3.4-9] (v5): on resume no more unacknowledged PUBLISHes than the new
+/// connection's Receive Maximum; the rest follow as acknowledgements come.
+#[test]
+fn resume_resends_no_more_than_the_new_receive_maximum() {
+    let mut h = Harness::new();
+    let mut c = connect(V5, "r", false);
+    c.properties.push(Property::SessionExpiryInterval(600));
+    let conn = h.client(c.clone());
+    h.subscribe(conn, "t", QoS::AtLeastOnce);
+    let p = h.client(connect(V3, "p", true));
+    for i in 0..10 {
+        h.send(p, publish("t", &format!("m{i}"), QoS::AtLeastOnce, i + 1));
+    }
+    assert_eq!(publishes(&h.take(conn)).len(), 10);
+    h.lose(conn);
+    c.properties.push(Property::ReceiveMaximum(2));
+    let conn = h.client(c);
+    let resent = publishes(&h.take(conn));
+    assert_eq!(payloads_of(&resent), vec!["m0", "m1"]);
+    assert!(resent.iter().all(|p| p.dup));
+    h.send(conn, Packet::PubAck(Ack::new(resent[0].packet_id.unwrap())));
+    let next = publishes(&h.take(conn));
+    assert_eq!(payloads_of(&next), vec!["m2"]);
+    assert!(next[0].dup);
+}
+
+fn payloads_of(publishes: &[Publish]) -> Vec<String> {
+    publishes
+        .iter()
+        .map(|p| String::from_utf8(p.payload.to_vec()).unwrap())
+        .collect()
+}
+
+/// Over the broker-wide memory budget nothing more is held: v5 publishers get 0x97, a 3.1.1
+/// publisher is closed without an acknowledgement, and every message that was acknowledged
+/// reaches the offline subscriber when it comes back.
+#[test]
+fn the_memory_budget_refuses_before_acknowledging_and_loses_nothing_acknowledged() {
+    for version in [V3, V5] {
+        let mut config = Config::default();
+        config.limits.memory_bytes_max = 50 * (message::MESSAGE_OVERHEAD_BYTES + 200);
+        let mut h = Harness::with(config);
+        let mut c = connect(V5, "sub", false);
+        c.properties.push(Property::SessionExpiryInterval(600));
+        let sub = h.client(c.clone());
+        h.subscribe(sub, "m", QoS::AtLeastOnce);
+        h.lose(sub);
+        let p = h.client(connect(version, "p", true));
+        let mut acknowledged = Vec::new();
+        let mut refused = 0;
+        for i in 1..=200u16 {
+            if h.is_closed(p) {
+                break;
+            }
+            let body = format!("{i:0>150}");
+            h.send(p, publish("m", &body, QoS::AtLeastOnce, i));
+            for packet in h.take(p) {
+                match packet {
+                    Packet::PubAck(ack) if ack.reason_code == ReasonCode::Success => {
+                        acknowledged.push(body.clone())
+                    }
+                    Packet::PubAck(ack) => {
+                        assert_eq!(ack.reason_code, ReasonCode::QuotaExceeded);
+                        refused += 1;
+                    }
+                    other => panic!("{other:?}"),
+                }
+            }
+        }
+        assert!(
+            acknowledged.len() >= 40 && acknowledged.len() < 60,
+            "{}",
+            acknowledged.len()
+        );
+        if version.is_v5() {
+            assert!(refused > 0 && !h.is_closed(p));
+        } else {
+            assert!(
+                h.is_closed(p),
+                "3.1.1 cannot be told: closed, unacknowledged"
+            );
+        }
+        assert!(h.broker.stats().held_bytes() <= h.broker.limits().memory_bytes_max);
+        let sub = h.client(c);
+        let mut got = Vec::new();
+        loop {
+            let batch = publishes(&h.take(sub));
+            if batch.is_empty() {
+                break;
+            }
+            for publish in &batch {
+                h.send(sub, Packet::PubAck(Ack::new(publish.packet_id.unwrap())));
+            }
+            got.extend(payloads_of(&batch));
+        }
+        assert_eq!(got, acknowledged, "every acknowledged message, in order");
+        assert_eq!(h.broker.stats().held_bytes(), 0);
+    }
 }

@@ -1,16 +1,17 @@
 //! The task that owns the core: it feeds it events and the clock, and carries out its outputs.
 //!
-//! All MQTT decisions happen in `core::Broker`; this task only translates. It is also where
-//! the slow-consumer policy lives, because only here is the state of each connection's
-//! outbound queue known.
+//! All MQTT decisions happen in `core::Broker`; this task only translates, and reports the
+//! facts the core cannot see: time, and how much room each connection's outbound queue has
+//! when the core asks (the slow-consumer policy itself is the core's, `core/outbox.rs`).
 
 use std::collections::BTreeMap;
 use tokio::sync::{mpsc, watch};
 
-use super::Event;
-use crate::codec::{Packet, Publish};
+use std::sync::atomic::Ordering;
+
+use super::{Event, Outbound};
 use crate::core::{Broker, Instant, Output, Stats};
-use crate::types::{ConnId, QoS};
+use crate::types::ConnId;
 
 pub(super) struct BrokerTask {
     pub broker: Broker,
@@ -25,8 +26,7 @@ impl BrokerTask {
     }
 
     pub async fn run(mut self) -> Stats {
-        let mut conns: BTreeMap<ConnId, mpsc::Sender<Packet>> = BTreeMap::new();
-        let mut slow_consumer_drops = 0u64;
+        let mut conns: BTreeMap<ConnId, Outbound> = BTreeMap::new();
         loop {
             let deadline = self
                 .broker
@@ -45,6 +45,13 @@ impl BrokerTask {
                         }
                         Event::Packet { conn, packet } => self.broker.packet_received(conn, packet, now),
                         Event::DecodeFailed { conn, error } => self.broker.decode_failed(conn, &error, now),
+                        Event::Writable { conn } => {
+                            // The outbox is empty between events, so the free room is exact.
+                            if let Some(outbound) = conns.get(&conn) {
+                                let free = outbound.sender.capacity();
+                                self.broker.outbound_room(conn, free, now);
+                            }
+                        }
                         Event::Closed { conn } => {
                             conns.remove(&conn);
                             self.broker.connection_closed(conn, now);
@@ -56,54 +63,66 @@ impl BrokerTask {
                     self.broker.timeout(now);
                 }
             }
-            self.dispatch(&mut conns, &mut slow_consumer_drops);
+            self.dispatch(&mut conns);
         }
         tracing::info!("shutting down: disconnecting {} clients", conns.len());
         self.broker.shutdown();
-        self.dispatch(&mut conns, &mut slow_consumer_drops);
+        self.dispatch(&mut conns);
         // Dropping the senders lets every connection task flush and close.
         drop(conns);
-        let mut stats = self.broker.stats().clone();
-        stats.messages_dropped_queue_full += slow_consumer_drops;
-        stats
+        self.broker.stats().clone()
     }
 
-    /// Carries out the core's outputs. A full outbound queue drops a QoS 0 PUBLISH (counted)
-    /// and disconnects the client for anything else: QoS 1/2 traffic is bounded by the
-    /// in-flight window, so a queue that is full of it belongs to a client that stopped reading.
-    fn dispatch(
-        &mut self,
-        conns: &mut BTreeMap<ConnId, mpsc::Sender<Packet>>,
-        qos0_drops: &mut u64,
-    ) {
-        while let Some(output) = self.broker.poll_output() {
-            match output {
-                Output::Send { conn, packet } => {
-                    let Some(sender) = conns.get(&conn) else {
-                        continue;
-                    };
-                    match sender.try_send(packet) {
-                        Ok(()) => {}
-                        Err(mpsc::error::TrySendError::Full(Packet::Publish(Publish {
-                            qos: QoS::AtMostOnce,
-                            ..
-                        }))) => {
-                            *qos0_drops += 1;
-                        }
-                        Err(mpsc::error::TrySendError::Full(_)) => {
-                            tracing::warn!(%conn, "closing: outbound queue full (slow consumer)");
-                            conns.remove(&conn);
-                            let now = self.now();
-                            self.broker.connection_closed(conn, now);
-                        }
-                        Err(mpsc::error::TrySendError::Closed(_)) => {
-                            // The task ended; its Closed event is on the way.
+    /// Carries out the core's outputs. The core counts the room in each outbound queue and
+    /// never sends more than fits (see `core/outbox.rs`); the slow-consumer policy is its.
+    /// Wake-up requests are answered once the outputs are out, when the free room read from
+    /// the channel is exact: at once if half the queue is free, otherwise by the connection
+    /// task after its next write.
+    fn dispatch(&mut self, conns: &mut BTreeMap<ConnId, Outbound>) {
+        let mut wakes = Vec::new();
+        loop {
+            while let Some(output) = self.broker.poll_output() {
+                match output {
+                    Output::Send { conn, packet } => {
+                        let Some(outbound) = conns.get(&conn) else {
+                            continue;
+                        };
+                        match outbound.sender.try_send(packet) {
+                            Ok(()) => {}
+                            Err(mpsc::error::TrySendError::Full(_)) => {
+                                // The core's count says there was room: a bug, not a client.
+                                tracing::error!(%conn, "outbound queue full against the core's count; closing");
+                                conns.remove(&conn);
+                                let now = self.now();
+                                self.broker.connection_closed(conn, now);
+                            }
+                            Err(mpsc::error::TrySendError::Closed(_)) => {
+                                // The task ended; its Closed event is on the way.
+                            }
                         }
                     }
+                    Output::Close { conn } => {
+                        conns.remove(&conn);
+                    }
+                    Output::WakeWhenWritable { conn } => wakes.push(conn),
                 }
-                Output::Close { conn } => {
-                    conns.remove(&conn);
+            }
+            let now = self.now();
+            let mut answered = false;
+            for conn in wakes.drain(..) {
+                let Some(outbound) = conns.get(&conn) else {
+                    continue;
+                };
+                outbound.wake.store(true, Ordering::SeqCst);
+                let free = outbound.sender.capacity();
+                if free >= outbound.sender.max_capacity() / 2 {
+                    outbound.wake.store(false, Ordering::SeqCst);
+                    self.broker.outbound_room(conn, free, now);
+                    answered = true;
                 }
+            }
+            if !answered {
+                return;
             }
         }
     }

@@ -4,10 +4,12 @@
 //! encodes what the core sends back. It never makes a protocol decision: even a malformed
 //! packet is reported to the core, which decides what to send before closing.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use super::listener::Listener;
@@ -21,11 +23,18 @@ const WRITE_BATCH_BYTES: usize = 64 * 1024;
 /// A write that makes no progress for this long means the peer stopped reading.
 pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// After the broker ends a connection, how long and how much it keeps reading (and throwing
+/// away) while waiting for the client to close: see [`linger`].
+pub const LINGER_TIMEOUT: Duration = Duration::from_secs(2);
+const LINGER_BYTES_MAX: usize = 1024 * 1024;
+
 pub(super) struct ConnectionTask<L: Listener> {
     pub conn: ConnId,
     pub stream: L::Stream,
     pub events: mpsc::Sender<Event>,
     pub outbound: mpsc::Receiver<Packet>,
+    /// The broker task waits to hear when this connection has written (see `Outbound`).
+    pub wake: Arc<AtomicBool>,
     pub packet_bytes_max: usize,
 }
 
@@ -36,6 +45,7 @@ impl<L: Listener> ConnectionTask<L> {
             stream,
             events,
             mut outbound,
+            wake,
             packet_bytes_max,
         } = self;
         let (mut reader, mut writer) = tokio::io::split(stream);
@@ -52,13 +62,21 @@ impl<L: Listener> ConnectionTask<L> {
                         // The core closed the connection: everything it sent was received before
                         // the channel closed, and has been written.
                         let _ = writer.shutdown().await;
+                        linger(&mut reader, conn).await;
                         break;
                     };
                     if !encode_batch(packet, &mut outbound, version, &mut write_buf, conn) {
                         break;
                     }
                     match tokio::time::timeout(WRITE_STALL_TIMEOUT, writer.write_all(&write_buf)).await {
-                        Ok(Ok(())) => write_buf.clear(),
+                        Ok(Ok(())) => {
+                            write_buf.clear();
+                            if wake.swap(false, Ordering::SeqCst)
+                                && events.send(Event::Writable { conn }).await.is_err()
+                            {
+                                return;
+                            }
+                        }
                         Ok(Err(error)) => {
                             tracing::debug!(%conn, %error, "write failed");
                             break;
@@ -105,6 +123,28 @@ impl<L: Listener> ConnectionTask<L> {
         }
         // Whatever ended the task, the core hears of it; it ignores connections it closed itself.
         let _ = events.send(Event::Closed { conn }).await;
+    }
+}
+
+/// Reads and discards what the client still sends after the broker shut its side, until the
+/// client closes or [`LINGER_TIMEOUT`] / `LINGER_BYTES_MAX` run out. Closing a socket that
+/// still has unread bytes makes the kernel answer with RST, and a client whose packets were
+/// still arriving would then never read the DISCONNECT or CONNACK that says why it was closed.
+async fn linger<R: AsyncRead + Unpin>(reader: &mut R, conn: ConnId) {
+    let mut scratch = vec![0u8; 8 * 1024];
+    let mut discarded = 0usize;
+    let drained = tokio::time::timeout(LINGER_TIMEOUT, async {
+        while discarded < LINGER_BYTES_MAX {
+            match reader.read(&mut scratch).await {
+                Ok(0) | Err(_) => return true,
+                Ok(n) => discarded += n,
+            }
+        }
+        false
+    })
+    .await;
+    if drained != Ok(true) {
+        tracing::debug!(%conn, discarded, "client did not close after the broker did");
     }
 }
 

@@ -10,7 +10,7 @@ mod listener;
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,7 +38,11 @@ const SHUTDOWN_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) enum Event {
     Opened {
         conn: ConnId,
-        outbound: mpsc::Sender<Packet>,
+        outbound: Outbound,
+    },
+    /// The connection task wrote a batch after the broker task asked to hear of it.
+    Writable {
+        conn: ConnId,
     },
     Packet {
         conn: ConnId,
@@ -51,6 +55,14 @@ pub(crate) enum Event {
     Closed {
         conn: ConnId,
     },
+}
+
+/// The broker task's end of one connection's outbound queue.
+pub(crate) struct Outbound {
+    pub sender: mpsc::Sender<Packet>,
+    /// Set by the broker task when the core waits for room; the connection task clears it and
+    /// sends [`Event::Writable`] after its next write.
+    pub wake: Arc<AtomicBool>,
 }
 
 /// State shared by the accept loops and the connection tasks.
@@ -197,12 +209,14 @@ impl<L: Listener> AcceptLoop<L> {
             }
             let conn = ConnId(self.shared.next_conn.fetch_add(1, Ordering::SeqCst));
             let (outbound_tx, outbound_rx) = mpsc::channel(self.outbound_queue_packets_max);
+            let wake = Arc::new(AtomicBool::new(false));
+            let outbound = Outbound {
+                sender: outbound_tx,
+                wake: wake.clone(),
+            };
             if self
                 .events
-                .send(Event::Opened {
-                    conn,
-                    outbound: outbound_tx,
-                })
+                .send(Event::Opened { conn, outbound })
                 .await
                 .is_err()
             {
@@ -213,6 +227,7 @@ impl<L: Listener> AcceptLoop<L> {
                 stream,
                 events: self.events.clone(),
                 outbound: outbound_rx,
+                wake,
                 packet_bytes_max: self.packet_bytes_max,
             };
             let span = tracing::info_span!("conn", id = %conn, %peer);
