@@ -137,6 +137,12 @@ impl Session {
         }
     }
 
+    /// Bytes queued (as [`Message::charged_bytes`] counts them).
+    #[cfg(test)]
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes
+    }
+
     /// The session is ending: its queued bytes no longer count against the memory limit.
     pub fn release(&mut self, stats: &mut Stats) {
         stats.queued_bytes -= self.queued_bytes;

@@ -1284,14 +1284,25 @@ enum Step {
 fn arbitrary_packet() -> impl Strategy<Value = Packet> {
     let version = prop_oneof![Just(V3), Just(V5)];
     let id = prop_oneof![Just("a"), Just("b"), Just("c"), Just("")];
-    let topic = prop_oneof![Just("t"), Just("a/b"), Just("$SYS/x"), Just("")];
+    // Deep and long names too: depth is the client's choice, and so is a 65,535-byte topic.
+    let topic = prop_oneof![
+        4 => prop_oneof![Just("t"), Just("a/b"), Just("$SYS/x"), Just("")].prop_map(String::from),
+        1 => (1..300usize).prop_map(|n| "/".repeat(n)),
+        1 => Just("x".repeat(65_535)),
+    ];
     let filter = prop_oneof![
-        Just("t"),
-        Just("#"),
-        Just("a/+"),
-        Just("a/#/x"),
-        Just("$share/g/t"),
-        Just("$share/h/#")
+        6 => prop_oneof![
+            Just("t"),
+            Just("#"),
+            Just("a/+"),
+            Just("a/#/x"),
+            Just("$share/g/t"),
+            Just("$share/h/#")
+        ]
+        .prop_map(String::from),
+        1 => (1..300usize).prop_map(|n| "/".repeat(n)),
+        1 => (1..300usize).prop_map(|n| format!("{}#", "+/".repeat(n))),
+        1 => Just("x".repeat(65_535)),
     ];
     let qos = prop_oneof![
         Just(QoS::AtMostOnce),
@@ -1339,7 +1350,7 @@ fn arbitrary_packet() -> impl Strategy<Value = Packet> {
             prop::option::of(1..4u16)
         )
             .prop_map(|(t, q, id, r, alias)| {
-                let Packet::Publish(mut p) = publish(t, "p", q, id) else {
+                let Packet::Publish(mut p) = publish(&t, "p", q, id) else {
                     unreachable!()
                 };
                 p.retain = r;
@@ -1348,11 +1359,11 @@ fn arbitrary_packet() -> impl Strategy<Value = Packet> {
                 }
                 Packet::Publish(p)
             }),
-        (filter.clone(), qos).prop_map(|(f, q)| subscribe(1, f, q)),
+        (filter.clone(), qos).prop_map(|(f, q)| subscribe(1, &f, q)),
         filter.prop_map(|f| Packet::Unsubscribe(Unsubscribe {
             packet_id: pid(2),
             properties: Properties::new(),
-            filters: vec![s(f)]
+            filters: vec![s(&f)]
         })),
         (1..4u16).prop_map(|id| Packet::PubAck(Ack::new(pid(id)))),
         (1..4u16).prop_map(|id| Packet::PubRec(Ack::new(pid(id)))),
@@ -1402,6 +1413,9 @@ proptest! {
         let mut config = Config::default();
         config.limits.queued_messages_max = 3;
         config.limits.inflight_count_max = 2;
+        // Small enough that random runs hit it (a message with a 65,535-byte topic alone
+        // does not fit).
+        config.limits.memory_bytes_max = 4000;
         config.scram.users.insert("a".into(), "pw".into());
         config.scram.iterations = 1;
         let mut h = Harness::with(config);
@@ -1434,7 +1448,8 @@ proptest! {
             prop_assert!(h.broker.conns.len() <= conns.len());
             // Timers are keyed: at most connect-timeout/keep-alive per connection and
             // will-delay/session-expiry per session, however the connections churn.
-            let timer_bound = 2 * h.broker.conns.len() + 2 * h.broker.sessions.len();
+            // (plus one retained-feed continuation per session).
+            let timer_bound = 2 * h.broker.conns.len() + 3 * h.broker.sessions.len();
             prop_assert!(
                 h.broker.timer_count() <= timer_bound,
                 "{} timers for {} connections and {} sessions",
@@ -1443,6 +1458,11 @@ proptest! {
                 h.broker.sessions.len()
             );
             h.broker.shared.assert_members_are(|id| h.broker.sessions.contains_key(&id));
+            // The memory gauges are the sums they stand for.
+            let queued: usize = h.broker.sessions.values().map(|s| s.queued_bytes()).sum();
+            prop_assert_eq!(h.broker.stats.queued_bytes, queued);
+            prop_assert_eq!(h.broker.stats.retained_bytes, h.broker.retained.bytes());
+            prop_assert!(h.broker.stats.held_bytes() <= h.broker.config.limits.memory_bytes_max);
         }
     }
 }
