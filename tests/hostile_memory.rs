@@ -42,7 +42,7 @@ fn heavy(topic: &str, count: usize, value_len: usize) -> Packet {
 /// A v5 QoS 1 retained PUBLISH to "e" carrying `count` empty user properties, built as bytes
 /// (building it as a `Packet` would cost this process, where the broker is measured, 70x).
 fn empty_properties_flood(count: usize) -> Vec<u8> {
-    let mut varint = |mut n: usize, out: &mut Vec<u8>| loop {
+    let varint = |mut n: usize, out: &mut Vec<u8>| loop {
         let byte = (n % 128) as u8;
         n /= 128;
         if n == 0 {

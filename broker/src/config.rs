@@ -284,6 +284,9 @@ fn read_features(
 }
 
 /// Values that parse but cannot work.
+/// The smallest outbound queue that leaves room for both deliveries and replies.
+const OUTBOUND_QUEUE_PACKETS_MIN: usize = 4;
+
 fn validate(limits: &Limits) -> Result<(), (&'static str, String)> {
     let positive = [
         ("limits.packet_bytes_max", limits.packet_bytes_max),
@@ -312,6 +315,14 @@ fn validate(limits: &Limits) -> Result<(), (&'static str, String)> {
         return Err((
             "limits.packet_bytes_max",
             format!("must be at most {}", crate::codec::PACKET_BYTES_MAX),
+        ));
+    }
+    if limits.outbound_queue_packets_max < OUTBOUND_QUEUE_PACKETS_MIN {
+        return Err((
+            "limits.outbound_queue_packets_max",
+            format!(
+                "must be at least {OUTBOUND_QUEUE_PACKETS_MIN} (a quarter is kept for replies)"
+            ),
         ));
     }
     if limits.keep_alive_tenths < 10 {

@@ -60,7 +60,9 @@ impl OutboundAliases {
         if self.entries.len() < usize::from(self.capacity) {
             let alias = self.entries.len() as u16 + 1;
             self.entries.push(Entry {
-                topic: topic.clone(),
+                // A copy: the message's topic may be a slice of a large read buffer, and an
+                // alias lives as long as the connection.
+                topic: owned(topic),
                 alias,
                 last_use: self.clock,
             });
@@ -71,7 +73,7 @@ impl OutboundAliases {
             .iter_mut()
             .min_by_key(|e| e.last_use)
             .expect("capacity > 0");
-        oldest.topic = topic.clone();
+        oldest.topic = owned(topic);
         oldest.last_use = self.clock;
         assert!(
             oldest.alias >= 1 && oldest.alias <= self.capacity,
@@ -79,6 +81,11 @@ impl OutboundAliases {
         );
         Some(AliasUse::New(oldest.alias))
     }
+}
+
+/// `topic` in an allocation of its own.
+fn owned(topic: &ByteStr) -> ByteStr {
+    ByteStr::new(topic.as_str()).expect("copied from a valid string")
 }
 
 #[cfg(test)]

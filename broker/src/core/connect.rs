@@ -456,6 +456,7 @@ impl Broker {
         session.release(&mut self.stats);
         self.timers.cancel(&Timer::SessionExpiry(session_id));
         self.timers.cancel(&Timer::WillDelay(session_id));
+        self.timers.cancel(&Timer::RetainedFeed(session_id));
         assert!(
             session.conn.is_none(),
             "ending a session that still has a connection"

@@ -52,7 +52,9 @@ pub struct Outbox {
 
 impl Outbox {
     pub fn new(capacity: usize) -> Outbox {
-        assert!(capacity > 0, "an outbound queue holds at least one packet");
+        // Config validation asks for 4: a quarter (at least one) for replies, the rest for
+        // deliveries, so neither can starve the other.
+        assert!(capacity >= 4, "an outbound queue holds at least 4 packets");
         Outbox {
             queue: VecDeque::new(),
             rooms: BTreeMap::new(),
@@ -72,7 +74,9 @@ impl Outbox {
     }
 
     /// Queues `packet` for `conn`. With no room left the packet is not sent and the connection
-    /// is marked overflowed (see [`Outbox::take_overflowed`]).
+    /// is marked overflowed (see [`Outbox::take_overflowed`]). Once half the room is used, the
+    /// driver is asked for a fresh count: the core's count only ever goes down by itself, and
+    /// a client that reads must never be taken for one that does not.
     pub fn send(&mut self, conn: ConnId, packet: Packet) {
         if let Some(room) = self.rooms.get_mut(&conn) {
             if room.free == 0 {
@@ -82,6 +86,12 @@ impl Outbox {
                 return;
             }
             room.free -= 1;
+            let low = room.free <= self.capacity / 2;
+            self.queue.push_back(Output::Send { conn, packet });
+            if low {
+                self.request_wake(conn);
+            }
+            return;
         }
         self.queue.push_back(Output::Send { conn, packet });
     }
@@ -89,6 +99,18 @@ impl Outbox {
     pub fn close(&mut self, conn: ConnId) {
         self.rooms.remove(&conn);
         self.queue.push_back(Output::Close { conn });
+    }
+
+    /// The connection ended without a Close from the core (the network closed it): its room
+    /// entry goes, as with [`Outbox::close`].
+    pub fn forget(&mut self, conn: ConnId) {
+        self.rooms.remove(&conn);
+    }
+
+    /// Connections whose room is tracked.
+    #[cfg(test)]
+    pub fn tracked(&self) -> usize {
+        self.rooms.len()
     }
 
     /// Whether a delivery (a PUBLISH the broker chose to send, as opposed to a reply) may go to
@@ -146,13 +168,17 @@ mod tests {
         assert!(out.take_overflowed().is_empty());
         out.send(conn, Packet::PingResp);
         assert_eq!(out.take_overflowed(), vec![conn]);
-        let sent = std::iter::from_fn(|| out.pop()).count();
+        let outputs: Vec<Output> = std::iter::from_fn(|| out.pop()).collect();
+        let sent = outputs
+            .iter()
+            .filter(|o| matches!(o, Output::Send { .. }))
+            .count();
         assert_eq!(sent, 8, "the packet with no room was not queued");
-
+        // Half the room used: one wake-up request, right after the fourth packet.
+        assert_eq!(outputs[4], Output::WakeWhenWritable { conn });
+        assert_eq!(outputs.len(), 9, "one request until answered");
         out.request_wake(conn);
-        out.request_wake(conn);
-        assert_eq!(out.pop(), Some(Output::WakeWhenWritable { conn }));
-        assert_eq!(out.pop(), None, "one request until answered");
+        assert_eq!(out.pop(), None, "still one request until answered");
         out.set_room(conn, 100);
         assert!(out.has_room_for_delivery(conn));
         out.close(conn);

@@ -14,6 +14,12 @@ use crate::codec::{Ack, Packet, Properties, Publish, ReasonCode};
 use crate::topic::topic_levels;
 use crate::types::{PacketId, QoS};
 
+/// Where one message goes: the sessions with matching subscriptions and the shared groups.
+struct Plan {
+    deliveries: BTreeMap<SessionId, Delivery>,
+    groups: Vec<GroupId>,
+}
+
 /// What one session gets from one message, merged over all its matching subscriptions.
 struct Delivery {
     qos: QoS,
@@ -121,22 +127,24 @@ impl Broker {
         let qos = publish.qos;
         let packet_id = publish.packet_id;
         let message = message(publish);
+        self.purge_expired_retained(now);
+        let plan = self.plan(&message);
         let owned_already = qos == QoS::ExactlyOnce
             && packet_id.is_some_and(|id| {
                 self.sessions
                     .get(&session_id)
                     .is_some_and(|s| s.awaiting_pubrel.contains(&id))
             });
-        if qos != QoS::AtMostOnce && !owned_already && !self.can_hold(&message) {
+        if qos != QoS::AtMostOnce && !owned_already && !self.can_hold(&message, &plan) {
             let id = packet_id.expect("the codec guarantees a packet id for QoS > 0");
             self.refuse_for_memory(conn, qos, id, now);
             return;
         }
         match (qos, packet_id) {
-            (QoS::AtMostOnce, _) => self.route(message, now),
+            (QoS::AtMostOnce, _) => self.route_planned(message, plan, now),
             (QoS::AtLeastOnce, Some(id)) => {
                 // spec: [MQTT-4.3.2-2]: the PUBACK hands ownership to the broker.
-                self.route(message, now);
+                self.route_planned(message, plan, now);
                 self.out.send(conn, Packet::PubAck(Ack::new(id)));
             }
             (QoS::ExactlyOnce, Some(id)) => {
@@ -165,16 +173,36 @@ impl Broker {
                     return;
                 }
                 session.awaiting_pubrel.insert(id);
-                self.route(message, now);
+                self.route_planned(message, plan, now);
                 self.out.send(conn, Packet::PubRec(Ack::new(id)));
             }
             (_, None) => unreachable!("the codec guarantees a packet id for QoS > 0"),
         }
     }
 
-    /// Whether the broker-wide memory budget can hold `message` once more.
-    fn can_hold(&self, message: &Message) -> bool {
-        self.stats.held_bytes() + message.charged_bytes() <= self.config.limits.memory_bytes_max
+    /// Whether the broker-wide memory budget can hold every copy of `message` that `plan`
+    /// may keep (retained, in flight, queued), so that once it is acknowledged no delivery of
+    /// it is dropped for memory.
+    fn can_hold(&self, message: &Message, plan: &Plan) -> bool {
+        let queue_qos0 = self.config.limits.queue_qos0;
+        let held_copies = plan
+            .deliveries
+            .iter()
+            .filter(|(id, delivery)| {
+                message.qos.min(delivery.qos) != QoS::AtMostOnce
+                    || (queue_qos0 && self.sessions.get(id).is_some_and(|s| s.conn.is_none()))
+            })
+            .count()
+            + plan.groups.len()
+            + usize::from(message.retain);
+        let bytes = held_copies.saturating_mul(message.charged_bytes());
+        self.stats.held_bytes().saturating_add(bytes) <= self.config.limits.memory_bytes_max
+    }
+
+    /// Drops retained messages whose expiry has passed, so they hold no room.
+    fn purge_expired_retained(&mut self, now: Instant) {
+        let freed = self.retained.purge_expired(now);
+        self.stats.retained_bytes -= freed;
     }
 
     /// A QoS 1/2 PUBLISH arrived with the memory budget spent. It is not acknowledged as
@@ -234,9 +262,23 @@ impl Broker {
     /// Hands a message the broker now owns to the retained store and to every session with a
     /// matching subscription (spec: [MQTT-4.5.0-1], [MQTT-3.3.2-3]).
     pub(super) fn route(&mut self, message: Arc<Message>, now: Instant) {
+        self.purge_expired_retained(now);
+        let plan = self.plan(&message);
+        self.route_planned(message, plan, now);
+    }
+
+    /// Where `message` goes.
+    fn plan(&self, message: &Message) -> Plan {
+        Plan {
+            deliveries: self.deliveries(message),
+            groups: self.shared.matching(&message.topic),
+        }
+    }
+
+    /// [`Broker::route`] with the plan already made (the publisher's memory check needs it).
+    fn route_planned(&mut self, message: Arc<Message>, plan: Plan, now: Instant) {
         self.stats.messages_received += 1;
-        let deliveries = self.deliveries(&message);
-        let groups = self.shared.matching(&message.topic);
+        let Plan { deliveries, groups } = plan;
         let message = if self.will_be_held(&message, &deliveries, !groups.is_empty()) {
             Arc::new(message.compacted())
         } else {

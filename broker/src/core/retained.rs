@@ -9,7 +9,7 @@
 //! routed to the subscriber live. So a subscriber gets every retained message exactly once and
 //! never an older value after a newer one.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 use std::sync::Arc;
 
@@ -32,6 +32,9 @@ pub struct RetainedStore {
     bytes: usize,
     /// The sequence number of the last store.
     sequence: u64,
+    /// Messages with an expiry, by deadline: expired ones are purged before any limit is
+    /// checked, so messages nobody will receive never hold the store's room.
+    expiring: BTreeSet<(Instant, ByteStr)>,
 }
 
 /// What storing a retained message did.
@@ -69,6 +72,16 @@ pub enum Next {
     Paused,
 }
 
+/// The prefix every topic `filter` matches starts with: its literal part, less a final '/'
+/// before a closing '#' ("a/b/#" matches "a/b" itself, spec: [MQTT-4.7.1-2]).
+fn scan_prefix(filter: &str) -> &str {
+    let prefix = literal_prefix(filter);
+    match filter.strip_suffix('#') {
+        Some(head) if head == prefix => prefix.strip_suffix('/').unwrap_or(prefix),
+        _ => prefix,
+    }
+}
+
 impl RetainedStore {
     pub fn len(&self) -> usize {
         self.messages.len()
@@ -96,7 +109,8 @@ impl RetainedStore {
             .get(&message.topic)
             .map_or(0, |stored| stored.message.charged_bytes());
         if message.payload.is_empty() {
-            if self.messages.remove(&message.topic).is_some() {
+            if let Some(old) = self.messages.remove(&message.topic) {
+                self.forget_expiry(&old.message);
                 self.bytes -= old_bytes;
                 return (RetainOutcome::Deleted, -(old_bytes as isize));
             }
@@ -118,11 +132,39 @@ impl RetainedStore {
             sequence: self.sequence,
             message: message.clone(),
         };
-        self.messages.insert(message.topic.clone(), stored);
+        if let Some(at) = message.expires_at {
+            self.expiring.insert((at, message.topic.clone()));
+        }
+        if let Some(old) = self.messages.insert(message.topic.clone(), stored) {
+            self.forget_expiry(&old.message);
+        }
         (
             RetainOutcome::Stored,
             new_bytes as isize - old_bytes as isize,
         )
+    }
+
+    fn forget_expiry(&mut self, message: &Message) {
+        if let Some(at) = message.expires_at {
+            self.expiring.remove(&(at, message.topic.clone()));
+        }
+    }
+
+    /// Removes every message whose expiry has passed; returns the bytes freed. Cheap when
+    /// nothing has expired (one look at the earliest deadline).
+    pub fn purge_expired(&mut self, now: Instant) -> usize {
+        let mut freed = 0;
+        while let Some((at, _)) = self.expiring.first() {
+            if *at > now {
+                break;
+            }
+            let (_, topic) = self.expiring.pop_first().expect("checked above");
+            if let Some(stored) = self.messages.remove(&topic) {
+                freed += stored.message.charged_bytes();
+            }
+        }
+        self.bytes -= freed;
+        freed
     }
 
     /// A cursor over the messages matching `filter` that are stored now.
@@ -143,7 +185,7 @@ impl RetainedStore {
         now: Instant,
         budget: &mut usize,
     ) -> (Next, usize) {
-        let prefix = literal_prefix(&cursor.filter);
+        let prefix = scan_prefix(&cursor.filter);
         let start = match &cursor.after {
             Some(after) => Bound::Excluded(after.as_str()),
             None => Bound::Included(prefix),
@@ -183,6 +225,7 @@ impl RetainedStore {
         let mut freed = 0;
         for topic in expired {
             if let Some(stored) = self.messages.remove(&topic) {
+                self.forget_expiry(&stored.message);
                 freed += stored.message.charged_bytes();
             }
         }
@@ -270,6 +313,48 @@ mod tests {
                 .collect::<Vec<_>>(),
             vec!["skip", "y2"]
         );
+    }
+
+    #[test]
+    fn a_closing_multi_level_wildcard_matches_the_parent_topic() {
+        let mut s = RetainedStore::default();
+        store(&mut s, "a/b", "parent");
+        store(&mut s, "a/bc", "not a child");
+        store(&mut s, "a/b/c", "child");
+        store(&mut s, "a", "grandparent");
+        let mut cursor = s.cursor(ByteStr::new("a/b/#").unwrap());
+        assert_eq!(walk(&mut s, &mut cursor, 100), vec!["parent", "child"]);
+        assert_eq!(scan_prefix("#"), "");
+        assert_eq!(scan_prefix("a/+/#"), "a/");
+        assert_eq!(scan_prefix("a/b"), "a/b");
+    }
+
+    #[test]
+    fn expired_messages_are_purged_and_free_their_room() {
+        let mut s = RetainedStore::default();
+        let expiring: Properties = vec![crate::codec::Property::MessageExpiryInterval(5)].into();
+        let message = |topic: &str| {
+            Arc::new(Message::new(
+                ByteStr::new(topic).unwrap(),
+                Bytes::from_static(b"x"),
+                QoS::AtMostOnce,
+                true,
+                &expiring,
+                ByteStr::default(),
+                Instant::ZERO,
+            ))
+        };
+        s.retain(message("e1"), usize::MAX, usize::MAX, |_| true);
+        s.retain(message("e2"), usize::MAX, usize::MAX, |_| true);
+        // Replaced by a message without expiry: no longer purged.
+        store(&mut s, "e2", "kept");
+        let later = Instant::ZERO + std::time::Duration::from_secs(5);
+        assert_eq!(s.purge_expired(Instant::ZERO), 0);
+        let freed = s.purge_expired(later);
+        assert!(freed > 0);
+        assert_eq!(s.len(), 1);
+        assert_eq!(s.bytes(), s.messages["e2"].message.charged_bytes());
+        assert!(s.expiring.is_empty());
     }
 
     #[test]

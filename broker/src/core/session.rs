@@ -51,6 +51,8 @@ pub struct Inflight {
     /// Not sent on the current connection yet: a resumed session resends no more than the new
     /// connection's window allows, the rest as acknowledgements free it.
     unsent: bool,
+    /// What holding it costs (`Message::charged_bytes`), counted in `Stats::inflight_bytes`.
+    charged: usize,
 }
 
 /// A message waiting to be sent to this session.
@@ -97,6 +99,8 @@ pub struct Session {
     pub inflight: VecDeque<Inflight>,
     pub queue: VecDeque<Queued>,
     queued_bytes: usize,
+    /// Bytes of the in-flight entries, as charged.
+    inflight_bytes: usize,
     last_packet_id: u16,
     /// Inbound QoS 2 packet ids received but not yet released by PUBREL.
     pub awaiting_pubrel: BTreeSet<PacketId>,
@@ -129,6 +133,7 @@ impl Session {
             inflight: VecDeque::new(),
             queue: VecDeque::new(),
             queued_bytes: 0,
+            inflight_bytes: 0,
             last_packet_id: 0,
             awaiting_pubrel: BTreeSet::new(),
             pending_will: None,
@@ -146,18 +151,31 @@ impl Session {
     /// The session is ending: its queued bytes no longer count against the memory limit.
     pub fn release(&mut self, stats: &mut Stats) {
         stats.queued_bytes -= self.queued_bytes;
+        stats.inflight_bytes -= self.inflight_bytes;
         self.queued_bytes = 0;
+        self.inflight_bytes = 0;
         self.queue.clear();
+        self.inflight.clear();
+    }
+
+    /// Bytes held in flight (as charged).
+    #[cfg(test)]
+    pub fn inflight_bytes(&self) -> usize {
+        self.inflight_bytes
+    }
+
+    /// Takes the in-flight entry at `index` out, with its bytes.
+    fn remove_inflight(&mut self, index: usize, stats: &mut Stats) -> Option<Inflight> {
+        let entry = self.inflight.remove(index)?;
+        self.inflight_bytes -= entry.charged;
+        stats.inflight_bytes -= entry.charged;
+        Some(entry)
     }
 
     /// Whether the current connection can take a retained message from a cursor now: nothing
     /// waits ahead of it, the window and the outbound queue have room.
     pub fn ready_for_retained(&self, out: &Outbox) -> bool {
-        self.conn.is_some_and(|conn| {
-            self.queue.is_empty()
-                && self.inflight.len() < usize::from(self.params.inflight_max)
-                && out.has_room_for_delivery(conn)
-        })
+        self.ready_for_new(out).is_some()
     }
 
     /// A packet id not used by any in-flight message (spec: [MQTT-2.3.1-4] 3.1.1,
@@ -205,8 +223,25 @@ impl Session {
                 return;
             }
         }
+        if let Some(conn) = self.ready_for_new(out) {
+            // Straight into the window: nothing is held beyond the in-flight entry, so the
+            // memory budget (which bounds what waits) has no say.
+            let packet_id = self.allocate_packet_id();
+            self.send_publish(conn, item, Some(packet_id), now, out, stats);
+            return;
+        }
         self.enqueue(item, limits, stats);
         self.pump(now, limits, out, stats);
+    }
+
+    /// The connection, if a new QoS 1/2 message can be sent on it at once: nothing waits
+    /// ahead of it, the window and the outbound queue have room.
+    fn ready_for_new(&self, out: &Outbox) -> Option<ConnId> {
+        let conn = self.conn?;
+        let ready = self.queue.is_empty()
+            && self.inflight.len() < usize::from(self.params.inflight_max)
+            && out.has_room_for_delivery(conn);
+        ready.then_some(conn)
     }
 
     fn enqueue(&mut self, item: Queued, limits: &Limits, stats: &mut Stats) {
@@ -340,12 +375,16 @@ impl Session {
                 Awaiting::PubRec
             };
             // Stored with its topic: a resend goes on a new connection, with no aliases yet.
+            let charged = item.message.charged_bytes();
+            self.inflight_bytes += charged;
+            stats.inflight_bytes += charged;
             self.inflight.push_back(Inflight {
                 packet_id,
                 state,
                 publish: publish.clone(),
                 shared,
                 unsent: false,
+                charged,
             });
         }
         match self.aliases.assign(&publish.topic) {
@@ -420,6 +459,7 @@ impl Session {
         stats: &mut Stats,
     ) -> Vec<SharedHandBack> {
         let mut taken = Vec::new();
+        let mut freed = 0;
         self.inflight.retain(|entry| match &entry.shared {
             // A QoS 2 delivery that has begun stays with its member, even if its session
             // ends (spec: [MQTT-4.8.2-4] [MQTT-4.8.2-5], v5); QoS 1 may be sent again elsewhere.
@@ -429,10 +469,13 @@ impl Session {
                     message: message.clone(),
                     enqueued_at: now,
                 });
+                freed += entry.charged;
                 false
             }
             _ => true,
         });
+        self.inflight_bytes -= freed;
+        stats.inflight_bytes -= freed;
         let mut kept = VecDeque::with_capacity(self.queue.len());
         for item in std::mem::take(&mut self.queue) {
             match item.group {
@@ -458,23 +501,25 @@ impl Session {
     }
 
     /// PUBACK from the client: the QoS 1 delivery is complete. Returns false for an unknown id.
-    pub fn puback(&mut self, packet_id: PacketId) -> bool {
+    pub fn puback(&mut self, packet_id: PacketId, stats: &mut Stats) -> bool {
         match self.position(packet_id, Awaiting::PubAck) {
-            Some(index) => {
-                self.inflight.remove(index);
-                true
-            }
+            Some(index) => self.remove_inflight(index, stats).is_some(),
             None => false,
         }
     }
 
     /// PUBREC from the client. Returns the PUBREL to send, if any. A v5 PUBREC with an error
     /// code ends the flow (no PUBREL).
-    pub fn pubrec(&mut self, packet_id: PacketId, reason: ReasonCode) -> Option<Packet> {
+    pub fn pubrec(
+        &mut self,
+        packet_id: PacketId,
+        reason: ReasonCode,
+        stats: &mut Stats,
+    ) -> Option<Packet> {
         let index = self.position(packet_id, Awaiting::PubRec);
         match index {
             Some(index) if reason.is_error() => {
-                self.inflight.remove(index);
+                self.remove_inflight(index, stats);
                 None
             }
             Some(index) => {
@@ -501,12 +546,9 @@ impl Session {
     }
 
     /// PUBCOMP from the client: the QoS 2 delivery is complete.
-    pub fn pubcomp(&mut self, packet_id: PacketId) -> bool {
+    pub fn pubcomp(&mut self, packet_id: PacketId, stats: &mut Stats) -> bool {
         match self.position(packet_id, Awaiting::PubComp) {
-            Some(index) => {
-                self.inflight.remove(index);
-                true
-            }
+            Some(index) => self.remove_inflight(index, stats).is_some(),
             None => false,
         }
     }

@@ -39,11 +39,16 @@ pub struct Stats {
     pub queued_bytes: usize,
     /// Gauge: bytes of all retained messages.
     pub retained_bytes: usize,
+    /// Gauge: bytes of messages sent and not yet acknowledged.
+    pub inflight_bytes: usize,
+    /// Driver: packets the core sent to a full outbound queue. Always 0 unless the core's
+    /// count of the room is wrong (a bug; the tests assert it stays 0).
+    pub outbound_count_mismatches: u64,
 }
 
 impl Stats {
-    /// Bytes held for later (queued and retained): what `Limits::memory_bytes_max` bounds.
+    /// Bytes held (queued, in flight, retained): what `Limits::memory_bytes_max` bounds.
     pub fn held_bytes(&self) -> usize {
-        self.queued_bytes + self.retained_bytes
+        self.queued_bytes + self.inflight_bytes + self.retained_bytes
     }
 }

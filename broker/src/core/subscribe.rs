@@ -60,6 +60,8 @@ impl Broker {
         let mut refusals: Vec<String> = Vec::new();
         let mut retained_for: Vec<(ByteStr, SubscriptionOptions)> = Vec::new();
         for (filter, options) in subscribe.filters {
+            // Kept for the subscription's life: copied out of the SUBSCRIBE's read buffer.
+            let filter = ByteStr::new(filter.as_str()).expect("copied from a valid string");
             let target = parse_shared(&filter).and_then(|shared| {
                 let inner = shared.map_or(filter.as_str(), |(_, inner)| inner);
                 validate_filter(inner)?;
