@@ -58,6 +58,8 @@ pub struct BrokerOverrides {
     pub keep_alive_max_secs: Option<u16>,
     pub session_expiry_max_secs: Option<u32>,
     pub topic_alias_max: Option<u16>,
+    pub topic_levels_max: Option<usize>,
+    pub memory_bytes_max: Option<usize>,
     /// SCRAM-SHA-256 users (name to password) for MQTT 5 enhanced authentication.
     #[serde(default)]
     pub scram_users: BTreeMap<String, String>,
@@ -103,6 +105,46 @@ impl<'de> Deserialize<'de> for DurationSpec {
             .map(DurationSpec)
             .map_err(de::Error::custom)
     }
+}
+
+/// The longest text a `{ repeat, times }` may build: beyond any MQTT string or packet.
+const REPEATED_TEXT_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+/// A text field: a plain string, or `{ repeat: "ab", times: 3 }` for "ababab", so a scenario
+/// can say "a topic of 20,000 levels" in one line instead of carrying the 20,000 characters.
+fn text<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Text {
+        Plain(String),
+        Repeated(Repeated),
+    }
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Repeated {
+        repeat: String,
+        times: usize,
+    }
+    match Text::deserialize(d)? {
+        Text::Plain(text) => Ok(text),
+        Text::Repeated(Repeated { repeat, times }) => {
+            if repeat.len().saturating_mul(times) > REPEATED_TEXT_BYTES_MAX {
+                return Err(de::Error::custom(format!(
+                    "repeated text longer than {REPEATED_TEXT_BYTES_MAX} bytes"
+                )));
+            }
+            Ok(repeat.repeat(times))
+        }
+    }
+}
+
+fn opt_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    text(d).map(Some)
+}
+
+/// `{n}` in `template` replaced by `n`: the number of a message in a `count` series.
+pub fn numbered(template: &str, n: u32) -> String {
+    template.replace("{n}", &n.to_string())
 }
 
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -178,8 +220,9 @@ pub struct WillSpec {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PublishSpec {
+    #[serde(deserialize_with = "text")]
     pub topic: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "text")]
     pub payload: String,
     #[serde(default)]
     pub qos: u8,
@@ -195,11 +238,16 @@ pub struct PublishSpec {
     /// How long the step lets a QoS 1/2 flow run before the next step (default 1s; the step
     /// returns earlier when the flow completes).
     pub settle: Option<DurationSpec>,
+    /// Publish this many messages back to back, without waiting for acknowledgements
+    /// (`{n}` in the topic and payload is the message's number from 0); the step settles on
+    /// the last one.
+    pub count: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SubscribeSpec {
+    #[serde(deserialize_with = "text")]
     pub filter: String,
     #[serde(default)]
     pub qos: u8,
@@ -221,7 +269,9 @@ pub struct ConnectSpec {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PublishMatch {
+    #[serde(default, deserialize_with = "opt_text")]
     pub topic: Option<String>,
+    #[serde(default, deserialize_with = "opt_text")]
     pub payload: Option<String>,
     pub qos: Option<u8>,
     pub retain: Option<bool>,
@@ -243,6 +293,8 @@ pub struct Expect {
     /// How long `nothing` must hold.
     #[serde(rename = "for")]
     pub during: Option<DurationSpec>,
+    /// With `publish`: this many matching PUBLISHes (default 1).
+    pub count: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -670,6 +722,48 @@ steps:
 "#;
         let s = parse(text).unwrap();
         assert_eq!(s.steps.len(), 21);
+    }
+
+    #[test]
+    fn repeated_text_and_counted_steps_parse() {
+        let scenario = parse(
+            r#"
+goal: repeat and count
+clients:
+  a: { version: 5 }
+steps:
+  - connect: [a]
+  - a: { subscribe: { filter: { repeat: "+/", times: 3 } } }
+  - a: { publish: { topic: "t/{n}", payload: { repeat: "x", times: 4 }, count: 5 } }
+  - a: { expect: { publish: { payload: xxxx }, count: 5 } }
+"#,
+        )
+        .unwrap();
+        let Step::Client {
+            action: ClientAction::Subscribe(sub),
+            ..
+        } = &scenario.steps[1]
+        else {
+            panic!("{:?}", scenario.steps[1]);
+        };
+        assert_eq!(sub.filter, "+/+/+/");
+        let Step::Client {
+            action: ClientAction::Publish(p),
+            ..
+        } = &scenario.steps[2]
+        else {
+            panic!("{:?}", scenario.steps[2]);
+        };
+        assert_eq!((p.payload.as_str(), p.count), ("xxxx", Some(5)));
+        assert_eq!(numbered(&p.topic, 3), "t/3");
+        let too_long = r#"
+goal: too long
+clients:
+  a: { version: 5 }
+steps:
+  - a: { publish: { topic: { repeat: "xxxxxxxx", times: 100000000 } } }
+"#;
+        assert!(parse(too_long).is_err());
     }
 
     #[test]

@@ -183,7 +183,9 @@ fn broker_config(o: &BrokerOverrides) -> tern::core::Config {
         queued_messages_max,
         queue_qos0,
         keep_alive_max_secs,
-        topic_alias_max
+        topic_alias_max,
+        topic_levels_max,
+        memory_bytes_max
     );
     if let Some(v) = o.session_expiry_max_secs {
         l.session_expiry_max_secs = v;
@@ -518,29 +520,12 @@ impl Director<'_, '_> {
             }
             ClientAction::Publish(spec) => {
                 let q = qos(spec.qos)?;
-                let id = (q != QoS::AtMostOnce).then(|| self.packet_id(name));
-                let mut properties = Properties::new();
-                for (k, v) in &spec.user_properties {
-                    properties.push(Property::UserProperty(s(k)?, s(v)?));
-                }
-                if let Some(expiry) = spec.message_expiry {
-                    properties.push(Property::MessageExpiryInterval(expiry));
-                }
-                if let Some(alias) = spec.topic_alias {
-                    properties.push(Property::TopicAlias(alias));
-                }
-                let packet = Packet::Publish(Publish {
-                    dup: false,
-                    qos: q,
-                    retain: spec.retain,
-                    topic: s(&spec.topic)?,
-                    packet_id: id,
-                    properties,
-                    payload: Bytes::from(spec.payload.clone()),
-                });
+                let mut last = None;
                 let from = self.mark();
-                self.send(name, Command::Send(packet))?;
-                let Some(id) = id else {
+                for n in 0..spec.count.unwrap_or(1) {
+                    last = self.publish(name, spec, q, n)?;
+                }
+                let Some(id) = last else {
                     return self.run_for(Duration::from_millis(10));
                 };
                 // Let the flow finish if it can; faults may legitimately stop it.
@@ -600,21 +585,65 @@ impl Director<'_, '_> {
         }
     }
 
+    /// Sends message `n` of a publish step; returns its packet id (QoS 1/2).
+    fn publish(
+        &mut self,
+        name: &str,
+        spec: &PublishSpec,
+        q: QoS,
+        n: u32,
+    ) -> Result<Option<PacketId>, String> {
+        let id = (q != QoS::AtMostOnce).then(|| self.packet_id(name));
+        let mut properties = Properties::new();
+        for (k, v) in &spec.user_properties {
+            properties.push(Property::UserProperty(s(k)?, s(v)?));
+        }
+        if let Some(expiry) = spec.message_expiry {
+            properties.push(Property::MessageExpiryInterval(expiry));
+        }
+        if let Some(alias) = spec.topic_alias {
+            properties.push(Property::TopicAlias(alias));
+        }
+        let numbered = |text: &str| match spec.count {
+            Some(_) => crate::scenario::numbered(text, n),
+            None => text.to_string(),
+        };
+        let packet = Packet::Publish(Publish {
+            dup: false,
+            qos: q,
+            retain: spec.retain,
+            topic: s(&numbered(&spec.topic))?,
+            packet_id: id,
+            properties,
+            payload: Bytes::from(numbered(&spec.payload)),
+        });
+        self.send(name, Command::Send(packet))?;
+        Ok(id)
+    }
+
     fn expect(&mut self, name: &str, expect: &Expect) -> Result<(), String> {
         let from = self.mark();
         if let Some(want) = &expect.publish {
             let within = expect.within.map_or(ANSWER_WITHIN, |d| d.0);
+            let count = expect.count.unwrap_or(1) as usize;
             let consumed = self.consumed.clone();
+            let mut matched = Vec::new();
             let found = self.run_until(within, 0, |i, e| {
-                e.host == name && publish_matches(want, &e.event) && !consumed.contains(&i)
+                if e.host == name && publish_matches(want, &e.event) && !consumed.contains(&i) {
+                    matched.push(i);
+                }
+                matched.len() >= count
             })?;
             return match found {
-                Some(index) => {
-                    self.consume(index);
+                Some(_) => {
+                    for index in matched {
+                        self.consume(index);
+                    }
                     Ok(())
                 }
                 None => Err(format!(
-                    "{name}: no PUBLISH matching {want:?} within {within:?}"
+                    "{name}: {} of {count} PUBLISHes matching {want:?} within {within:?}",
+                    matched.len()
                 )),
             };
         }
