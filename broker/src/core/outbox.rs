@@ -10,7 +10,8 @@
 //! does not read its acknowledgements is cut off. Its count is never above the real free room,
 //! so a packet it sends always fits.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 
 use super::ConnId;
 use crate::codec::Packet;
@@ -37,10 +38,32 @@ struct Room {
     wake_requested: bool,
 }
 
+/// Hashes a connection id with one multiplication: looked up on every delivery, and the ids
+/// are the driver's counter, not something a client chooses. Never iterated, so the order of
+/// the map cannot reach the output.
+#[derive(Default)]
+struct ConnIdHasher(u64);
+
+impl Hasher for ConnIdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = (self.0 << 8 | u64::from(byte)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u64(&mut self, id: u64) {
+        self.0 = id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 #[derive(Debug)]
 pub struct Outbox {
     queue: VecDeque<Output>,
-    rooms: BTreeMap<ConnId, Room>,
+    rooms: HashMap<ConnId, Room, BuildHasherDefault<ConnIdHasher>>,
     /// Every connection's outbound queue capacity.
     capacity: usize,
     /// Room kept for acknowledgements and other replies: deliveries stop short of it, so a
@@ -57,7 +80,7 @@ impl Outbox {
         assert!(capacity >= 4, "an outbound queue holds at least 4 packets");
         Outbox {
             queue: VecDeque::new(),
-            rooms: BTreeMap::new(),
+            rooms: HashMap::default(),
             capacity,
             reserve: capacity / 4,
             overflowed: Vec::new(),
