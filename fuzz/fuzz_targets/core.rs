@@ -7,7 +7,7 @@
 //! only name open connections, and what waits (queued, retained) never passes the budget.
 #![no_main]
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -17,6 +17,9 @@ use tern::core::{Broker, Config, ConnId, Instant, Output};
 use tern::types::{PacketId, QoS};
 
 const CONNS: u8 = 8;
+
+/// Every connection's outbound queue, as the driver would have it.
+const OUTBOUND_CAPACITY: usize = 16;
 
 /// Reads the fuzzer's bytes as parameters; runs out gracefully (zeros).
 struct Input<'a>(&'a [u8]);
@@ -143,6 +146,9 @@ struct Run {
     open: BTreeSet<ConnId>,
     closed: BTreeSet<ConnId>,
     next_conn: u64,
+    /// Packets in each open connection's modelled outbound queue (the client reads them when
+    /// the input says so): a send that does not fit means the core miscounted the room.
+    queued: BTreeMap<ConnId, usize>,
 }
 
 impl Run {
@@ -155,11 +161,16 @@ impl Run {
         while let Some(output) = self.broker.poll_output() {
             match output {
                 Output::Send { conn, .. } => {
-                    assert!(!self.closed.contains(&conn), "{conn} sent to after Close")
+                    assert!(!self.closed.contains(&conn), "{conn} sent to after Close");
+                    if let Some(queued) = self.queued.get_mut(&conn) {
+                        *queued += 1;
+                        assert!(*queued <= OUTBOUND_CAPACITY, "{conn}: more sent than fits");
+                    }
                 }
                 Output::Close { conn } => {
                     self.closed.insert(conn);
                     self.open.remove(&conn);
+                    self.queued.remove(&conn);
                 }
                 Output::WakeWhenWritable { conn } => {
                     assert!(!self.closed.contains(&conn), "wake-up for closed {conn}")
@@ -178,6 +189,7 @@ impl Run {
                 self.next_conn += 1;
                 let conn = ConnId(self.next_conn);
                 self.open.insert(conn);
+                self.queued.insert(conn, 0);
                 self.broker.connection_opened(conn, self.now);
             }
             1..=3 => {
@@ -212,12 +224,16 @@ impl Run {
                 if let Some(conn) = self.conn(input) {
                     self.open.remove(&conn);
                     self.closed.insert(conn);
+                    self.queued.remove(&conn);
                     self.broker.connection_closed(conn, self.now);
                 }
             }
             6 => {
+                // The client reads some of its queue; the driver reports the real room.
                 if let Some(conn) = self.conn(input) {
-                    let free = usize::from(input.byte()) * 8;
+                    let queued = self.queued.get_mut(&conn).expect("open connections have one");
+                    *queued -= usize::from(input.byte()) % (*queued + 1);
+                    let free = OUTBOUND_CAPACITY - *queued;
                     self.broker.outbound_room(conn, free, self.now);
                 }
             }
@@ -232,7 +248,7 @@ impl Run {
 
 fuzz_target!(|data: &[u8]| {
     let mut config = Config::default();
-    config.limits.outbound_queue_packets_max = 16;
+    config.limits.outbound_queue_packets_max = OUTBOUND_CAPACITY;
     config.limits.queued_messages_max = 8;
     config.limits.inflight_count_max = 4;
     config.limits.memory_bytes_max = 64 * 1024;
@@ -242,6 +258,7 @@ fuzz_target!(|data: &[u8]| {
         open: BTreeSet::new(),
         closed: BTreeSet::new(),
         next_conn: 0,
+        queued: BTreeMap::new(),
     };
     let mut input = Input(data);
     while !input.done() {

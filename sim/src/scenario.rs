@@ -240,7 +240,7 @@ pub struct PublishSpec {
     pub settle: Option<DurationSpec>,
     /// Publish this many messages back to back, without waiting for acknowledgements
     /// (`{n}` in the topic and payload is the message's number from 0); the step settles on
-    /// the last one.
+    /// the last one. 1 to 65535 (QoS 1/2 packet ids must not repeat while in flight).
     pub count: Option<u32>,
 }
 
@@ -629,11 +629,19 @@ impl Scenario {
                         }
                     }
                 }
-                Step::Client { client, .. } => {
+                Step::Client { client, action } => {
                     if !self.clients.contains_key(client) {
                         return Err(at(format!(
                             "unknown client or step keyword {client:?}; keywords: {KEYWORDS:?}"
                         )));
+                    }
+                    let count = match action {
+                        ClientAction::Publish(p) => p.count,
+                        ClientAction::Expect(e) => e.count,
+                        _ => None,
+                    };
+                    if count.is_some_and(|n| !(1..=65_535).contains(&n)) {
+                        return Err(at("`count` must be 1 to 65535".into()));
                     }
                 }
                 Step::Partition(link) | Step::Repair(link) => match link {
@@ -764,6 +772,14 @@ steps:
   - a: { publish: { topic: { repeat: "xxxxxxxx", times: 100000000 } } }
 "#;
         assert!(parse(too_long).is_err());
+        let zero = r#"
+goal: zero
+clients:
+  a: { version: 5 }
+steps:
+  - a: { expect: { publish: {}, count: 0 } }
+"#;
+        assert!(parse(zero).is_err(), "count 0 would check nothing");
     }
 
     #[test]

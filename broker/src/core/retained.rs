@@ -132,12 +132,15 @@ impl RetainedStore {
             sequence: self.sequence,
             message: message.clone(),
         };
+        // The old message's deadline goes first: the new one may have the same.
+        if let Some(old) = self.messages.remove(&message.topic) {
+            self.forget_expiry(&old.message);
+        }
         if let Some(at) = message.expires_at {
             self.expiring.insert((at, message.topic.clone()));
         }
-        if let Some(old) = self.messages.insert(message.topic.clone(), stored) {
-            self.forget_expiry(&old.message);
-        }
+        self.messages.insert(message.topic.clone(), stored);
+        debug_assert!(self.expiring.len() <= self.messages.len());
         (
             RetainOutcome::Stored,
             new_bytes as isize - old_bytes as isize,
@@ -158,8 +161,10 @@ impl RetainedStore {
             if *at > now {
                 break;
             }
-            let (_, topic) = self.expiring.pop_first().expect("checked above");
-            if let Some(stored) = self.messages.remove(&topic) {
+            let (at, topic) = self.expiring.pop_first().expect("checked above");
+            // Only the message this deadline belongs to (a newer one keeps its own).
+            if self.messages.get(&topic).and_then(|s| s.message.expires_at) == Some(at) {
+                let stored = self.messages.remove(&topic).expect("just looked up");
                 freed += stored.message.charged_bytes();
             }
         }
@@ -346,6 +351,9 @@ mod tests {
         };
         s.retain(message("e1"), usize::MAX, usize::MAX, |_| true);
         s.retain(message("e2"), usize::MAX, usize::MAX, |_| true);
+        // Replaced at the same instant by one with the same deadline: still purged once.
+        s.retain(message("e1"), usize::MAX, usize::MAX, |_| true);
+        assert_eq!(s.expiring.len(), 2);
         // Replaced by a message without expiry: no longer purged.
         store(&mut s, "e2", "kept");
         let later = Instant::ZERO + std::time::Duration::from_secs(5);

@@ -59,10 +59,13 @@ impl BrokerTask {
                         }
                     }
                 }
-                _ = sleep_until(deadline) => {
-                    let now = self.now();
-                    self.broker.timeout(now);
-                }
+                _ = sleep_until(deadline) => {}
+            }
+            // Deadlines are checked after every event too: the select is biased towards
+            // events, and a steady stream of them must not hold timers back.
+            let now = self.now();
+            if self.broker.poll_timeout().is_some_and(|at| at <= now) {
+                self.broker.timeout(now);
             }
             self.dispatch(&mut conns, &mut mismatches);
         }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use super::listener::Listener;
@@ -36,6 +36,12 @@ pub(super) struct ConnectionTask<L: Listener> {
     /// The broker task waits to hear when this connection has written (see `Outbound`).
     pub wake: Arc<AtomicBool>,
     pub packet_bytes_max: usize,
+    /// While forwarding the packets of one read, what is queued for the client is written
+    /// after every this many: an eighth of the outbound queue. Each packet forwarded may add a
+    /// reply; the core asks for a fresh count of the room once half is used, and the answer
+    /// comes within an eighth more packets (the flush) plus what is ahead of it in the events
+    /// channel (another eighth), so the count never reaches zero for a client that reads.
+    pub flush_every_packets: usize,
 }
 
 impl<L: Listener> ConnectionTask<L> {
@@ -47,6 +53,7 @@ impl<L: Listener> ConnectionTask<L> {
             mut outbound,
             wake,
             packet_bytes_max,
+            flush_every_packets,
         } = self;
         let (mut reader, mut writer) = tokio::io::split(stream);
         let mut read_buf = BytesMut::with_capacity(4096);
@@ -65,26 +72,9 @@ impl<L: Listener> ConnectionTask<L> {
                         linger(&mut reader, conn).await;
                         break;
                     };
-                    if !encode_batch(packet, &mut outbound, version, &mut write_buf, conn) {
+                    let mut out = Writer { writer: &mut writer, buf: &mut write_buf, wake: &wake, events: &events, conn };
+                    if !out.write(packet, &mut outbound, version).await {
                         break;
-                    }
-                    match tokio::time::timeout(WRITE_STALL_TIMEOUT, writer.write_all(&write_buf)).await {
-                        Ok(Ok(())) => {
-                            write_buf.clear();
-                            if wake.swap(false, Ordering::SeqCst)
-                                && events.send(Event::Writable { conn }).await.is_err()
-                            {
-                                return;
-                            }
-                        }
-                        Ok(Err(error)) => {
-                            tracing::debug!(%conn, %error, "write failed");
-                            break;
-                        }
-                        Err(_) => {
-                            tracing::info!(%conn, "closing: peer stopped reading (write stalled)");
-                            break;
-                        }
                     }
                 }
                 read = reader.read_buf(&mut read_buf), if reading => {
@@ -96,6 +86,7 @@ impl<L: Listener> ConnectionTask<L> {
                         }
                         Ok(_) => {}
                     }
+                    let mut forwarded = 0usize;
                     loop {
                         match decode(&mut read_buf, version, packet_bytes_max) {
                             Ok(Some(packet)) => {
@@ -104,6 +95,18 @@ impl<L: Listener> ConnectionTask<L> {
                                 }
                                 if events.send(Event::Packet { conn, packet }).await.is_err() {
                                     return;
+                                }
+                                // One read can hold thousands of packets: write their replies
+                                // as they come, so the outbound queue (and the core's count of
+                                // its room) never waits for the whole read to be forwarded.
+                                forwarded += 1;
+                                if forwarded % flush_every_packets == 0 {
+                                    if let Ok(first) = outbound.try_recv() {
+                                        let mut out = Writer { writer: &mut writer, buf: &mut write_buf, wake: &wake, events: &events, conn };
+                                        if !out.write(first, &mut outbound, version).await {
+                                            return;
+                                        }
+                                    }
                                 }
                             }
                             Ok(None) => break,
@@ -123,6 +126,47 @@ impl<L: Listener> ConnectionTask<L> {
         }
         // Whatever ended the task, the core hears of it; it ignores connections it closed itself.
         let _ = events.send(Event::Closed { conn }).await;
+    }
+}
+
+/// The write half of a connection task, with what a write needs around it.
+struct Writer<'a, W> {
+    writer: &'a mut W,
+    buf: &'a mut BytesMut,
+    wake: &'a AtomicBool,
+    events: &'a mpsc::Sender<Event>,
+    conn: ConnId,
+}
+
+impl<W: AsyncWrite + Unpin> Writer<'_, W> {
+    /// Encodes `first` and what else is queued (up to a batch), writes it, and tells the broker
+    /// task if it was waiting to hear of a write. Returns false when the task must end (write
+    /// failed or stalled, the broker task is gone, a packet could not be encoded).
+    async fn write(
+        &mut self,
+        first: Packet,
+        outbound: &mut mpsc::Receiver<Packet>,
+        version: ProtocolVersion,
+    ) -> bool {
+        let conn = self.conn;
+        if !encode_batch(first, outbound, version, self.buf, conn) {
+            return false;
+        }
+        match tokio::time::timeout(WRITE_STALL_TIMEOUT, self.writer.write_all(self.buf)).await {
+            Ok(Ok(())) => {
+                self.buf.clear();
+                !(self.wake.swap(false, Ordering::SeqCst)
+                    && self.events.send(Event::Writable { conn }).await.is_err())
+            }
+            Ok(Err(error)) => {
+                tracing::debug!(%conn, %error, "write failed");
+                false
+            }
+            Err(_) => {
+                tracing::info!(%conn, "closing: peer stopped reading (write stalled)");
+                false
+            }
+        }
     }
 }
 

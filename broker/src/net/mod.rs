@@ -229,6 +229,7 @@ impl<L: Listener> AcceptLoop<L> {
                 outbound: outbound_rx,
                 wake,
                 packet_bytes_max: self.packet_bytes_max,
+                flush_every_packets: (self.outbound_queue_packets_max / 8).max(1),
             };
             let span = tracing::info_span!("conn", id = %conn, %peer);
             tokio::spawn(
