@@ -330,3 +330,43 @@ async fn a_busy_publisher_that_reads_is_never_cut_off() {
     assert_eq!(stats.slow_consumers_disconnected, 0);
     assert_no_miscount(stats);
 }
+
+/// One read can hold thousands of packets (the read buffer grows for a large packet and stays
+/// grown): their replies are written while the read is being forwarded, so a client that reads
+/// is never cut off for the replies to its own burst.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_to_a_long_burst_in_one_read_all_arrive() {
+    let (server, addr) = start(Config::default()).await;
+    let client = RawClient::connected(addr, connect_packet(V3, "burster", true)).await;
+    let (stream, mut buf) = client.into_parts();
+    let (mut reader, mut writer) = stream.into_split();
+    const PINGS: usize = 100_000;
+    let writes = tokio::spawn(async move {
+        let big = publish("big", &vec![0u8; 512 * 1024], QoS::AtMostOnce, 0, false);
+        writer.write_all(&encoded(&big, V3)).await?;
+        let pings: Vec<u8> = std::iter::repeat_n([0xC0u8, 0x00], PINGS)
+            .flatten()
+            .collect();
+        writer.write_all(&pings).await?;
+        Ok::<_, std::io::Error>(writer)
+    });
+    let mut pongs = 0;
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while pongs < PINGS {
+            while let Some(packet) = decode(&mut buf, V3, 1 << 20).unwrap() {
+                assert_eq!(packet, Packet::PingResp);
+                pongs += 1;
+            }
+            if pongs < PINGS {
+                let read = reader.read_buf(&mut buf).await.unwrap();
+                assert!(read > 0, "closed after {pongs} PINGRESPs");
+            }
+        }
+    })
+    .await
+    .expect("every PINGRESP in time");
+    drop(writes.await.unwrap().unwrap());
+    let stats = server.shutdown().await;
+    assert_eq!(stats.slow_consumers_disconnected, 0);
+    assert_no_miscount(stats);
+}
