@@ -279,11 +279,19 @@ impl Broker {
     fn route_planned(&mut self, message: Arc<Message>, plan: Plan, now: Instant) {
         self.stats.messages_received += 1;
         let Plan { deliveries, groups } = plan;
-        let message = if self.will_be_held(&message, &deliveries, !groups.is_empty()) {
-            Arc::new(message.compacted())
-        } else {
-            message
+        // A message that will outlive this input (retained, queued, in flight) is copied out
+        // of the read buffer it arrived in, once, as soon as the first such use shows up.
+        let mut message = message;
+        let mut compacted = false;
+        let mut hold = |message: &mut Arc<Message>| {
+            if !compacted {
+                *message = Arc::new(message.compacted());
+                compacted = true;
+            }
         };
+        if message.retain {
+            hold(&mut message);
+        }
         if message.retain {
             self.store_retained(&message);
         }
@@ -291,10 +299,14 @@ impl Broker {
             let Some(session) = self.sessions.get_mut(&session_id) else {
                 continue;
             };
+            // spec: [MQTT-3.8.4-6] 3.1.1, [MQTT-3.8.4-8] 5.0
+            let qos = message.qos.min(delivery.qos);
+            if qos != QoS::AtMostOnce || session.conn.is_none() {
+                hold(&mut message);
+            }
             let item = Queued {
                 message: message.clone(),
-                // spec: [MQTT-3.8.4-6] 3.1.1, [MQTT-3.8.4-8] 5.0
-                qos: message.qos.min(delivery.qos),
+                qos,
                 // spec: [MQTT-3.3.1-9] 3.1.1; [MQTT-3.3.1-12] [MQTT-3.3.1-13] 5.0
                 retain: message.retain
                     && delivery.retain_as_published
@@ -316,22 +328,6 @@ impl Broker {
         for group in groups {
             self.deliver_shared(group, message.clone(), None, now, now);
         }
-    }
-
-    /// Whether `message` will outlive this input somewhere (retained, queued, in flight), in
-    /// which case it is worth one copy out of the read buffer it arrived in.
-    fn will_be_held(
-        &self,
-        message: &Message,
-        deliveries: &BTreeMap<SessionId, Delivery>,
-        shared: bool,
-    ) -> bool {
-        message.retain
-            || shared
-            || deliveries.iter().any(|(id, delivery)| {
-                message.qos.min(delivery.qos) != QoS::AtMostOnce
-                    || self.sessions.get(id).is_some_and(|s| s.conn.is_none())
-            })
     }
 
     /// spec: [MQTT-3.3.1-5] [MQTT-3.3.1-7] 3.1.1; [MQTT-3.3.1-5] 5.0. Within the retained
@@ -403,8 +399,15 @@ impl Broker {
             return;
         };
         let options = subscription.options;
+        let qos = message.qos.min(options.qos);
+        // Held (queued, in flight, or handed back later): copied out of its read buffer first.
+        let message = if qos != QoS::AtMostOnce || session.conn.is_none() {
+            Arc::new(message.compacted())
+        } else {
+            message
+        };
         let item = Queued {
-            qos: message.qos.min(options.qos),
+            qos,
             retain: message.retain && options.retain_as_published && session.params.version.is_v5(),
             subscription_ids: subscription.id.into_iter().collect(),
             message,

@@ -17,6 +17,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasher;
 
+use smallvec::SmallVec;
+
 use super::SessionId;
 use crate::codec::SubscriptionOptions;
 
@@ -40,6 +42,9 @@ impl BuildHasher for TreeHasher {
         siphasher::sip::SipHasher13::new_with_keys(self.key.0, self.key.1)
     }
 }
+
+/// Topic levels (and walk-stack entries) kept on the thread's stack during a match.
+const INLINE_LEVELS: usize = 16;
 
 /// What one session asked for with one filter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -240,10 +245,12 @@ impl<K: Ord + Copy, V> SubscriptionTree<K, V> {
     /// several matching filters is visited once per filter, in a fixed order (depth first,
     /// literal level before `+`).
     pub fn for_each_match(&self, topic: &str, mut visit: impl FnMut(K, &V)) {
-        let levels: Vec<&str> = topic.split('/').collect();
+        // Inline up to a depth most topics stay within; deeper ones spill to the heap.
+        let levels: SmallVec<[&str; INLINE_LEVELS]> = topic.split('/').collect();
         // spec: [MQTT-4.7.2-1]: wildcards at the first level do not match a '$' topic.
         let dollar = topic.starts_with('$');
-        let mut stack = vec![(&self.root, 0usize)];
+        let mut stack: SmallVec<[(&Node<K, V>, usize); INLINE_LEVELS]> = SmallVec::new();
+        stack.push((&self.root, 0usize));
         while let Some((node, depth)) = stack.pop() {
             let wildcards_allowed = !(dollar && depth == 0);
             if wildcards_allowed {
