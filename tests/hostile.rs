@@ -14,6 +14,7 @@ use tern::codec::*;
 use tern::core::Config;
 use tern::net::Server;
 use tern::types::QoS;
+use tern_conformance::broker::Broker;
 use tern_conformance::raw::{connect_packet, publish, RawClient, PATIENCE};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -21,10 +22,8 @@ const V3: ProtocolVersion = ProtocolVersion::V3_1_1;
 const V5: ProtocolVersion = ProtocolVersion::V5;
 
 async fn start(config: Config) -> (Server, SocketAddr) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let server = Server::start(vec![listener], config).unwrap();
-    let addr = server.local_addrs()[0];
-    (server, addr)
+    let broker = Broker::start(config).await.expect("start the broker");
+    (broker.server, broker.addr)
 }
 
 /// The broker still serves: a fresh client gets a round trip through it.

@@ -9,6 +9,7 @@ use tern::codec::*;
 use tern::core::Config;
 use tern::net::Server;
 use tern::types::QoS;
+use tern_conformance::broker::Broker;
 use tern_conformance::raw::{connect_packet, publish, RawClient};
 
 const V5: ProtocolVersion = ProtocolVersion::V5;
@@ -20,10 +21,20 @@ fn resident_bytes() -> usize {
 }
 
 async fn start() -> (Server, SocketAddr) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let server = Server::start(vec![listener], Config::default()).unwrap();
-    let addr = server.local_addrs()[0];
-    (server, addr)
+    let broker = Broker::start(Config::default())
+        .await
+        .expect("start the broker");
+    (broker.server, broker.addr)
+}
+
+/// Prints and checks the resident-set growth since `before` against `wire` bytes sent.
+fn assert_grown_at_most_3x(what: &str, before: usize, wire: usize) {
+    let grown = resident_bytes().saturating_sub(before);
+    eprintln!(
+        "{what}: {wire} bytes on the wire, resident set grew {grown} bytes ({:.2}x)",
+        grown as f64 / wire as f64
+    );
+    assert!(grown <= 3 * wire, "{what}: {grown} > 3 x {wire}");
 }
 
 /// A retained v5 PUBLISH of about 600 KB: `count` user properties of `value_len` bytes each.
@@ -87,12 +98,7 @@ async fn held_messages_cost_about_their_size() {
         assert!(matches!(reply, Some(Packet::PubAck(a)) if a.reason_code == ReasonCode::Success));
         wire += len;
     }
-    let grown = resident_bytes().saturating_sub(before);
-    eprintln!(
-        "8 retained messages: {wire} bytes on the wire, resident set grew {grown} bytes ({:.2}x)",
-        grown as f64 / wire as f64
-    );
-    assert!(grown <= 3 * wire, "{grown} > 3 x {wire}");
+    assert_grown_at_most_3x("8 retained messages", before, wire);
 
     // Eight of ~600 KB of empty user properties (16x in memory before): refused while read.
     let before = resident_bytes();
@@ -107,11 +113,6 @@ async fn held_messages_cost_about_their_size() {
         );
         wire += len;
     }
-    let grown = resident_bytes().saturating_sub(before);
-    eprintln!(
-        "8 packets of empty user properties: {wire} bytes on the wire, resident set grew {grown} bytes ({:.2}x)",
-        grown as f64 / wire as f64
-    );
-    assert!(grown <= 3 * wire, "{grown} > 3 x {wire}");
+    assert_grown_at_most_3x("8 packets of empty user properties", before, wire);
     server.shutdown().await;
 }

@@ -2,9 +2,10 @@
 //! randomness (DESIGN.md section 2, the shape of `quinn-proto`).
 //!
 //! Inputs are method calls ([`Broker::connection_opened`], [`Broker::packet_received`],
-//! [`Broker::decode_failed`], [`Broker::connection_closed`], [`Broker::timeout`]), each with
-//! the current [`Instant`]. Outputs are polled: [`Broker::poll_output`] for packets to send and
-//! connections to close, [`Broker::poll_timeout`] for when to call `timeout` next. The same
+//! [`Broker::decode_failed`], [`Broker::connection_closed`], [`Broker::timeout`],
+//! [`Broker::outbound_room`]), each with the current [`Instant`]. Outputs are polled:
+//! [`Broker::poll_output`] for packets to send, connections to close and requests to hear of
+//! outbound room, [`Broker::poll_timeout`] for when to call `timeout` next. The same
 //! inputs always give the same outputs, so the core runs unchanged in production, in the
 //! turmoil simulation and in unit tests with virtual time.
 //!
@@ -417,7 +418,7 @@ impl Broker {
 
     /// Sends retained messages of the session's new subscriptions while its connection can
     /// take them (see `retained.rs`): a slice per call, bounded by the window, the outbound
-    /// queue and [`RETAINED_SCAN_BUDGET`]; the driver's wake-up or a timer brings the next.
+    /// queue and [`RETAINED_SCAN_BUDGET_PER_MS`]; the driver's wake-up or a timer brings the next.
     fn feed_retained(&mut self, session_id: SessionId, now: Instant) {
         let millisecond = now.since_epoch().as_millis();
         if self.retained_scan.0 != millisecond {
@@ -431,7 +432,7 @@ impl Broker {
             if session.retained.is_empty() {
                 return;
             }
-            if !session.ready_for_retained(&self.out) {
+            if session.ready_for_new(&self.out).is_none() {
                 if !self.out.has_room_for_delivery(conn) {
                     self.out.request_wake(conn);
                 }
@@ -484,7 +485,7 @@ impl Broker {
         self.conns.remove(&conn)
     }
 
-    /// Pending timers: at most two per connection and two per session (the proptest checks).
+    /// Pending timers: at most two per connection and three per session (the proptest checks).
     #[cfg(test)]
     fn timer_count(&self) -> usize {
         self.timers.len()

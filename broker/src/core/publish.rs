@@ -291,8 +291,6 @@ impl Broker {
         };
         if message.retain {
             hold(&mut message);
-        }
-        if message.retain {
             self.store_retained(&message);
         }
         for (session_id, delivery) in deliveries {

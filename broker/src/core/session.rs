@@ -101,6 +101,9 @@ pub struct Session {
     queued_bytes: usize,
     /// Bytes of the in-flight entries, as charged.
     inflight_bytes: usize,
+    /// Some in-flight entry may still be unsent on this connection (set on resume): spares
+    /// every acknowledgement a scan of the window once the resends are out.
+    resend_pending: bool,
     last_packet_id: u16,
     /// Inbound QoS 2 packet ids received but not yet released by PUBREL.
     pub awaiting_pubrel: BTreeSet<PacketId>,
@@ -134,6 +137,7 @@ impl Session {
             queue: VecDeque::new(),
             queued_bytes: 0,
             inflight_bytes: 0,
+            resend_pending: false,
             last_packet_id: 0,
             awaiting_pubrel: BTreeSet::new(),
             pending_will: None,
@@ -170,12 +174,6 @@ impl Session {
         self.inflight_bytes -= entry.charged;
         stats.inflight_bytes -= entry.charged;
         Some(entry)
-    }
-
-    /// Whether the current connection can take a retained message from a cursor now: nothing
-    /// waits ahead of it, the window and the outbound queue have room.
-    pub fn ready_for_retained(&self, out: &Outbox) -> bool {
-        self.ready_for_new(out).is_some()
     }
 
     /// A packet id not used by any in-flight message (spec: [MQTT-2.3.1-4] 3.1.1,
@@ -234,9 +232,10 @@ impl Session {
         self.pump(now, limits, out, stats);
     }
 
-    /// The connection, if a new QoS 1/2 message can be sent on it at once: nothing waits
-    /// ahead of it, the window and the outbound queue have room.
-    fn ready_for_new(&self, out: &Outbox) -> Option<ConnId> {
+    /// The connection, if a new message (a QoS 1/2 delivery, a retained message from a
+    /// cursor) can be sent on it at once: nothing waits ahead of it, the window and the
+    /// outbound queue have room.
+    pub fn ready_for_new(&self, out: &Outbox) -> Option<ConnId> {
         let conn = self.conn?;
         let ready = self.queue.is_empty()
             && self.inflight.len() < usize::from(self.params.inflight_max)
@@ -408,12 +407,16 @@ impl Session {
         for entry in &mut self.inflight {
             entry.unsent = true;
         }
+        self.resend_pending = !self.inflight.is_empty();
         self.pump(now, limits, out, stats);
     }
 
     /// Sends in-flight entries that the current connection has not seen, in order, while fewer
     /// than `window` are outstanding on it and the outbound queue has room.
     fn resend_unsent(&mut self, conn: ConnId, window: usize, out: &mut Outbox) {
+        if !self.resend_pending {
+            return;
+        }
         let outstanding = self.inflight.iter().filter(|e| !e.unsent).count();
         let v5 = self.params.version.is_v5();
         let unsent = self.inflight.iter_mut().filter(|e| e.unsent);
@@ -436,6 +439,7 @@ impl Session {
             out.send(conn, packet);
             entry.unsent = false;
         }
+        self.resend_pending = self.inflight.iter().any(|e| e.unsent);
     }
 
     /// The shared-subscription groups of the messages this session holds.
