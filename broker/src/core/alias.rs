@@ -62,7 +62,7 @@ impl OutboundAliases {
             self.entries.push(Entry {
                 // A copy: the message's topic may be a slice of a large read buffer, and an
                 // alias lives as long as the connection.
-                topic: owned(topic),
+                topic: super::message::owned(topic),
                 alias,
                 last_use: self.clock,
             });
@@ -73,7 +73,7 @@ impl OutboundAliases {
             .iter_mut()
             .min_by_key(|e| e.last_use)
             .expect("capacity > 0");
-        oldest.topic = owned(topic);
+        oldest.topic = super::message::owned(topic);
         oldest.last_use = self.clock;
         assert!(
             oldest.alias >= 1 && oldest.alias <= self.capacity,
@@ -81,11 +81,6 @@ impl OutboundAliases {
         );
         Some(AliasUse::New(oldest.alias))
     }
-}
-
-/// `topic` in an allocation of its own.
-fn owned(topic: &ByteStr) -> ByteStr {
-    ByteStr::new(topic.as_str()).expect("copied from a valid string")
 }
 
 #[cfg(test)]

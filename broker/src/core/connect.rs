@@ -2,11 +2,13 @@
 //! wills, session expiry, and every way a connection ends.
 
 use std::sync::Arc;
+
+use bytes::Bytes;
 use std::time::Duration;
 
 use super::alias::OutboundAliases;
 use super::connection::{ConnState, Connection};
-use super::message::Message;
+use super::message::{owned, owned_properties, Message};
 use super::session::{DeliveryParams, Session};
 use super::time::Instant;
 use super::{disconnect, fit, reason_string, Abbreviated, Broker, ConnId, SessionId, Timer};
@@ -54,7 +56,9 @@ impl Broker {
         let (client_id, assigned) = if connect.client_id.is_empty() {
             (self.assign_client_id(), true)
         } else {
-            (connect.client_id.clone(), false)
+            // A copy: the id lives as long as the session (and in every message it
+            // publishes), and must not keep the CONNECT's read buffer alive with it.
+            (owned(&connect.client_id), false)
         };
         if assigned && v5 {
             // spec: [MQTT-3.1.3-7] [MQTT-3.2.2-16]
@@ -200,7 +204,14 @@ impl Broker {
         connection.auth_method = connect.properties.authentication_method().cloned();
         connection.client_id = client_id.clone();
         connection.keep_alive = Duration::from_secs(u64::from(keep_alive));
-        connection.will = connect.will;
+        // Held until the connection ends (and the will delay after): copied out of the
+        // CONNECT's read buffer, which may be megabytes of padding.
+        connection.will = connect.will.map(|will| Will {
+            topic: owned(&will.topic),
+            payload: Bytes::copy_from_slice(&will.payload),
+            properties: owned_properties(&will.properties),
+            ..will
+        });
         connection.connect_expiry_was_zero = requested_expiry == 0;
         connection.problem_information = connect
             .properties

@@ -154,6 +154,27 @@ impl Message {
     }
 }
 
+/// `text` in an allocation of its own (not a slice of a larger buffer it may keep alive).
+pub fn owned(text: &ByteStr) -> ByteStr {
+    ByteStr::new(text.as_str()).expect("copied from a valid string")
+}
+
+/// `properties` with every string and binary value in an allocation of its own.
+pub fn owned_properties(properties: &Properties) -> Properties {
+    let owned_property = |property: &Property| match property {
+        Property::ContentType(s) => Property::ContentType(owned(s)),
+        Property::ResponseTopic(s) => Property::ResponseTopic(owned(s)),
+        Property::CorrelationData(b) => Property::CorrelationData(Bytes::copy_from_slice(b)),
+        Property::UserProperty(k, v) => Property::UserProperty(owned(k), owned(v)),
+        other => other.clone(),
+    };
+    properties
+        .iter()
+        .map(owned_property)
+        .collect::<Vec<_>>()
+        .into()
+}
+
 /// The byte data a forwarded property holds (what [`Message::compacted`] copies).
 fn property_data(property: &Property) -> Vec<&[u8]> {
     match property {

@@ -153,6 +153,11 @@ enum Timer {
 /// of the walk continues a millisecond later, after other clients' events.
 const RETAINED_SCAN_BUDGET_PER_MS: usize = 4096;
 
+/// The most of that budget one session's walks may use per millisecond, so one client (one
+/// SUBSCRIBE per millisecond to a sparse filter, or thousands of filters at once) cannot take
+/// all of it and postpone everyone else's retained messages.
+const RETAINED_SCAN_SHARE_PER_MS: usize = RETAINED_SCAN_BUDGET_PER_MS / 4;
+
 pub struct Broker {
     config: Config,
     /// Enhanced authentication methods, by method name.
@@ -439,15 +444,21 @@ impl Broker {
                 // Otherwise the window or the queue is full: acknowledgements pump again.
                 return;
             }
-            let budget = &mut self.retained_scan.1;
-            if *budget == 0 {
+            let share = *session.retained_scan_share(millisecond, RETAINED_SCAN_SHARE_PER_MS);
+            let allowed = self.retained_scan.1.min(share);
+            if allowed == 0 {
                 let next_millisecond = now + std::time::Duration::from_millis(1);
                 self.timers
                     .schedule(next_millisecond, Timer::RetainedFeed(session_id));
                 return;
             }
+            let mut budget = allowed;
             let pending = session.retained.front_mut().expect("checked above");
-            let (next, freed) = self.retained.next(&mut pending.cursor, now, budget);
+            let (next, freed) = self.retained.next(&mut pending.cursor, now, &mut budget);
+            let (options, subscription_id) = (pending.options, pending.subscription_id);
+            let looked = allowed - budget;
+            self.retained_scan.1 -= looked;
+            *session.retained_scan_share(millisecond, RETAINED_SCAN_SHARE_PER_MS) -= looked;
             self.stats.retained_bytes -= freed;
             let message = match next {
                 retained::Next::Message(message) => message,
@@ -458,11 +469,11 @@ impl Broker {
                 retained::Next::Paused => continue,
             };
             let item = session::Queued {
-                qos: message.qos.min(pending.options.qos),
+                qos: message.qos.min(options.qos),
                 // spec: [MQTT-3.3.1-8] 3.1.1: a retained message sent for a new subscription
                 // has RETAIN set; [MQTT-3.3.1-9] v5.
                 retain: true,
-                subscription_ids: pending.subscription_id.into_iter().collect(),
+                subscription_ids: subscription_id.into_iter().collect(),
                 message,
                 enqueued_at: now,
                 group: None,

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 use std::sync::Arc;
 
-use super::message::Message;
+use super::message::{owned, Message};
 use super::time::Instant;
 use crate::codec::ByteStr;
 use crate::topic::{filter_matches, literal_prefix};
@@ -197,6 +197,7 @@ impl RetainedStore {
         };
         let mut expired: Vec<ByteStr> = Vec::new();
         let mut found = None;
+        let mut last: Option<&ByteStr> = None;
         let allowed = *budget;
         let mut looked = 0;
         for (topic, stored) in self
@@ -209,7 +210,7 @@ impl RetainedStore {
                 found = Some(Next::Exhausted);
                 break;
             }
-            cursor.after = Some(topic.clone());
+            last = Some(topic);
             if stored.sequence > cursor.sequence_max || !filter_matches(&cursor.filter, topic) {
                 continue;
             }
@@ -221,6 +222,11 @@ impl RetainedStore {
             break;
         }
         *budget -= looked;
+        if let Some(topic) = last {
+            // A copy: the stored topic shares an allocation with its message's payload, which
+            // a paused cursor must not keep alive once the message is replaced.
+            cursor.after = Some(owned(topic));
+        }
         let next = match found {
             Some(next) => next,
             // The range ended before the budget did, or nothing is left after the cursor.

@@ -114,6 +114,8 @@ pub struct Session {
     /// Walks through the retained messages of new subscriptions, fed in slices as the client
     /// takes them (`Broker::feed_retained`), with what each subscription asked for.
     pub retained: VecDeque<PendingRetained>,
+    /// The millisecond of this session's retained scan share, and what is left of it.
+    retained_scan: (Option<u128>, usize),
 }
 
 /// A new subscription's retained messages still to send.
@@ -143,7 +145,17 @@ impl Session {
             pending_will: None,
             aliases: OutboundAliases::default(),
             retained: VecDeque::new(),
+            retained_scan: (None, 0),
         }
+    }
+
+    /// What is left of this session's share (`share_per_ms`) of the retained scan budget in
+    /// `millisecond`; refilled when the millisecond changes.
+    pub fn retained_scan_share(&mut self, millisecond: u128, share_per_ms: usize) -> &mut usize {
+        if self.retained_scan.0 != Some(millisecond) {
+            self.retained_scan = (Some(millisecond), share_per_ms);
+        }
+        &mut self.retained_scan.1
     }
 
     /// Bytes queued (as [`Message::charged_bytes`] counts them).
@@ -528,6 +540,8 @@ impl Session {
             }
             Some(index) => {
                 self.inflight[index].state = Awaiting::PubComp;
+                // Acknowledged, so seen on this connection: not to be resent as a PUBLISH.
+                self.inflight[index].unsent = false;
                 Some(Packet::PubRel(Ack::new(packet_id)))
             }
             // A PUBREC we already answered (the client resent it after a reconnect).

@@ -1,6 +1,7 @@
 //! SUBSCRIBE and UNSUBSCRIBE: the session's filters, the SUBACK and UNSUBACK codes, and
 //! retained messages for new subscriptions.
 
+use super::message::owned as owned_str;
 use super::session::PendingRetained;
 use super::subscriptions::Subscription;
 use super::time::Instant;
@@ -61,7 +62,7 @@ impl Broker {
         let mut retained_for: Vec<(ByteStr, SubscriptionOptions)> = Vec::new();
         for (filter, options) in subscribe.filters {
             // Kept for the subscription's life: copied out of the SUBSCRIBE's read buffer.
-            let filter = ByteStr::new(filter.as_str()).expect("copied from a valid string");
+            let filter = owned_str(&filter);
             let target = parse_shared(&filter).and_then(|shared| {
                 let inner = shared.map_or(filter.as_str(), |(_, inner)| inner);
                 validate_filter(inner)?;

@@ -101,7 +101,9 @@ impl<L: Listener> ConnectionTask<L> {
                                 // its room) never waits for the whole read to be forwarded.
                                 forwarded += 1;
                                 if forwarded % flush_every_packets == 0 {
-                                    if let Ok(first) = outbound.try_recv() {
+                                    // Everything queued, not one batch: large deliveries
+                                    // ahead of the replies must not hold them back.
+                                    while let Ok(first) = outbound.try_recv() {
                                         let mut out = Writer { writer: &mut writer, buf: &mut write_buf, wake: &wake, events: &events, conn };
                                         if !out.write(first, &mut outbound, version).await {
                                             return;
