@@ -44,7 +44,10 @@ impl BrokerTask {
                             conns.insert(conn, outbound);
                             self.broker.connection_opened(conn, now);
                         }
-                        Event::Packet { conn, packet } => self.broker.packet_received(conn, packet, now),
+                        Event::Packet { conn, packet, ticket } => {
+                            self.broker.packet_received(conn, packet, now);
+                            drop(ticket);
+                        }
                         Event::DecodeFailed { conn, error } => self.broker.decode_failed(conn, &error, now),
                         Event::Writable { conn } => {
                             // The outbox is empty between events, so the free room is exact.
@@ -83,8 +86,8 @@ impl BrokerTask {
     /// Carries out the core's outputs. The core counts the room in each outbound queue and
     /// never sends more than fits (see `core/outbox.rs`); the slow-consumer policy is its.
     /// Wake-up requests are answered once the outputs are out, when the free room read from
-    /// the channel is exact: at once if half the queue is free, otherwise by the connection
-    /// task after its next write.
+    /// the channel is exact: at once if more than a quarter of the queue is free, otherwise by
+    /// the connection task after its next write.
     fn dispatch(&mut self, conns: &mut BTreeMap<ConnId, Outbound>, mismatches: &mut u64) {
         let mut wakes = Vec::new();
         loop {
@@ -123,7 +126,10 @@ impl BrokerTask {
                 };
                 outbound.wake.store(true, Ordering::SeqCst);
                 let free = outbound.sender.capacity();
-                if free >= outbound.sender.max_capacity() / 2 {
+                // Answered at once whenever the real room is above the core's reserve: the core
+                // then sends (using it up) or asks no more, so this cannot loop; at or below the
+                // reserve the connection task answers after its next write.
+                if free > outbound.sender.max_capacity() / 4 {
                     outbound.wake.store(false, Ordering::SeqCst);
                     self.broker.outbound_room(conn, free, now);
                     answered = true;

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 
 use super::listener::Listener;
 use super::Event;
@@ -35,13 +35,12 @@ pub(super) struct ConnectionTask<L: Listener> {
     pub outbound: mpsc::Receiver<Packet>,
     /// The broker task waits to hear when this connection has written (see `Outbound`).
     pub wake: Arc<AtomicBool>,
+    /// Packets forwarded to the core and not yet handled, at most an eighth of the outbound
+    /// queue: each may produce a reply, and the core keeps a quarter of the queue for replies,
+    /// so a client that pipelines requests (100,000 PINGREQs in one read) is slowed down to
+    /// the core's pace instead of overflowing its queue with answers.
+    pub tickets: Arc<Semaphore>,
     pub packet_bytes_max: usize,
-    /// While forwarding the packets of one read, what is queued for the client is written
-    /// after every this many: an eighth of the outbound queue. Each packet forwarded may add a
-    /// reply; the core asks for a fresh count of the room once half is used, and the answer
-    /// comes within an eighth more packets (the flush) plus what is ahead of it in the events
-    /// channel (another eighth), so the count never reaches zero for a client that reads.
-    pub flush_every_packets: usize,
 }
 
 impl<L: Listener> ConnectionTask<L> {
@@ -52,8 +51,8 @@ impl<L: Listener> ConnectionTask<L> {
             events,
             mut outbound,
             wake,
+            tickets,
             packet_bytes_max,
-            flush_every_packets,
         } = self;
         let (mut reader, mut writer) = tokio::io::split(stream);
         let mut read_buf = BytesMut::with_capacity(4096);
@@ -86,30 +85,53 @@ impl<L: Listener> ConnectionTask<L> {
                         }
                         Ok(_) => {}
                     }
-                    let mut forwarded = 0usize;
-                    loop {
+                    'read: loop {
                         match decode(&mut read_buf, version, packet_bytes_max) {
                             Ok(Some(packet)) => {
                                 if let Packet::Connect(connect) = &packet {
                                     version = connect.protocol;
                                 }
-                                if events.send(Event::Packet { conn, packet }).await.is_err() {
-                                    return;
-                                }
-                                // One read can hold thousands of packets: write their replies
-                                // as they come, so the outbound queue (and the core's count of
-                                // its room) never waits for the whole read to be forwarded.
-                                forwarded += 1;
-                                if forwarded % flush_every_packets == 0 {
-                                    // Everything queued, not one batch: large deliveries
-                                    // ahead of the replies must not hold them back.
-                                    while let Ok(first) = outbound.try_recv() {
-                                        let mut out = Writer { writer: &mut writer, buf: &mut write_buf, wake: &wake, events: &events, conn };
-                                        if !out.write(first, &mut outbound, version).await {
-                                            return;
+                                // One read can hold thousands of packets, and the events channel
+                                // may be full: what the core sends meanwhile is written first, so
+                                // the outbound queue drains while the read is being forwarded.
+                                let ticket = loop {
+                                    tokio::select! {
+                                        biased;
+                                        next = outbound.recv() => {
+                                            let Some(first) = next else {
+                                                // The core closed the connection: the
+                                                // next turn of the task's loop finishes it.
+                                                break 'read;
+                                            };
+                                            let mut out = Writer { writer: &mut writer, buf: &mut write_buf, wake: &wake, events: &events, conn };
+                                            if !out.write(first, &mut outbound, version).await {
+                                                return;
+                                            }
+                                        }
+                                        ticket = tickets.clone().acquire_owned() => {
+                                            break ticket.expect("the semaphore is never closed");
                                         }
                                     }
-                                }
+                                };
+                                let permit = loop {
+                                    tokio::select! {
+                                        biased;
+                                        next = outbound.recv() => {
+                                            let Some(first) = next else {
+                                                break 'read;
+                                            };
+                                            let mut out = Writer { writer: &mut writer, buf: &mut write_buf, wake: &wake, events: &events, conn };
+                                            if !out.write(first, &mut outbound, version).await {
+                                                return;
+                                            }
+                                        }
+                                        permit = events.reserve() => match permit {
+                                            Ok(permit) => break permit,
+                                            Err(_) => return,
+                                        },
+                                    }
+                                };
+                                permit.send(Event::Packet { conn, packet, ticket });
                             }
                             Ok(None) => break,
                             Err(error) => {

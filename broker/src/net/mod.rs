@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
@@ -47,6 +47,9 @@ pub(crate) enum Event {
     Packet {
         conn: ConnId,
         packet: Packet,
+        /// One of the connection's tickets, returned (dropped) once the core has handled the
+        /// packet: see `ConnectionTask::tickets`.
+        ticket: OwnedSemaphorePermit,
     },
     DecodeFailed {
         conn: ConnId,
@@ -228,8 +231,8 @@ impl<L: Listener> AcceptLoop<L> {
                 events: self.events.clone(),
                 outbound: outbound_rx,
                 wake,
+                tickets: Arc::new(Semaphore::new((self.outbound_queue_packets_max / 8).max(1))),
                 packet_bytes_max: self.packet_bytes_max,
-                flush_every_packets: (self.outbound_queue_packets_max / 8).max(1),
             };
             let span = tracing::info_span!("conn", id = %conn, %peer);
             tokio::spawn(
