@@ -295,6 +295,10 @@ pub struct Expect {
     pub during: Option<DurationSpec>,
     /// With `publish`: this many matching PUBLISHes (default 1).
     pub count: Option<u32>,
+    /// With `publish`: match a PUBLISH that came before those earlier expectations of this
+    /// client matched (for sets whose order is not promised). Default: after them.
+    #[serde(default)]
+    pub any_order: bool,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -19,7 +19,7 @@ use tern::types::{PacketId, QoS};
 use tokio::sync::mpsc;
 
 use crate::actor::{Actor, Command, BROKER_PORT};
-use crate::checkers;
+use crate::checkers::{self, Failure};
 use crate::listener::TurmoilListener;
 use crate::scenario::*;
 use crate::trace::{Event, Trace};
@@ -43,14 +43,6 @@ pub struct Options {
     pub seed: u64,
     /// Give every link a random latency up to this bound (extra seeds explore orderings).
     pub max_latency: Option<Duration>,
-}
-
-#[derive(Debug)]
-pub struct Failure {
-    pub checker: String,
-    pub message: String,
-    /// Index of the trace entry the failure is about, if any.
-    pub at_entry: Option<usize>,
 }
 
 #[derive(Debug)]
@@ -132,6 +124,7 @@ pub fn run(scenario: &Scenario, options: &Options) -> Outcome {
         trace: trace.clone(),
         next_packet_id: BTreeMap::new(),
         consumed: BTreeSet::new(),
+        anchor: BTreeMap::new(),
     };
     let mut failure = None;
     for (index, step) in scenario.steps.iter().enumerate() {
@@ -203,8 +196,12 @@ struct Director<'a, 's> {
     trace: Rc<RefCell<Trace>>,
     next_packet_id: BTreeMap<String, u16>,
     /// Trace entries (received PUBLISHes) already matched by an `expect`: each message
-    /// matches one expectation, in whatever order messages from different publishers came.
+    /// matches one expectation.
     consumed: BTreeSet<usize>,
+    /// Per client, the entry after the last one an `expect publish` matched: the next
+    /// expectation looks from there, so "expect A, then B" fails when B came first (unless
+    /// it says `any_order`).
+    anchor: BTreeMap<String, usize>,
 }
 
 fn s(text: &str) -> Result<ByteStr, String> {
@@ -628,7 +625,11 @@ impl Director<'_, '_> {
             let count = expect.count.unwrap_or(1) as usize;
             let consumed = self.consumed.clone();
             let mut matched = Vec::new();
-            let found = self.run_until(within, 0, |i, e| {
+            let start = match expect.any_order {
+                true => 0,
+                false => self.anchor.get(name).copied().unwrap_or(0),
+            };
+            let found = self.run_until(within, start, |i, e| {
                 if e.host == name && publish_matches(want, &e.event) && !consumed.contains(&i) {
                     matched.push(i);
                 }
@@ -636,9 +637,10 @@ impl Director<'_, '_> {
             })?;
             return match found {
                 Some(_) => {
-                    for index in matched {
-                        self.consume(index);
-                    }
+                    let after = matched.iter().max().map_or(0, |last| last + 1);
+                    let anchor = self.anchor.entry(name.to_string()).or_default();
+                    *anchor = (*anchor).max(after);
+                    self.consumed.extend(matched);
                     Ok(())
                 }
                 None => Err(format!(
@@ -707,10 +709,6 @@ impl Director<'_, '_> {
             return Ok(());
         }
         Err("an expect step needs `publish`, `nothing` or `disconnected`".into())
-    }
-
-    fn consume(&mut self, index: usize) {
-        self.consumed.insert(index);
     }
 }
 

@@ -1,0 +1,340 @@
+//! What several checkers need to know about a run, rebuilt from the trace: which client id a
+//! host uses, the subscriptions each session holds, which faults touched which hosts when, and
+//! whether a host stayed connected through a stretch of time.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use tern::codec::Packet;
+use tern::topic::filter_matches;
+
+use crate::scenario::Scenario;
+use crate::trace::{Entry, Event, Trace};
+
+/// The client id a host connects with.
+pub fn client_id(scenario: &Scenario, host: &str) -> String {
+    scenario
+        .clients
+        .get(host)
+        .and_then(|c| c.id.clone())
+        .unwrap_or_else(|| host.to_string())
+}
+
+/// The (topic, payload) pair that names a message in a scenario.
+pub fn message_key(topic: &str, payload: &[u8]) -> (String, String) {
+    (
+        topic.to_string(),
+        String::from_utf8_lossy(payload).into_owned(),
+    )
+}
+
+/// Filters each client id holds in its current session, as its clients saw them granted.
+pub struct Subscriptions {
+    /// client id -> filter -> granted QoS
+    pub granted: BTreeMap<String, BTreeMap<String, u8>>,
+    pending: BTreeMap<(String, u16), Vec<String>>,
+    /// Forget a filter as soon as it is unsubscribed (messages already under way may still
+    /// arrive, so the delivery checker keeps it).
+    forget_on_unsubscribe: bool,
+}
+
+impl Subscriptions {
+    pub fn new(forget_on_unsubscribe: bool) -> Subscriptions {
+        Subscriptions {
+            granted: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            forget_on_unsubscribe,
+        }
+    }
+
+    pub fn observe(&mut self, id: &str, event: &Event) {
+        match event {
+            Event::Received(Packet::ConnAck(ack)) if !ack.session_present => {
+                self.granted.remove(id);
+            }
+            Event::Sent(Packet::Subscribe(s)) => {
+                let filters = s.filters.iter().map(|(f, _)| f.to_string()).collect();
+                self.pending
+                    .insert((id.to_string(), s.packet_id.get()), filters);
+            }
+            Event::Received(Packet::SubAck(ack)) => {
+                if let Some(filters) = self.pending.remove(&(id.to_string(), ack.packet_id.get())) {
+                    for (filter, code) in filters.into_iter().zip(&ack.reason_codes) {
+                        if !code.is_error() {
+                            self.granted
+                                .entry(id.to_string())
+                                .or_default()
+                                .insert(filter, *code as u8);
+                        }
+                    }
+                }
+            }
+            Event::Sent(Packet::Unsubscribe(u)) if self.forget_on_unsubscribe => {
+                if let Some(filters) = self.granted.get_mut(id) {
+                    for f in &u.filters {
+                        filters.remove(f.as_str());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether any filter `id` holds matches `topic`.
+    pub fn matches(&self, id: &str, topic: &str) -> bool {
+        self.granted.get(id).is_some_and(|filters| {
+            filters
+                .keys()
+                .any(|f| filter_matches(shared_or_plain(f).1, topic))
+        })
+    }
+
+    /// Whether `id` has a non-shared subscription matching `topic`.
+    pub fn has_plain_match(&self, id: &str, topic: &str) -> bool {
+        self.granted.get(id).is_some_and(|filters| {
+            filters
+                .keys()
+                .any(|f| shared_or_plain(f).0.is_none() && filter_matches(f, topic))
+        })
+    }
+
+    /// Client ids with a non-shared subscription of QoS 1 or more matching `topic`.
+    pub fn at_least_once(&self, topic: &str) -> Vec<String> {
+        self.granted
+            .iter()
+            .filter(|(_, filters)| {
+                filters.iter().any(|(f, qos)| {
+                    *qos >= 1 && shared_or_plain(f).0.is_none() && filter_matches(f, topic)
+                })
+            })
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// For each shared subscription (`$share/{group}/{filter}`) of QoS 1 or more matching
+    /// `topic`, the client ids in it: the message is owed to one of them.
+    pub fn shared_at_least_once(&self, topic: &str) -> Vec<Vec<String>> {
+        let mut groups: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for (id, filters) in &self.granted {
+            for (f, qos) in filters {
+                if let (Some(_), inner) = shared_or_plain(f) {
+                    if *qos >= 1 && filter_matches(inner, topic) {
+                        groups.entry(f).or_default().push(id.clone());
+                    }
+                }
+            }
+        }
+        groups.into_values().collect()
+    }
+}
+
+/// A `$share/{group}/{filter}` subscription split into (Some(group), filter); any other
+/// filter as (None, filter).
+pub fn shared_or_plain(filter: &str) -> (Option<&str>, &str) {
+    match tern::topic::parse_shared(filter) {
+        Ok(Some((group, inner))) => (Some(group), inner),
+        _ => (None, filter),
+    }
+}
+
+/// A fault the director recorded, parsed: its kind and the hosts it names, exactly (a host
+/// called `p` is not touched by a partition of `pub`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fault {
+    pub kind: String,
+    pub hosts: Vec<String>,
+    /// What follows the hosts: a latency (`50ms`) or a loss rate (`0.1`).
+    pub value: Option<String>,
+}
+
+impl Fault {
+    /// Parses the director's fault lines: `partition a <-> b`, `partition a -> b`, `repair ...`,
+    /// `hold a <-> b`, `release ...`, `latency a <-> b 50ms`, `loss a <-> b 0.1`, `crash h`,
+    /// `restart h`. Anything else (a client's `raw bytes`) has no hosts.
+    pub fn parse(text: &str) -> Fault {
+        let words: Vec<&str> = text.split(' ').collect();
+        let kind = words[0].to_string();
+        let (hosts, value) = match (kind.as_str(), words.as_slice()) {
+            (
+                "partition" | "repair" | "hold" | "release" | "latency" | "loss",
+                [_, a, "<->" | "->", b, rest @ ..],
+            ) => (vec![a.to_string(), b.to_string()], rest.first()),
+            ("crash" | "restart", [_, h]) => (vec![h.to_string()], None),
+            _ => (Vec::new(), None),
+        };
+        Fault {
+            kind,
+            hosts,
+            value: value.map(|v| v.to_string()),
+        }
+    }
+
+    /// Whether this fault names `host`.
+    pub fn touches(&self, host: &str) -> bool {
+        self.hosts.iter().any(|h| h == host)
+    }
+
+    /// A fault on the network path between a client host and the broker: on its link, on the
+    /// host itself, or a crash or restart of the broker.
+    pub fn disturbs(&self, host: &str) -> bool {
+        self.touches(host) || (self.touches("broker") && self.hosts.len() == 1)
+    }
+}
+
+/// The faults of a run, in order, for questions about time spans.
+pub struct Faults {
+    faults: Vec<(usize, Duration, Fault)>,
+    /// The longest one-way delay a link may have had: the random-latency bound or the largest
+    /// `latency` step.
+    pub latency_max: Duration,
+}
+
+impl Faults {
+    pub fn of(trace: &Trace) -> Faults {
+        let mut latency_max = crate::world::RANDOM_LATENCY_MAX;
+        let faults: Vec<(usize, Duration, Fault)> = trace
+            .entries
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| match &e.event {
+                Event::Fault(text) => Some((i, e.at, Fault::parse(text))),
+                _ => None,
+            })
+            .collect();
+        for (_, _, f) in &faults {
+            if f.kind == "latency" {
+                let latency = f.value.as_deref().and_then(|v| {
+                    crate::scenario::parse_duration(v)
+                        .ok()
+                        .or_else(|| parse_debug_duration(v))
+                });
+                latency_max = latency_max.max(latency.unwrap_or(Duration::from_secs(3600)));
+            }
+        }
+        Faults {
+            faults,
+            latency_max,
+        }
+    }
+
+    /// Whether the path between `host` and the broker was undisturbed from entry `from` to
+    /// simulated time `until`: no fault that names it happened in between, and none that
+    /// degrades a link (a partition, a hold, loss, latency) was in force at `from`.
+    pub fn stable(&self, host: &str, from: usize, from_at: Duration, until: Duration) -> bool {
+        let mut degraded: BTreeSet<String> = BTreeSet::new();
+        for (i, at, f) in &self.faults {
+            if !f.disturbs(host) {
+                continue;
+            }
+            if *i >= from || *at >= from_at {
+                if *at <= until {
+                    return false;
+                }
+                break;
+            }
+            let link = f.hosts.join(" ");
+            match f.kind.as_str() {
+                "partition" | "hold" | "latency" => {
+                    degraded.insert(link);
+                }
+                "loss" if f.value.as_deref() != Some("0") => {
+                    degraded.insert(link);
+                }
+                "repair" | "release" | "loss" => {
+                    degraded.remove(&link);
+                }
+                _ => {}
+            }
+        }
+        degraded.is_empty()
+    }
+
+    /// Whether the broker crashed between entries `from` and `to`.
+    pub fn broker_crashed_between(&self, from: usize, to: usize) -> bool {
+        self.faults
+            .iter()
+            .any(|(i, _, f)| *i > from && *i < to && f.kind == "crash" && f.touches("broker"))
+    }
+
+    /// Whether any partition or hold is still in force at the end of the run.
+    pub fn any_active_at_end(&self) -> bool {
+        let mut active: BTreeSet<String> = BTreeSet::new();
+        for (_, _, f) in &self.faults {
+            let link = f.hosts.join(" ");
+            match f.kind.as_str() {
+                "partition" | "hold" => {
+                    active.insert(link);
+                }
+                "repair" | "release" => {
+                    active.remove(&link);
+                }
+                _ => {}
+            }
+        }
+        !active.is_empty()
+    }
+}
+
+/// `Duration`'s debug form as the director writes latencies (`50ms`, `1.5s`).
+fn parse_debug_duration(text: &str) -> Option<Duration> {
+    let (number, scale) = if let Some(n) = text.strip_suffix("ms") {
+        (n, 1e-3)
+    } else if let Some(n) = text.strip_suffix("µs") {
+        (n, 1e-6)
+    } else if let Some(n) = text.strip_suffix('s') {
+        (n, 1.0)
+    } else {
+        return None;
+    };
+    number
+        .parse::<f64>()
+        .ok()
+        .map(|v| Duration::from_secs_f64(v * scale))
+}
+
+/// Whether `host` has a live connection at entry `index` (its last CONNACK success came after
+/// its last CONNECT and no close followed).
+pub fn connected_at(trace: &Trace, host: &str, index: usize) -> bool {
+    trace.entries[..index]
+        .iter()
+        .rev()
+        .filter(|e| e.host == host)
+        .find_map(|e| match &e.event {
+            Event::Received(Packet::ConnAck(a)) => Some(!a.reason_code.is_error()),
+            Event::Closed { .. } | Event::Sent(Packet::Connect(_)) => Some(false),
+            _ => None,
+        })
+        .unwrap_or(false)
+        && !crashed_between(trace, host, index)
+}
+
+/// Whether a `crash` of `host` came after its last CONNACK before `index`.
+fn crashed_between(trace: &Trace, host: &str, index: usize) -> bool {
+    let last_connack = trace.entries[..index]
+        .iter()
+        .rposition(|e| e.host == host && matches!(e.event, Event::Received(Packet::ConnAck(_))));
+    trace.entries[last_connack.unwrap_or(0)..index]
+        .iter()
+        .any(|e| is_crash_of(e, host))
+}
+
+fn is_crash_of(e: &Entry, host: &str) -> bool {
+    matches!(&e.event, Event::Fault(f) if { let f = Fault::parse(f); f.kind == "crash" && f.touches(host) })
+}
+
+/// Whether `host`, connected at entry `index`, keeps that connection until simulated time
+/// `until`, and the run lasts that long.
+pub fn stays_connected(trace: &Trace, host: &str, index: usize, until: Duration) -> bool {
+    let end = trace.entries.last().map(|e| e.at).unwrap_or_default();
+    end >= until
+        && connected_at(trace, host, index)
+        && !trace.entries[index..].iter().any(|e| {
+            e.at <= until
+                && ((e.host == host
+                    && matches!(
+                        e.event,
+                        Event::Closed { .. } | Event::Sent(Packet::Connect(_))
+                    ))
+                    || is_crash_of(e, host))
+        })
+}

@@ -1,0 +1,321 @@
+//! The QoS promises: QoS 2 at most once, QoS 1/2 at least once (eventually, and within a bound
+//! while nothing disturbs the path), in publisher order, and never more unanswered than the
+//! client's Receive Maximum.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use tern::codec::Packet;
+
+use super::model::{client_id, connected_at, message_key, stays_connected, Faults, Subscriptions};
+use super::Violation;
+use crate::scenario::Scenario;
+use crate::trace::{Event, Trace};
+
+/// How long a QoS 1/2 message may take to reach a connected subscriber while nothing disturbs
+/// its path to the broker (simulated time; deliveries take a few link delays).
+pub const LIVENESS_BOUND: Duration = Duration::from_secs(5);
+
+/// A QoS 2 message reaches a client application at most once per session.
+pub fn qos2_exactly_once(_: &Scenario, trace: &Trace) -> Result<(), Violation> {
+    let mut seen: BTreeSet<(String, String, String)> = BTreeSet::new();
+    for (i, e) in trace.entries.iter().enumerate() {
+        match &e.event {
+            Event::Received(Packet::ConnAck(ack)) if !ack.session_present => {
+                seen.retain(|(host, _, _)| host != &e.host);
+            }
+            Event::Delivered {
+                topic,
+                payload,
+                qos: 2,
+                retain: false,
+            } if !seen.insert((e.host.clone(), topic.clone(), payload.clone())) => {
+                return Err((
+                    format!("{} got QoS 2 message {topic} {payload:?} twice", e.host),
+                    i,
+                ));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Messages one client published on one topic at QoS 1 or 2 reach each subscriber in the
+/// order they were published (spec: [MQTT-4.6.0-6]), ignoring repeats.
+pub fn publisher_order(scenario: &Scenario, trace: &Trace) -> Result<(), Violation> {
+    // (topic, payload) -> (publisher, position in that publisher's sequence on the topic)
+    let mut origin: BTreeMap<(String, String), (String, usize)> = BTreeMap::new();
+    let mut counts: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for e in &trace.entries {
+        if let Event::Sent(Packet::Publish(p)) = &e.event {
+            if p.qos.bits() > 0 && !p.dup {
+                let key = message_key(&p.topic, &p.payload);
+                let n = counts.entry((e.host.clone(), key.0.clone())).or_default();
+                origin.entry(key).or_insert((e.host.clone(), *n));
+                *n += 1;
+            }
+        }
+    }
+    // (subscriber, publisher, topic) -> highest position delivered so far
+    let mut last: BTreeMap<(String, String, String), usize> = BTreeMap::new();
+    let mut seen: BTreeSet<(String, String, String)> = BTreeSet::new();
+    let mut subs = Subscriptions::new(false);
+    for (i, e) in trace.entries.iter().enumerate() {
+        let id = client_id(scenario, &e.host);
+        subs.observe(&id, &e.event);
+        let Event::Delivered {
+            topic,
+            payload,
+            qos,
+            retain: false,
+        } = &e.event
+        else {
+            continue;
+        };
+        // Order is promised on non-shared subscriptions only (spec: [MQTT-4.6.0-6], v5): a
+        // shared group's messages may move between members.
+        if *qos == 0 || !subs.has_plain_match(&id, topic) {
+            continue;
+        }
+        let Some((publisher, position)) = origin.get(&(topic.clone(), payload.clone())) else {
+            continue;
+        };
+        // A QoS 1 message seen again (resent after a lost PUBACK) is a duplicate MQTT
+        // allows, not a reordering: order is about first deliveries.
+        if !seen.insert((e.host.clone(), topic.clone(), payload.clone())) {
+            continue;
+        }
+        let key = (e.host.clone(), publisher.clone(), topic.clone());
+        if last.get(&key).is_some_and(|previous| position < previous) {
+            return Err((
+                format!(
+                    "{} got {topic} {payload:?} from {publisher} out of order",
+                    e.host
+                ),
+                i,
+            ));
+        }
+        last.insert(key, *position);
+    }
+    Ok(())
+}
+
+/// A QoS 1/2 message the broker acknowledged, with who was owed it then.
+struct Accepted {
+    /// Entry of the PUBLISH.
+    sent: usize,
+    /// Entry of the PUBACK or PUBREC the publisher got.
+    at: usize,
+    topic: String,
+    payload: String,
+    /// Client ids with a matching non-shared QoS 1/2 subscription then.
+    owed: Vec<String>,
+    /// Shared groups (their members' client ids) with a matching QoS 1/2 subscription then.
+    groups: Vec<Vec<String>>,
+}
+
+/// Every QoS 1/2 message the broker acknowledged (PUBACK, PUBREC without error) and carrying
+/// no expiry interval, in order.
+fn accepted(scenario: &Scenario, trace: &Trace) -> Vec<Accepted> {
+    let mut subs = Subscriptions::new(true);
+    let mut in_flight: BTreeMap<(String, u16), (String, String, bool, usize)> = BTreeMap::new();
+    let mut accepted = Vec::new();
+    for (i, e) in trace.entries.iter().enumerate() {
+        subs.observe(&client_id(scenario, &e.host), &e.event);
+        match &e.event {
+            Event::Sent(Packet::Publish(p)) if p.qos.bits() > 0 && !p.dup => {
+                let (topic, payload) = message_key(&p.topic, &p.payload);
+                let expires = p.properties.message_expiry_interval().is_some();
+                if let Some(id) = p.packet_id {
+                    in_flight.insert((e.host.clone(), id.get()), (topic, payload, expires, i));
+                }
+            }
+            Event::Received(Packet::PubAck(a) | Packet::PubRec(a)) if !a.reason_code.is_error() => {
+                let Some((topic, payload, expires, sent)) =
+                    in_flight.remove(&(e.host.clone(), a.packet_id.get()))
+                else {
+                    continue;
+                };
+                if !expires {
+                    accepted.push(Accepted {
+                        sent,
+                        at: i,
+                        owed: subs.at_least_once(&topic),
+                        groups: subs.shared_at_least_once(&topic),
+                        topic,
+                        payload,
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    accepted
+}
+
+/// Whether a host of client id `id` got the message in entries `range`.
+fn delivered(
+    scenario: &Scenario,
+    trace: &Trace,
+    id: &str,
+    m: &Accepted,
+    range: std::ops::Range<usize>,
+) -> bool {
+    trace.entries[range].iter().any(|e| {
+        matches!(&e.event, Event::Delivered { topic, payload, .. } if *topic == m.topic && *payload == m.payload)
+            && client_id(scenario, &e.host) == id
+    })
+}
+
+/// A QoS 1/2 message the broker acknowledged (PUBACK, PUBREC) reaches every client id that
+/// then held a matching QoS 1/2 subscription, if that session lasts to the end of the run, a
+/// client with that id is connected at the end, and no partition or hold is still in force
+/// then (the convergence condition). Excluded, as documented drops: messages with an expiry
+/// interval, runs that lower the broker's queue limit, and messages accepted before a broker
+/// crash (there is no persistence yet).
+pub fn at_least_once(scenario: &Scenario, trace: &Trace) -> Result<(), Violation> {
+    if scenario.broker.queued_messages_max.is_some() {
+        return Ok(());
+    }
+    let faults = Faults::of(trace);
+    if faults.any_active_at_end() {
+        return Ok(());
+    }
+    let end = trace.entries.len();
+    let connected_ids: BTreeSet<String> = scenario
+        .clients
+        .keys()
+        .filter(|h| connected_at(trace, h, end))
+        .map(|h| client_id(scenario, h))
+        .collect();
+    for m in accepted(scenario, trace) {
+        if faults.broker_crashed_between(m.at, end) {
+            continue;
+        }
+        // Could this client id be expected to hold the message at the end of the run?
+        let owed = |id: &String| {
+            let reset_later = trace.entries[m.at..].iter().any(|e| {
+                client_id(scenario, &e.host) == *id
+                    && matches!(&e.event, Event::Received(Packet::ConnAck(a)) if !a.session_present)
+            });
+            !reset_later && connected_ids.contains(id)
+        };
+        let got = |id: &String| delivered(scenario, trace, id, &m, 0..end);
+        for group in &m.groups {
+            // A shared group owes the message to one member; a group whose members all left
+            // or reset may have lost it with them.
+            if group.iter().all(owed) && !group.iter().any(got) {
+                return Err((
+                    format!(
+                        "no member of shared group {group:?} got {} {:?}, accepted by the broker at entry {}",
+                        m.topic, m.payload, m.at
+                    ),
+                    m.at,
+                ));
+            }
+        }
+        if let Some(id) = m.owed.iter().find(|id| owed(id) && !got(id)) {
+            return Err((
+                format!(
+                    "{id} never got {} {:?}, accepted by the broker at entry {}",
+                    m.topic, m.payload, m.at
+                ),
+                m.at,
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Liveness: a QoS 1/2 message the broker acknowledged reaches each client that was then
+/// connected with a matching non-shared QoS 1/2 subscription within `LIVENESS_BOUND`, when
+/// the client stays connected, keeps acknowledging, keeps the subscription, and nothing
+/// disturbs its path to the broker over that time. (Eventual delivery despite faults is
+/// `at_least_once`.) Not checked in runs that lower the broker's queue or memory limits.
+pub fn liveness(scenario: &Scenario, trace: &Trace) -> Result<(), Violation> {
+    let b = &scenario.broker;
+    if b.queued_messages_max.is_some() || b.memory_bytes_max.is_some() {
+        return Ok(());
+    }
+    let faults = Faults::of(trace);
+    for m in accepted(scenario, trace) {
+        let at = trace.entries[m.at].at;
+        let until = at + LIVENESS_BOUND;
+        for id in &m.owed {
+            for (host, spec) in &scenario.clients {
+                if client_id(scenario, host) != *id
+                    || !spec.auto_ack
+                    || !stays_connected(trace, host, m.at, until)
+                    || !faults.stable(host, m.at, at, until)
+                    || unsubscribes(trace, host, m.at, until)
+                {
+                    continue;
+                }
+                let window_end = trace.entries.partition_point(|e| e.at <= until);
+                if !delivered(scenario, trace, id, &m, m.sent..window_end) {
+                    return Err((
+                        format!(
+                            "{host} was connected and subscribed, but did not get {} {:?} within {LIVENESS_BOUND:?} of its acknowledgement",
+                            m.topic, m.payload
+                        ),
+                        m.at,
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether `host` sends an UNSUBSCRIBE after entry `from` and by time `until`.
+fn unsubscribes(trace: &Trace, host: &str, from: usize, until: Duration) -> bool {
+    trace.entries[from..]
+        .iter()
+        .take_while(|e| e.at <= until)
+        .any(|e| e.host == host && matches!(e.event, Event::Sent(Packet::Unsubscribe(_))))
+}
+
+/// The broker never has more QoS 1/2 PUBLISHes outstanding to an MQTT 5 client than the
+/// Receive Maximum the client sent (spec: [MQTT-3.3.4-9], [MQTT-4.9.0-2]). Outstanding: received
+/// on the current connection and not yet answered with PUBACK, PUBCOMP, or a PUBREC carrying an
+/// error. Every connection starts at zero, so resends on a new connection count too.
+pub fn receive_maximum(scenario: &Scenario, trace: &Trace) -> Result<(), Violation> {
+    let mut outstanding: BTreeMap<&str, BTreeSet<u16>> = BTreeMap::new();
+    for (i, e) in trace.entries.iter().enumerate() {
+        let Some(max) = scenario
+            .clients
+            .get(&e.host)
+            .and_then(|c| c.receive_maximum)
+        else {
+            continue;
+        };
+        let ids = outstanding.entry(e.host.as_str()).or_default();
+        match &e.event {
+            Event::Sent(Packet::Connect(_)) => ids.clear(),
+            Event::Received(Packet::Publish(p)) => {
+                if let Some(id) = p.packet_id {
+                    ids.insert(id.get());
+                }
+                if ids.len() > usize::from(max) {
+                    return Err((
+                        format!(
+                            "{} has {} unacknowledged QoS 1/2 messages, its Receive Maximum is {max}",
+                            e.host,
+                            ids.len()
+                        ),
+                        i,
+                    ));
+                }
+            }
+            Event::Sent(Packet::PubAck(a) | Packet::PubComp(a)) => {
+                ids.remove(&a.packet_id.get());
+            }
+            Event::Sent(Packet::PubRec(a)) if a.reason_code.is_error() => {
+                ids.remove(&a.packet_id.get());
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}

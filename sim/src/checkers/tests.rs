@@ -1,0 +1,668 @@
+//! Self-tests of the checkers: each gets a synthetic trace that breaks its property (it must
+//! fail) and the nearest trace that keeps it (it must pass). A checker that cannot fail shows
+//! up here.
+
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tern::codec::*;
+use tern::types::{PacketId, QoS};
+
+use super::model::Fault;
+use super::*;
+use crate::scenario::Scenario;
+use crate::trace::{Event, Trace};
+
+fn scenario(clients: &str) -> Scenario {
+    let text = format!("goal: g\nclients:\n{clients}steps: []\n");
+    Scenario::parse(&text, Path::new("x.yaml")).unwrap()
+}
+
+/// Subscriber `s` and publisher `p`, both 3.1.1.
+fn two() -> Scenario {
+    scenario("  s: { version: 3.1.1 }\n  p: { version: 3.1.1 }\n")
+}
+
+fn id(n: u16) -> PacketId {
+    PacketId::new(n).unwrap()
+}
+
+fn qos(q: u8) -> QoS {
+    QoS::from_bits(q).unwrap()
+}
+
+/// A trace written event by event, at a clock the test moves.
+#[derive(Default)]
+struct Build {
+    trace: Trace,
+    at: Duration,
+}
+
+impl Build {
+    fn at(mut self, secs: f64) -> Build {
+        self.at = Duration::from_secs_f64(secs);
+        self
+    }
+
+    fn push(mut self, host: &str, event: Event) -> Build {
+        self.trace.push(self.at, host, event);
+        self
+    }
+
+    fn connect(
+        self,
+        host: &str,
+        version: ProtocolVersion,
+        clean: bool,
+        expiry: Option<u32>,
+    ) -> Build {
+        let mut properties = Properties::new();
+        if let Some(e) = expiry {
+            properties.push(Property::SessionExpiryInterval(e));
+        }
+        let connect = Connect {
+            protocol: version,
+            clean_start: clean,
+            keep_alive: 0,
+            properties,
+            client_id: ByteStr::new(host).unwrap(),
+            will: None,
+            username: None,
+            password: None,
+        };
+        self.push(host, Event::Sent(Packet::Connect(Box::new(connect))))
+    }
+
+    fn connack(self, host: &str, present: bool) -> Build {
+        self.push(
+            host,
+            Event::Received(Packet::ConnAck(ConnAck {
+                session_present: present,
+                reason_code: ReasonCode::Success,
+                properties: Properties::new(),
+            })),
+        )
+    }
+
+    /// A clean 3.1.1 connection.
+    fn online(self, host: &str) -> Build {
+        self.connect(host, ProtocolVersion::V3_1_1, true, None)
+            .connack(host, false)
+    }
+
+    fn subscribe(self, host: &str, n: u16, filter: &'static str, q: u8) -> Build {
+        let filters = vec![(
+            ByteStr::from_static(filter),
+            SubscriptionOptions::new(qos(q)),
+        )];
+        self.push(
+            host,
+            Event::Sent(Packet::Subscribe(Subscribe {
+                packet_id: id(n),
+                properties: Properties::new(),
+                filters,
+            })),
+        )
+        .push(
+            host,
+            Event::Received(Packet::SubAck(SubAck {
+                packet_id: id(n),
+                properties: Properties::new(),
+                reason_codes: vec![ReasonCode::from_u8(q).unwrap()],
+            })),
+        )
+    }
+
+    fn unsubscribe(self, host: &str, n: u16, filter: &'static str) -> Build {
+        self.push(
+            host,
+            Event::Sent(Packet::Unsubscribe(Unsubscribe {
+                packet_id: id(n),
+                properties: Properties::new(),
+                filters: vec![ByteStr::from_static(filter)],
+            })),
+        )
+        .push(
+            host,
+            Event::Received(Packet::UnsubAck(UnsubAck {
+                packet_id: id(n),
+                properties: Properties::new(),
+                reason_codes: vec![ReasonCode::Success],
+            })),
+        )
+    }
+
+    fn message(topic: &'static str, payload: &'static str, q: u8, n: u16, retain: bool) -> Publish {
+        Publish {
+            dup: false,
+            qos: qos(q),
+            retain,
+            topic: ByteStr::from_static(topic),
+            packet_id: (q > 0).then(|| id(n)),
+            properties: Properties::new(),
+            payload: Bytes::from_static(payload.as_bytes()),
+        }
+    }
+
+    /// `host` sends a PUBLISH (packet id `n` when QoS > 0).
+    fn publish(
+        self,
+        host: &str,
+        topic: &'static str,
+        payload: &'static str,
+        q: u8,
+        n: u16,
+    ) -> Build {
+        self.push(
+            host,
+            Event::Sent(Packet::Publish(Build::message(topic, payload, q, n, false))),
+        )
+    }
+
+    fn publish_retained(
+        self,
+        host: &str,
+        topic: &'static str,
+        payload: &'static str,
+        q: u8,
+        n: u16,
+    ) -> Build {
+        self.push(
+            host,
+            Event::Sent(Packet::Publish(Build::message(topic, payload, q, n, true))),
+        )
+    }
+
+    fn publish_expiring(
+        self,
+        host: &str,
+        topic: &'static str,
+        payload: &'static str,
+        secs: u32,
+    ) -> Build {
+        let mut p = Build::message(topic, payload, 1, 9, false);
+        p.properties.push(Property::MessageExpiryInterval(secs));
+        self.push(host, Event::Sent(Packet::Publish(p)))
+    }
+
+    fn puback(self, host: &str, n: u16) -> Build {
+        self.push(host, Event::Received(Packet::PubAck(Ack::new(id(n)))))
+    }
+
+    /// `host` receives a PUBLISH and its application gets the message.
+    fn receive(
+        self,
+        host: &str,
+        topic: &'static str,
+        payload: &'static str,
+        q: u8,
+        retain: bool,
+    ) -> Build {
+        self.receive_with(host, Build::message(topic, payload, q, 1, retain))
+    }
+
+    fn receive_with(self, host: &str, p: Publish) -> Build {
+        let delivered = Event::Delivered {
+            topic: p.topic.to_string(),
+            payload: String::from_utf8_lossy(&p.payload).into_owned(),
+            qos: p.qos.bits(),
+            retain: p.retain,
+        };
+        self.push(host, Event::Received(Packet::Publish(p)))
+            .push(host, delivered)
+    }
+
+    fn closed(self, host: &str, by_client: bool) -> Build {
+        self.push(
+            host,
+            Event::Closed {
+                by_client,
+                normal: false,
+            },
+        )
+    }
+
+    fn fault(self, text: &str) -> Build {
+        self.push("director", Event::Fault(text.into()))
+    }
+
+    fn done(self) -> Trace {
+        self.trace
+    }
+}
+
+/// `s` subscribed to `filter` at QoS 1 and p's QoS 1 message m on t was acknowledged.
+fn accepted_on(filter: &'static str, delivered: bool) -> Trace {
+    let b = Build::default()
+        .online("s")
+        .online("p")
+        .subscribe("s", 1, filter, 1)
+        .publish("p", "t", "m", 1, 7)
+        .puback("p", 7);
+    if delivered {
+        b.receive("s", "t", "m", 1, false).done()
+    } else {
+        b.done()
+    }
+}
+
+#[test]
+fn faults_name_their_hosts_exactly() {
+    let f = Fault::parse("partition pub <-> broker");
+    assert_eq!(f.kind, "partition");
+    assert!(f.touches("pub") && f.touches("broker") && !f.touches("p"));
+    let f = Fault::parse("latency a <-> broker 50ms");
+    assert_eq!((f.hosts.len(), f.value.as_deref()), (2, Some("50ms")));
+    assert_eq!(Fault::parse("partition a -> b").hosts, ["a", "b"]);
+    assert_eq!(Fault::parse("crash broker").hosts, ["broker"]);
+    assert!(Fault::parse("raw bytes [c0]").hosts.is_empty());
+}
+
+#[test]
+fn a_client_error_fails_the_run() {
+    let t = accepted_on("t", true);
+    assert!(client_errors(&two(), &t).is_ok());
+    let t = Build {
+        trace: t,
+        at: Duration::ZERO,
+    }
+    .push(
+        "s",
+        Event::ClientError("the broker's SCRAM proof is wrong".into()),
+    )
+    .done();
+    assert!(client_errors(&two(), &t).is_err());
+}
+
+#[test]
+fn delivery_without_subscription_is_caught() {
+    let t = Build::default()
+        .online("s")
+        .receive("s", "secret", "x", 0, false)
+        .done();
+    assert!(delivery::matches_subscription(&two(), &t).is_err());
+    let t = Build::default()
+        .online("s")
+        .subscribe("s", 1, "#", 0)
+        .receive("s", "secret", "x", 0, false)
+        .done();
+    assert!(delivery::matches_subscription(&two(), &t).is_ok());
+    // `$` topics never match a leading wildcard.
+    let t = Build::default()
+        .online("s")
+        .subscribe("s", 1, "#", 0)
+        .receive("s", "$SYS/x", "x", 0, false)
+        .done();
+    assert!(delivery::matches_subscription(&two(), &t).is_err());
+}
+
+#[test]
+fn a_message_published_after_the_unsuback_is_caught() {
+    let base = || {
+        Build::default()
+            .online("s")
+            .online("p")
+            .subscribe("s", 1, "t", 0)
+    };
+    // Published before the UNSUBACK: it may still arrive.
+    let t = base()
+        .publish("p", "t", "early", 0, 0)
+        .unsubscribe("s", 2, "t")
+        .receive("s", "t", "early", 0, false)
+        .done();
+    assert!(delivery::none_after_unsuback(&two(), &t).is_ok());
+    let t = base()
+        .unsubscribe("s", 2, "t")
+        .publish("p", "t", "late", 0, 0)
+        .receive("s", "t", "late", 0, false)
+        .done();
+    let err = delivery::none_after_unsuback(&two(), &t).unwrap_err();
+    assert!(err.0.contains("after its UNSUBACK"), "{}", err.0);
+    // Another subscription still matching makes it rightful.
+    let t = base()
+        .subscribe("s", 3, "#", 0)
+        .unsubscribe("s", 2, "t")
+        .publish("p", "t", "late", 0, 0)
+        .receive("s", "t", "late", 0, false)
+        .done();
+    assert!(delivery::none_after_unsuback(&two(), &t).is_ok());
+}
+
+#[test]
+fn a_message_delivered_after_its_expiry_is_caught() {
+    let v5 = scenario("  s: { version: 5 }\n  p: { version: 5 }\n");
+    let base = || {
+        Build::default()
+            .online("s")
+            .online("p")
+            .subscribe("s", 1, "t", 1)
+            .publish_expiring("p", "t", "m", 2)
+            .puback("p", 9)
+    };
+    let copy = |left: Option<u32>| {
+        let mut p = Build::message("t", "m", 1, 1, false);
+        if let Some(left) = left {
+            p.properties.push(Property::MessageExpiryInterval(left));
+        }
+        p
+    };
+    let t = base().at(1.0).receive_with("s", copy(Some(1))).done();
+    assert!(delivery::none_after_expiry(&v5, &t).is_ok());
+    let t = base().at(10.0).receive_with("s", copy(Some(1))).done();
+    let err = delivery::none_after_expiry(&v5, &t).unwrap_err();
+    assert!(err.0.contains("expired"), "{}", err.0);
+    // An MQTT 5 copy must carry what is left of the interval, never more than was given.
+    let t = base().at(1.0).receive_with("s", copy(None)).done();
+    assert!(delivery::none_after_expiry(&v5, &t).is_err());
+    let t = base().at(1.0).receive_with("s", copy(Some(3))).done();
+    assert!(delivery::none_after_expiry(&v5, &t).is_err());
+    // A hold on the subscriber's link may delay a copy sent in time.
+    let t = base()
+        .fault("hold s <-> broker")
+        .at(10.0)
+        .fault("release s <-> broker")
+        .receive_with("s", copy(Some(1)))
+        .done();
+    assert!(delivery::none_after_expiry(&v5, &t).is_ok());
+}
+
+#[test]
+fn a_qos2_message_delivered_twice_is_caught() {
+    let once = Build::default().receive("s", "t", "m", 2, false);
+    assert!(qos::qos2_exactly_once(&two(), &once.trace).is_ok());
+    let twice = once.receive("s", "t", "m", 2, false).done();
+    assert!(qos::qos2_exactly_once(&two(), &twice).is_err());
+}
+
+#[test]
+fn messages_out_of_publisher_order_are_caught() {
+    let base = || {
+        Build::default()
+            .online("s")
+            .online("p")
+            .subscribe("s", 1, "t", 1)
+            .publish("p", "t", "first", 1, 1)
+            .publish("p", "t", "second", 1, 2)
+    };
+    let t = base()
+        .receive("s", "t", "first", 1, false)
+        .receive("s", "t", "second", 1, false)
+        .done();
+    assert!(qos::publisher_order(&two(), &t).is_ok());
+    let t = base()
+        .receive("s", "t", "second", 1, false)
+        .receive("s", "t", "first", 1, false)
+        .done();
+    let err = qos::publisher_order(&two(), &t).unwrap_err();
+    assert!(err.0.contains("out of order"), "{}", err.0);
+}
+
+#[test]
+fn an_acknowledged_message_must_reach_the_subscriber() {
+    assert!(qos::at_least_once(&two(), &accepted_on("t", true)).is_ok());
+    let err = qos::at_least_once(&two(), &accepted_on("t", false)).unwrap_err();
+    assert!(err.0.contains("never got t"), "{}", err.0);
+}
+
+#[test]
+fn a_shared_group_must_get_an_acknowledged_message_in_any_order() {
+    let shared = "$share/g/t";
+    assert!(qos::at_least_once(&two(), &accepted_on(shared, true)).is_ok());
+    let err = qos::at_least_once(&two(), &accepted_on(shared, false)).unwrap_err();
+    assert!(err.0.contains("shared group"), "{}", err.0);
+    assert!(delivery::matches_subscription(&two(), &accepted_on(shared, true)).is_ok());
+    assert!(qos::publisher_order(&two(), &accepted_on(shared, true)).is_ok());
+}
+
+#[test]
+fn a_message_late_to_a_calm_subscriber_is_caught() {
+    let base = || Build {
+        trace: accepted_on("t", false),
+        at: Duration::ZERO,
+    };
+    let t = base()
+        .at(1.0)
+        .receive("s", "t", "m", 1, false)
+        .at(10.0)
+        .fault("end")
+        .done();
+    assert!(qos::liveness(&two(), &t).is_ok());
+    let t = base()
+        .at(7.0)
+        .receive("s", "t", "m", 1, false)
+        .at(10.0)
+        .fault("end")
+        .done();
+    let err = qos::liveness(&two(), &t).unwrap_err();
+    assert!(err.0.contains("within"), "{}", err.0);
+    // Not owed in time when the subscriber's path is disturbed meanwhile.
+    let t = base()
+        .at(2.0)
+        .fault("partition s <-> broker")
+        .at(3.0)
+        .fault("repair s <-> broker")
+        .at(7.0)
+        .receive("s", "t", "m", 1, false)
+        .at(10.0)
+        .fault("end")
+        .done();
+    assert!(qos::liveness(&two(), &t).is_ok());
+    // ... but a partition of another host with a longer name is no excuse.
+    let three =
+        scenario("  s: { version: 3.1.1 }\n  p: { version: 3.1.1 }\n  ss: { version: 3.1.1 }\n");
+    let t = base()
+        .at(2.0)
+        .fault("partition ss <-> broker")
+        .at(7.0)
+        .receive("s", "t", "m", 1, false)
+        .at(10.0)
+        .fault("end")
+        .done();
+    assert!(qos::liveness(&three, &t).is_err());
+}
+
+#[test]
+fn more_unacknowledged_messages_than_receive_maximum_are_caught() {
+    let scenario = scenario("  s: { version: 5, receive_maximum: 1 }\n");
+    let t = Build::default()
+        .receive("s", "t", "a", 1, false)
+        .push("s", Event::Sent(Packet::PubAck(Ack::new(id(1)))))
+        .receive("s", "t", "b", 1, false);
+    assert!(qos::receive_maximum(&scenario, &t.trace).is_ok());
+    let mut p = Build::message("t", "c", 1, 2, false);
+    p.packet_id = Some(id(3));
+    let t = t.receive_with("s", p).done();
+    assert!(qos::receive_maximum(&scenario, &t).is_err());
+}
+
+/// p retained v1 then v2 (both acknowledged), then s subscribed to t.
+fn retained_then_subscribed() -> Build {
+    Build::default()
+        .online("s")
+        .online("p")
+        .publish_retained("p", "t", "v1", 1, 1)
+        .puback("p", 1)
+        .publish_retained("p", "t", "v2", 1, 2)
+        .puback("p", 2)
+        .subscribe("s", 1, "t", 1)
+}
+
+#[test]
+fn a_stale_retained_message_is_caught() {
+    let t = retained_then_subscribed()
+        .receive("s", "t", "v2", 1, true)
+        .done();
+    assert!(retained::never_stale(&two(), &t).is_ok());
+    // The old checker accepted this: v1 had been published, so it looked "newer".
+    let t = retained_then_subscribed()
+        .receive("s", "t", "v1", 1, true)
+        .done();
+    let err = retained::never_stale(&two(), &t).unwrap_err();
+    assert!(err.0.contains("stale"), "{}", err.0);
+    // v1 from another client still unanswered when v2 was sent may have arrived last.
+    let three =
+        scenario("  s: { version: 3.1.1 }\n  p: { version: 3.1.1 }\n  q: { version: 3.1.1 }\n");
+    let t = Build::default()
+        .online("s")
+        .online("p")
+        .online("q")
+        .publish_retained("q", "t", "v1", 1, 1)
+        .publish_retained("p", "t", "v2", 1, 2)
+        .puback("p", 2)
+        .puback("q", 1)
+        .subscribe("s", 1, "t", 1)
+        .receive("s", "t", "v1", 1, true)
+        .done();
+    assert!(retained::never_stale(&three, &t).is_ok());
+    // Never published retained, or empty: wrong whatever the order.
+    let t = retained_then_subscribed()
+        .receive("s", "t", "v9", 1, true)
+        .done();
+    assert!(retained::never_stale(&two(), &t).is_err());
+    let t = retained_then_subscribed()
+        .receive("s", "t", "", 1, true)
+        .done();
+    assert!(retained::never_stale(&two(), &t).is_err());
+}
+
+#[test]
+fn a_missing_retained_message_is_caught() {
+    let t = retained_then_subscribed()
+        .receive("s", "t", "v2", 1, true)
+        .at(10.0)
+        .fault("end")
+        .done();
+    assert!(retained::converges(&two(), &t).is_ok());
+    let t = retained_then_subscribed().at(10.0).fault("end").done();
+    let err = retained::converges(&two(), &t).unwrap_err();
+    assert!(err.0.contains("did not get the retained"), "{}", err.0);
+    let t = retained_then_subscribed()
+        .receive("s", "t", "v1", 1, true)
+        .at(10.0)
+        .fault("end")
+        .done();
+    assert!(retained::converges(&two(), &t).is_err());
+    // Cleared by an empty retained publish: nothing is owed.
+    let t = retained_then_subscribed().at(0.5).fault("x").done();
+    let cleared = Build {
+        trace: t,
+        at: Duration::ZERO,
+    }
+    .publish_retained("p", "t", "", 1, 3)
+    .puback("p", 3)
+    .subscribe("s", 2, "t", 1)
+    .at(10.0)
+    .fault("end")
+    .done();
+    // The first SUBSCRIBE (before the clear) was owed v2 and got nothing: only the second is fine.
+    let err = retained::converges(&two(), &cleared).unwrap_err();
+    assert!(err.1 < cleared.entries.len() - 4, "{err:?}");
+}
+
+#[test]
+fn a_wrong_session_present_flag_is_caught() {
+    use ProtocolVersion::V3_1_1;
+    let persistent = || {
+        Build::default()
+            .connect("s", V3_1_1, false, None)
+            .connack("s", false)
+            .at(1.0)
+            .closed("s", true)
+            .at(10.0)
+            .connect("s", V3_1_1, false, None)
+    };
+    let t = persistent().connack("s", true).done();
+    assert!(session::present_flag(&two(), &t).is_ok());
+    let t = persistent().connack("s", false).done();
+    let err = session::present_flag(&two(), &t).unwrap_err();
+    assert!(err.0.contains("still held"), "{}", err.0);
+    // A clean start never finds a session; a first connection has none to find.
+    let t = Build::default()
+        .connect("s", V3_1_1, true, None)
+        .connack("s", true)
+        .done();
+    assert!(session::present_flag(&two(), &t).is_err());
+    let t = Build::default()
+        .connect("s", V3_1_1, false, None)
+        .connack("s", true)
+        .done();
+    assert!(session::present_flag(&two(), &t).is_err());
+    // MQTT 5: the session expired while the client was away.
+    let v5 = scenario("  s: { version: 5 }\n");
+    let away = |secs: f64, present: bool| {
+        Build::default()
+            .connect("s", ProtocolVersion::V5, false, Some(5))
+            .connack("s", false)
+            .closed("s", true)
+            .at(secs)
+            .connect("s", ProtocolVersion::V5, false, Some(5))
+            .connack("s", present)
+            .done()
+    };
+    assert!(session::present_flag(&v5, &away(2.0, true)).is_ok());
+    assert!(session::present_flag(&v5, &away(2.0, false)).is_err());
+    assert!(session::present_flag(&v5, &away(20.0, false)).is_ok());
+    assert!(session::present_flag(&v5, &away(20.0, true)).is_err());
+    // Near the deadline the trace cannot tell: either answer passes.
+    assert!(session::present_flag(&v5, &away(5.0, true)).is_ok());
+    assert!(session::present_flag(&v5, &away(5.0, false)).is_ok());
+    // A broker crash loses every session (no persistence yet).
+    let t = Build::default()
+        .connect("s", V3_1_1, false, None)
+        .connack("s", false)
+        .fault("crash broker")
+        .closed("s", false)
+        .fault("restart broker")
+        .at(1.0)
+        .connect("s", V3_1_1, false, None)
+        .connack("s", true)
+        .done();
+    assert!(session::present_flag(&two(), &t).is_err());
+}
+
+fn with_will() -> Scenario {
+    scenario(
+        "  s: { version: 3.1.1 }\n  d: { version: 3.1.1, will: { topic: w, payload: gone } }\n",
+    )
+}
+
+#[test]
+fn a_will_delivered_twice_is_caught() {
+    let once = Build::default()
+        .online("s")
+        .subscribe("s", 1, "w", 0)
+        .online("d")
+        .closed("d", true)
+        .receive("s", "w", "gone", 0, false);
+    assert!(will::never_twice(&with_will(), &once.trace).is_ok());
+    let twice = once.receive("s", "w", "gone", 0, false).done();
+    let err = will::never_twice(&with_will(), &twice).unwrap_err();
+    assert!(err.0.contains("2 times"), "{}", err.0);
+}
+
+#[test]
+fn a_will_missing_after_an_abnormal_end_is_caught() {
+    let build = |delivered: bool, fault: Option<&str>| {
+        let mut b = Build::default()
+            .online("s")
+            .subscribe("s", 1, "w", 0)
+            .online("d");
+        if let Some(f) = fault {
+            b = b.fault(f);
+        }
+        b = b.at(1.0).closed("d", true);
+        if delivered {
+            b = b.receive("s", "w", "gone", 0, false);
+        }
+        b.at(3.0).fault("end").done()
+    };
+    assert!(will::on_abnormal_end(&with_will(), &build(true, None)).is_ok());
+    assert!(will::on_abnormal_end(&with_will(), &build(false, None)).is_err());
+    // The owner's link partitioned: the broker could not see the end.
+    let partitioned = build(false, Some("partition d <-> broker"));
+    assert!(will::on_abnormal_end(&with_will(), &partitioned).is_ok());
+    // A partition of a host whose name merely contains the owner's does not excuse it.
+    let other = build(false, Some("partition dd <-> broker"));
+    assert!(will::on_abnormal_end(&with_will(), &other).is_err());
+}

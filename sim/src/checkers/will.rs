@@ -1,0 +1,152 @@
+//! Wills: published when a connection ends without a normal DISCONNECT, and never twice for
+//! one connection (spec: [MQTT-3.1.2-8] [MQTT-3.1.2-10] [MQTT-3.14.4-3]).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use tern::codec::{Packet, ReasonCode};
+use tern::topic::filter_matches;
+
+use super::model::{client_id, stays_connected, Fault, Subscriptions};
+use super::Violation;
+use crate::scenario::Scenario;
+use crate::trace::{Event, Trace};
+
+/// A will is published only for a connection that did not end with a normal DISCONNECT, and
+/// at most once per such connection. The broker may see a connection end that its client
+/// never sees (a partition), so the bound is counted from what the client did: connections
+/// made minus normal DISCONNECTs sent.
+pub fn never_twice(scenario: &Scenario, trace: &Trace) -> Result<(), Violation> {
+    for (owner, spec) in &scenario.clients {
+        let Some(will) = &spec.will else { continue };
+        let mut connections = 0usize;
+        let mut normal_disconnects = 0usize;
+        let mut received: BTreeMap<String, usize> = BTreeMap::new();
+        for (i, e) in trace.entries.iter().enumerate() {
+            match &e.event {
+                Event::Received(Packet::ConnAck(ack))
+                    if e.host == *owner && !ack.reason_code.is_error() =>
+                {
+                    connections += 1
+                }
+                Event::Sent(Packet::Disconnect(d))
+                    if e.host == *owner && d.reason_code == ReasonCode::Success =>
+                {
+                    normal_disconnects += 1;
+                }
+                Event::Delivered {
+                    topic,
+                    payload,
+                    retain: false,
+                    ..
+                } if *topic == will.topic && *payload == will.payload => {
+                    let bound = connections - normal_disconnects.min(connections);
+                    let n = received.entry(e.host.clone()).or_default();
+                    *n += 1;
+                    if *n > bound {
+                        return Err((
+                            format!(
+                                "{owner}'s will reached {} {n} times; it may at most {bound} times",
+                                e.host
+                            ),
+                            i,
+                        ));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The other half of the will rule: a connection that the client ended without DISCONNECT
+/// (it closed its socket, or its host crashed) gets its will published, so a client that was
+/// subscribed to the will topic then, and stays connected, receives it. Checked for wills
+/// without a delay, when the run goes on for at least a second afterwards and no partition or
+/// hold was in force on the owner's link (the broker could not have seen the end).
+pub fn on_abnormal_end(scenario: &Scenario, trace: &Trace) -> Result<(), Violation> {
+    let end = trace.entries.last().map(|e| e.at).unwrap_or_default();
+    for (owner, spec) in &scenario.clients {
+        let Some(will) = spec.will.as_ref().filter(|w| w.delay.is_none()) else {
+            continue;
+        };
+        let mut subs = Subscriptions::new(true);
+        let mut connected = false;
+        let mut blocked: BTreeSet<Vec<String>> = BTreeSet::new();
+        for (i, e) in trace.entries.iter().enumerate() {
+            subs.observe(&client_id(scenario, &e.host), &e.event);
+            let ended = match &e.event {
+                Event::Received(Packet::ConnAck(ack))
+                    if e.host == *owner && !ack.reason_code.is_error() =>
+                {
+                    connected = true;
+                    false
+                }
+                Event::Closed {
+                    by_client: true,
+                    normal: false,
+                } if e.host == *owner => true,
+                Event::Closed { .. } if e.host == *owner => {
+                    connected = false;
+                    false
+                }
+                Event::Fault(f) => {
+                    let f = Fault::parse(f);
+                    match f.kind.as_str() {
+                        "partition" | "hold" if f.touches(owner) => {
+                            blocked.insert(f.hosts.clone());
+                        }
+                        "repair" | "release" => {
+                            blocked.remove(&f.hosts);
+                        }
+                        _ => {}
+                    }
+                    f.kind == "crash" && f.touches(owner)
+                }
+                _ => false,
+            };
+            if !ended {
+                continue;
+            }
+            let was_connected = std::mem::replace(&mut connected, false);
+            if !was_connected
+                || !blocked.is_empty()
+                || end.saturating_sub(e.at) < Duration::from_secs(1)
+            {
+                continue;
+            }
+            let watchers: Vec<&String> = subs
+                .granted
+                .iter()
+                .filter(|(id, filters)| {
+                    **id != client_id(scenario, owner)
+                        && filters.keys().any(|f| filter_matches(f, &will.topic))
+                })
+                .map(|(id, _)| id)
+                .collect();
+            for watcher in watchers {
+                let hosts: Vec<&String> = scenario
+                    .clients
+                    .keys()
+                    .filter(|h| client_id(scenario, h) == *watcher)
+                    .collect();
+                // Only a watcher that stays connected from here to the end can be expected to see it.
+                if !hosts.iter().any(|h| stays_connected(trace, h, i, end)) {
+                    continue;
+                }
+                let got = trace.entries[i..].iter().any(|x| {
+                    hosts.contains(&&x.host)
+                        && matches!(&x.event, Event::Delivered { topic, payload, .. } if *topic == will.topic && *payload == will.payload)
+                });
+                if !got {
+                    return Err((
+                        format!("{owner}'s connection ended without DISCONNECT but {watcher} never got its will"),
+                        i,
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
