@@ -27,3 +27,6 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 echo "== cargo test"
 cargo test --workspace --locked
+
+echo "== the explorer finds bugs planted in the broker (a test-only feature)"
+cargo test -p tern-sim --features planted-bugs --test planted --locked

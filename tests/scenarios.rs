@@ -37,7 +37,11 @@ fn replay(name: &str, path: &Path) -> Result<(), Failed> {
     let runs = std::iter::once((scenario.seed, None))
         .chain((1..=extra).map(|k| (scenario.seed.wrapping_add(k), Some(RANDOM_LATENCY_MAX))));
     for (seed, max_latency) in runs {
-        let options = Options { seed, max_latency };
+        let options = Options {
+            seed,
+            max_latency,
+            ..Options::default()
+        };
         let outcome = world::run(&scenario, &options);
         if let Some(failure) = outcome.failure {
             let around = failure
@@ -62,7 +66,7 @@ fn replay(name: &str, path: &Path) -> Result<(), Failed> {
         &scenario,
         &Options {
             seed: scenario.seed,
-            max_latency: None,
+            ..Options::default()
         },
     );
     let snapshot = name.replace('/', "__");
@@ -83,6 +87,7 @@ fn replay(name: &str, path: &Path) -> Result<(), Failed> {
         let options = Options {
             seed: scenario.seed,
             max_latency,
+            ..Options::default()
         };
         let (a, b) = (
             world::run(&scenario, &options),

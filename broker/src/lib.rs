@@ -15,5 +15,6 @@ pub mod config;
 pub mod core;
 pub mod limits;
 pub mod net;
+pub mod planted;
 pub mod topic;
 pub mod types;

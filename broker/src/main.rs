@@ -56,6 +56,7 @@ fn main() -> anyhow::Result<()> {
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .thread_stack_size(tern::net::WORKER_STACK_BYTES)
         .build()
         .context("starting the runtime")?;
     runtime.block_on(serve(config))

@@ -6,11 +6,17 @@
 //! - [`actor`]: the scripted client on each simulated host;
 //! - [`listener`]: the turmoil adapter for the broker's `Listener` trait;
 //! - [`checkers`]: properties every run must have;
+//! - [`explore`]: random scenarios, run until one fails, shrunk to a small YAML file;
+//! - [`contain`]: the production stack size, and panics turned into run failures;
+//! - [`supervisor`]: cases in a child process, so one that aborts is reported, not fatal;
 //! - [`trace`]: what happened, for checkers, failure reports and the determinism test.
 
 pub mod actor;
 pub mod checkers;
+pub mod contain;
+pub mod explore;
 pub mod listener;
 pub mod scenario;
+pub mod supervisor;
 pub mod trace;
 pub mod world;

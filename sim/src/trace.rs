@@ -3,6 +3,7 @@
 //! determinism test compares (by digest).
 
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tern::codec::{Packet, ReasonCode};
@@ -50,6 +51,18 @@ fn reason(code: ReasonCode) -> String {
     format!("{:#04x} {}", code as u8, code.description())
 }
 
+/// Topics, filters and payloads longer than this are shown by their start and length.
+const SHOWN_TEXT_MAX: usize = 100;
+
+/// `text` as it is, or its first characters and its length when it is long.
+pub fn short(text: &str) -> String {
+    if text.len() <= SHOWN_TEXT_MAX {
+        return text.to_string();
+    }
+    let start: String = text.chars().take(40).collect();
+    format!("{start}...({} bytes)", text.len())
+}
+
 /// One line per packet, short enough to read in a failure report.
 pub fn summarize(packet: &Packet) -> String {
     match packet {
@@ -67,8 +80,8 @@ pub fn summarize(packet: &Packet) -> String {
         ),
         Packet::Publish(p) => format!(
             "PUBLISH {} {:?} qos={}{}{}{}{}",
-            p.topic,
-            String::from_utf8_lossy(&p.payload),
+            short(&p.topic),
+            short(&String::from_utf8_lossy(&p.payload)),
             p.qos,
             p.packet_id
                 .map(|id| format!(" id={id}"))
@@ -88,7 +101,7 @@ pub fn summarize(packet: &Packet) -> String {
             let filters: Vec<String> = s
                 .filters
                 .iter()
-                .map(|(f, o)| format!("{f}@{}", o.qos))
+                .map(|(f, o)| format!("{}@{}", short(f), o.qos))
                 .collect();
             format!("SUBSCRIBE id={} {}", s.packet_id, filters.join(" "))
         }
@@ -100,7 +113,10 @@ pub fn summarize(packet: &Packet) -> String {
                 .collect();
             format!("SUBACK id={} {}", s.packet_id, codes.join(" "))
         }
-        Packet::Unsubscribe(u) => format!("UNSUBSCRIBE id={} {}", u.packet_id, u.filters.join(" ")),
+        Packet::Unsubscribe(u) => {
+            let filters: Vec<String> = u.filters.iter().map(|f| short(f)).collect();
+            format!("UNSUBSCRIBE id={} {}", u.packet_id, filters.join(" "))
+        }
         Packet::UnsubAck(u) => format!("UNSUBACK id={}", u.packet_id),
         Packet::PingReq => "PINGREQ".into(),
         Packet::PingResp => "PINGRESP".into(),
@@ -122,7 +138,9 @@ impl Entry {
                 retain,
             } => {
                 format!(
-                    "delivered {topic} {payload:?} qos={qos}{}",
+                    "delivered {} {:?} qos={qos}{}",
+                    short(topic),
+                    short(payload),
                     if *retain { " retain" } else { "" }
                 )
             }
@@ -143,13 +161,25 @@ impl Entry {
     }
 }
 
+/// Whether every entry is also written to stderr as it is recorded: how a worker process
+/// leaves the trace so far behind when a case aborts it (`supervisor.rs`).
+static ECHO: AtomicBool = AtomicBool::new(false);
+
+pub fn echo_to_stderr(on: bool) {
+    ECHO.store(on, Ordering::Relaxed);
+}
+
 impl Trace {
     pub fn push(&mut self, at: Duration, host: &str, event: Event) {
-        self.entries.push(Entry {
+        let entry = Entry {
             at,
             host: host.to_string(),
             event,
-        });
+        };
+        if ECHO.load(Ordering::Relaxed) {
+            eprintln!("{}", entry.line());
+        }
+        self.entries.push(entry);
     }
 
     pub fn render(&self) -> String {
@@ -188,8 +218,8 @@ impl Trace {
                 Event::Received(Packet::Auth(a)) => format!("AUTH {}", reason(a.reason_code)),
                 Event::Received(Packet::Publish(p)) if p.dup => format!(
                     "resent {} {:?}",
-                    p.topic,
-                    String::from_utf8_lossy(&p.payload)
+                    short(&p.topic),
+                    short(&String::from_utf8_lossy(&p.payload))
                 ),
                 Event::Delivered { .. }
                 | Event::Closed { .. }

@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 
 use crate::actor::{Actor, Command, BROKER_PORT};
 use crate::checkers::{self, Failure};
+use crate::contain;
 use crate::listener::TurmoilListener;
 use crate::scenario::*;
 use crate::trace::{Event, Trace};
@@ -38,11 +39,14 @@ const FIXED_LATENCY: Duration = Duration::from_millis(5);
 /// How long a publish step lets its QoS flow run before going on (it never fails on it).
 const PUBLISH_SETTLE: Duration = Duration::from_secs(1);
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Options {
     pub seed: u64,
     /// Give every link a random latency up to this bound (extra seeds explore orderings).
     pub max_latency: Option<Duration>,
+    /// Run the broker with this planted bug (only in builds with the `planted-bugs` feature;
+    /// `tern::planted`).
+    pub planted_bug: Option<tern::planted::PlantedBug>,
 }
 
 #[derive(Debug)]
@@ -54,7 +58,22 @@ pub struct Outcome {
 
 type Registry = Rc<RefCell<BTreeMap<String, mpsc::UnboundedSender<Command>>>>;
 
+/// Runs a scenario on a thread with the production stack; a panic anywhere in it is a
+/// `crash` failure with the trace so far.
 pub fn run(scenario: &Scenario, options: &Options) -> Outcome {
+    contain::on_production_stack(|| run_here(scenario, options)).unwrap_or_else(|panic| Outcome {
+        trace: Trace::default(),
+        simulated: Duration::ZERO,
+        failure: Some(Failure {
+            checker: "crash".into(),
+            message: format!("the simulation panicked: {panic}"),
+            at_entry: None,
+        }),
+    })
+}
+
+fn run_here(scenario: &Scenario, options: &Options) -> Outcome {
+    tern::planted::plant(options.planted_bug);
     let trace = Rc::new(RefCell::new(Trace::default()));
     let mut builder = turmoil::Builder::new();
     builder
@@ -126,23 +145,30 @@ pub fn run(scenario: &Scenario, options: &Options) -> Outcome {
         consumed: BTreeSet::new(),
         anchor: BTreeMap::new(),
     };
-    let mut failure = None;
-    for (index, step) in scenario.steps.iter().enumerate() {
-        director.note(index + 1, step);
-        if let Err(message) = director.step(step) {
-            failure = Some(Failure {
-                checker: format!("step {}", index + 1),
-                message,
-                at_entry: Some(trace.borrow().entries.len().saturating_sub(1)),
-            });
-            break;
-        }
-    }
-    let simulated = director.sim.elapsed();
-    drop(director);
+    let mut simulated = Duration::ZERO;
+    let stopped = contain::capturing_panics(|| {
+        let stopped = director.run_steps();
+        simulated = director.sim.elapsed();
+        drop(director);
+        stopped
+    });
     let trace = Rc::try_unwrap(trace)
         .map(RefCell::into_inner)
         .unwrap_or_else(|rc| rc.borrow().clone());
+    let last_entry = Some(trace.entries.len().saturating_sub(1));
+    let mut failure = match (contain::panicked(), stopped) {
+        (Some(panic), _) => Some(Failure {
+            checker: "crash".into(),
+            message: format!("the simulation panicked (the broker would have aborted): {panic}"),
+            at_entry: last_entry,
+        }),
+        (None, Some(Err((step, message)))) => Some(Failure {
+            checker: format!("step {step}"),
+            message,
+            at_entry: last_entry,
+        }),
+        (None, _) => None,
+    };
     if failure.is_none() {
         failure = checkers::check(scenario, &trace);
     }
@@ -205,7 +231,14 @@ struct Director<'a, 's> {
 }
 
 fn s(text: &str) -> Result<ByteStr, String> {
-    ByteStr::new(text).map_err(|e| format!("{text:?} is not a valid MQTT string: {e:?}"))
+    ByteStr::new(text).map_err(|e| {
+        let shown: String = text.chars().take(40).collect();
+        let more = if shown.len() < text.len() { "..." } else { "" };
+        format!(
+            "{shown:?}{more} ({} bytes) is not a valid MQTT string: {e:?}",
+            text.len()
+        )
+    })
 }
 
 fn qos(q: u8) -> Result<QoS, String> {
@@ -213,6 +246,16 @@ fn qos(q: u8) -> Result<QoS, String> {
 }
 
 impl Director<'_, '_> {
+    /// Runs the steps in order; stops at the first that fails (its number and why).
+    fn run_steps(&mut self) -> Result<(), (usize, String)> {
+        let steps = &self.scenario.steps;
+        for (index, step) in steps.iter().enumerate() {
+            self.note(index + 1, step);
+            self.step(step).map_err(|message| (index + 1, message))?;
+        }
+        Ok(())
+    }
+
     fn note(&mut self, index: usize, step: &Step) {
         let text = format!("{step:?}");
         let text: String = text.chars().take(160).collect();
@@ -269,6 +312,9 @@ impl Director<'_, '_> {
             self.sim
                 .step()
                 .map_err(|e| format!("simulation error: {e}"))?;
+            if contain::panicked().is_some() {
+                return Err("a task panicked".into());
+            }
         }
     }
 
@@ -357,6 +403,10 @@ impl Director<'_, '_> {
                 self.run_for(Duration::from_millis(10))
             }
             Step::Restart(host) => {
+                if self.sim.is_host_running(host.as_str()) {
+                    // A restart of a running host crashes it first: say so in the trace.
+                    self.fault(format!("crash {host}"));
+                }
                 self.sim.bounce(host.as_str());
                 self.fault(format!("restart {host}"));
                 self.run_for(Duration::from_millis(10))

@@ -1,6 +1,7 @@
 //! Connection and session life cycle: CONNECT and CONNACK, takeover, keep alive, DISCONNECT,
 //! wills, session expiry, and every way a connection ends.
 
+use crate::planted::{self, PlantedBug};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -93,11 +94,13 @@ impl Broker {
         // Session takeover (spec: [MQTT-3.1.4-2] 3.1.1, [MQTT-3.1.4-3] 5.0): the old connection
         // is closed as an abnormal end, so its will follows the usual rules.
         let existing = self.by_client_id.get(&client_id).copied();
+        let mut taken_over = false;
         if let Some(old_conn) = existing
             .and_then(|s| self.sessions.get(&s))
             .and_then(|s| s.conn)
         {
             tracing::info!(%conn, %old_conn, %client_id, "session taken over");
+            taken_over = true;
             self.close(
                 old_conn,
                 Some(ReasonCode::SessionTakenOver),
@@ -241,7 +244,8 @@ impl Broker {
         session.aliases =
             OutboundAliases::new(client_alias_max.min(self.config.limits.outbound_topic_alias_max));
         // spec: [MQTT-3.2.2-1] [MQTT-3.2.2-2] [MQTT-3.2.2-3] 3.1.1; [MQTT-3.2.2-2] [MQTT-3.2.2-3] 5.0
-        let session_present = resumed.is_some();
+        let lost = !v5 && planted::active(PlantedBug::SessionPresentLostV3);
+        let session_present = resumed.is_some() && !lost;
         self.stats.connections_accepted += 1;
         tracing::info!(%conn, %client_id, ?version, session_present, keep_alive, "client connected");
         self.out.send(
@@ -252,6 +256,9 @@ impl Broker {
                 properties: connack_properties,
             }),
         );
+        if taken_over && planted::active(PlantedBug::TakeoverDropsInflight) {
+            session.forget_resends();
+        }
         session.resume(now, &self.config.limits, &mut self.out, &mut self.stats);
         self.feed_retained(session_id, now);
     }

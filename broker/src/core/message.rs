@@ -5,6 +5,7 @@
 //! (retained, queued, in flight) is first [`Message::compacted`]: its bytes are slices of the
 //! read buffer they arrived in, and a 1-byte message must not keep a 64 KiB buffer alive.
 
+use crate::planted::{self, PlantedBug};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -131,6 +132,9 @@ impl Message {
     }
 
     pub fn is_expired(&self, now: Instant) -> bool {
+        if planted::active(PlantedBug::ExpiryFrozenWhileQueued) {
+            return false;
+        }
         self.expires_at.is_some_and(|at| now >= at)
     }
 

@@ -9,6 +9,7 @@
 //! routed to the subscriber live. So a subscriber gets every retained message exactly once and
 //! never an older value after a newer one.
 
+use crate::planted::{self, PlantedBug};
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 use std::sync::Arc;
@@ -118,6 +119,9 @@ impl RetainedStore {
         }
         let new_bytes = message.charged_bytes();
         let new_topic = !self.messages.contains_key(&message.topic);
+        if !new_topic && planted::active(PlantedBug::RetainedFirstWins) {
+            return (RetainOutcome::Stored, 0);
+        }
         let bytes_after = self.bytes - old_bytes + new_bytes;
         let growth = new_bytes.saturating_sub(old_bytes);
         if (new_topic && self.messages.len() >= count_max)

@@ -10,6 +10,7 @@ use crate::codec::{
     ByteStr, Packet, Properties, ProtocolVersion, ReasonCode, RetainHandling, SubAck, Subscribe,
     SubscriptionOptions, UnsubAck, Unsubscribe,
 };
+use crate::planted::{self, PlantedBug};
 use crate::topic::{parse_shared, topic_levels, validate_filter};
 use crate::types::QoS;
 
@@ -179,7 +180,9 @@ impl Broker {
                 session.retained.retain(|p| p.cursor.filter() != filter);
                 session.subscriptions.remove(filter).is_some()
             });
-            if existed {
+            let planted = planted::active(PlantedBug::UnsubscribeLeavesWildcard)
+                && (filter.contains('#') || filter.contains('+'));
+            if existed && !planted {
                 self.forget_subscription(filter, session_id);
             }
             reason_codes.push(if existed {

@@ -14,6 +14,7 @@
 //! broker's entropy ([`TreeHasher`]): with a known key, clients could pick level names that all
 //! collide and turn every lookup into a list scan.
 
+use crate::planted::{self, PlantedBug};
 use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasher;
 
@@ -248,7 +249,10 @@ impl<K: Ord + Copy, V> SubscriptionTree<K, V> {
         // Inline up to a depth most topics stay within; deeper ones spill to the heap.
         let levels: SmallVec<[&str; INLINE_LEVELS]> = topic.split('/').collect();
         // spec: [MQTT-4.7.2-1]: wildcards at the first level do not match a '$' topic.
-        let dollar = topic.starts_with('$');
+        let dollar = topic.starts_with('$') && !planted::active(PlantedBug::DollarWildcard);
+        if planted::active(PlantedBug::RecursiveMatch) {
+            return planted_recursive_match(&self.root, &levels, 0, dollar, &mut visit);
+        }
         let mut stack: SmallVec<[(&Node<K, V>, usize); INLINE_LEVELS]> = SmallVec::new();
         stack.push((&self.root, 0usize));
         while let Some((node, depth)) = stack.pop() {
@@ -279,6 +283,35 @@ impl<K: Ord + Copy, V> SubscriptionTree<K, V> {
         }
     }
 }
+/// Planted bug `RecursiveMatch` (planted.rs): the walk of `for_each_match` as a recursion, one
+/// frame per topic level. Never reached unless the bug is planted.
+fn planted_recursive_match<K: Copy + Ord, V>(
+    node: &Node<K, V>,
+    levels: &[&str],
+    depth: usize,
+    dollar: bool,
+    visit: &mut impl FnMut(K, &V),
+) {
+    let wildcards_allowed = !(dollar && depth == 0);
+    if let Some(multi) = node.multi.as_ref().filter(|_| wildcards_allowed) {
+        for (session, subscription) in &multi.subscribers {
+            visit(*session, subscription);
+        }
+    }
+    let Some(level) = levels.get(depth) else {
+        for (session, subscription) in &node.subscribers {
+            visit(*session, subscription);
+        }
+        return;
+    };
+    if let Some(child) = node.children.get(*level) {
+        planted_recursive_match(child, levels, depth + 1, dollar, visit);
+    }
+    if let Some(single) = node.single.as_ref().filter(|_| wildcards_allowed) {
+        planted_recursive_match(single, levels, depth + 1, dollar, visit);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -32,6 +32,10 @@ use connection::ConnectionTask;
 /// falls behind, connection tasks wait, and so do the clients behind them.
 const EVENT_QUEUE_EVENTS_MAX: usize = 4096;
 
+/// Stack of each runtime worker thread (tokio's default, stated so the simulation can run the
+/// broker under the same limit: a recursion that fits 8 MiB but not this crashes production).
+pub const WORKER_STACK_BYTES: usize = 2 * 1024 * 1024;
+
 /// How long shutdown waits for connections to flush their last packets.
 const SHUTDOWN_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 

@@ -7,7 +7,9 @@ use std::time::Duration;
 use tern::codec::Packet;
 use tern::topic::filter_matches;
 
-use super::model::{client_id, message_key, shared_or_plain, Faults, Subscriptions};
+use super::model::{
+    client_id, message_key, session_starts, shared_or_plain, Faults, Subscriptions,
+};
 use super::Violation;
 use crate::scenario::Scenario;
 use crate::trace::{Event, Trace};
@@ -21,9 +23,9 @@ pub fn matches_subscription(scenario: &Scenario, trace: &Trace) -> Result<(), Vi
     for (i, e) in trace.entries.iter().enumerate() {
         // Sessions belong to client ids: two hosts with one id share them.
         let id = client_id(scenario, &e.host);
-        subs.observe(&id, &e.event);
+        subs.observe(&id, &e.host, &e.event);
         if let Event::Received(Packet::Publish(p)) = &e.event {
-            if !subs.matches(&id, &p.topic) {
+            if !subs.may_reach(&id, &e.host, &p.topic) {
                 return Err((
                     format!(
                         "{} received {} without a matching subscription",
@@ -38,46 +40,64 @@ pub fn matches_subscription(scenario: &Scenario, trace: &Trace) -> Result<(), Vi
 }
 
 /// Once a client has its UNSUBACK, the broker adds no new message for the removed filter
-/// (spec: [MQTT-3.10.4-2]): a message first published after the client got the UNSUBACK
-/// reaches it only through another subscription it still holds.
+/// (spec: [MQTT-3.10.4-2]): a message first published after the UNSUBACK of every filter that
+/// could carry it must not reach the client.
 pub fn none_after_unsuback(scenario: &Scenario, trace: &Trace) -> Result<(), Violation> {
-    let mut subs = Subscriptions::new(true);
-    let mut pending: BTreeMap<(String, u16), Vec<String>> = BTreeMap::new();
-    // (client id, filter) -> entry of the UNSUBACK
-    let mut removed: BTreeMap<(String, String), usize> = BTreeMap::new();
+    let starts = session_starts(trace);
+    // (client id, filter) -> None while held (or its UNSUBACK has not come), Some(entry of
+    // the UNSUBACK) once removed
+    let mut filters: BTreeMap<(String, String), Option<usize>> = BTreeMap::new();
+    let mut subscribing: BTreeMap<(String, u16), Vec<String>> = BTreeMap::new();
+    let mut unsubscribing: BTreeMap<(String, u16), Vec<String>> = BTreeMap::new();
     // message -> entry of its first PUBLISH by any client
     let mut first_sent: BTreeMap<(String, String), usize> = BTreeMap::new();
     for (i, e) in trace.entries.iter().enumerate() {
         let id = client_id(scenario, &e.host);
-        subs.observe(&id, &e.event);
         match &e.event {
+            Event::Received(Packet::ConnAck(_)) if starts.contains(&i) => {
+                filters.retain(|(holder, _), _| *holder != id);
+            }
             Event::Sent(Packet::Publish(p)) => {
                 first_sent
                     .entry(message_key(&p.topic, &p.payload))
                     .or_insert(i);
             }
-            Event::Sent(Packet::Unsubscribe(u)) => {
-                let filters = u.filters.iter().map(|f| f.to_string()).collect();
-                pending.insert((id, u.packet_id.get()), filters);
+            Event::Sent(Packet::Subscribe(s)) => {
+                let list = s.filters.iter().map(|(f, _)| f.to_string()).collect();
+                subscribing.insert((id, s.packet_id.get()), list);
             }
-            Event::Received(Packet::UnsubAck(a)) => {
-                for filter in pending
-                    .remove(&(id.clone(), a.packet_id.get()))
-                    .unwrap_or_default()
-                {
-                    removed.insert((id.clone(), filter), i);
+            Event::Received(Packet::SubAck(a)) => {
+                let list = subscribing.remove(&(id.clone(), a.packet_id.get()));
+                for (filter, code) in list.unwrap_or_default().into_iter().zip(&a.reason_codes) {
+                    if !code.is_error() {
+                        filters.insert((id.clone(), filter), None);
+                    }
                 }
             }
-            Event::Received(Packet::Publish(p)) if !subs.matches(&id, &p.topic) => {
+            Event::Sent(Packet::Unsubscribe(u)) => {
+                let list = u.filters.iter().map(|f| f.to_string()).collect();
+                unsubscribing.insert((id, u.packet_id.get()), list);
+            }
+            Event::Received(Packet::UnsubAck(a)) => {
+                let list = unsubscribing.remove(&(id.clone(), a.packet_id.get()));
+                for filter in list.unwrap_or_default() {
+                    if let Some(removed) = filters.get_mut(&(id.clone(), filter)) {
+                        *removed = Some(i);
+                    }
+                }
+            }
+            Event::Received(Packet::Publish(p)) => {
                 let Some(&sent) = first_sent.get(&message_key(&p.topic, &p.payload)) else {
                     continue;
                 };
-                let late = removed.iter().find(|((holder, filter), unsuback)| {
-                    *holder == id
-                        && filter_matches(shared_or_plain(filter).1, &p.topic)
-                        && sent > **unsuback
+                let mut carriers = filters.iter().filter(|((holder, filter), _)| {
+                    *holder == id && filter_matches(shared_or_plain(filter).1, &p.topic)
                 });
-                if let Some(((_, filter), unsuback)) = late {
+                // Some filter could carry it: one still held, or removed after it was sent.
+                let carried = carriers
+                    .clone()
+                    .any(|(_, removed)| removed.is_none_or(|u| u > sent));
+                if let Some(((_, filter), Some(unsuback))) = carriers.next().filter(|_| !carried) {
                     return Err((
                         format!(
                             "{} got {} {:?}, published after its UNSUBACK for {filter} (entry {unsuback})",

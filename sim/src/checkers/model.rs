@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use tern::codec::Packet;
+use tern::codec::{Packet, ProtocolVersion};
 use tern::topic::filter_matches;
 
 use crate::scenario::Scenario;
@@ -32,25 +32,45 @@ pub fn message_key(topic: &str, payload: &[u8]) -> (String, String) {
 pub struct Subscriptions {
     /// client id -> filter -> granted QoS
     pub granted: BTreeMap<String, BTreeMap<String, u8>>,
+    /// client id -> whether its last CONNECT was 3.1 and clean (see `fresh_session`)
+    connects: BTreeMap<String, (bool, bool)>,
+    /// client id -> (host whose CONNECT started a new session, the filters held before): the
+    /// connection it took over may still get messages sent under the old filters.
+    replaced: BTreeMap<String, (String, BTreeMap<String, u8>)>,
     pending: BTreeMap<(String, u16), Vec<String>>,
-    /// Forget a filter as soon as it is unsubscribed (messages already under way may still
-    /// arrive, so the delivery checker keeps it).
-    forget_on_unsubscribe: bool,
+    /// Forget a filter as soon as it may be gone (unsubscribed, or lost in a broker crash).
+    /// The delivery checker keeps it: messages already under way may still arrive.
+    forget_early: bool,
 }
 
 impl Subscriptions {
-    pub fn new(forget_on_unsubscribe: bool) -> Subscriptions {
+    pub fn new(forget_early: bool) -> Subscriptions {
         Subscriptions {
             granted: BTreeMap::new(),
+            connects: BTreeMap::new(),
+            replaced: BTreeMap::new(),
             pending: BTreeMap::new(),
-            forget_on_unsubscribe,
+            forget_early,
         }
     }
 
-    pub fn observe(&mut self, id: &str, event: &Event) {
+    pub fn observe(&mut self, id: &str, host: &str, event: &Event) {
         match event {
-            Event::Received(Packet::ConnAck(ack)) if !ack.session_present => {
-                self.granted.remove(id);
+            Event::Sent(Packet::Connect(c)) => {
+                let v31 = c.protocol == ProtocolVersion::V3_1;
+                self.connects.insert(id.to_string(), (v31, c.clean_start));
+            }
+            Event::Received(Packet::ConnAck(ack)) if !ack.reason_code.is_error() => {
+                let (v31, clean) = self.connects.get(id).copied().unwrap_or_default();
+                if fresh_session(v31, clean, ack.session_present) {
+                    let old = self.granted.remove(id).unwrap_or_default();
+                    self.replaced
+                        .insert(id.to_string(), (host.to_string(), old));
+                }
+            }
+            // No persistence yet: a crashed broker comes back without sessions.
+            Event::Fault(f) if self.forget_early && Fault::parse(f).is_broker_crash() => {
+                self.granted.clear()
             }
             Event::Sent(Packet::Subscribe(s)) => {
                 let filters = s.filters.iter().map(|(f, _)| f.to_string()).collect();
@@ -69,7 +89,7 @@ impl Subscriptions {
                     }
                 }
             }
-            Event::Sent(Packet::Unsubscribe(u)) if self.forget_on_unsubscribe => {
+            Event::Sent(Packet::Unsubscribe(u)) if self.forget_early => {
                 if let Some(filters) = self.granted.get_mut(id) {
                     for f in &u.filters {
                         filters.remove(f.as_str());
@@ -86,6 +106,30 @@ impl Subscriptions {
             filters
                 .keys()
                 .any(|f| filter_matches(shared_or_plain(f).1, topic))
+        })
+    }
+
+    /// Whether a message on `topic` may reach `host` (of client id `id`): a filter the id holds
+    /// matches, or the host's connection was taken over by a new session of the id and a
+    /// filter of the old session matched (a message already under way to it).
+    pub fn may_reach(&self, id: &str, host: &str, topic: &str) -> bool {
+        self.matches(id, topic)
+            || self.replaced.get(id).is_some_and(|(by, old)| {
+                by != host
+                    && old
+                        .keys()
+                        .any(|f| filter_matches(shared_or_plain(f).1, topic))
+            })
+    }
+
+    /// How many of `id`'s subscriptions match `topic`: the copies of one message it may get
+    /// (the spec allows one per matching subscription, [MQTT-3.3.4-2]).
+    pub fn matching(&self, id: &str, topic: &str) -> usize {
+        self.granted.get(id).map_or(0, |filters| {
+            filters
+                .keys()
+                .filter(|f| filter_matches(shared_or_plain(f).1, topic))
+                .count()
         })
     }
 
@@ -128,6 +172,36 @@ impl Subscriptions {
     }
 }
 
+/// Whether a successful CONNACK starts a new session: a clean start does; otherwise the
+/// session-present flag says, except in MQTT 3.1, which has no such flag (always 0).
+pub fn fresh_session(v31: bool, clean: bool, session_present: bool) -> bool {
+    clean || (!v31 && !session_present)
+}
+
+/// The entries of successful CONNACKs that start a new session for their client id.
+pub fn session_starts(trace: &Trace) -> BTreeSet<usize> {
+    let mut connects: BTreeMap<&str, (bool, bool)> = BTreeMap::new();
+    let mut starts = BTreeSet::new();
+    for (i, e) in trace.entries.iter().enumerate() {
+        match &e.event {
+            Event::Sent(Packet::Connect(c)) => {
+                connects.insert(
+                    &e.host,
+                    (c.protocol == ProtocolVersion::V3_1, c.clean_start),
+                );
+            }
+            Event::Received(Packet::ConnAck(ack)) if !ack.reason_code.is_error() => {
+                let (v31, clean) = connects.get(e.host.as_str()).copied().unwrap_or_default();
+                if fresh_session(v31, clean, ack.session_present) {
+                    starts.insert(i);
+                }
+            }
+            _ => {}
+        }
+    }
+    starts
+}
+
 /// A `$share/{group}/{filter}` subscription split into (Some(group), filter); any other
 /// filter as (None, filter).
 pub fn shared_or_plain(filter: &str) -> (Option<&str>, &str) {
@@ -167,6 +241,10 @@ impl Fault {
             hosts,
             value: value.map(|v| v.to_string()),
         }
+    }
+
+    pub fn is_broker_crash(&self) -> bool {
+        self.kind == "crash" && self.touches("broker")
     }
 
     /// Whether this fault names `host`.
@@ -292,8 +370,10 @@ fn parse_debug_duration(text: &str) -> Option<Duration> {
         .map(|v| Duration::from_secs_f64(v * scale))
 }
 
-/// Whether `host` has a live connection at entry `index` (its last CONNACK success came after
-/// its last CONNECT and no close followed).
+/// Whether `host` has a live connection at entry `index`: its last CONNACK success came after
+/// its last CONNECT, no close followed, and neither a crash of the host nor a fault that drops
+/// data on its link (a partition, loss) came since. Turmoil's TCP does not retransmit, so a
+/// connection that lost data is stalled for good even if its client never hears of it.
 pub fn connected_at(trace: &Trace, host: &str, index: usize) -> bool {
     trace.entries[..index]
         .iter()
@@ -308,14 +388,25 @@ pub fn connected_at(trace: &Trace, host: &str, index: usize) -> bool {
         && !crashed_between(trace, host, index)
 }
 
-/// Whether a `crash` of `host` came after its last CONNACK before `index`.
+/// Whether a crash of `host` or a data-dropping fault on its link came after its last CONNACK
+/// before `index`.
 fn crashed_between(trace: &Trace, host: &str, index: usize) -> bool {
     let last_connack = trace.entries[..index]
         .iter()
         .rposition(|e| e.host == host && matches!(e.event, Event::Received(Packet::ConnAck(_))));
     trace.entries[last_connack.unwrap_or(0)..index]
         .iter()
-        .any(|e| is_crash_of(e, host))
+        .any(|e| is_crash_of(e, host) || drops_data_of(e, host))
+}
+
+/// Whether `e` is a partition of, or loss on, `host`'s link.
+fn drops_data_of(e: &Entry, host: &str) -> bool {
+    let Event::Fault(f) = &e.event else {
+        return false;
+    };
+    let f = Fault::parse(f);
+    f.touches(host)
+        && (f.kind == "partition" || (f.kind == "loss" && f.value.as_deref() != Some("0")))
 }
 
 fn is_crash_of(e: &Entry, host: &str) -> bool {
@@ -335,6 +426,7 @@ pub fn stays_connected(trace: &Trace, host: &str, index: usize, until: Duration)
                         e.event,
                         Event::Closed { .. } | Event::Sent(Packet::Connect(_))
                     ))
-                    || is_crash_of(e, host))
+                    || is_crash_of(e, host)
+                    || drops_data_of(e, host))
         })
 }

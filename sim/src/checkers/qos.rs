@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use tern::codec::Packet;
 
-use super::model::{client_id, connected_at, message_key, stays_connected, Faults, Subscriptions};
+use super::model::{
+    client_id, connected_at, message_key, session_starts, stays_connected, Faults, Subscriptions,
+};
 use super::Violation;
 use crate::scenario::Scenario;
 use crate::trace::{Event, Trace};
@@ -16,24 +18,38 @@ use crate::trace::{Event, Trace};
 /// its path to the broker (simulated time; deliveries take a few link delays).
 pub const LIVENESS_BOUND: Duration = Duration::from_secs(5);
 
-/// A QoS 2 message reaches a client application at most once per session.
-pub fn qos2_exactly_once(_: &Scenario, trace: &Trace) -> Result<(), Violation> {
-    let mut seen: BTreeSet<(String, String, String)> = BTreeSet::new();
+/// A QoS 2 message reaches a client application at most once per session and matching
+/// subscription (overlapping subscriptions may each bring a copy, [MQTT-3.3.4-2]).
+pub fn qos2_exactly_once(scenario: &Scenario, trace: &Trace) -> Result<(), Violation> {
+    let starts = session_starts(trace);
+    let mut subs = Subscriptions::new(false);
+    let mut seen: BTreeMap<(String, String, String), usize> = BTreeMap::new();
     for (i, e) in trace.entries.iter().enumerate() {
+        let id = client_id(scenario, &e.host);
+        subs.observe(&id, &e.host, &e.event);
         match &e.event {
-            Event::Received(Packet::ConnAck(ack)) if !ack.session_present => {
-                seen.retain(|(host, _, _)| host != &e.host);
+            Event::Received(Packet::ConnAck(_)) if starts.contains(&i) => {
+                seen.retain(|(host, _, _), _| host != &e.host);
             }
             Event::Delivered {
                 topic,
                 payload,
                 qos: 2,
                 retain: false,
-            } if !seen.insert((e.host.clone(), topic.clone(), payload.clone())) => {
-                return Err((
-                    format!("{} got QoS 2 message {topic} {payload:?} twice", e.host),
-                    i,
-                ));
+            } => {
+                let copies = seen
+                    .entry((e.host.clone(), topic.clone(), payload.clone()))
+                    .or_default();
+                *copies += 1;
+                if *copies > subs.matching(&id, topic).max(1) {
+                    return Err((
+                        format!(
+                            "{} got QoS 2 message {topic} {payload:?} {copies} times",
+                            e.host
+                        ),
+                        i,
+                    ));
+                }
             }
             _ => {}
         }
@@ -63,7 +79,7 @@ pub fn publisher_order(scenario: &Scenario, trace: &Trace) -> Result<(), Violati
     let mut subs = Subscriptions::new(false);
     for (i, e) in trace.entries.iter().enumerate() {
         let id = client_id(scenario, &e.host);
-        subs.observe(&id, &e.event);
+        subs.observe(&id, &e.host, &e.event);
         let Event::Delivered {
             topic,
             payload,
@@ -122,7 +138,7 @@ fn accepted(scenario: &Scenario, trace: &Trace) -> Vec<Accepted> {
     let mut in_flight: BTreeMap<(String, u16), (String, String, bool, usize)> = BTreeMap::new();
     let mut accepted = Vec::new();
     for (i, e) in trace.entries.iter().enumerate() {
-        subs.observe(&client_id(scenario, &e.host), &e.event);
+        subs.observe(&client_id(scenario, &e.host), &e.host, &e.event);
         match &e.event {
             Event::Sent(Packet::Publish(p)) if p.qos.bits() > 0 && !p.dup => {
                 let (topic, payload) = message_key(&p.topic, &p.payload);
@@ -168,6 +184,43 @@ fn delivered(
     })
 }
 
+/// Whether a host of client id `id` got the message and either acknowledged it (PUBACK,
+/// PUBREC) on that connection or still holds that connection at the end of the run (a client
+/// may sit on a message it does not acknowledge). A copy given to a connection that ended
+/// unacknowledged does not count: the session owes it to the next connection
+/// (spec: [MQTT-4.4.0-1]).
+fn handed_over(scenario: &Scenario, trace: &Trace, id: &str, m: &Accepted) -> bool {
+    let entries = &trace.entries;
+    entries.iter().enumerate().any(|(j, e)| {
+        let Event::Received(Packet::Publish(p)) = &e.event else {
+            return false;
+        };
+        if client_id(scenario, &e.host) != id
+            || p.topic != m.topic.as_str()
+            || p.payload != m.payload.as_bytes()
+        {
+            return false;
+        }
+        let Some(packet_id) = p.packet_id else {
+            return true;
+        };
+        // What the host did next on this connection: acknowledged it, or ended the connection.
+        let next = entries[j + 1..].iter().find_map(|x| {
+            if x.host != e.host {
+                return None;
+            }
+            match &x.event {
+                Event::Sent(Packet::PubAck(a) | Packet::PubRec(a)) if a.packet_id == packet_id => {
+                    Some(true)
+                }
+                Event::Closed { .. } | Event::Sent(Packet::Connect(_)) => Some(false),
+                _ => None,
+            }
+        });
+        next.unwrap_or_else(|| connected_at(trace, &e.host, entries.len()))
+    })
+}
+
 /// A QoS 1/2 message the broker acknowledged (PUBACK, PUBREC) reaches every client id that
 /// then held a matching QoS 1/2 subscription, if that session lasts to the end of the run, a
 /// client with that id is connected at the end, and no partition or hold is still in force
@@ -189,19 +242,19 @@ pub fn at_least_once(scenario: &Scenario, trace: &Trace) -> Result<(), Violation
         .filter(|h| connected_at(trace, h, end))
         .map(|h| client_id(scenario, h))
         .collect();
+    let starts = session_starts(trace);
     for m in accepted(scenario, trace) {
         if faults.broker_crashed_between(m.at, end) {
             continue;
         }
         // Could this client id be expected to hold the message at the end of the run?
         let owed = |id: &String| {
-            let reset_later = trace.entries[m.at..].iter().any(|e| {
-                client_id(scenario, &e.host) == *id
-                    && matches!(&e.event, Event::Received(Packet::ConnAck(a)) if !a.session_present)
-            });
+            let reset_later = starts
+                .range(m.at..)
+                .any(|&i| client_id(scenario, &trace.entries[i].host) == *id);
             !reset_later && connected_ids.contains(id)
         };
-        let got = |id: &String| delivered(scenario, trace, id, &m, 0..end);
+        let got = |id: &String| handed_over(scenario, trace, id, &m);
         for group in &m.groups {
             // A shared group owes the message to one member; a group whose members all left
             // or reset may have lost it with them.

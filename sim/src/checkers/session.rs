@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use tern::codec::Packet;
+use tern::codec::{Packet, ProtocolVersion};
 
 use super::model::{client_id, Fault, Faults};
 use super::Violation;
@@ -34,7 +34,7 @@ enum Held {
 /// The session-present flag of every successful CONNACK is what the broker must answer: false
 /// after a clean start, true when the session certainly still existed, false when it certainly
 /// did not (never made, ended with its clean connection, expired, or lost in a broker crash:
-/// there is no persistence yet). Margins of one link delay each way and a second of expiry
+/// there is no persistence yet). MQTT 3.1 has no such flag. Margins of one link delay each way and a second of expiry
 /// rounding keep it from judging what the trace cannot tell.
 pub fn present_flag(scenario: &Scenario, trace: &Trace) -> Result<(), Violation> {
     let faults = Faults::of(trace);
@@ -69,7 +69,10 @@ pub fn present_flag(scenario: &Scenario, trace: &Trace) -> Result<(), Violation>
                 } else {
                     u64::MAX
                 };
-                let held = if c.clean_start {
+                let held = if c.protocol == ProtocolVersion::V3_1 {
+                    // MQTT 3.1 has no session-present flag (the byte is reserved, always 0).
+                    Held::Unsure
+                } else if c.clean_start {
                     Held::No
                 } else {
                     held(sessions.get(&id), &faults, &e.host, e.at, margin)

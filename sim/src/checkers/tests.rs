@@ -319,6 +319,14 @@ fn a_message_published_after_the_unsuback_is_caught() {
         .done();
     let err = delivery::none_after_unsuback(&two(), &t).unwrap_err();
     assert!(err.0.contains("after its UNSUBACK"), "{}", err.0);
+    // Unsubscribing a filter never held changes nothing; the one held was removed later.
+    let t = base()
+        .unsubscribe("s", 2, "#")
+        .publish("p", "t", "m", 0, 0)
+        .unsubscribe("s", 3, "t")
+        .receive("s", "t", "m", 0, false)
+        .done();
+    assert!(delivery::none_after_unsuback(&two(), &t).is_ok());
     // Another subscription still matching makes it rightful.
     let t = base()
         .subscribe("s", 3, "#", 0)
@@ -371,8 +379,18 @@ fn a_message_delivered_after_its_expiry_is_caught() {
 fn a_qos2_message_delivered_twice_is_caught() {
     let once = Build::default().receive("s", "t", "m", 2, false);
     assert!(qos::qos2_exactly_once(&two(), &once.trace).is_ok());
-    let twice = once.receive("s", "t", "m", 2, false).done();
-    assert!(qos::qos2_exactly_once(&two(), &twice).is_err());
+    let twice = once.receive("s", "t", "m", 2, false);
+    assert!(qos::qos2_exactly_once(&two(), &twice.trace).is_err());
+    // Two matching subscriptions may bring two copies, not three.
+    let overlapping = Build::default()
+        .online("s")
+        .subscribe("s", 1, "t", 2)
+        .subscribe("s", 2, "#", 2)
+        .receive("s", "t", "m", 2, false)
+        .receive("s", "t", "m", 2, false);
+    assert!(qos::qos2_exactly_once(&two(), &overlapping.trace).is_ok());
+    let thrice = overlapping.receive("s", "t", "m", 2, false).done();
+    assert!(qos::qos2_exactly_once(&two(), &thrice).is_err());
 }
 
 #[test]
@@ -588,6 +606,15 @@ fn a_wrong_session_present_flag_is_caught() {
         .connack("s", true)
         .done();
     assert!(session::present_flag(&two(), &t).is_err());
+    // MQTT 3.1 has no flag: its CONNACK always says 0.
+    let v31 = Build::default()
+        .connect("s", ProtocolVersion::V3_1, false, None)
+        .connack("s", false)
+        .closed("s", true)
+        .connect("s", ProtocolVersion::V3_1, false, None)
+        .connack("s", false)
+        .done();
+    assert!(session::present_flag(&two(), &v31).is_ok());
     // MQTT 5: the session expired while the client was away.
     let v5 = scenario("  s: { version: 5 }\n");
     let away = |secs: f64, present: bool| {

@@ -13,7 +13,7 @@ use crate::scenario::Scenario;
 use crate::trace::{Event, Trace};
 
 /// A will is published only for a connection that did not end with a normal DISCONNECT, and
-/// at most once per such connection. The broker may see a connection end that its client
+/// at most once per such connection (and matching subscription of the receiver). The broker may see a connection end that its client
 /// never sees (a partition), so the bound is counted from what the client did: connections
 /// made minus normal DISCONNECTs sent.
 pub fn never_twice(scenario: &Scenario, trace: &Trace) -> Result<(), Violation> {
@@ -22,7 +22,9 @@ pub fn never_twice(scenario: &Scenario, trace: &Trace) -> Result<(), Violation> 
         let mut connections = 0usize;
         let mut normal_disconnects = 0usize;
         let mut received: BTreeMap<String, usize> = BTreeMap::new();
+        let mut subs = Subscriptions::new(false);
         for (i, e) in trace.entries.iter().enumerate() {
+            subs.observe(&client_id(scenario, &e.host), &e.host, &e.event);
             match &e.event {
                 Event::Received(Packet::ConnAck(ack))
                     if e.host == *owner && !ack.reason_code.is_error() =>
@@ -40,7 +42,9 @@ pub fn never_twice(scenario: &Scenario, trace: &Trace) -> Result<(), Violation> 
                     retain: false,
                     ..
                 } if *topic == will.topic && *payload == will.payload => {
-                    let bound = connections - normal_disconnects.min(connections);
+                    // One copy per matching subscription may come ([MQTT-3.3.4-2]).
+                    let copies = subs.matching(&client_id(scenario, &e.host), topic).max(1);
+                    let bound = (connections - normal_disconnects.min(connections)) * copies;
                     let n = received.entry(e.host.clone()).or_default();
                     *n += 1;
                     if *n > bound {
@@ -75,7 +79,7 @@ pub fn on_abnormal_end(scenario: &Scenario, trace: &Trace) -> Result<(), Violati
         let mut connected = false;
         let mut blocked: BTreeSet<Vec<String>> = BTreeSet::new();
         for (i, e) in trace.entries.iter().enumerate() {
-            subs.observe(&client_id(scenario, &e.host), &e.event);
+            subs.observe(&client_id(scenario, &e.host), &e.host, &e.event);
             let ended = match &e.event {
                 Event::Received(Packet::ConnAck(ack))
                     if e.host == *owner && !ack.reason_code.is_error() =>

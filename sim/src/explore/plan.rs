@@ -1,0 +1,203 @@
+//! A generated scenario, in a form the explorer can build and cut down: clients and steps
+//! with no more choice than the generator makes, written out as an ordinary scenario file
+//! (the same language people write by hand, so a found bug becomes a regression scenario
+//! as it is).
+
+use std::fmt::Write as _;
+
+/// A client of a generated scenario.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Client {
+    pub name: String,
+    /// "3.1", "3.1.1" or "5".
+    pub version: &'static str,
+    /// Client id when it is not the name: two clients with one id take over each other.
+    pub id: Option<String>,
+    pub clean: bool,
+    /// MQTT 5 session expiry interval, seconds.
+    pub session_expiry: Option<u32>,
+    pub auto_ack: bool,
+    pub will: Option<Will>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Will {
+    pub topic: String,
+    pub payload: String,
+    pub qos: u8,
+    pub retain: bool,
+}
+
+/// One step. Faults name a client; their other end is always the broker.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    Connect(String),
+    Subscribe {
+        client: String,
+        filter: String,
+        qos: u8,
+    },
+    Unsubscribe {
+        client: String,
+        filter: String,
+    },
+    Publish {
+        client: String,
+        topic: String,
+        payload: String,
+        qos: u8,
+        retain: bool,
+        /// MQTT 5 message expiry interval, seconds.
+        expiry: Option<u32>,
+    },
+    Disconnect(String),
+    Close(String),
+    WaitMs(u64),
+    Partition(String),
+    Repair(String),
+    Hold(String),
+    Release(String),
+    CrashClient(String),
+    CrashBroker,
+    RestartBroker,
+}
+
+impl Step {
+    /// The client the step is about, if any.
+    pub fn client(&self) -> Option<&str> {
+        match self {
+            Step::Connect(c)
+            | Step::Disconnect(c)
+            | Step::Close(c)
+            | Step::Partition(c)
+            | Step::Repair(c)
+            | Step::Hold(c)
+            | Step::Release(c)
+            | Step::CrashClient(c) => Some(c),
+            Step::Subscribe { client, .. }
+            | Step::Unsubscribe { client, .. }
+            | Step::Publish { client, .. } => Some(client),
+            Step::WaitMs(_) | Step::CrashBroker | Step::RestartBroker => None,
+        }
+    }
+}
+
+/// A whole generated scenario.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub seed: u64,
+    pub clients: Vec<Client>,
+    pub steps: Vec<Step>,
+}
+
+/// A YAML double-quoted string.
+fn quoted(text: &str) -> String {
+    let mut out = String::from("\"");
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+impl Plan {
+    /// The plan as a scenario file; `goal` is its one-sentence goal.
+    pub fn to_yaml(&self, name: &str, goal: &str) -> String {
+        let mut y = String::new();
+        let _ = writeln!(y, "name: {name}");
+        let _ = writeln!(y, "goal: {}", quoted(goal));
+        let _ = writeln!(y, "seed: {}", self.seed);
+        let _ = writeln!(y, "clients:");
+        for c in &self.clients {
+            let _ = writeln!(y, "  {}: {}", c.name, client_yaml(c));
+        }
+        let _ = writeln!(y, "steps:");
+        for step in &self.steps {
+            let _ = writeln!(y, "  - {}", step_yaml(step));
+        }
+        y
+    }
+}
+
+fn client_yaml(c: &Client) -> String {
+    let mut fields = vec![format!("version: {}", quoted(c.version))];
+    if let Some(id) = &c.id {
+        fields.push(format!("id: {}", quoted(id)));
+    }
+    if !c.clean {
+        fields.push("clean: false".into());
+    }
+    if let Some(e) = c.session_expiry {
+        fields.push(format!("session_expiry: {e}"));
+    }
+    if !c.auto_ack {
+        fields.push("auto_ack: false".into());
+    }
+    if let Some(w) = &c.will {
+        let mut will = format!(
+            "topic: {}, payload: {}, qos: {}",
+            quoted(&w.topic),
+            quoted(&w.payload),
+            w.qos
+        );
+        if w.retain {
+            will.push_str(", retain: true");
+        }
+        fields.push(format!("will: {{ {will} }}"));
+    }
+    format!("{{ {} }}", fields.join(", "))
+}
+
+fn step_yaml(step: &Step) -> String {
+    match step {
+        Step::Connect(c) => format!("connect: [{c}]"),
+        Step::Subscribe {
+            client,
+            filter,
+            qos,
+        } => {
+            format!(
+                "{client}: {{ subscribe: {{ filter: {}, qos: {qos} }} }}",
+                quoted(filter)
+            )
+        }
+        Step::Unsubscribe { client, filter } => {
+            format!("{client}: {{ unsubscribe: {} }}", quoted(filter))
+        }
+        Step::Publish {
+            client,
+            topic,
+            payload,
+            qos,
+            retain,
+            expiry,
+        } => {
+            let mut fields = vec![
+                format!("topic: {}", quoted(topic)),
+                format!("payload: {}", quoted(payload)),
+                format!("qos: {qos}"),
+            ];
+            if *retain {
+                fields.push("retain: true".into());
+            }
+            if let Some(e) = expiry {
+                fields.push(format!("message_expiry: {e}"));
+            }
+            format!("{client}: {{ publish: {{ {} }} }}", fields.join(", "))
+        }
+        Step::Disconnect(c) => format!("{c}: disconnect"),
+        Step::Close(c) => format!("{c}: close"),
+        Step::WaitMs(ms) => format!("wait: {ms}ms"),
+        Step::Partition(c) => format!("partition: [{c}, broker]"),
+        Step::Repair(c) => format!("repair: [{c}, broker]"),
+        Step::Hold(c) => format!("hold: [{c}, broker]"),
+        Step::Release(c) => format!("release: [{c}, broker]"),
+        Step::CrashClient(c) => format!("crash: {c}"),
+        Step::CrashBroker => "crash: broker".into(),
+        Step::RestartBroker => "restart: broker".into(),
+    }
+}
