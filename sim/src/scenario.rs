@@ -670,10 +670,10 @@ impl Scenario {
             }
         }
         for (name, client) in &self.clients {
-            if name == "broker" {
-                return Err(
-                    "\"broker\" is the broker's host name; give the client another name".into(),
-                );
+            if name == "broker" || name == crate::world::SHARED_HOST {
+                return Err(format!(
+                    "{name:?} is the name of a simulated host; give the client another name"
+                ));
             }
             if let Some(will) = &client.will {
                 if will.qos > 2 {

@@ -236,7 +236,7 @@ pub fn serve_worker() -> std::io::Result<()> {
         let report = run_in_process(&case);
         writeln!(
             out,
-            "{}@@ {} {:.3} {:.3}",
+            "{}@@ {} {:.6} {:.6}",
             report.text,
             if report.failed { "fail" } else { "ok" },
             report.simulated_secs,

@@ -108,31 +108,48 @@ fn run_here(scenario: &Scenario, options: &Options) -> Outcome {
     });
 
     let registry: Registry = Rc::default();
-    for (name, spec) in &scenario.clients {
-        let registry = registry.clone();
+    let own_host = own_hosts(scenario);
+    let actor = {
         let trace = trace.clone();
-        let name = name.clone();
-        let version = protocol(spec.version);
-        let keep_alive = spec.keep_alive.map_or(Duration::ZERO, |d| d.0);
-        let auto_ack = spec.auto_ack;
-        let scram = spec
-            .scram
-            .as_ref()
-            .map(|s| (s.user.clone(), s.password.clone()));
-        let host = name.clone();
+        move |name: &str| -> Actor {
+            let spec = &scenario.clients[name];
+            Actor {
+                name: name.to_string(),
+                version: protocol(spec.version),
+                keep_alive: spec.keep_alive.map_or(Duration::ZERO, |d| d.0),
+                auto_ack: spec.auto_ack,
+                scram: spec
+                    .scram
+                    .as_ref()
+                    .map(|s| (s.user.clone(), s.password.clone())),
+                trace: trace.clone(),
+            }
+        }
+    };
+    for host in &own_host {
+        let (registry, actor, name) = (registry.clone(), actor.clone(), host.clone());
         sim.host(host.as_str(), move || {
             // Runs at every (re)start of the host: a fresh actor and command channel.
             let (sender, receiver) = mpsc::unbounded_channel();
             registry.borrow_mut().insert(name.clone(), sender);
-            let actor = Actor {
-                name: name.clone(),
-                version,
-                keep_alive,
-                auto_ack,
-                scram: scram.clone(),
-                trace: trace.clone(),
-            };
-            actor.run(receiver)
+            actor(&name).run(receiver)
+        });
+    }
+    let shared: Vec<String> = scenario
+        .clients
+        .keys()
+        .filter(|c| !own_host.contains(*c))
+        .cloned()
+        .collect();
+    if !shared.is_empty() {
+        let (registry, actor) = (registry.clone(), actor.clone());
+        sim.host(SHARED_HOST, move || {
+            for name in &shared {
+                let (sender, receiver) = mpsc::unbounded_channel();
+                registry.borrow_mut().insert(name.clone(), sender);
+                tokio::task::spawn_local(actor(name).run(receiver));
+            }
+            std::future::pending()
         });
     }
 
@@ -140,6 +157,7 @@ fn run_here(scenario: &Scenario, options: &Options) -> Outcome {
         sim,
         scenario,
         registry,
+        own_host,
         trace: trace.clone(),
         next_packet_id: BTreeMap::new(),
         consumed: BTreeSet::new(),
@@ -177,6 +195,45 @@ fn run_here(scenario: &Scenario, options: &Options) -> Outcome {
         simulated,
         failure,
     }
+}
+
+/// The host that carries every client no fault names. Turmoil steps every host's runtime and
+/// every link on every tick (links grow with the square of the hosts), so one host for all
+/// the clients that need no network of their own is what keeps large scenarios fast; a client
+/// that a partition, hold, latency, loss or crash step names gets a host of its own, since
+/// those act on hosts. The trace names clients, never hosts.
+pub const SHARED_HOST: &str = "clients";
+
+/// Clients that need a host of their own: those a fault step names.
+fn own_hosts(scenario: &Scenario) -> BTreeSet<String> {
+    let mut named = BTreeSet::new();
+    for step in &scenario.steps {
+        let hosts: Vec<&String> = match step {
+            Step::Partition(Link::Both([a, b])) | Step::Repair(Link::Both([a, b])) => vec![a, b],
+            Step::Partition(Link::OneWay { from, to })
+            | Step::Repair(Link::OneWay { from, to }) => {
+                vec![from, to]
+            }
+            Step::Hold([a, b]) | Step::Release([a, b]) => vec![a, b],
+            Step::Latency {
+                between: [a, b], ..
+            }
+            | Step::Loss {
+                between: [a, b], ..
+            } => {
+                vec![a, b]
+            }
+            Step::Crash(h) | Step::Restart(h) => vec![h],
+            _ => Vec::new(),
+        };
+        named.extend(
+            hosts
+                .into_iter()
+                .filter(|h| scenario.clients.contains_key(*h))
+                .cloned(),
+        );
+    }
+    named
 }
 
 fn protocol(version: Version) -> ProtocolVersion {
@@ -219,6 +276,8 @@ struct Director<'a, 's> {
     sim: turmoil::Sim<'a>,
     scenario: &'s Scenario,
     registry: Registry,
+    /// Clients with a host of their own (the others share `SHARED_HOST`).
+    own_host: BTreeSet<String>,
     trace: Rc<RefCell<Trace>>,
     next_packet_id: BTreeMap<String, u16>,
     /// Trace entries (received PUBLISHes) already matched by an `expect`: each message
@@ -254,6 +313,15 @@ impl Director<'_, '_> {
             self.step(step).map_err(|message| (index + 1, message))?;
         }
         Ok(())
+    }
+
+    /// Every host that carries clients.
+    fn client_hosts(&self) -> Vec<String> {
+        let mut hosts: Vec<String> = self.own_host.iter().cloned().collect();
+        if hosts.len() < self.scenario.clients.len() {
+            hosts.push(SHARED_HOST.to_string());
+        }
+        hosts
     }
 
     fn note(&mut self, index: usize, step: &Step) {
@@ -392,9 +460,9 @@ impl Director<'_, '_> {
                     // ids, which differ between runs in one process. With a fixed latency on
                     // every link the order cannot show in the trace, so the run stays
                     // reproducible (the links keep this latency for the rest of the run).
-                    for client in self.scenario.clients.keys() {
+                    for host in self.client_hosts() {
                         self.sim
-                            .set_link_latency(client.as_str(), "broker", FIXED_LATENCY);
+                            .set_link_latency(host.as_str(), "broker", FIXED_LATENCY);
                     }
                 }
                 self.sim.crash(host.as_str());
@@ -417,7 +485,7 @@ impl Director<'_, '_> {
     fn connect(&mut self, spec: &ConnectSpec) -> Result<(), String> {
         let name = spec.client.as_str();
         let client = &self.scenario.clients[name];
-        if !self.sim.is_host_running(name) {
+        if self.own_host.contains(name) && !self.sim.is_host_running(name) {
             // A crashed client comes back as a new process.
             self.sim.bounce(name);
             self.run_for(Duration::from_millis(1))?;
