@@ -4,6 +4,7 @@
 //! - [`scenario`]: the YAML language (documented in `scenarios/README.md`);
 //! - [`world`]: builds the simulation, runs the steps, calls the checkers;
 //! - [`actor`]: the scripted client on each simulated host;
+//! - [`picture`]: a run as an SVG sequence diagram;
 //! - [`listener`]: the turmoil adapter for the broker's `Listener` trait;
 //! - [`checkers`]: properties every run must have;
 //! - [`explore`]: random scenarios, run until one fails, shrunk to a small YAML file;
@@ -16,6 +17,7 @@ pub mod checkers;
 pub mod contain;
 pub mod explore;
 pub mod listener;
+pub mod picture;
 pub mod scenario;
 pub mod supervisor;
 pub mod trace;

@@ -32,7 +32,8 @@ enum Command {
         /// Run the first seed with random link latency too (to replay an extra-seed run).
         #[arg(long)]
         random_latency: bool,
-        /// Write the trace of the last run to this file.
+        /// Write the trace of the last run to this file: a sequence diagram if it ends in
+        /// `.svg` or `.html`, the text trace otherwise.
         #[arg(long)]
         trace: Option<PathBuf>,
     },

@@ -277,7 +277,14 @@ pub fn run_in_process(case: &Case) -> Report {
     let outcome = world::run(&scenario, &options);
     let wall_secs = wall.elapsed().as_secs_f64();
     if let Some(path) = &case.trace {
-        let _ = std::fs::write(path, outcome.trace.render());
+        let blamed = outcome.failure.as_ref().and_then(|f| f.at_entry);
+        let title = format!("{} seed {}", case.path.display(), case.seed);
+        let text = match path.extension().and_then(|e| e.to_str()) {
+            Some("svg") => crate::picture::svg(&outcome.trace, blamed),
+            Some("html") => crate::picture::html(&outcome.trace, blamed, &title),
+            _ => outcome.trace.render(),
+        };
+        let _ = std::fs::write(path, text);
     }
     let mut text = String::new();
     if let Some(failure) = &outcome.failure {

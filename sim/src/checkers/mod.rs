@@ -26,6 +26,12 @@ mod tests;
 use crate::scenario::Scenario;
 use crate::trace::{Event, Trace};
 
+/// A fault line's kind and the hosts it names (for the trace picture).
+pub fn fault_hosts(text: &str) -> (String, Vec<String>) {
+    let f = model::Fault::parse(text);
+    (f.kind, f.hosts)
+}
+
 /// A run that broke a property: which, why, and the trace entry it is about.
 #[derive(Debug)]
 pub struct Failure {
