@@ -1,7 +1,9 @@
 //! Bugs planted on purpose, for one test: that `tern-sim explore` finds and shrinks bugs of
 //! the kinds that bite real brokers. The bug code exists only with the `planted-bugs` cargo
-//! feature (used by that test alone, never by a release build); without it `active` is a
-//! constant `false` and every planted branch compiles away.
+//! feature (used by that test alone, never by a release build): without it `active` is a
+//! constant `false`, so the one-line planted branches compile away, and the larger ones (a
+//! recursive matcher, a session flag) are not compiled at all. This enum and its names are
+//! always there, so tools can say which bugs exist.
 //!
 //! A bug is switched on per thread (the simulation runs a broker on one thread), so tests on
 //! other threads never see it.
@@ -11,8 +13,8 @@
 pub enum PlantedBug {
     /// A `$` topic is matched by a filter starting with a wildcard (breaks [MQTT-4.7.2-1]).
     DollarWildcard,
-    /// A message's expiry is not counted while it waits in a session queue: it never expires
-    /// there and leaves with its full interval (breaks [MQTT-3.3.2-5]).
+    /// Message expiry is never checked: an expired message still leaves a session queue (and
+    /// the retained store), with an interval of 0 left (breaks [MQTT-3.3.2-5]).
     ExpiryFrozenWhileQueued,
     /// After a session takeover, the messages in flight to the old connection are never
     /// resent to the new one (breaks [MQTT-4.4.0-1]).

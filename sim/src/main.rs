@@ -53,7 +53,8 @@ enum Command {
         out: PathBuf,
         /// Run the broker with a planted bug (builds with `--features planted-bugs` only):
         /// dollar-wildcard, expiry-frozen-while-queued, takeover-drops-inflight,
-        /// retained-first-wins, session-present-lost-v3, unsubscribe-leaves-wildcard.
+        /// retained-first-wins, session-present-lost-v3, unsubscribe-leaves-wildcard,
+        /// recursive-match.
         #[arg(long)]
         planted_bug: Option<String>,
     },

@@ -15,11 +15,21 @@ const LANE: usize = 150;
 const LEFT: usize = 80;
 const TOP: usize = 40;
 
+/// Rows drawn at most: a longer trace is shown around the blamed entry (or its end).
+const ROWS_MAX: usize = 2000;
+
+/// Text made safe for XML: markup escaped, control characters (invalid in XML) shown as `?`.
 fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+    text.chars()
+        .map(|c| match c {
+            '&' => "&amp;".to_string(),
+            '<' => "&lt;".to_string(),
+            '>' => "&gt;".to_string(),
+            '"' => "&quot;".to_string(),
+            c if c.is_control() => "?".to_string(),
+            c => c.to_string(),
+        })
+        .collect()
 }
 
 /// The hosts in lane order: clients in order of first appearance, the broker in the middle.
@@ -37,8 +47,23 @@ fn lanes(trace: &Trace) -> Vec<String> {
     lanes
 }
 
-/// The picture of `trace`, with entry `blamed` highlighted.
+/// The picture of `trace`, with entry `blamed` highlighted; at most `ROWS_MAX` rows, around
+/// the blamed entry (or the end) when the trace is longer.
 pub fn svg(trace: &Trace, blamed: Option<usize>) -> String {
+    if trace.entries.len() <= ROWS_MAX {
+        return draw(trace, blamed);
+    }
+    let centre = blamed.unwrap_or(trace.entries.len() - 1);
+    let start = centre
+        .saturating_sub(ROWS_MAX / 2)
+        .min(trace.entries.len() - ROWS_MAX);
+    let window = Trace {
+        entries: trace.entries[start..start + ROWS_MAX].to_vec(),
+    };
+    draw(&window, blamed.map(|b| b - start))
+}
+
+fn draw(trace: &Trace, blamed: Option<usize>) -> String {
     let lanes = lanes(trace);
     let x: BTreeMap<&str, usize> = lanes
         .iter()

@@ -670,6 +670,11 @@ impl Scenario {
             }
         }
         for (name, client) in &self.clients {
+            if name.is_empty() || name.contains(char::is_whitespace) {
+                return Err(format!(
+                    "client name {name:?} must be a word without spaces"
+                ));
+            }
             if name == "broker" || name == crate::world::SHARED_HOST {
                 return Err(format!(
                     "{name:?} is the name of a simulated host; give the client another name"

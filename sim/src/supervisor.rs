@@ -3,15 +3,20 @@
 //! reported as that case's failure, with the trace so far and the replay command, and the
 //! sweep goes on in a fresh child.
 //!
-//! The protocol is lines: the parent writes `SEED RANDOM_LATENCY(0|1) TRACE_FILE|- PATH`, the
-//! worker prints its report and ends it with `@@ ok|fail SIMULATED_SECS WALL_SECS`. The trace
+//! The protocol is lines: the parent writes `SEED RANDOM_LATENCY(0|1) TRACE_FILE|- PATH`
+//! (tab-separated), the worker prints its report, every line prefixed with `|`, and ends it
+//! with `@@ ok|fail SIMULATED_SECS WALL_SECS`. A case with no result within ten minutes of wall
+//! time is reported as hung and its worker killed. The trace
 //! so far of a case that killed its worker comes from replaying it (runs are deterministic)
 //! in a worker that echoes each trace entry to its stderr as it happens.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
 
 use crate::scenario::Scenario;
 use crate::world::{self, Options, RANDOM_LATENCY_MAX};
@@ -61,11 +66,33 @@ pub struct Report {
     pub text: String,
 }
 
+/// How long one case may take in wall time before its worker is taken for hung and killed.
+const CASE_WALL_MAX: Duration = Duration::from_secs(600);
+
 struct Worker {
     child: Child,
     stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
+    /// The worker's stdout, line by line, from a reader thread (so a hung worker can be
+    /// waited for with a timeout).
+    lines: mpsc::Receiver<String>,
     stderr: PathBuf,
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.stderr);
+    }
+}
+
+/// What became of a case sent to a worker.
+enum Exchange {
+    Report(Report),
+    /// The worker's output ended before the report: it died.
+    Died,
+    /// No report within `CASE_WALL_MAX`.
+    Hung,
 }
 
 /// Owns the worker process and restarts it when a case kills it.
@@ -75,6 +102,9 @@ pub struct Supervisor {
     env: Vec<(String, String)>,
     worker: Option<Worker>,
 }
+
+/// Workers started by this process, for distinct stderr file names.
+static WORKERS: AtomicUsize = AtomicUsize::new(0);
 
 impl Supervisor {
     /// `exe` is the `tern-sim` binary; `scratch` a directory for the workers' stderr files.
@@ -95,9 +125,10 @@ impl Supervisor {
 
     fn spawn(&self, echo_trace: bool) -> std::io::Result<Worker> {
         std::fs::create_dir_all(&self.scratch)?;
+        let n = WORKERS.fetch_add(1, Ordering::Relaxed);
         let stderr = self
             .scratch
-            .join(format!("worker-{}.stderr", std::process::id()));
+            .join(format!("worker-{}-{n}.stderr", std::process::id()));
         let mut command = Command::new(&self.exe);
         command
             .arg("worker")
@@ -111,38 +142,70 @@ impl Supervisor {
         let mut child = command.spawn()?;
         let stdin = child.stdin.take().expect("piped");
         let stdout = BufReader::new(child.stdout.take().expect("piped"));
+        let (sender, lines) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("worker-stdout".into())
+            .spawn(move || {
+                for line in stdout.lines().map_while(Result::ok) {
+                    if sender.send(line).is_err() {
+                        break;
+                    }
+                }
+            })?;
         Ok(Worker {
             child,
             stdin,
-            stdout,
+            lines,
             stderr,
         })
     }
 
-    /// Runs one case in the worker (starting one if needed).
+    /// Runs one case in the worker (starting one if needed). A worker found dead before the
+    /// case began (it died idle) is replaced and the case sent again, so no case is blamed
+    /// for another's death.
     pub fn run(&mut self, case: &Case) -> std::io::Result<Report> {
-        if self.worker.is_none() {
-            self.worker = Some(self.spawn(false)?);
-        }
-        let worker = self.worker.as_mut().expect("started");
-        match exchange(worker, case)? {
-            Some(report) => Ok(report),
-            None => {
-                let dead = self.worker.take().expect("started");
-                self.died(dead, case)
+        check_protocol_safe(case)?;
+        for attempt in 0..2 {
+            if self.worker.is_none() {
+                self.worker = Some(self.spawn(false)?);
             }
+            let worker = self.worker.as_mut().expect("started");
+            if !send(worker, case) && attempt == 0 {
+                self.worker = None;
+                continue;
+            }
+            return match receive(worker) {
+                Exchange::Report(report) => Ok(report),
+                Exchange::Died => {
+                    let dead = self.worker.take().expect("started");
+                    self.died(dead, case)
+                }
+                Exchange::Hung => {
+                    self.worker = None;
+                    Ok(Report {
+                        failed: true,
+                        simulated_secs: 0.0,
+                        wall_secs: CASE_WALL_MAX.as_secs_f64(),
+                        text: format!(
+                            "  checker: hang\n  no result within {CASE_WALL_MAX:?} of wall time; the worker was killed\n  replay: {}\n",
+                            case.replay()
+                        ),
+                    })
+                }
+            };
         }
+        unreachable!("the second attempt always returns")
     }
 
-    /// The worker died during `case`: say how, and replay the case in an echoing worker for
-    /// the trace so far.
+    /// The worker died during `case`: say how, and replay the case in a new worker that
+    /// echoes each trace entry as it happens, for the trace up to the crash.
     fn died(&mut self, mut dead: Worker, case: &Case) -> std::io::Result<Report> {
         let status = dead.child.wait()?;
         let why = tail(&dead.stderr, STDERR_TAIL_LINES);
         let mut echo = self.spawn(true)?;
-        // Skip what an earlier case echoed: only this replay's lines matter.
-        let _ = exchange(&mut echo, case)?;
-        let _ = echo.child.wait();
+        if send(&mut echo, case) {
+            let _ = receive(&mut echo);
+        }
         let trace = tail(&echo.stderr, STDERR_TAIL_LINES);
         Ok(Report {
             failed: true,
@@ -156,44 +219,69 @@ impl Supervisor {
     }
 }
 
-/// Sends `case` to the worker and reads its report; None if the worker died first.
-fn exchange(worker: &mut Worker, case: &Case) -> std::io::Result<Option<Report>> {
+/// Paths travel as tab-separated fields on one line: they may not hold tabs or newlines.
+fn check_protocol_safe(case: &Case) -> std::io::Result<()> {
+    let paths = [Some(&case.path), case.trace.as_ref()];
+    match paths
+        .into_iter()
+        .flatten()
+        .find(|p| p.display().to_string().contains(['\t', '\n', '\r']))
+    {
+        Some(p) => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{p:?}: a path with a tab or newline cannot be run"),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Sends `case` to the worker; false if it is gone.
+fn send(worker: &mut Worker, case: &Case) -> bool {
     let trace = case
         .trace
         .as_ref()
         .map_or("-".to_string(), |p| p.display().to_string());
     let line = format!(
-        "{} {} {} {}\n",
+        "{}\t{}\t{}\t{}\n",
         case.seed,
         u8::from(case.random_latency),
         trace,
         case.path.display()
     );
-    if worker
+    worker
         .stdin
         .write_all(line.as_bytes())
         .and_then(|_| worker.stdin.flush())
-        .is_err()
-    {
-        return Ok(None);
-    }
+        .is_ok()
+}
+
+/// Reads the worker's report: its lines start with `|` (so no text in a report, a topic say,
+/// can pass for the end marker), and `@@` ends it.
+// Wall time bounds how long a case may hang; it never enters a simulation.
+#[allow(clippy::disallowed_methods)]
+fn receive(worker: &mut Worker) -> Exchange {
+    let deadline = std::time::Instant::now() + CASE_WALL_MAX;
     let mut text = String::new();
     loop {
-        let mut line = String::new();
-        if worker.stdout.read_line(&mut line)? == 0 {
-            return Ok(None);
-        }
-        if let Some(end) = line.strip_prefix("@@ ") {
+        let wait = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = match worker.lines.recv_timeout(wait) {
+            Ok(line) => line,
+            Err(mpsc::RecvTimeoutError::Timeout) => return Exchange::Hung,
+            Err(mpsc::RecvTimeoutError::Disconnected) => return Exchange::Died,
+        };
+        if let Some(report_line) = line.strip_prefix('|') {
+            text.push_str(report_line);
+            text.push('\n');
+        } else if let Some(end) = line.strip_prefix("@@ ") {
             let words: Vec<&str> = end.split_whitespace().collect();
             let number = |i: usize| words.get(i).and_then(|w| w.parse().ok()).unwrap_or(0.0);
-            return Ok(Some(Report {
+            return Exchange::Report(Report {
                 failed: words.first() != Some(&"ok"),
                 simulated_secs: number(1),
                 wall_secs: number(2),
                 text,
-            }));
+            });
         }
-        text.push_str(&line);
     }
 }
 
@@ -222,7 +310,7 @@ pub fn serve_worker() -> std::io::Result<()> {
     let mut out = std::io::stdout();
     for line in stdin.lock().lines() {
         let line = line?;
-        let mut words = line.splitn(4, ' ');
+        let mut words = line.splitn(4, '\t');
         let seed = words.next().and_then(|w| w.parse().ok()).unwrap_or(1);
         let random_latency = words.next() == Some("1");
         let trace = words.next().filter(|w| *w != "-").map(PathBuf::from);
@@ -234,10 +322,10 @@ pub fn serve_worker() -> std::io::Result<()> {
             trace,
         };
         let report = run_in_process(&case);
+        let framed: String = report.text.lines().map(|l| format!("|{l}\n")).collect();
         writeln!(
             out,
-            "{}@@ {} {:.6} {:.6}",
-            report.text,
+            "{framed}@@ {} {:.6} {:.6}",
             if report.failed { "fail" } else { "ok" },
             report.simulated_secs,
             report.wall_secs
@@ -247,10 +335,20 @@ pub fn serve_worker() -> std::io::Result<()> {
     Ok(())
 }
 
-/// The planted bug named by `TERN_PLANTED_BUG`, if any.
-pub fn planted_bug_from_env() -> Option<tern::planted::PlantedBug> {
-    let name = std::env::var(PLANTED_BUG_ENV).ok()?;
+/// The planted bug named by `TERN_PLANTED_BUG`, if any. A name that is no planted bug, or a
+/// build without them, is an error: a run must not silently test something else.
+pub fn planted_bug_from_env() -> Result<Option<tern::planted::PlantedBug>, String> {
+    let Ok(name) = std::env::var(PLANTED_BUG_ENV) else {
+        return Ok(None);
+    };
+    if !tern::planted::AVAILABLE {
+        return Err(format!(
+            "{PLANTED_BUG_ENV}={name} needs a tern-sim built with --features planted-bugs"
+        ));
+    }
     tern::planted::PlantedBug::from_name(&name)
+        .map(Some)
+        .ok_or_else(|| format!("{PLANTED_BUG_ENV}={name}: no planted bug has that name"))
 }
 
 /// Runs a case in this process and writes its report (failure details and replay command).
@@ -268,10 +366,21 @@ pub fn run_in_process(case: &Case) -> Report {
             }
         }
     };
+    let planted_bug = match planted_bug_from_env() {
+        Ok(bug) => bug,
+        Err(error) => {
+            return Report {
+                failed: true,
+                simulated_secs: 0.0,
+                wall_secs: 0.0,
+                text: format!("  {error}\n"),
+            }
+        }
+    };
     let options = Options {
         seed: case.seed,
         max_latency: case.random_latency.then_some(RANDOM_LATENCY_MAX),
-        planted_bug: planted_bug_from_env(),
+        planted_bug,
     };
     let wall = std::time::Instant::now();
     let outcome = world::run(&scenario, &options);

@@ -1,5 +1,7 @@
 //! The explorer finds and shrinks bugs planted in the broker (`tern::planted`, built only
-//! with `--features planted-bugs`). CI runs the two fastest to find; all six:
+//! with `--features planted-bugs`). CI runs the two fastest to find; the six the generator
+//! reaches (the seventh, `recursive-match`, needs topics deeper than it writes: the
+//! containment test below plants it):
 //!
 //! ```sh
 //! cargo build --release -p tern-sim --features planted-bugs

@@ -256,9 +256,12 @@ impl Broker {
                 properties: connack_properties,
             }),
         );
+        #[cfg(feature = "planted-bugs")]
         if taken_over && planted::active(PlantedBug::TakeoverDropsInflight) {
             session.forget_resends();
         }
+        #[cfg(not(feature = "planted-bugs"))]
+        let _ = taken_over;
         session.resume(now, &self.config.limits, &mut self.out, &mut self.stats);
         self.feed_retained(session_id, now);
     }

@@ -104,7 +104,8 @@ pub struct Session {
     /// Some in-flight entry may still be unsent on this connection (set on resume): spares
     /// every acknowledgement a scan of the window once the resends are out.
     resend_pending: bool,
-    /// Only with the planted bug `TakeoverDropsInflight` (planted.rs): skip the next resend.
+    /// Planted bug `TakeoverDropsInflight` (planted.rs): skip the next resend.
+    #[cfg(feature = "planted-bugs")]
     skip_resends: bool,
     last_packet_id: u16,
     /// Inbound QoS 2 packet ids received but not yet released by PUBREL.
@@ -142,6 +143,7 @@ impl Session {
             queued_bytes: 0,
             inflight_bytes: 0,
             resend_pending: false,
+            #[cfg(feature = "planted-bugs")]
             skip_resends: false,
             last_packet_id: 0,
             awaiting_pubrel: BTreeSet::new(),
@@ -419,13 +421,16 @@ impl Session {
     /// more than the new connection's window (its Receive Maximum) allows, then fills the
     /// window (spec: [MQTT-4.4.0-1] 3.1.1, [MQTT-4.4.0-1] 5.0).
     pub fn resume(&mut self, now: Instant, limits: &Limits, out: &mut Outbox, stats: &mut Stats) {
-        if !self.skip_resends {
+        #[cfg(feature = "planted-bugs")]
+        let skip = std::mem::take(&mut self.skip_resends);
+        #[cfg(not(feature = "planted-bugs"))]
+        let skip = false;
+        if !skip {
             for entry in &mut self.inflight {
                 entry.unsent = true;
             }
             self.resend_pending = !self.inflight.is_empty();
         }
-        self.skip_resends = false;
         self.pump(now, limits, out, stats);
     }
 
@@ -462,6 +467,7 @@ impl Session {
 
     /// Planted bug `TakeoverDropsInflight`: the next `resume` leaves the in-flight messages
     /// marked as sent (to a connection that is gone), so they are never resent.
+    #[cfg(feature = "planted-bugs")]
     pub fn forget_resends(&mut self) {
         self.skip_resends = true;
     }

@@ -250,6 +250,7 @@ impl<K: Ord + Copy, V> SubscriptionTree<K, V> {
         let levels: SmallVec<[&str; INLINE_LEVELS]> = topic.split('/').collect();
         // spec: [MQTT-4.7.2-1]: wildcards at the first level do not match a '$' topic.
         let dollar = topic.starts_with('$') && !planted::active(PlantedBug::DollarWildcard);
+        #[cfg(feature = "planted-bugs")]
         if planted::active(PlantedBug::RecursiveMatch) {
             return planted_recursive_match(&self.root, &levels, 0, dollar, &mut visit);
         }
@@ -284,7 +285,8 @@ impl<K: Ord + Copy, V> SubscriptionTree<K, V> {
     }
 }
 /// Planted bug `RecursiveMatch` (planted.rs): the walk of `for_each_match` as a recursion, one
-/// frame per topic level. Never reached unless the bug is planted.
+/// frame per topic level. Only in builds with the `planted-bugs` feature.
+#[cfg(feature = "planted-bugs")]
 fn planted_recursive_match<K: Copy + Ord, V>(
     node: &Node<K, V>,
     levels: &[&str],

@@ -155,20 +155,27 @@ impl Subscriptions {
             .collect()
     }
 
-    /// For each shared subscription (`$share/{group}/{filter}`) of QoS 1 or more matching
-    /// `topic`, the client ids in it: the message is owed to one of them.
+    /// For each shared subscription (`$share/{group}/{filter}`) matching `topic` that some
+    /// member holds at QoS 1 or more, all the client ids in it: the message is owed to one of
+    /// them (the broker may pick a QoS 0 member; a copy to any member settles it).
     pub fn shared_at_least_once(&self, topic: &str) -> Vec<Vec<String>> {
-        let mut groups: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        let mut groups: BTreeMap<&str, (bool, Vec<String>)> = BTreeMap::new();
         for (id, filters) in &self.granted {
             for (f, qos) in filters {
                 if let (Some(_), inner) = shared_or_plain(f) {
-                    if *qos >= 1 && filter_matches(inner, topic) {
-                        groups.entry(f).or_default().push(id.clone());
+                    if filter_matches(inner, topic) {
+                        let group = groups.entry(f).or_default();
+                        group.0 |= *qos >= 1;
+                        group.1.push(id.clone());
                     }
                 }
             }
         }
-        groups.into_values().collect()
+        groups
+            .into_values()
+            .filter(|(owed, _)| *owed)
+            .map(|(_, members)| members)
+            .collect()
     }
 }
 
@@ -245,6 +252,11 @@ impl Fault {
 
     pub fn is_broker_crash(&self) -> bool {
         self.kind == "crash" && self.touches("broker")
+    }
+
+    /// Whether `event` is a fault that crashes the broker.
+    pub fn crashes_broker(event: &Event) -> bool {
+        matches!(event, Event::Fault(f) if Fault::parse(f).is_broker_crash())
     }
 
     /// Whether this fault names `host`.
@@ -331,7 +343,7 @@ impl Faults {
     pub fn broker_crashed_between(&self, from: usize, to: usize) -> bool {
         self.faults
             .iter()
-            .any(|(i, _, f)| *i > from && *i < to && f.kind == "crash" && f.touches("broker"))
+            .any(|(i, _, f)| *i > from && *i < to && f.is_broker_crash())
     }
 
     /// Whether any partition or hold is still in force at the end of the run.
@@ -409,7 +421,7 @@ fn drops_data_of(e: &Entry, host: &str) -> bool {
         && (f.kind == "partition" || (f.kind == "loss" && f.value.as_deref() != Some("0")))
 }
 
-fn is_crash_of(e: &Entry, host: &str) -> bool {
+pub fn is_crash_of(e: &Entry, host: &str) -> bool {
     matches!(&e.event, Event::Fault(f) if { let f = Fault::parse(f); f.kind == "crash" && f.touches(host) })
 }
 

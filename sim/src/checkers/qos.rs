@@ -8,7 +8,8 @@ use std::time::Duration;
 use tern::codec::Packet;
 
 use super::model::{
-    client_id, connected_at, message_key, session_starts, stays_connected, Faults, Subscriptions,
+    client_id, connected_at, message_key, session_starts, stays_connected, Fault, Faults,
+    Subscriptions,
 };
 use super::Violation;
 use crate::scenario::Scenario;
@@ -28,8 +29,14 @@ pub fn qos2_exactly_once(scenario: &Scenario, trace: &Trace) -> Result<(), Viola
         let id = client_id(scenario, &e.host);
         subs.observe(&id, &e.host, &e.event);
         match &e.event {
+            // A new session, or a client process that lost its state in a crash, takes a
+            // resent QoS 2 message as new: the broker is not at fault.
             Event::Received(Packet::ConnAck(_)) if starts.contains(&i) => {
                 seen.retain(|(host, _, _), _| host != &e.host);
+            }
+            Event::Fault(f) if Fault::parse(f).kind == "crash" => {
+                let crashed = Fault::parse(f).hosts;
+                seen.retain(|(host, _, _), _| !crashed.contains(host));
             }
             Event::Delivered {
                 topic,
@@ -131,11 +138,16 @@ struct Accepted {
     groups: Vec<Vec<String>>,
 }
 
+/// A QoS 1/2 PUBLISH awaiting its acknowledgement: topic, payload, whether it expires, its
+/// entry, and the client ids owed it when it was sent.
+type InFlight = (String, String, bool, usize, Vec<String>);
+
 /// Every QoS 1/2 message the broker acknowledged (PUBACK, PUBREC without error) and carrying
 /// no expiry interval, in order.
 fn accepted(scenario: &Scenario, trace: &Trace) -> Vec<Accepted> {
     let mut subs = Subscriptions::new(true);
-    let mut in_flight: BTreeMap<(String, u16), (String, String, bool, usize)> = BTreeMap::new();
+    // (publisher, packet id) -> (topic, payload, expires, entry, ids owed it when sent)
+    let mut in_flight: BTreeMap<(String, u16), InFlight> = BTreeMap::new();
     let mut accepted = Vec::new();
     for (i, e) in trace.entries.iter().enumerate() {
         subs.observe(&client_id(scenario, &e.host), &e.host, &e.event);
@@ -143,21 +155,29 @@ fn accepted(scenario: &Scenario, trace: &Trace) -> Vec<Accepted> {
             Event::Sent(Packet::Publish(p)) if p.qos.bits() > 0 && !p.dup => {
                 let (topic, payload) = message_key(&p.topic, &p.payload);
                 let expires = p.properties.message_expiry_interval().is_some();
+                let owed_then = subs.at_least_once(&topic);
                 if let Some(id) = p.packet_id {
-                    in_flight.insert((e.host.clone(), id.get()), (topic, payload, expires, i));
+                    let sent = (topic, payload, expires, i, owed_then);
+                    in_flight.insert((e.host.clone(), id.get()), sent);
                 }
             }
             Event::Received(Packet::PubAck(a) | Packet::PubRec(a)) if !a.reason_code.is_error() => {
-                let Some((topic, payload, expires, sent)) =
+                let Some((topic, payload, expires, sent, owed_then)) =
                     in_flight.remove(&(e.host.clone(), a.packet_id.get()))
                 else {
                     continue;
                 };
                 if !expires {
+                    // Owed: subscribed when it was sent and still when it was acknowledged
+                    // (the broker routes it somewhere in between).
+                    let owed_now = subs.at_least_once(&topic);
                     accepted.push(Accepted {
                         sent,
                         at: i,
-                        owed: subs.at_least_once(&topic),
+                        owed: owed_then
+                            .into_iter()
+                            .filter(|id| owed_now.contains(id))
+                            .collect(),
                         groups: subs.shared_at_least_once(&topic),
                         topic,
                         payload,

@@ -61,10 +61,6 @@ fn certainly_before(a: &RetainedSend, b: &RetainedSend) -> bool {
     a.acked.is_some_and(|ack| ack < b.at) || (a.host == b.host && a.at < b.at)
 }
 
-fn is_broker_crash(event: &Event) -> bool {
-    matches!(event, Event::Fault(f) if { let f = Fault::parse(f); f.kind == "crash" && f.touches("broker") })
-}
-
 /// Retained wills: (topic, payload) the broker may store for a client at any time.
 fn retained_wills(trace: &Trace) -> Vec<(String, String)> {
     trace
@@ -109,7 +105,7 @@ pub fn never_stale(_: &Scenario, trace: &Trace) -> Result<(), Violation> {
         }
         match &e.event {
             // No persistence yet: a crashed broker restarts with no retained messages.
-            event if is_broker_crash(event) => acknowledged.clear(),
+            event if Fault::crashes_broker(event) => acknowledged.clear(),
             Event::Sent(Packet::Subscribe(s)) => {
                 let filters = s.filters.iter().map(|(f, _)| f.to_string()).collect();
                 subscribed
@@ -196,7 +192,7 @@ pub fn converges(scenario: &Scenario, trace: &Trace) -> Result<(), Violation> {
     let mut since_crash = 0;
     for (i, e) in trace.entries.iter().enumerate() {
         match &e.event {
-            event if is_broker_crash(event) => {
+            event if Fault::crashes_broker(event) => {
                 model.clear();
                 since_crash = i;
             }
@@ -233,7 +229,7 @@ pub fn converges(scenario: &Scenario, trace: &Trace) -> Result<(), Violation> {
                     if code.is_error() || shared_or_plain(filter).0.is_some() {
                         continue;
                     }
-                    check_retained_arrives(trace, &faults, &model, &e.host, filter, i)?;
+                    check_retained_arrives(scenario, trace, &faults, &model, &e.host, filter, i)?;
                 }
             }
             _ => {}
@@ -245,6 +241,7 @@ pub fn converges(scenario: &Scenario, trace: &Trace) -> Result<(), Violation> {
 /// The retained messages the model knows for topics matching `filter` reach `host` (which got
 /// its SUBACK at entry `at`) within the bound, when it stays connected and its path is calm.
 fn check_retained_arrives(
+    scenario: &Scenario,
     trace: &Trace,
     faults: &Faults,
     model: &BTreeMap<String, String>,
@@ -254,7 +251,12 @@ fn check_retained_arrives(
 ) -> Result<(), Violation> {
     let start = trace.entries[at].at;
     let until = start + LIVENESS_BOUND;
-    if !stays_connected(trace, host, at, until) || !faults.stable(host, at, start, until) {
+    // A client that does not acknowledge may have its window full: retained copies wait.
+    let acknowledges = scenario.clients.get(host).is_some_and(|c| c.auto_ack);
+    if !acknowledges
+        || !stays_connected(trace, host, at, until)
+        || !faults.stable(host, at, start, until)
+    {
         return Ok(());
     }
     let window_end = trace.entries.partition_point(|e| e.at <= until);

@@ -21,6 +21,8 @@ struct Session {
     holder: Option<String>,
     /// When that connection ended as its client saw it, and the trace entry.
     ended: Option<(Duration, usize)>,
+    /// The holder's connection lost data to a fault (see `present_flag`).
+    stalled: bool,
 }
 
 /// What the checker can say about a client id's session when a CONNECT is sent.
@@ -53,11 +55,21 @@ pub fn present_flag(scenario: &Scenario, trace: &Trace) -> Result<(), Violation>
         match &e.event {
             Event::Fault(f) => {
                 let f = Fault::parse(f);
-                if f.kind == "crash" && f.touches("broker") {
+                if f.is_broker_crash() {
                     sessions.clear();
                 }
-                if f.kind == "crash" {
-                    end_connection(&mut sessions, scenario, &f.hosts[0], e.at, i);
+                match (f.kind.as_str(), f.hosts.first()) {
+                    ("crash", Some(host)) => end_connection(&mut sessions, scenario, host, e.at, i),
+                    // A connection that lost data is stalled: when the broker ends it (keep
+                    // alive) and so when its session's expiry starts, the trace cannot tell.
+                    ("partition" | "loss", _) => {
+                        for s in sessions.values_mut() {
+                            if s.holder.as_ref().is_some_and(|h| f.touches(h)) {
+                                s.stalled = true;
+                            }
+                        }
+                    }
+                    _ => {}
                 }
             }
             Event::Sent(Packet::Connect(c)) => {
@@ -113,6 +125,7 @@ pub fn present_flag(scenario: &Scenario, trace: &Trace) -> Result<(), Violation>
                         expiry_secs,
                         holder: Some(e.host.clone()),
                         ended: None,
+                        stalled: false,
                     },
                 );
             }
@@ -152,6 +165,9 @@ fn held(
     let Some(s) = session else {
         return Held::No;
     };
+    if s.stalled {
+        return Held::Unsure;
+    }
     let Some((ended_at, ended_entry)) = s.ended else {
         // Still connected (a takeover): a session that outlives its connection is there to
         // take over; one that ends with it may or may not have ended first.

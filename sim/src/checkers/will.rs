@@ -7,7 +7,7 @@ use std::time::Duration;
 use tern::codec::{Packet, ReasonCode};
 use tern::topic::filter_matches;
 
-use super::model::{client_id, stays_connected, Fault, Subscriptions};
+use super::model::{client_id, stays_connected, Fault, Faults, Subscriptions};
 use super::Violation;
 use crate::scenario::Scenario;
 use crate::trace::{Event, Trace};
@@ -36,14 +36,18 @@ pub fn never_twice(scenario: &Scenario, trace: &Trace) -> Result<(), Violation> 
                 {
                     normal_disconnects += 1;
                 }
-                Event::Delivered {
-                    topic,
-                    payload,
-                    retain: false,
-                    ..
-                } if *topic == will.topic && *payload == will.payload => {
+                // First sends only: a QoS 1 will resent (DUP) to a client that had not
+                // acknowledged it is the same copy.
+                Event::Received(Packet::Publish(p))
+                    if !p.dup
+                        && !p.retain
+                        && p.topic == will.topic.as_str()
+                        && p.payload == will.payload.as_bytes() =>
+                {
                     // One copy per matching subscription may come ([MQTT-3.3.4-2]).
-                    let copies = subs.matching(&client_id(scenario, &e.host), topic).max(1);
+                    let copies = subs
+                        .matching(&client_id(scenario, &e.host), &p.topic)
+                        .max(1);
                     let bound = (connections - normal_disconnects.min(connections)) * copies;
                     let n = received.entry(e.host.clone()).or_default();
                     *n += 1;
@@ -71,6 +75,7 @@ pub fn never_twice(scenario: &Scenario, trace: &Trace) -> Result<(), Violation> 
 /// hold was in force on the owner's link (the broker could not have seen the end).
 pub fn on_abnormal_end(scenario: &Scenario, trace: &Trace) -> Result<(), Violation> {
     let end = trace.entries.last().map(|e| e.at).unwrap_or_default();
+    let faults = Faults::of(trace);
     for (owner, spec) in &scenario.clients {
         let Some(will) = spec.will.as_ref().filter(|w| w.delay.is_none()) else {
             continue;
@@ -136,7 +141,13 @@ pub fn on_abnormal_end(scenario: &Scenario, trace: &Trace) -> Result<(), Violati
                     .filter(|h| client_id(scenario, h) == *watcher)
                     .collect();
                 // Only a watcher that stays connected from here to the end can be expected to see it.
-                if !hosts.iter().any(|h| stays_connected(trace, h, i, end)) {
+                // ... acknowledging what it gets, over a calm path.
+                let calm = |h: &&String| {
+                    scenario.clients[*h].auto_ack
+                        && stays_connected(trace, h, i, end)
+                        && faults.stable(h, i, e.at, end)
+                };
+                if !hosts.iter().any(calm) {
                     continue;
                 }
                 let got = trace.entries[i..].iter().any(|x| {

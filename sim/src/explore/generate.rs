@@ -4,8 +4,7 @@
 //! holds, client crashes, broker crash and restart). Every step is one the director can
 //! carry out against a correct broker: the generator tracks which clients are connected and
 //! which links are cut, so a failure is the broker's, not the script's. Every run ends calm
-//! (faults undone, the broker up, then a wait longer than the checkers' bounds) so the
-//! convergence checkers have something to judge.
+//! (`Plan::calm_tail`) so the convergence checkers have something to judge.
 
 use super::plan::{Client, Plan, Step, Will};
 
@@ -43,9 +42,6 @@ const TOPICS: &[&str] = &["a", "a/b", "a/c", "b/x", "$sys/x"];
 const FILTERS: &[&str] = &["a/#", "a/+", "#", "+/x", "a/b", "$sys/#", "+", "b/x"];
 const SHARED_FILTERS: &[&str] = &["$share/g/a/#", "$share/g/#"];
 const WAITS_MS: &[u64] = &[50, 200, 500, 1500, 3000];
-
-/// Simulated time the run ends calm for: longer than the checkers' bounds (5 s).
-const CALM_END_MS: u64 = 6000;
 
 #[derive(Clone, Copy, PartialEq)]
 enum Link {
@@ -88,7 +84,6 @@ pub fn generate(seed: u64) -> Plan {
         let step = random_step(&mut rng, &clients, &mut model, &mut payloads);
         steps.push(step);
     }
-    steps.extend(calm_end(&clients, &model));
     Plan {
         seed,
         clients,
@@ -249,21 +244,4 @@ fn link_fault(rng: &mut Rng, model: &mut Model, i: usize, name: String) -> Step 
             Step::Release(name)
         }
     }
-}
-
-/// Undo every fault, bring the broker back, and let the run settle.
-fn calm_end(clients: &[Client], model: &Model) -> Vec<Step> {
-    let mut steps = Vec::new();
-    for (i, c) in clients.iter().enumerate() {
-        match model.links[i] {
-            Link::Partitioned => steps.push(Step::Repair(c.name.clone())),
-            Link::Held => steps.push(Step::Release(c.name.clone())),
-            Link::Normal => {}
-        }
-    }
-    if !model.broker_up {
-        steps.push(Step::RestartBroker);
-    }
-    steps.push(Step::WaitMs(CALM_END_MS));
-    steps
 }

@@ -39,13 +39,16 @@ pub trait Runner {
     fn run(&mut self, plan: &Plan) -> Verdict;
 }
 
-/// The failure kind of a checker name: step failures are alike whatever their step.
-fn kind_of(checker: &str) -> String {
-    if checker.starts_with("step") {
-        "step".into()
-    } else {
-        checker.to_string()
+/// The failure kind: the checker's name, or for a failed step what went wrong without the
+/// step number and client name ("step: no SUBACK within 5s"), so shrinking cannot trade a
+/// broker that did not answer for a script cut so that a step has nothing to answer.
+fn kind_of(checker: &str, message: &str) -> String {
+    if !checker.starts_with("step") {
+        return checker.to_string();
     }
+    let what = message.split_once(": ").map_or(message, |(_, what)| what);
+    let what: String = what.chars().filter(|c| !c.is_ascii_digit()).collect();
+    format!("step: {what}")
 }
 
 /// Runs plans in this process (a stack overflow would end the process: tests only).
@@ -75,7 +78,7 @@ impl Runner for InProcess {
             },
             Some(f) => Verdict {
                 failed: true,
-                kind: kind_of(&f.checker),
+                kind: kind_of(&f.checker, &f.message),
                 report: format!(
                     "  checker: {}\n  {}\n  trace around the failure:\n{}",
                     f.checker,
@@ -109,16 +112,16 @@ impl Runner for Supervised {
         };
         match written.and_then(|_| self.supervisor.run(&case)) {
             Ok(report) => {
-                let checker = report
-                    .text
-                    .lines()
-                    .find_map(|l| l.trim().strip_prefix("checker: "))
+                let mut lines = report.text.lines().map(str::trim);
+                let checker = lines
+                    .find_map(|l| l.strip_prefix("checker: "))
                     .unwrap_or("unknown")
                     .to_string();
+                let message = lines.next().unwrap_or_default().to_string();
                 Verdict {
                     failed: report.failed,
                     kind: if report.failed {
-                        kind_of(&checker)
+                        kind_of(&checker, &message)
                     } else {
                         String::new()
                     },

@@ -82,7 +82,8 @@ impl Step {
     }
 }
 
-/// A whole generated scenario.
+/// A whole generated scenario. Its file also ends with the calm tail (`calm_tail`), which is
+/// not among `steps`, so shrinking can never cut it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
     pub seed: u64,
@@ -90,13 +91,17 @@ pub struct Plan {
     pub steps: Vec<Step>,
 }
 
-/// A YAML double-quoted string.
+/// Simulated time a run ends calm for: longer than the checkers' bounds (5 s).
+const CALM_END_MS: u64 = 6000;
+
+/// A YAML double-quoted string (control characters escaped, so any text survives).
 fn quoted(text: &str) -> String {
     let mut out = String::from("\"");
     for c in text.chars() {
         match c {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
             c => out.push(c),
         }
     }
@@ -116,10 +121,38 @@ impl Plan {
             let _ = writeln!(y, "  {}: {}", c.name, client_yaml(c));
         }
         let _ = writeln!(y, "steps:");
-        for step in &self.steps {
+        for step in self.steps.iter().chain(&self.calm_tail()) {
             let _ = writeln!(y, "  - {}", step_yaml(step));
         }
         y
+    }
+
+    /// What ends every run: the partitions and holds still in force undone, the broker
+    /// restarted if it is down, then a wait longer than the checkers' bounds.
+    pub fn calm_tail(&self) -> Vec<Step> {
+        let mut cut: Vec<Step> = Vec::new();
+        let mut broker_up = true;
+        for step in &self.steps {
+            let undo = match step {
+                Step::Partition(c) => Some(Step::Repair(c.clone())),
+                Step::Hold(c) => Some(Step::Release(c.clone())),
+                _ => None,
+            };
+            if let Some(undo) = undo.filter(|u| !cut.contains(u)) {
+                cut.push(undo);
+            }
+            match step {
+                Step::Repair(_) | Step::Release(_) => cut.retain(|undo| undo != step),
+                Step::CrashBroker => broker_up = false,
+                Step::RestartBroker => broker_up = true,
+                _ => {}
+            }
+        }
+        if !broker_up {
+            cut.push(Step::RestartBroker);
+        }
+        cut.push(Step::WaitMs(CALM_END_MS));
+        cut
     }
 }
 
@@ -199,5 +232,62 @@ fn step_yaml(step: &Step) -> String {
         Step::CrashClient(c) => format!("crash: {c}"),
         Step::CrashBroker => "crash: broker".into(),
         Step::RestartBroker => "restart: broker".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::{self, Scenario};
+
+    #[test]
+    fn any_text_survives_the_round_trip_through_yaml() {
+        let awkward = "a \"quoted\" \\ line\nwith\ttabs # and $ and +/#: {x}";
+        let plan = Plan {
+            seed: 3,
+            clients: vec![Client {
+                name: "c1".into(),
+                version: "5",
+                id: Some(awkward.into()),
+                clean: false,
+                session_expiry: Some(30),
+                auto_ack: false,
+                will: None,
+            }],
+            steps: vec![
+                Step::Connect("c1".into()),
+                Step::Partition("c1".into()),
+                Step::Publish {
+                    client: "c1".into(),
+                    topic: "$sys/x".into(),
+                    payload: awkward.into(),
+                    qos: 1,
+                    retain: true,
+                    expiry: Some(2),
+                },
+                Step::CrashBroker,
+            ],
+        };
+        let yaml = plan.to_yaml("x", awkward);
+        let parsed = Scenario::parse(&yaml, std::path::Path::new("x.yaml")).unwrap();
+        assert_eq!(parsed.goal, awkward);
+        assert_eq!(parsed.clients["c1"].id.as_deref(), Some(awkward));
+        let scenario::Step::Client {
+            action: scenario::ClientAction::Publish(p),
+            ..
+        } = &parsed.steps[2]
+        else {
+            panic!("{yaml}");
+        };
+        assert_eq!((p.topic.as_str(), p.payload.as_str()), ("$sys/x", awkward));
+        // The calm tail undoes the partition, restarts the broker, then waits.
+        assert_eq!(
+            plan.calm_tail(),
+            [
+                Step::Repair("c1".into()),
+                Step::RestartBroker,
+                Step::WaitMs(CALM_END_MS)
+            ]
+        );
     }
 }
