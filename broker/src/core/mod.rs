@@ -224,13 +224,6 @@ impl Broker {
         }
     }
 
-    /// Adds an enhanced authentication method; one with the same name is replaced.
-    pub fn add_authenticator(&mut self, authenticator: Box<dyn Authenticator>) {
-        self.authenticators
-            .retain(|a| a.method() != authenticator.method());
-        self.authenticators.push(authenticator);
-    }
-
     pub fn limits(&self) -> &Limits {
         &self.config.limits
     }

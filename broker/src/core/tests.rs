@@ -255,10 +255,25 @@ impl Harness {
         self.pump();
     }
 
+    /// Lets `duration` pass as the driver does: waking the core at each deadline it asks
+    /// for (`poll_timeout`), in order, never between.
     fn advance(&mut self, duration: Duration) {
-        self.now = self.now + duration;
-        self.broker.timeout(self.now);
-        self.pump();
+        let until = self.now + duration;
+        for _ in 0..1_000_000 {
+            match self.broker.poll_timeout() {
+                Some(deadline) if deadline <= until => {
+                    assert!(deadline >= self.now, "a deadline in the past: {deadline:?}");
+                    self.now = deadline;
+                    self.broker.timeout(self.now);
+                    self.pump();
+                }
+                _ => {
+                    self.now = until;
+                    return;
+                }
+            }
+        }
+        panic!("the core keeps asking to be woken before {until:?}");
     }
 
     /// Subscribes and checks the SUBACK.
@@ -3206,4 +3221,196 @@ fn a_client_that_reads_is_never_closed_for_its_replies() {
     assert!(!h.is_closed(p));
     assert_eq!(h.take(p).len(), 20 * capacity);
     assert_eq!(h.broker.stats().slow_consumers_disconnected, 0);
+}
+
+// ---- Found by mutation testing: behaviour no test pinned down (docs/mutation-testing.md) ----
+
+/// The CONNACK a v5 client gets from a broker with `config`.
+fn v5_connack(config: Config, connect: Connect) -> ConnAck {
+    Harness::with(config).connect(connect).1
+}
+
+// spec: [MQTT-3.2.2-16] (v5): only an id the broker chose is announced.
+#[test]
+fn v5_connack_properties_appear_only_when_they_say_something() {
+    let ack = v5_connack(Config::default(), connect(V5, "mine", true));
+    assert!(ack.properties.assigned_client_identifier().is_none());
+    // Maximum QoS may only be 0 or 1: at the default of 2 it is left out (spec: [MQTT-3.2.2-9]).
+    assert!(!ack
+        .properties
+        .iter()
+        .any(|p| matches!(p, Property::MaximumQoS(_))));
+    let mut config = Config::default();
+    config.limits.topic_alias_max = 0;
+    let ack = v5_connack(config, connect(V5, "mine", true));
+    assert!(!ack
+        .properties
+        .iter()
+        .any(|p| matches!(p, Property::TopicAliasMaximum(_))));
+}
+
+#[test]
+fn v5_server_keep_alive_and_session_expiry_are_sent_only_when_they_change_the_request() {
+    let mut config = Config::default();
+    config.limits.keep_alive_max_secs = 60;
+    config.limits.session_expiry_max_secs = 100;
+    let ask = |keep_alive: u16, expiry: u32| {
+        let mut c = connect(V5, "k", true);
+        c.keep_alive = keep_alive;
+        c.properties.push(Property::SessionExpiryInterval(expiry));
+        v5_connack(config.clone(), c)
+    };
+    let server_keep_alive = |ack: &ConnAck| {
+        ack.properties.iter().find_map(|p| match p {
+            Property::ServerKeepAlive(k) => Some(*k),
+            _ => None,
+        })
+    };
+    for (keep_alive, expected) in [(30, None), (60, None), (61, Some(60)), (0, Some(60))] {
+        let ack = ask(keep_alive, 100);
+        assert_eq!(server_keep_alive(&ack), expected, "keep alive {keep_alive}");
+        assert_eq!(ack.properties.session_expiry_interval(), None);
+    }
+    assert_eq!(ask(30, 101).properties.session_expiry_interval(), Some(100));
+}
+
+#[test]
+fn a_will_at_the_limits_is_accepted() {
+    let mut config = Config::default();
+    config.limits.topic_levels_max = 3;
+    config.features.maximum_qos = QoS::AtLeastOnce;
+    let mut h = Harness::with(config);
+    let mut c = connect(V5, "w", true);
+    c.will = Some(will("a/b/c", "gone", QoS::AtLeastOnce, false));
+    h.client(c);
+    let mut c = connect(V5, "w2", true);
+    c.will = Some(will("a/b/c/d", "gone", QoS::AtMostOnce, false));
+    assert_eq!(h.connect(c).1.reason_code, ReasonCode::TopicNameInvalid);
+}
+
+#[test]
+fn assigned_ids_differ_and_accepted_connections_are_counted() {
+    let mut h = Harness::new();
+    let ids: BTreeSet<ByteStr> = (0..3)
+        .map(|_| {
+            let (_, ack) = h.connect(connect(V5, "", true));
+            ack.properties.assigned_client_identifier().unwrap().clone()
+        })
+        .collect();
+    assert_eq!(ids.len(), 3);
+    assert_eq!(h.broker.stats().connections_accepted, 3);
+    assert_eq!(h.broker.connection_count(), 3);
+    assert_eq!(h.broker.limits(), &Limits::default());
+}
+
+#[test]
+fn auth_packets_out_of_turn_are_protocol_errors() {
+    let mut h = scram_harness();
+    let mut first = ScramClient::new("alice", "secret", "n1");
+    let (conn, _) = scram_login(&mut h, "dev", &mut first);
+    // No exchange in progress: "continue" is out of turn.
+    h.send(conn, auth(ReasonCode::ContinueAuthentication, METHOD, None));
+    assert!(
+        matches!(&h.take(conn)[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::ProtocolError)
+    );
+    // A second re-authentication while one is under way is out of turn too.
+    let mut h = scram_harness();
+    let (conn, _) = scram_login(
+        &mut h,
+        "dev",
+        &mut ScramClient::new("alice", "secret", "n2"),
+    );
+    let again = ScramClient::new("alice", "secret", "n3");
+    h.send(
+        conn,
+        auth(
+            ReasonCode::ReAuthenticate,
+            METHOD,
+            Some(again.client_first()),
+        ),
+    );
+    assert!(
+        matches!(&h.take(conn)[..], [Packet::Auth(a)] if a.reason_code == ReasonCode::ContinueAuthentication)
+    );
+    h.send(
+        conn,
+        auth(
+            ReasonCode::ReAuthenticate,
+            METHOD,
+            Some(again.client_first()),
+        ),
+    );
+    assert!(
+        matches!(&h.take(conn)[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::ProtocolError)
+    );
+}
+
+#[test]
+fn a_failed_reauthentication_is_counted() {
+    let mut h = scram_harness();
+    let (conn, _) = scram_login(
+        &mut h,
+        "dev",
+        &mut ScramClient::new("alice", "secret", "n1"),
+    );
+    let before = h.broker.stats().authentications_failed;
+    scram_reauthenticate(&mut h, conn, &mut ScramClient::new("alice", "wrong", "n2"));
+    assert_eq!(h.broker.stats().authentications_failed, before + 1);
+}
+
+/// Retained messages on `r/0000` .. `r/{n-1}` and one on `r/9999/x`, the last a walk over
+/// `r/` reaches.
+fn sparse_store(h: &mut Harness, n: usize) {
+    let publisher = h.client(connect(V5, "pub", true));
+    for i in 0..n {
+        h.send(
+            publisher,
+            retained(&format!("r/{i:04}"), "v", QoS::AtMostOnce, 0),
+        );
+    }
+    h.send(publisher, retained("r/9999/x", "far", QoS::AtMostOnce, 0));
+}
+
+#[test]
+fn one_sessions_retained_walk_takes_at_most_its_share_of_the_scan_budget() {
+    let mut h = Harness::new();
+    sparse_store(&mut h, 5000);
+    let sub = h.client(connect(V5, "sub", true));
+    h.send(sub, subscribe(1, "r/+/x", QoS::AtMostOnce));
+    let far = |h: &mut Harness| payloads(&h.take(sub)).contains(&"far".to_string());
+    // 5001 looks at 1024 per millisecond: five milliseconds, not two (the whole budget).
+    for ms in 1..=3 {
+        h.advance(Duration::from_millis(1));
+        assert!(!far(&mut h), "the walk got past 5000 topics in {ms} ms");
+    }
+    h.advance(Duration::from_millis(3));
+    assert!(far(&mut h), "the walk did not finish in 6 ms");
+}
+
+#[test]
+fn all_retained_walks_together_take_at_most_the_scan_budget() {
+    let mut h = Harness::new();
+    sparse_store(&mut h, 2000);
+    // Six sessions walk 2001 topics each: 12,006 looks at 4096 per millisecond take at least
+    // three milliseconds, though each session's share alone would let it finish in two.
+    let subs: Vec<ConnId> = (0..6)
+        .map(|i| h.client(connect(V5, &format!("s{i}"), true)))
+        .collect();
+    for &sub in &subs {
+        h.broker
+            .packet_received(sub, subscribe(1, "r/+/x", QoS::AtMostOnce), h.now);
+    }
+    h.pump();
+    let finished = |h: &mut Harness| {
+        subs.iter()
+            .filter(|&&s| payloads(&h.take(s)).contains(&"far".to_string()))
+            .count()
+    };
+    let mut done = finished(&mut h);
+    h.advance(Duration::from_millis(1));
+    done += finished(&mut h);
+    assert!(done < 6, "all six walks finished within a millisecond");
+    h.advance(Duration::from_millis(3));
+    done += finished(&mut h);
+    assert_eq!(done, 6);
 }
