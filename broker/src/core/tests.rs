@@ -3414,3 +3414,43 @@ fn all_retained_walks_together_take_at_most_the_scan_budget() {
     done += finished(&mut h);
     assert_eq!(done, 6);
 }
+
+// spec: [MQTT-3.1.2-24] (v5): the limit is the client's Maximum Packet Size to the byte; room
+// for a topic alias is kept only for a client that accepts aliases.
+#[test]
+fn v5_maximum_packet_size_is_exact_and_keeps_room_for_an_alias_only_when_aliases_are_on() {
+    // A QoS 0 PUBLISH on "t" with no properties is the payload plus 6 bytes.
+    let delivered = |alias_max: Option<u16>, payload_len: usize| {
+        let mut h = Harness::new();
+        let mut c = connect(V5, "small", true);
+        c.properties.push(Property::MaximumPacketSize(50));
+        if let Some(max) = alias_max {
+            c.properties.push(Property::TopicAliasMaximum(max));
+        }
+        let small = h.client(c);
+        h.subscribe(small, "t", QoS::AtMostOnce);
+        let publisher = h.client(connect(V5, "pub", true));
+        h.send(
+            publisher,
+            publish("t", &"x".repeat(payload_len), QoS::AtMostOnce, 0),
+        );
+        !h.take(small).is_empty()
+    };
+    assert!(delivered(None, 44));
+    assert!(!delivered(None, 45));
+    assert!(delivered(Some(4), 39));
+    assert!(!delivered(Some(4), 40));
+}
+
+#[test]
+fn refused_connections_are_counted() {
+    let mut config = Config::default();
+    config.limits.sessions_max = 1;
+    let mut h = Harness::with(config);
+    h.client(connect(V5, "one", true));
+    for n in 0..2 {
+        let (_, ack) = h.connect(connect(V5, &format!("more{n}"), true));
+        assert!(ack.reason_code.is_error());
+    }
+    assert_eq!(h.broker.stats().connections_refused, 2);
+}
