@@ -3454,3 +3454,64 @@ fn refused_connections_are_counted() {
     }
     assert_eq!(h.broker.stats().connections_refused, 2);
 }
+
+/// A v5 subscriber to "t" with a persistent session, now offline, and a publisher.
+fn offline_v5_subscriber(h: &mut Harness) -> (Connect, ConnId) {
+    let mut c = connect(V5, "sub", false);
+    c.properties.push(Property::SessionExpiryInterval(3600));
+    let sub = h.client(c.clone());
+    h.subscribe(sub, "t", QoS::AtLeastOnce);
+    h.lose(sub);
+    (c, h.client(connect(V5, "pub", true)))
+}
+
+// spec: [MQTT-3.3.2-6] (v5): the interval left, rounded up to whole seconds.
+#[test]
+fn v5_the_expiry_left_is_rounded_up() {
+    for (waited_ms, left) in [(2500, 8), (3000, 7)] {
+        let mut h = Harness::new();
+        let (c, publisher) = offline_v5_subscriber(&mut h);
+        let Packet::Publish(mut p) = publish("t", "m", QoS::AtLeastOnce, 1) else {
+            unreachable!()
+        };
+        p.properties.push(Property::MessageExpiryInterval(10));
+        h.send(publisher, Packet::Publish(p));
+        h.advance(Duration::from_millis(waited_ms));
+        let sub = h.client(c);
+        let got = publishes(&h.take(sub));
+        assert_eq!(got[0].properties.message_expiry_interval(), Some(left));
+    }
+}
+
+#[test]
+fn a_queued_message_is_charged_its_topic_payload_and_overhead() {
+    let mut h = Harness::new();
+    let (_, publisher) = offline_v5_subscriber(&mut h);
+    h.send(publisher, publish("t", "abc", QoS::AtLeastOnce, 1));
+    assert_eq!(
+        h.broker.stats().queued_bytes,
+        message::MESSAGE_OVERHEAD_BYTES + "t".len() + "abc".len()
+    );
+}
+
+// spec: [MQTT-3.14.2-2] (v5): a DISCONNECT may change a non-zero expiry set at CONNECT.
+#[test]
+fn v5_disconnect_may_change_a_nonzero_session_expiry() {
+    let mut h = Harness::new();
+    let mut c = connect(V5, "d", false);
+    c.properties.push(Property::SessionExpiryInterval(10));
+    let conn = h.client(c.clone());
+    let mut properties = Properties::new();
+    properties.push(Property::SessionExpiryInterval(100));
+    h.send(
+        conn,
+        Packet::Disconnect(Disconnect {
+            reason_code: ReasonCode::Success,
+            properties,
+        }),
+    );
+    assert!(h.take(conn).is_empty(), "a valid DISCONNECT gets no answer");
+    h.advance(secs(50));
+    let (_, ack) = h.connect(c);
+    assert!(ack.session_present, "the session lives 100 s, not 10");
+}
