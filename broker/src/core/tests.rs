@@ -3290,7 +3290,9 @@ fn a_will_at_the_limits_is_accepted() {
 
 #[test]
 fn assigned_ids_differ_and_accepted_connections_are_counted() {
-    let mut h = Harness::new();
+    let mut config = Config::default();
+    config.limits.topic_levels_max = 7;
+    let mut h = Harness::with(config);
     let ids: BTreeSet<ByteStr> = (0..3)
         .map(|_| {
             let (_, ack) = h.connect(connect(V5, "", true));
@@ -3300,7 +3302,7 @@ fn assigned_ids_differ_and_accepted_connections_are_counted() {
     assert_eq!(ids.len(), 3);
     assert_eq!(h.broker.stats().connections_accepted, 3);
     assert_eq!(h.broker.connection_count(), 3);
-    assert_eq!(h.broker.limits(), &Limits::default());
+    assert_eq!(h.broker.limits().topic_levels_max, 7);
 }
 
 #[test]
@@ -3514,4 +3516,23 @@ fn v5_disconnect_may_change_a_nonzero_session_expiry() {
     h.advance(secs(50));
     let (_, ack) = h.connect(c);
     assert!(ack.session_present, "the session lives 100 s, not 10");
+}
+
+#[test]
+fn an_expired_retained_message_met_by_a_walk_is_freed_and_not_sent() {
+    let mut h = Harness::new();
+    let publisher = h.client(connect(V5, "pub", true));
+    let Packet::Publish(mut p) = retained("t", "old", QoS::AtMostOnce, 0) else {
+        unreachable!()
+    };
+    p.properties.push(Property::MessageExpiryInterval(1));
+    h.send(publisher, Packet::Publish(p));
+    assert!(h.broker.stats().retained_bytes > 0);
+    // The walk gets there before the purge timer does.
+    h.now = h.now + secs(2);
+    let sub = h.client(connect(V5, "sub", true));
+    h.subscribe(sub, "#", QoS::AtMostOnce);
+    h.advance(Duration::from_millis(1));
+    assert!(h.take(sub).is_empty());
+    assert_eq!(h.broker.stats().retained_bytes, 0);
 }
