@@ -3486,14 +3486,20 @@ fn v5_the_expiry_left_is_rounded_up() {
 }
 
 #[test]
-fn a_queued_message_is_charged_its_topic_payload_and_overhead() {
+fn a_queued_message_is_charged_its_topic_payload_properties_and_overhead() {
     let mut h = Harness::new();
     let (_, publisher) = offline_v5_subscriber(&mut h);
     h.send(publisher, publish("t", "abc", QoS::AtLeastOnce, 1));
-    assert_eq!(
-        h.broker.stats().queued_bytes,
-        message::MESSAGE_OVERHEAD_BYTES + "t".len() + "abc".len()
-    );
+    let plain = message::MESSAGE_OVERHEAD_BYTES + "t".len() + "abc".len();
+    assert_eq!(h.broker.stats().queued_bytes, plain);
+    let Packet::Publish(mut p) = publish("t", "abc", QoS::AtLeastOnce, 2) else {
+        unreachable!()
+    };
+    p.properties
+        .push(Property::UserProperty(s("key"), s("value")));
+    h.send(publisher, Packet::Publish(p));
+    let property = std::mem::size_of::<Property>() + "key".len() + "value".len();
+    assert_eq!(h.broker.stats().queued_bytes, 2 * plain + property);
 }
 
 // spec: [MQTT-3.14.2-2] (v5): a DISCONNECT may change a non-zero expiry set at CONNECT.
