@@ -3542,3 +3542,59 @@ fn an_expired_retained_message_met_by_a_walk_is_freed_and_not_sent() {
     assert!(h.take(sub).is_empty());
     assert_eq!(h.broker.stats().retained_bytes, 0);
 }
+
+#[test]
+fn the_retained_store_limits_count_new_topics_and_bytes_to_the_byte() {
+    let mut config = Config::default();
+    config.limits.retained_messages_max = 2;
+    // Two messages of topic "a"/"b" with 2-byte payloads, exactly.
+    config.limits.retained_bytes_max = 2 * (message::MESSAGE_OVERHEAD_BYTES + 1 + 2);
+    let mut h = Harness::with(config);
+    let publisher = h.client(connect(V5, "pub", true));
+    for (topic, payload) in [("a", "a1"), ("b", "b1"), ("c", "c1"), ("a", "a2")] {
+        h.send(publisher, retained(topic, payload, QoS::AtMostOnce, 0));
+    }
+    // "c" was a third topic; replacing "a" at the cap is fine, and the bytes are exactly full.
+    let sub = h.client(connect(V5, "sub", true));
+    h.send(sub, subscribe(1, "#", QoS::AtMostOnce));
+    h.advance(Duration::from_millis(1));
+    let mut got = payloads(&h.take(sub));
+    got.sort();
+    assert_eq!(got, ["a2", "b1"]);
+}
+
+// spec: [MQTT-3.3.2-12] (v5): an alias up to the broker's maximum is accepted.
+#[test]
+fn v5_a_topic_alias_at_the_maximum_is_accepted() {
+    let mut config = Config::default();
+    config.limits.topic_alias_max = 3;
+    let mut h = Harness::with(config);
+    let publisher = h.client(connect(V5, "pub", true));
+    let Packet::Publish(mut p) = publish("t", "m", QoS::AtMostOnce, 0) else {
+        unreachable!()
+    };
+    p.properties.push(Property::TopicAlias(3));
+    h.send(publisher, Packet::Publish(p));
+    assert!(!h.is_closed(publisher));
+}
+
+// The memory budget spent: v5 QoS 2 gets PUBREC 0x97, QoS 1 PUBACK 0x97, each counted.
+#[test]
+fn v5_publishes_refused_for_memory_get_the_right_acknowledgement_and_are_counted() {
+    let mut config = Config::default();
+    config.limits.memory_bytes_max = 1;
+    let mut h = Harness::with(config);
+    let sub = h.client(connect(V5, "sub", true));
+    h.subscribe(sub, "t", QoS::ExactlyOnce);
+    let publisher = h.client(connect(V5, "pub", true));
+    h.send(publisher, publish("t", "m", QoS::ExactlyOnce, 1));
+    h.send(publisher, publish("t", "m", QoS::AtLeastOnce, 2));
+    match &h.take(publisher)[..] {
+        [Packet::PubRec(rec), Packet::PubAck(ack)] => {
+            assert_eq!(rec.reason_code, ReasonCode::QuotaExceeded);
+            assert_eq!(ack.reason_code, ReasonCode::QuotaExceeded);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(h.broker.stats().publishes_refused_memory, 2);
+}
