@@ -3598,3 +3598,35 @@ fn v5_publishes_refused_for_memory_get_the_right_acknowledgement_and_are_counted
     }
     assert_eq!(h.broker.stats().publishes_refused_memory, 2);
 }
+
+// spec: [MQTT-3.3.1-12] [MQTT-3.3.1-13] (v5): Retain As Published holds for shared
+// subscriptions too.
+#[test]
+fn v5_a_shared_subscriber_sees_the_retain_flag_only_with_retain_as_published() {
+    for rap in [false, true] {
+        let mut h = Harness::new();
+        let member = h.client(connect(V5, "member", true));
+        let mut options = SubscriptionOptions::new(QoS::AtMostOnce);
+        options.retain_as_published = rap;
+        h.send(
+            member,
+            subscribe_with(1, "$share/g/t", options, Properties::new()),
+        );
+        h.take(member);
+        let publisher = h.client(connect(V5, "pub", true));
+        h.send(publisher, retained("t", "m", QoS::AtMostOnce, 0));
+        let got = publishes(&h.take(member));
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].retain, rap, "retain as published: {rap}");
+    }
+}
+
+#[test]
+fn received_messages_are_counted() {
+    let mut h = Harness::new();
+    let publisher = h.client(connect(V5, "pub", true));
+    for n in 1..=3 {
+        h.send(publisher, publish("t", "m", QoS::AtLeastOnce, n));
+    }
+    assert_eq!(h.broker.stats().messages_received, 3);
+}
