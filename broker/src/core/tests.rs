@@ -3630,3 +3630,25 @@ fn received_messages_are_counted() {
     }
     assert_eq!(h.broker.stats().messages_received, 3);
 }
+
+// spec: [MQTT-3.10.4-2]: once unsubscribed, the filter's retained walk stops too.
+#[test]
+fn unsubscribing_stops_the_filters_retained_walk() {
+    let mut h = Harness::new();
+    sparse_store(&mut h, 3000);
+    let sub = h.client(connect(V5, "sub", true));
+    h.send(sub, subscribe(1, "r/#", QoS::AtMostOnce));
+    let first = publishes(&h.take(sub)).len();
+    assert!(first < 3001, "the walk was not paced: {first}");
+    h.send(
+        sub,
+        Packet::Unsubscribe(Unsubscribe {
+            packet_id: pid(2),
+            properties: Properties::new(),
+            filters: vec![s("r/#")],
+        }),
+    );
+    h.take(sub);
+    h.advance(Duration::from_millis(10));
+    assert!(publishes(&h.take(sub)).is_empty());
+}
