@@ -3652,3 +3652,80 @@ fn unsubscribing_stops_the_filters_retained_walk() {
     h.advance(Duration::from_millis(10));
     assert!(publishes(&h.take(sub)).is_empty());
 }
+
+/// The charge of a message on "t" with payload `p` and no properties.
+fn charge(payload: &str) -> usize {
+    message::MESSAGE_OVERHEAD_BYTES + 1 + payload.len()
+}
+
+#[test]
+fn queued_and_inflight_bytes_return_to_zero_when_messages_and_sessions_go() {
+    let mut h = Harness::new();
+    let (c, publisher) = offline_v5_subscriber(&mut h);
+    h.send(publisher, publish("t", "m1", QoS::AtLeastOnce, 1));
+    h.send(publisher, publish("t", "m2", QoS::AtLeastOnce, 2));
+    assert_eq!(h.broker.stats().queued_bytes, 2 * charge("m1"));
+    let sub = h.client(c.clone());
+    let got = publishes(&h.take(sub));
+    assert_eq!(got.len(), 2);
+    assert_eq!(h.broker.stats().queued_bytes, 0);
+    assert_eq!(h.broker.stats().inflight_bytes, 2 * charge("m1"));
+    h.send(sub, Packet::PubAck(Ack::new(got[0].packet_id.unwrap())));
+    assert_eq!(h.broker.stats().inflight_bytes, charge("m1"));
+    // The session ends (a clean start): what it held is released.
+    h.lose(sub);
+    h.send(publisher, publish("t", "m3", QoS::AtLeastOnce, 3));
+    assert!(h.broker.stats().queued_bytes > 0);
+    let mut clean = c;
+    clean.clean_start = true;
+    h.client(clean);
+    assert_eq!(h.broker.stats().queued_bytes, 0);
+    assert_eq!(h.broker.stats().inflight_bytes, 0);
+}
+
+#[test]
+fn the_session_queue_limits_hold_to_the_message_and_the_byte() {
+    let mut config = Config::default();
+    config.limits.queued_messages_max = 2;
+    let mut h = Harness::with(config);
+    let (_, publisher) = offline_v5_subscriber(&mut h);
+    for n in 1..=3 {
+        h.send(
+            publisher,
+            publish("t", &format!("m{n}"), QoS::AtLeastOnce, n),
+        );
+    }
+    assert_eq!(h.broker.stats().messages_dropped_queue_full, 1);
+    assert_eq!(h.broker.stats().queued_bytes, 2 * charge("m1"));
+
+    let mut config = Config::default();
+    config.limits.queued_bytes_max = 2 * charge("m1");
+    let mut h = Harness::with(config);
+    let (_, publisher) = offline_v5_subscriber(&mut h);
+    for n in 1..=3 {
+        h.send(
+            publisher,
+            publish("t", &format!("m{n}"), QoS::AtLeastOnce, n),
+        );
+    }
+    assert_eq!(h.broker.stats().messages_dropped_queue_full, 1);
+    assert_eq!(h.broker.stats().queued_bytes, 2 * charge("m1"));
+}
+
+#[test]
+fn a_queued_message_may_wait_exactly_the_age_limit() {
+    for (waited, delivered) in [(10, true), (11, false)] {
+        let mut config = Config::default();
+        config.limits.queued_message_age_max = secs(10);
+        let mut h = Harness::with(config);
+        let (c, publisher) = offline_v5_subscriber(&mut h);
+        h.send(publisher, publish("t", "m", QoS::AtLeastOnce, 1));
+        h.advance(secs(waited));
+        let sub = h.client(c);
+        assert_eq!(publishes(&h.take(sub)).len(), usize::from(delivered));
+        assert_eq!(
+            h.broker.stats().messages_dropped_expired,
+            u64::from(!delivered)
+        );
+    }
+}
