@@ -3729,3 +3729,21 @@ fn a_queued_message_may_wait_exactly_the_age_limit() {
         );
     }
 }
+
+#[test]
+fn a_session_at_its_subscription_limit_may_renew_but_not_add() {
+    let mut config = Config::default();
+    config.limits.subscriptions_per_session_max = 1;
+    let mut h = Harness::with(config);
+    let conn = h.client(connect(V5, "s", true));
+    let code = |h: &mut Harness, n: u16, filter: &str| match &h.take(conn)[..] {
+        [Packet::SubAck(a)] => a.reason_codes[0],
+        other => panic!("subscribe {n} {filter}: {other:?}"),
+    };
+    h.send(conn, subscribe(1, "a", QoS::AtMostOnce));
+    assert_eq!(code(&mut h, 1, "a"), ReasonCode::Success);
+    h.send(conn, subscribe(2, "a", QoS::AtLeastOnce));
+    assert_eq!(code(&mut h, 2, "a"), ReasonCode::GrantedQoS1);
+    h.send(conn, subscribe(3, "b", QoS::AtMostOnce));
+    assert_eq!(code(&mut h, 3, "b"), ReasonCode::QuotaExceeded);
+}
