@@ -3747,3 +3747,19 @@ fn a_session_at_its_subscription_limit_may_renew_but_not_add() {
     h.send(conn, subscribe(3, "b", QoS::AtMostOnce));
     assert_eq!(code(&mut h, 3, "b"), ReasonCode::QuotaExceeded);
 }
+
+// A repeated SUBSCRIBE restarts the filter's retained walk: every retained message comes once
+// per SUBSCRIBE still walking, never from two walks of one filter at once.
+#[test]
+fn a_repeated_subscribe_restarts_the_retained_walk_instead_of_adding_one() {
+    let mut h = Harness::new();
+    sparse_store(&mut h, 3000);
+    let sub = h.client(connect(V5, "sub", true));
+    h.send(sub, subscribe(1, "r/#", QoS::AtMostOnce));
+    h.send(sub, subscribe(2, "r/#", QoS::AtMostOnce));
+    h.send(sub, subscribe(3, "other/#", QoS::AtMostOnce));
+    h.advance(Duration::from_millis(20));
+    let got = payloads(&h.take(sub));
+    let far = got.iter().filter(|p| *p == "far").count();
+    assert_eq!(far, 1, "r/9999/x came {far} times");
+}
