@@ -69,6 +69,18 @@ pub struct Report {
 /// How long one case may take in wall time before its worker is taken for hung and killed.
 const CASE_WALL_MAX: Duration = Duration::from_secs(600);
 
+impl Report {
+    /// A case that could not run at all (a bad file, a bad planted-bug name).
+    fn refused(why: &str) -> Report {
+        Report {
+            failed: true,
+            simulated_secs: 0.0,
+            wall_secs: 0.0,
+            text: format!("  {why}\n"),
+        }
+    }
+}
+
 struct Worker {
     child: Child,
     stdin: ChildStdin,
@@ -357,25 +369,11 @@ pub fn planted_bug_from_env() -> Result<Option<tern::planted::PlantedBug>, Strin
 pub fn run_in_process(case: &Case) -> Report {
     let scenario = match Scenario::load(&case.path) {
         Ok(s) => s,
-        Err(error) => {
-            return Report {
-                failed: true,
-                simulated_secs: 0.0,
-                wall_secs: 0.0,
-                text: format!("  {error}\n"),
-            }
-        }
+        Err(error) => return Report::refused(&error.to_string()),
     };
     let planted_bug = match planted_bug_from_env() {
         Ok(bug) => bug,
-        Err(error) => {
-            return Report {
-                failed: true,
-                simulated_secs: 0.0,
-                wall_secs: 0.0,
-                text: format!("  {error}\n"),
-            }
-        }
+        Err(error) => return Report::refused(&error.to_string()),
     };
     let options = Options {
         seed: case.seed,
