@@ -364,8 +364,9 @@ mod tests {
         // Replaced at the same instant by one with the same deadline: still purged once.
         s.retain(message("e1"), usize::MAX, usize::MAX, |_| true);
         assert_eq!(s.expiring.len(), 2);
-        // Replaced by a message without expiry: no longer purged.
+        // Replaced by a message without expiry: no longer purged, and its deadline is gone.
         store(&mut s, "e2", "kept");
+        assert_eq!(s.expiring.len(), 1);
         let later = Instant::ZERO + std::time::Duration::from_secs(5);
         assert_eq!(s.purge_expired(Instant::ZERO), 0);
         let freed = s.purge_expired(later);
@@ -373,6 +374,49 @@ mod tests {
         assert_eq!(s.len(), 1);
         assert_eq!(s.bytes(), s.messages["e2"].message.charged_bytes());
         assert!(s.expiring.is_empty());
+    }
+
+    /// Each topic looked at is taken off the budget, and a walk ends in the round where its
+    /// range runs out (it does not pause for one more empty round).
+    #[test]
+    fn a_step_spends_what_it_looked_at_and_ends_with_its_range() {
+        let mut s = RetainedStore::default();
+        store(&mut s, "a/1", "a1");
+        store(&mut s, "a/2", "a2");
+        let step = |s: &mut RetainedStore, cursor: &mut RetainedCursor, budget: &mut usize| match s
+            .next(cursor, Instant::ZERO, budget)
+            .0
+        {
+            Next::Message(m) => String::from_utf8(m.payload.to_vec()).unwrap(),
+            Next::Exhausted => "(end)".into(),
+            Next::Paused => "(paused)".into(),
+        };
+        let mut cursor = s.cursor(ByteStr::new("a/+").unwrap());
+        let mut budget = 10;
+        assert_eq!(step(&mut s, &mut cursor, &mut budget), "a1");
+        assert_eq!(budget, 9);
+        assert_eq!(step(&mut s, &mut cursor, &mut budget), "a2");
+        assert_eq!(step(&mut s, &mut cursor, &mut budget), "(end)");
+        assert_eq!(budget, 8);
+        // The budget runs out on the last topic there is: the walk ends, it does not pause.
+        let mut cursor = s.cursor(ByteStr::new("a/+/x").unwrap());
+        let mut budget = 2;
+        assert_eq!(step(&mut s, &mut cursor, &mut budget), "(end)");
+        assert_eq!(budget, 0);
+        // Nothing at or after the filter's prefix at all.
+        let mut cursor = s.cursor(ByteStr::new("b/+").unwrap());
+        let mut budget = 10;
+        assert_eq!(step(&mut s, &mut cursor, &mut budget), "(end)");
+    }
+
+    #[test]
+    fn a_store_filled_to_the_byte_accepts_the_last_message_that_fits() {
+        let mut s = RetainedStore::default();
+        let one = message("t", "x").charged_bytes();
+        let fits = s.retain(message("t", "x"), usize::MAX, one, |_| true);
+        assert_eq!(fits.0, RetainOutcome::Stored);
+        let over = s.retain(message("u", "x"), usize::MAX, 2 * one - 1, |_| true);
+        assert_eq!(over, (RetainOutcome::Refused, 0));
     }
 
     #[test]

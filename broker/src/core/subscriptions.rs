@@ -364,6 +364,18 @@ mod tests {
         assert!(tree.is_empty());
     }
 
+    /// The wildcard levels live outside the literal children: pruning must cut them too.
+    #[test]
+    fn remove_prunes_wildcard_levels() {
+        for filter in ["+", "#", "+/x", "a/#", "+/+/#"] {
+            let mut tree = SubscriptionTree::new();
+            tree.insert(filter, SessionId(1), sub(QoS::AtMostOnce));
+            assert!(!tree.is_empty());
+            assert!(tree.remove(filter, SessionId(1)));
+            assert!(tree.root.is_empty(), "{filter} left nodes behind");
+        }
+    }
+
     /// Depth is the client's choice: no walk may recurse per level (20,000 levels crashed the
     /// broker's 2 MiB worker stack before the walks were loops). Run on a small thread stack so
     /// a recursive walk fails here, not only in production.

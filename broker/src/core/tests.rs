@@ -3763,3 +3763,224 @@ fn a_repeated_subscribe_restarts_the_retained_walk_instead_of_adding_one() {
     let far = got.iter().filter(|p| *p == "far").count();
     assert_eq!(far, 1, "r/9999/x came {far} times");
 }
+
+#[test]
+fn drop_newest_keeps_the_queue_and_counts_the_message_it_drops() {
+    let mut config = Config::default();
+    config.limits.queued_messages_max = 2;
+    config.limits.queue_overflow = crate::limits::QueueOverflow::DropNewest;
+    let mut h = Harness::with(config);
+    let (c, publisher) = offline_v5_subscriber(&mut h);
+    for n in 1..=3 {
+        h.send(
+            publisher,
+            publish("t", &format!("m{n}"), QoS::AtLeastOnce, n),
+        );
+    }
+    assert_eq!(h.broker.stats().messages_dropped_queue_full, 1);
+    let sub = h.client(c);
+    assert_eq!(payloads(&h.take(sub)), ["m1", "m2"]);
+    assert_eq!(h.broker.sessions[&SessionId(0)].queued_bytes(), 0);
+}
+
+#[test]
+fn a_message_larger_than_the_whole_queue_byte_limit_is_dropped_and_counted() {
+    let mut config = Config::default();
+    config.limits.queued_bytes_max = charge("m1") - 1;
+    let mut h = Harness::with(config);
+    let (_, publisher) = offline_v5_subscriber(&mut h);
+    h.send(publisher, publish("t", "m1", QoS::AtLeastOnce, 1));
+    assert_eq!(h.broker.stats().messages_dropped_queue_full, 1);
+    assert_eq!(h.broker.stats().queued_bytes, 0);
+}
+
+// QoS 0 is not weighed before routing, so with `queue_qos0` the session queue itself keeps the
+// broker-wide budget: full to the byte, and the next message is dropped and counted.
+#[test]
+fn queued_qos0_messages_fill_the_memory_budget_to_the_byte_and_no_further() {
+    let mut config = Config::default();
+    config.limits.queue_qos0 = true;
+    config.limits.memory_bytes_max = 2 * charge("m1");
+    let mut h = Harness::with(config);
+    let (c, publisher) = offline_v5_subscriber(&mut h);
+    for n in 1..=3 {
+        h.send(
+            publisher,
+            publish("t", &format!("m{n}"), QoS::AtMostOnce, 0),
+        );
+    }
+    assert_eq!(h.broker.stats().messages_dropped_memory, 1);
+    let sub = h.client(c);
+    assert_eq!(payloads(&h.take(sub)), ["m1", "m2"]);
+}
+
+// QoS 0 copies to connected subscribers are never held, so they do not count against the
+// memory budget when a QoS 1 message is weighed.
+#[test]
+fn qos0_copies_to_connected_subscribers_are_not_weighed_against_the_memory_budget() {
+    let mut config = Config::default();
+    config.limits.memory_bytes_max = charge("m1");
+    let mut h = Harness::with(config);
+    for id in ["s1", "s2"] {
+        let sub = h.client(connect(V5, id, true));
+        h.subscribe(sub, "t", QoS::AtMostOnce);
+    }
+    let publisher = h.client(connect(V5, "pub", true));
+    h.send(publisher, publish("t", "m1", QoS::AtLeastOnce, 1));
+    match &h.take(publisher)[..] {
+        [Packet::PubAck(ack)] => assert_eq!(ack.reason_code, ReasonCode::Success),
+        other => panic!("{other:?}"),
+    }
+}
+
+// A QoS 2 message the broker already owns (PUBREC sent, PUBREL not yet come) is not weighed
+// again when the publisher resends it: the budget it fills is its own.
+#[test]
+fn a_resent_qos2_message_the_broker_owns_is_acknowledged_even_with_the_budget_spent() {
+    let mut config = Config::default();
+    config.limits.memory_bytes_max = charge("m1");
+    let mut h = Harness::with(config);
+    let sub = h.client(connect(V5, "sub", true));
+    h.subscribe(sub, "t", QoS::ExactlyOnce);
+    let publisher = h.client(connect(V5, "pub", true));
+    for dup in [false, true] {
+        let Packet::Publish(mut p) = publish("t", "m1", QoS::ExactlyOnce, 1) else {
+            unreachable!()
+        };
+        p.dup = dup;
+        h.send(publisher, Packet::Publish(p));
+        match &h.take(publisher)[..] {
+            [Packet::PubRec(rec)] => assert_eq!(rec.reason_code, ReasonCode::Success),
+            other => panic!("dup {dup}: {other:?}"),
+        }
+    }
+    assert_eq!(publishes(&h.take(sub)).len(), 1);
+}
+
+#[test]
+fn every_publish_sent_is_counted() {
+    let mut h = Harness::new();
+    let sub = h.client(connect(V5, "sub", true));
+    h.subscribe(sub, "t", QoS::AtMostOnce);
+    let publisher = h.client(connect(V5, "pub", true));
+    for n in 0..3 {
+        h.send(publisher, publish("t", &n.to_string(), QoS::AtMostOnce, 0));
+    }
+    assert_eq!(h.broker.stats().messages_sent, 3);
+}
+
+// spec: [MQTT-4.4.0-1]: a v5 message resent after a reconnect keeps its properties.
+#[test]
+fn v5_a_resent_publish_keeps_its_properties() {
+    let mut h = Harness::new();
+    let (c, publisher) = offline_v5_subscriber(&mut h);
+    let sub = h.client(c.clone());
+    let Packet::Publish(mut p) = publish("t", "m", QoS::AtLeastOnce, 1) else {
+        unreachable!()
+    };
+    p.properties.push(Property::UserProperty(s("k"), s("v")));
+    h.send(publisher, Packet::Publish(p));
+    assert_eq!(publishes(&h.take(sub)).len(), 1);
+    h.lose(sub);
+    let sub = h.client(c);
+    let resent = publishes(&h.take(sub));
+    assert_eq!(resent.len(), 1);
+    assert!(resent[0].dup);
+    assert!(resent[0].properties.iter().any(
+        |p| matches!(p, Property::UserProperty(k, v) if k.as_str() == "k" && v.as_str() == "v")
+    ));
+}
+
+// spec: [MQTT-4.3.3-11] (v5): a PUBREC resent for a message already released is answered with
+// PUBREL again, as a success.
+#[test]
+fn v5_a_pubrec_resent_for_a_released_message_gets_its_pubrel_again() {
+    let mut h = Harness::new();
+    let sub = h.client(connect(V5, "sub", true));
+    h.subscribe(sub, "t", QoS::ExactlyOnce);
+    let publisher = h.client(connect(V5, "pub", true));
+    h.send(publisher, publish("t", "m", QoS::ExactlyOnce, 1));
+    let id = publishes(&h.take(sub))[0].packet_id.unwrap();
+    for _ in 0..2 {
+        h.send(sub, Packet::PubRec(Ack::new(id)));
+        match &h.take(sub)[..] {
+            [Packet::PubRel(rel)] => assert_eq!(rel.reason_code, ReasonCode::Success),
+            other => panic!("{other:?}"),
+        }
+    }
+    // An id never used is reported as unknown.
+    h.send(sub, Packet::PubRec(Ack::new(pid(999))));
+    match &h.take(sub)[..] {
+        [Packet::PubRel(rel)] => assert_eq!(rel.reason_code, ReasonCode::PacketIdentifierNotFound),
+        other => panic!("{other:?}"),
+    }
+}
+
+// A member that loses its connection keeps its shared messages when no other member is
+// connected: moved to another absent member they would wait for whoever comes back first.
+#[test]
+fn shared_messages_stay_with_a_lost_member_when_no_other_member_is_connected() {
+    let mut h = Harness::new();
+    let member = |h: &mut Harness, id: &str| {
+        let mut c = connect(V5, id, false);
+        c.properties.push(Property::SessionExpiryInterval(600));
+        let conn = h.client(c.clone());
+        h.subscribe(conn, "$share/g/q", QoS::AtLeastOnce);
+        (c, conn)
+    };
+    let (_, a) = member(&mut h, "a");
+    let (b_connect, b) = member(&mut h, "b");
+    h.lose(a);
+    let p = h.client(connect(V5, "p", true));
+    h.send(p, publish("q", "1", QoS::AtLeastOnce, 1));
+    assert_eq!(payloads(&h.take(b)), ["1"]);
+    h.lose(b);
+    assert_eq!(h.broker.stats().shared_handed_back, 0);
+    let b = h.client(b_connect);
+    let resent = publishes(&h.take(b));
+    assert!(resent.len() == 1 && resent[0].dup);
+}
+
+// The in-flight bytes of a lost member's QoS 1 shared messages leave with them.
+#[test]
+fn handed_back_shared_messages_take_their_inflight_bytes_with_them() {
+    let mut h = Harness::new();
+    let mut c = connect(V5, "a", false);
+    c.properties.push(Property::SessionExpiryInterval(600));
+    let a = h.client(c);
+    h.subscribe(a, "$share/g/q", QoS::AtLeastOnce);
+    let b = h.client(connect(V5, "b", true));
+    h.subscribe(b, "$share/g/q", QoS::AtLeastOnce);
+    let p = h.client(connect(V5, "p", true));
+    h.send(p, publish("q", "1", QoS::AtLeastOnce, 1));
+    assert_eq!(payloads(&h.take(a)), ["1"]);
+    assert!(h.broker.sessions[&SessionId(0)].inflight_bytes() > 0);
+    h.lose(a);
+    assert_eq!(h.broker.sessions[&SessionId(0)].inflight_bytes(), 0);
+    assert_eq!(take_and_ack(&mut h, b), ["1"]);
+    assert_eq!(h.broker.stats().inflight_bytes, 0);
+}
+
+// Unsubscribing stops that filter's retained walk, and only that one.
+#[test]
+fn unsubscribing_stops_the_filters_retained_walk_and_no_other() {
+    let mut h = Harness::new();
+    sparse_store(&mut h, 3000);
+    let publisher = h.client(connect(V5, "pub2", true));
+    h.send(publisher, retained("other/x", "other", QoS::AtMostOnce, 0));
+    let sub = h.client(connect(V5, "sub", true));
+    h.send(sub, subscribe(1, "other/#", QoS::AtMostOnce));
+    h.send(sub, subscribe(2, "r/#", QoS::AtMostOnce));
+    h.send(
+        sub,
+        Packet::Unsubscribe(Unsubscribe {
+            packet_id: pid(3),
+            properties: Properties::new(),
+            filters: vec![s("r/#")],
+        }),
+    );
+    h.advance(Duration::from_millis(20));
+    let got = payloads(&h.take(sub));
+    assert!(got.contains(&"other".to_string()));
+    assert!(!got.contains(&"far".to_string()), "the r/# walk went on");
+}

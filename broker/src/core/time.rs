@@ -133,6 +133,22 @@ mod tests {
     }
 
     #[test]
+    fn equal_deadlines_come_out_in_scheduling_order_not_key_order() {
+        let t = |s| Instant::from_since_epoch(Duration::from_secs(s));
+        let mut q = TimerQueue::new();
+        assert!(q.is_empty());
+        q.schedule(t(5), "z");
+        q.schedule(t(5), "a");
+        assert!(!q.is_empty());
+        assert_eq!(q.pop_due(t(4)), None);
+        assert_eq!(q.pop_due(t(5)), Some((t(5), "z")));
+        assert_eq!(q.pop_due(t(5)), Some((t(5), "a")));
+        assert_eq!(t(1) + Duration::from_secs(2), t(3));
+        assert_eq!(t(3) - t(1), Duration::from_secs(2));
+        assert_eq!(t(1) - t(3), Duration::ZERO);
+    }
+
+    #[test]
     fn one_entry_per_key_rescheduled_or_cancelled() {
         let t = |s| Instant::from_since_epoch(Duration::from_secs(s));
         let mut q = TimerQueue::new();
