@@ -21,6 +21,9 @@ use crate::types::QoS;
 /// Where the broker listens when nothing is configured: loopback only, like Mosquitto 2.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:1883";
 
+/// Where the store lives when nothing is configured (relative to the working directory).
+pub const DEFAULT_DATA_DIR: &str = "./tern-data";
+
 #[derive(Debug, Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -43,6 +46,8 @@ pub enum ConfigError {
 pub struct Config {
     pub listeners: Vec<SocketAddr>,
     pub core: core::Config,
+    /// The data directory of the store; `None`: nothing survives the process.
+    pub data_dir: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -50,6 +55,7 @@ impl Default for Config {
         Config {
             listeners: vec![DEFAULT_LISTEN.parse().expect("valid address")],
             core: core::Config::default(),
+            data_dir: Some(PathBuf::from(DEFAULT_DATA_DIR)),
         }
     }
 }
@@ -65,6 +71,15 @@ struct File {
     limits: LimitsSection,
     #[serde(default)]
     features: FeaturesSection,
+    #[serde(default)]
+    persistence: PersistenceSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PersistenceSection {
+    enabled: Option<bool>,
+    data_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -165,6 +180,12 @@ impl Config {
                     })
                 })
                 .collect::<Result<_, _>>()?;
+        }
+        if let Some(dir) = file.persistence.data_dir {
+            config.data_dir = Some(dir);
+        }
+        if file.persistence.enabled == Some(false) {
+            config.data_dir = None;
         }
         if let Some(allow) = file.auth.allow_anonymous {
             config.core.allow_anonymous = allow;

@@ -16,5 +16,6 @@ pub mod core;
 pub mod limits;
 pub mod net;
 pub mod planted;
+pub mod store;
 pub mod topic;
 pub mod types;

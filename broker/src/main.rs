@@ -8,7 +8,8 @@ use clap::Parser;
 use tern::auth::scram::{Credential, ITERATIONS_DEFAULT};
 use tern::auth::OsEntropy;
 use tern::config::Config;
-use tern::net::Server;
+use tern::net::{Persistence, Server};
+use tern::store::RedbStore;
 use tracing_subscriber::EnvFilter;
 
 /// Tern: an MQTT 3.1.1 and 5.0 broker.
@@ -23,6 +24,13 @@ struct Args {
     /// Address to listen on; repeatable. Replaces the config file's listeners.
     #[arg(long, short, value_name = "ADDR")]
     listen: Vec<SocketAddr>,
+    /// Directory of the store (default ./tern-data, or the config file's). Replaces the
+    /// config file's.
+    #[arg(long, value_name = "DIR", conflicts_with = "in_memory")]
+    data_dir: Option<PathBuf>,
+    /// Keep nothing across restarts: no store, no data directory.
+    #[arg(long)]
+    in_memory: bool,
     /// Read a password from standard input, print its SCRAM-SHA-256 stored credential (for
     /// `[auth.scram] users`, so the config holds no password) and exit.
     #[arg(long)]
@@ -54,6 +62,12 @@ fn main() -> anyhow::Result<()> {
     if !args.listen.is_empty() {
         config.listeners = args.listen.clone();
     }
+    if let Some(dir) = &args.data_dir {
+        config.data_dir = Some(dir.clone());
+    }
+    if args.in_memory {
+        config.data_dir = None;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_stack_size(tern::net::WORKER_STACK_BYTES)
@@ -70,12 +84,39 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen on {addr}"))?;
         listeners.push(listener);
     }
-    let server = Server::start(listeners, config.core)?;
-    wait_for_signal().await?;
-    tracing::info!("signal received, shutting down");
+    let persistence = match &config.data_dir {
+        Some(dir) => {
+            let store = RedbStore::open(dir)?;
+            tracing::info!(dir = %dir.display(), "persistence on: acknowledged messages survive restarts and crashes");
+            Some(Persistence {
+                store: Box::new(store),
+                wall_clock_ms: wall_clock_ms(),
+                blocking_commits: true,
+            })
+        }
+        None => {
+            tracing::warn!(
+                "persistence off (--in-memory): sessions and messages end with the process"
+            );
+            None
+        }
+    };
+    let mut server =
+        Server::start_with_store(listeners, config.core, Box::new(OsEntropy), persistence)?;
+    let failure = tokio::select! {
+        signal = wait_for_signal() => {
+            signal?;
+            tracing::info!("signal received, shutting down");
+            None
+        }
+        error = server.store_failed() => Some(error),
+    };
     let stats = server.shutdown().await;
     tracing::info!(?stats, "stopped");
-    Ok(())
+    match failure {
+        Some(error) => Err(anyhow::anyhow!("the store failed: {error}")),
+        None => Ok(()),
+    }
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {
@@ -95,4 +136,14 @@ async fn wait_for_signal() -> anyhow::Result<()> {
         .await
         .context("waiting for Ctrl-C")?;
     Ok(())
+}
+
+/// Milliseconds since the Unix epoch: the store keeps deadlines on the wall clock.
+// The binary is the one place that reads the wall clock (clippy.toml): the core gets time as
+// an input.
+#[allow(clippy::disallowed_methods)]
+fn wall_clock_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tern::codec::*;
+use tern::types::{PacketId, QoS};
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -42,16 +43,25 @@ fn connect(addr: SocketAddr) -> TcpStream {
 }
 
 fn exchange(stream: &mut TcpStream, packet: Packet) -> Packet {
-    let mut out = BytesMut::new();
-    encode(&packet, ProtocolVersion::V5, &mut out).unwrap();
-    stream.write_all(&out).unwrap();
+    write_packet(stream, packet);
     read_packet(stream)
 }
 
+fn write_packet(stream: &mut TcpStream, packet: Packet) {
+    let mut out = BytesMut::new();
+    encode(&packet, ProtocolVersion::V5, &mut out).unwrap();
+    stream.write_all(&out).unwrap();
+}
+
+/// Reads one packet; only for exchanges where nothing else can follow it in the same read.
 fn read_packet(stream: &mut TcpStream) -> Packet {
-    let mut buf = BytesMut::new();
+    read_buffered(stream, &mut BytesMut::new())
+}
+
+/// Reads one packet, keeping what follows it in `buf` for the next call.
+fn read_buffered(stream: &mut TcpStream, buf: &mut BytesMut) -> Packet {
     loop {
-        if let Some(packet) = decode(&mut buf, ProtocolVersion::V5, PACKET_BYTES_MAX).unwrap() {
+        if let Some(packet) = decode(buf, ProtocolVersion::V5, PACKET_BYTES_MAX).unwrap() {
             return packet;
         }
         let mut chunk = [0u8; 1024];
@@ -65,7 +75,7 @@ fn read_packet(stream: &mut TcpStream) -> Packet {
 fn serves_mqtt_and_exits_cleanly_on_sigterm() {
     let port = free_port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let mut child = spawn(&["--listen", &addr.to_string()]);
+    let mut child = spawn(&["--listen", &addr.to_string(), "--in-memory"]);
     let mut stream = connect(addr);
     let connect = Connect {
         protocol: ProtocolVersion::V5,
@@ -164,4 +174,161 @@ fn scram_credential_is_printed_for_a_password_on_stdin() {
         credential.iterations,
     );
     assert_eq!(derived, credential, "the credential is the password's");
+}
+
+/// A fresh data directory, removed at drop.
+struct DataDir(std::path::PathBuf);
+
+impl DataDir {
+    fn new(name: &str) -> DataDir {
+        let dir = std::env::temp_dir().join(format!("tern-data-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        DataDir(dir)
+    }
+
+    fn arg(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for DataDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn v5_connect(id: &str, clean_start: bool) -> Packet {
+    let mut properties = Properties::new();
+    properties.push(Property::SessionExpiryInterval(3600));
+    Packet::Connect(Box::new(Connect {
+        protocol: ProtocolVersion::V5,
+        clean_start,
+        keep_alive: 0,
+        properties,
+        client_id: ByteStr::new(id).unwrap(),
+        will: None,
+        username: None,
+        password: None,
+    }))
+}
+
+fn connack(stream: &mut TcpStream, id: &str, clean_start: bool) -> ConnAck {
+    match exchange(stream, v5_connect(id, clean_start)) {
+        Packet::ConnAck(ack) => {
+            assert_eq!(ack.reason_code, ReasonCode::Success);
+            ack
+        }
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+}
+
+// The promise of issue 12, on the real binary: a PUBACK means the message survives the broker
+// being killed (SIGKILL: no shutdown, no flush) and comes to the persistent subscriber, as does
+// its subscription and a retained message.
+#[test]
+fn acknowledged_messages_survive_sigkill() {
+    let data = DataDir::new("sigkill");
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let args = ["--listen", &addr.to_string(), "--data-dir", data.arg()];
+    let mut child = spawn(&args);
+    let mut sub = connect(addr);
+    connack(&mut sub, "sub", true);
+    let subscribe = Packet::Subscribe(Subscribe {
+        packet_id: PacketId::new(1).unwrap(),
+        properties: Properties::new(),
+        filters: vec![(
+            ByteStr::from_static("t/#"),
+            SubscriptionOptions::new(QoS::AtLeastOnce),
+        )],
+    });
+    assert!(matches!(exchange(&mut sub, subscribe), Packet::SubAck(_)));
+    drop(sub);
+    let mut publisher = connect(addr);
+    connack(&mut publisher, "pub", true);
+    for n in 1..=50u16 {
+        let publish = Publish {
+            dup: false,
+            qos: QoS::AtLeastOnce,
+            retain: n == 50,
+            topic: ByteStr::new(&format!("t/{n}")).unwrap(),
+            packet_id: PacketId::new(n),
+            properties: Properties::new(),
+            payload: bytes::Bytes::from(n.to_string()),
+        };
+        match exchange(&mut publisher, Packet::Publish(publish)) {
+            Packet::PubAck(ack) => assert_eq!(ack.packet_id.get(), n),
+            other => panic!("expected PUBACK, got {other:?}"),
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let mut child = spawn(&args);
+    let mut sub = connect(addr);
+    write_packet(&mut sub, v5_connect("sub", false));
+    let mut buf = BytesMut::new();
+    match read_buffered(&mut sub, &mut buf) {
+        Packet::ConnAck(ack) => assert!(ack.session_present),
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+    let mut got = Vec::new();
+    while got.len() < 50 {
+        match read_buffered(&mut sub, &mut buf) {
+            Packet::Publish(p) => {
+                write_packet(&mut sub, Packet::PubAck(Ack::new(p.packet_id.unwrap())));
+                got.push(String::from_utf8(p.payload.to_vec()).unwrap());
+            }
+            other => panic!("expected PUBLISH, got {other:?}"),
+        }
+    }
+    let expected: Vec<String> = (1..=50).map(|n: u16| n.to_string()).collect();
+    assert_eq!(got, expected);
+    let mut late = connect(addr);
+    connack(&mut late, "late", true);
+    let subscribe = Packet::Subscribe(Subscribe {
+        packet_id: PacketId::new(1).unwrap(),
+        properties: Properties::new(),
+        filters: vec![(
+            ByteStr::from_static("t/50"),
+            SubscriptionOptions::new(QoS::AtMostOnce),
+        )],
+    });
+    write_packet(&mut late, subscribe);
+    let mut buf = BytesMut::new();
+    assert!(matches!(
+        read_buffered(&mut late, &mut buf),
+        Packet::SubAck(_)
+    ));
+    match read_buffered(&mut late, &mut buf) {
+        Packet::Publish(p) => assert!(p.retain && p.payload == "50"),
+        other => panic!("expected the retained message, got {other:?}"),
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[test]
+fn a_data_directory_in_use_is_refused_with_a_clear_error() {
+    let data = DataDir::new("in-use");
+    let first_addr = format!("127.0.0.1:{}", free_port());
+    let mut first = spawn(&["--listen", &first_addr, "--data-dir", data.arg()]);
+    connect(first_addr.parse().unwrap());
+    let output = Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{}", free_port()),
+            "--data-dir",
+            data.arg(),
+        ])
+        .output()
+        .unwrap();
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("tern.redb") && stderr.contains("another tern"),
+        "{stderr}"
+    );
 }

@@ -175,6 +175,8 @@ impl Run {
                 Output::WakeWhenWritable { conn } => {
                     assert!(!self.closed.contains(&conn), "wake-up for closed {conn}")
                 }
+                // The fuzzed broker has no store: it never makes a batch.
+                Output::Persist { .. } => panic!("a batch from a broker without a store"),
             }
         }
         let stats = self.broker.stats();

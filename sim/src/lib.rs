@@ -15,6 +15,7 @@
 pub mod actor;
 pub mod checkers;
 pub mod contain;
+pub mod disk;
 pub mod explore;
 pub mod listener;
 pub mod picture;

@@ -63,6 +63,10 @@ pub struct BrokerOverrides {
     /// SCRAM-SHA-256 users (name to password) for MQTT 5 enhanced authentication.
     #[serde(default)]
     pub scram_users: BTreeMap<String, String>,
+    /// Keep the broker's state in a store on its simulated disk: a crash loses only what was
+    /// not synced, and a restart recovers the rest.
+    #[serde(default)]
+    pub persistence: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -473,10 +477,39 @@ pub enum Step {
         between: [String; 2],
         rate: f64,
     },
-    /// Stops a host at once; its peers see the connections end.
+    /// Stops a host at once; its peers see the connections end. The broker's disk keeps
+    /// what was synced (with `persistence`).
     Crash(String),
-    /// Starts a crashed broker again (with no state: there is no persistence yet).
+    /// Starts a crashed host again (a running one is crashed first). The broker recovers
+    /// from its store (with `persistence`) or starts empty.
     Restart(String),
+    /// A fault of the broker's disk (with `persistence`).
+    Disk(DiskFault),
+}
+
+/// What can go wrong with the broker's disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DiskFault {
+    /// The next fsync fails: the broker stops (a failed fsync is fatal) until `restart`.
+    FailFsync,
+    /// The file cannot grow any more.
+    Full,
+    /// The file can grow again.
+    HasRoom,
+    /// The next crash keeps half of the last write that was not synced.
+    TearWrite,
+}
+
+impl fmt::Display for DiskFault {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(match self {
+            DiskFault::FailFsync => "fail_fsync",
+            DiskFault::Full => "full",
+            DiskFault::HasRoom => "has_room",
+            DiskFault::TearWrite => "tear_write",
+        })
+    }
 }
 
 /// The step keywords; any other key is a client name.
@@ -491,6 +524,7 @@ const KEYWORDS: &[&str] = &[
     "loss",
     "crash",
     "restart",
+    "disk",
 ];
 
 impl<'de> Deserialize<'de> for Step {
@@ -537,6 +571,7 @@ impl<'de> Deserialize<'de> for Step {
                     }
                     "crash" => Step::Crash(map.next_value()?),
                     "restart" => Step::Restart(map.next_value()?),
+                    "disk" => Step::Disk(map.next_value()?),
                     client => Step::Client {
                         client: client.to_string(),
                         action: map.next_value()?,
@@ -667,6 +702,12 @@ impl Scenario {
                     }
                 }
                 Step::Wait(_) => {}
+                Step::Disk(_) if !self.broker.persistence => {
+                    return Err(at(
+                        "a disk fault needs `broker: { persistence: true }`".into()
+                    ));
+                }
+                Step::Disk(_) => {}
             }
         }
         for (name, client) in &self.clients {

@@ -14,13 +14,15 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use tern::auth::SeededEntropy;
 use tern::codec::*;
-use tern::net::Server;
+use tern::net::{Persistence, Server};
+use tern::store::RedbStore;
 use tern::types::{PacketId, QoS};
 use tokio::sync::mpsc;
 
 use crate::actor::{Actor, Command, BROKER_PORT};
 use crate::checkers::{self, Failure};
 use crate::contain;
+use crate::disk::SimDisk;
 use crate::listener::TurmoilListener;
 use crate::scenario::*;
 use crate::trace::{Event, Trace};
@@ -78,7 +80,7 @@ fn run_here(scenario: &Scenario, options: &Options) -> Outcome {
     let mut builder = turmoil::Builder::new();
     builder
         .rng_seed(options.seed)
-        .epoch(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000))
+        .epoch(SystemTime::UNIX_EPOCH + Duration::from_millis(EPOCH_MS))
         .simulation_duration(SIMULATION_MAX)
         .tick_duration(TICK)
         .tcp_capacity(1024);
@@ -94,15 +96,27 @@ fn run_here(scenario: &Scenario, options: &Options) -> Outcome {
 
     let config = broker_config(&scenario.broker);
     let seed = options.seed;
+    // The broker's disk outlives its process: crashes and restarts keep what was synced.
+    let disk = scenario.broker.persistence.then(SimDisk::new);
+    let broker_disk = disk.clone();
     sim.host("broker", move || {
         let config = config.clone();
+        let disk = broker_disk.clone();
         async move {
             let listener = turmoil::net::TcpListener::bind(("0.0.0.0", BROKER_PORT)).await?;
             // Nonces from the run's seed, so an authentication exchange replays too.
             let entropy = Box::new(SeededEntropy::new(seed));
             let listeners = vec![TurmoilListener(listener)];
-            let _server = Server::start_with_entropy(listeners, config, entropy)?;
-            std::future::pending::<()>().await;
+            let persistence = match &disk {
+                Some(disk) => Some(sim_persistence(disk)?),
+                None => None,
+            };
+            let mut server = Server::start_with_store(listeners, config, entropy, persistence)?;
+            // A failed commit stops the broker, as it stops the real process: its clients
+            // are told and closed, and the host runs nothing until `restart: broker`.
+            let error = server.store_failed().await;
+            tracing::error!(%error, "the broker stopped");
+            server.shutdown().await;
             Ok(())
         }
     });
@@ -155,6 +169,7 @@ fn run_here(scenario: &Scenario, options: &Options) -> Outcome {
 
     let mut director = Director {
         sim,
+        disk,
         scenario,
         registry,
         own_host,
@@ -244,6 +259,21 @@ fn protocol(version: Version) -> ProtocolVersion {
     }
 }
 
+/// The wall clock at the simulation's epoch (turmoil's epoch is set to the same instant).
+const EPOCH_MS: u64 = 1_700_000_000_000;
+
+/// The broker's store on its simulated disk, with the simulated wall clock.
+fn sim_persistence(disk: &SimDisk) -> Result<Persistence, Box<dyn std::error::Error>> {
+    let store = RedbStore::with_backend(disk.open(), "broker:tern-data/tern.redb".into())?;
+    let elapsed = turmoil::sim_elapsed().unwrap_or_default();
+    Ok(Persistence {
+        store: Box::new(store),
+        wall_clock_ms: EPOCH_MS + u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+        // The disk is memory, and the host's tasks must stay on the simulation's thread.
+        blocking_commits: false,
+    })
+}
+
 fn broker_config(o: &BrokerOverrides) -> tern::core::Config {
     let mut config = tern::core::Config::default();
     let l = &mut config.limits;
@@ -274,6 +304,8 @@ fn broker_config(o: &BrokerOverrides) -> tern::core::Config {
 
 struct Director<'a, 's> {
     sim: turmoil::Sim<'a>,
+    /// The broker's disk (with persistence): it outlives the broker's crashes.
+    disk: Option<SimDisk>,
     scenario: &'s Scenario,
     registry: Registry,
     /// Clients with a host of their own (the others share `SHARED_HOST`).
@@ -466,20 +498,47 @@ impl Director<'_, '_> {
                     }
                 }
                 self.sim.crash(host.as_str());
+                self.crash_disk(host);
                 self.fault(format!("crash {host}"));
                 // The host's connections end at once; let the peers see it.
                 self.run_for(Duration::from_millis(10))
             }
+            Step::Disk(fault) => self.disk_fault(*fault),
             Step::Restart(host) => {
                 if self.sim.is_host_running(host.as_str()) {
                     // A restart of a running host crashes it first: say so in the trace.
                     self.fault(format!("crash {host}"));
                 }
+                // Also after a broker that stopped by itself (a failed fsync): what no fsync
+                // covered may be gone.
+                self.crash_disk(host);
                 self.sim.bounce(host.as_str());
                 self.fault(format!("restart {host}"));
                 self.run_for(Duration::from_millis(10))
             }
         }
+    }
+
+    /// The broker's disk keeps only what was synced when its host goes down.
+    fn crash_disk(&self, host: &str) {
+        if let (Some(disk), "broker") = (&self.disk, host) {
+            disk.crash();
+        }
+    }
+
+    fn disk_fault(&mut self, fault: DiskFault) -> Result<(), String> {
+        let disk = self
+            .disk
+            .as_ref()
+            .ok_or("a disk fault needs `broker: { persistence: true }`")?;
+        match fault {
+            DiskFault::FailFsync => disk.set_fail_sync(true),
+            DiskFault::Full => disk.set_capacity(Some(disk.file_bytes())),
+            DiskFault::HasRoom => disk.set_capacity(None),
+            DiskFault::TearWrite => disk.tear_next_crash(),
+        }
+        self.fault(format!("disk {fault}"));
+        Ok(())
     }
 
     fn connect(&mut self, spec: &ConnectSpec) -> Result<(), String> {

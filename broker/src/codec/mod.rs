@@ -19,7 +19,7 @@ pub use decode::decode;
 pub use encode::{encode, encoded_len};
 pub use error::{DecodeError, EncodeError};
 pub use packet::*;
-pub use properties::{Properties, Property, PropertyContext};
+pub use properties::{decode_properties, encode_properties, Properties, Property, PropertyContext};
 pub use reason::ReasonCode;
 pub use wire::VARINT_MAX;
 

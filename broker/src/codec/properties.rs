@@ -8,10 +8,11 @@
 //! first match.
 
 use crate::limits::USER_PROPERTIES_PER_PACKET_MAX;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use super::bytestr::ByteStr;
 use super::error::{DecodeError, EncodeError};
+use super::packet::PacketType;
 use super::wire::{varint_len, Reader, Sink, VARINT_MAX};
 use crate::types::QoS;
 
@@ -457,4 +458,22 @@ impl From<Vec<Property>> for Properties {
     fn from(list: Vec<Property>) -> Properties {
         Properties(list)
     }
+}
+
+/// Writes a property block (length, then properties) on its own, outside a packet: for the
+/// store, which keeps messages and wills with their MQTT 5 properties in the wire form.
+pub fn encode_properties(properties: &Properties, out: &mut BytesMut) -> Result<(), EncodeError> {
+    properties.write(out)
+}
+
+/// Reads a property block written by [`encode_properties`] from the front of `buf`, checked
+/// against `context` as in a packet; returns it and the bytes it took.
+pub fn decode_properties(
+    buf: Bytes,
+    context: PropertyContext,
+) -> Result<(Properties, usize), DecodeError> {
+    let total = buf.len();
+    let mut reader = Reader::new(buf, PacketType::Publish);
+    let properties = Properties::read(&mut reader, context)?;
+    Ok((properties, total - reader.remaining()))
 }

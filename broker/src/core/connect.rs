@@ -237,6 +237,7 @@ impl Broker {
         // spec: [MQTT-3.1.3-9] (v5): a will waiting for its delay is not sent once the session
         // has a new connection.
         session.pending_will = None;
+        session.save(&mut self.journal);
         self.timers.cancel(&Timer::SessionExpiry(session_id));
         self.timers.cancel(&Timer::WillDelay(session_id));
         // spec: [MQTT-3.3.2-7]: aliases start afresh with each connection.
@@ -262,7 +263,13 @@ impl Broker {
         }
         #[cfg(not(feature = "planted-bugs"))]
         let _ = taken_over;
-        session.resume(now, &self.config.limits, &mut self.out, &mut self.stats);
+        session.resume(
+            now,
+            &self.config.limits,
+            &mut self.out,
+            &mut self.stats,
+            &mut self.journal,
+        );
         self.feed_retained(session_id, now);
     }
 
@@ -456,10 +463,11 @@ impl Broker {
         };
         match session.expiry_secs {
             0 => self.end_session(session_id, now),
-            u32::MAX => {}
+            u32::MAX => session.save(&mut self.journal),
             secs => {
                 let at = now + Duration::from_secs(u64::from(secs));
                 session.expires_at = Some(at);
+                session.save(&mut self.journal);
                 self.timers.schedule(at, Timer::SessionExpiry(session_id));
             }
         }
@@ -475,6 +483,7 @@ impl Broker {
             return;
         };
         session.release(&mut self.stats);
+        session.unsave(&mut self.journal);
         self.timers.cancel(&Timer::SessionExpiry(session_id));
         self.timers.cancel(&Timer::WillDelay(session_id));
         self.timers.cancel(&Timer::RetainedFeed(session_id));
@@ -573,6 +582,7 @@ impl Broker {
         let due = matches!(&session.pending_will, Some((_, at)) if *at <= now);
         if due && session.conn.is_none() {
             let (will, _) = session.pending_will.take().expect("checked above");
+            session.save(&mut self.journal);
             let client_id = session.client_id.clone();
             self.publish_will(&client_id, will, now);
         }

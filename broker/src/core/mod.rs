@@ -18,9 +18,11 @@ mod alias;
 mod auth;
 mod connect;
 mod connection;
+mod durable;
 mod message;
 mod outbox;
 mod publish;
+mod restore;
 mod retained;
 mod session;
 mod shared;
@@ -31,6 +33,9 @@ pub mod time;
 
 use std::collections::BTreeMap;
 
+pub use durable::{
+    EntryRecord, EntryState, SessionRecord, Snapshot, StoreOp, StoredMessage, StoredSession, WallMs,
+};
 pub use message::Message;
 pub use outbox::Output;
 pub use stats::Stats;
@@ -46,6 +51,7 @@ use crate::limits::Limits;
 pub use crate::types::ConnId;
 use crate::types::QoS;
 use connection::{ConnState, Connection};
+use durable::Journal;
 use outbox::Outbox;
 use retained::RetainedStore;
 use session::Session;
@@ -172,6 +178,8 @@ pub struct Broker {
     timers: TimerQueue<Timer>,
     out: Outbox,
     stats: Stats,
+    /// What the current input changed that must be durable (a no-op when persistence is off).
+    journal: Journal,
     next_session_id: u64,
     next_assigned_client_id: u64,
     /// The millisecond the retained scan budget was last refilled in, and what is left of it.
@@ -218,6 +226,7 @@ impl Broker {
             timers: TimerQueue::new(),
             out,
             stats: Stats::default(),
+            journal: Journal::disabled(),
             next_session_id: 0,
             next_assigned_client_id: 0,
             retained_scan: (0, RETAINED_SCAN_BUDGET_PER_MS),
@@ -273,6 +282,8 @@ impl Broker {
             return;
         };
         connection.last_activity = now;
+        // Its replies wait for whatever this packet makes durable.
+        self.journal.hold(conn);
         match connection.session() {
             None if matches!(connection.state, ConnState::Authenticating { .. }) => match packet {
                 Packet::Auth(auth) => self.handle_auth(conn, auth, now),
@@ -320,9 +331,9 @@ impl Broker {
                 // spec: [MQTT-3.1.4-1]: close without CONNACK.
                 self.close(conn, None, &why, true, now);
             }
-            return;
+        } else {
+            self.close(conn, Some(error.reason_code()), &why, true, now);
         }
-        self.close(conn, Some(error.reason_code()), &why, true, now);
         self.after_input(now);
     }
 
@@ -368,6 +379,19 @@ impl Broker {
         self.timers.next_deadline()
     }
 
+    /// The driver's report that every [`Output::Persist`] batch up to `batch` is durable: what
+    /// waited for them (acknowledgements, deliveries) is released, in order.
+    pub fn durable(&mut self, batch: u64) {
+        if self.journal.mark_durable(batch) {
+            self.out.release(batch);
+        }
+    }
+
+    /// Batches handed out in [`Output::Persist`] and not yet reported durable.
+    pub fn pending_batches(&self) -> u64 {
+        self.journal.pending_batches()
+    }
+
     pub fn poll_output(&mut self) -> Option<Output> {
         self.out.pop()
     }
@@ -389,6 +413,8 @@ impl Broker {
                 self.out.close(conn);
             }
         }
+        // Behind whatever still waits for the store (the driver waits for it).
+        self.out.end_input(None);
     }
 
     /// Closes the connections that were sent a packet with no room left in their outbound
@@ -402,6 +428,12 @@ impl Broker {
                 self.close(conn, None, "outbound queue full (slow consumer)", true, now);
             }
         }
+        let batch = self.journal.cut();
+        self.out
+            .end_input(batch.as_ref().map(|batch| (batch.number, &batch.hold)));
+        if let Some(batch) = batch {
+            self.out.persist(batch.number, batch.ops);
+        }
     }
 
     /// Sends what `session` has waiting, as far as its window and outbound queue allow:
@@ -410,7 +442,13 @@ impl Broker {
         let Some(session) = self.sessions.get_mut(&session_id) else {
             return;
         };
-        session.pump(now, &self.config.limits, &mut self.out, &mut self.stats);
+        session.pump(
+            now,
+            &self.config.limits,
+            &mut self.out,
+            &mut self.stats,
+            &mut self.journal,
+        );
         self.feed_retained(session_id, now);
     }
 
@@ -477,6 +515,7 @@ impl Broker {
                 &self.config.limits,
                 &mut self.out,
                 &mut self.stats,
+                &mut self.journal,
             );
         }
     }
@@ -500,7 +539,7 @@ impl Broker {
             Packet::Publish(publish) => self.handle_publish(conn, session, publish, now),
             Packet::PubAck(ack) => {
                 if let Some(s) = self.sessions.get_mut(&session) {
-                    if !s.puback(ack.packet_id, &mut self.stats) {
+                    if !s.puback(ack.packet_id, &mut self.stats, &mut self.journal) {
                         tracing::debug!(%conn, id = %ack.packet_id, "PUBACK for an unknown packet id");
                     }
                     self.pump_session(session, now);
@@ -508,8 +547,12 @@ impl Broker {
             }
             Packet::PubRec(ack) => {
                 if let Some(s) = self.sessions.get_mut(&session) {
-                    if let Some(pubrel) = s.pubrec(ack.packet_id, ack.reason_code, &mut self.stats)
-                    {
+                    if let Some(pubrel) = s.pubrec(
+                        ack.packet_id,
+                        ack.reason_code,
+                        &mut self.stats,
+                        &mut self.journal,
+                    ) {
                         self.out.send(conn, pubrel);
                     }
                     self.pump_session(session, now);
@@ -518,7 +561,7 @@ impl Broker {
             Packet::PubRel(ack) => self.handle_pubrel(conn, session, ack.packet_id),
             Packet::PubComp(ack) => {
                 if let Some(s) = self.sessions.get_mut(&session) {
-                    if !s.pubcomp(ack.packet_id, &mut self.stats) {
+                    if !s.pubcomp(ack.packet_id, &mut self.stats, &mut self.journal) {
                         tracing::debug!(%conn, id = %ack.packet_id, "PUBCOMP for an unknown packet id");
                     }
                     self.pump_session(session, now);

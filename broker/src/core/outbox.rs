@@ -10,9 +10,10 @@
 //! does not read its acknowledgements is cut off. Its count is never above the real free room,
 //! so a packet it sends always fits.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 
+use super::durable::StoreOp;
 use super::ConnId;
 use crate::codec::Packet;
 
@@ -27,6 +28,9 @@ pub enum Output {
     /// Call [`super::Broker::outbound_room`] for `conn` once its outbound queue has room again
     /// (the core has deliveries waiting for it).
     WakeWhenWritable { conn: ConnId },
+    /// Make `ops` durable, after every earlier batch, then call [`super::Broker::durable`]
+    /// with `batch` (or a later batch: one report covers every batch before it).
+    Persist { batch: u64, ops: Vec<StoreOp> },
 }
 
 /// What the core knows of one connection's outbound queue.
@@ -71,6 +75,12 @@ pub struct Outbox {
     reserve: usize,
     /// Connections that were sent a packet with no room left: they have stopped reading.
     overflowed: Vec<ConnId>,
+    /// Outputs at the back of `queue` that the input being handled produced.
+    fresh: usize,
+    /// Sends and closes waiting for their batch to be durable (see `durable.rs`), in order.
+    held: VecDeque<(u64, Output)>,
+    /// How many of `held` each connection has: later outputs to it must wait behind them.
+    held_per_conn: HashMap<ConnId, usize, BuildHasherDefault<ConnIdHasher>>,
 }
 
 impl Outbox {
@@ -84,6 +94,72 @@ impl Outbox {
             capacity,
             reserve: capacity / 4,
             overflowed: Vec::new(),
+            fresh: 0,
+            held: VecDeque::new(),
+            held_per_conn: HashMap::default(),
+        }
+    }
+
+    fn push(&mut self, output: Output) {
+        self.queue.push_back(output);
+        self.fresh += 1;
+    }
+
+    /// The input is handled. With a batch, it changed durable state: what it produced for the
+    /// connections in the batch's hold set waits for that batch. Outputs to connections that
+    /// already have some waiting are held too, behind them: order per connection is kept.
+    pub fn end_input(&mut self, batch: Option<(u64, &BTreeSet<ConnId>)>) {
+        let fresh = std::mem::take(&mut self.fresh);
+        let holding = batch.is_some_and(|(_, conns)| !conns.is_empty());
+        if !holding && self.held.is_empty() {
+            return;
+        }
+        let tail = self.queue.split_off(self.queue.len() - fresh);
+        for output in tail {
+            let conn = match &output {
+                Output::Send { conn, .. } | Output::Close { conn } => *conn,
+                Output::WakeWhenWritable { .. } | Output::Persist { .. } => {
+                    self.queue.push_back(output);
+                    continue;
+                }
+            };
+            let hold = match batch {
+                Some((number, conns)) if conns.contains(&conn) => Some(number),
+                _ if self.held_per_conn.contains_key(&conn) => {
+                    self.held.back().map(|(number, _)| *number)
+                }
+                _ => None,
+            };
+            match hold {
+                Some(number) => {
+                    *self.held_per_conn.entry(conn).or_insert(0) += 1;
+                    self.held.push_back((number, output));
+                }
+                None => self.queue.push_back(output),
+            }
+        }
+    }
+
+    /// Hands `ops` to the driver (not held: they are what the held packets wait for).
+    pub fn persist(&mut self, batch: u64, ops: Vec<StoreOp>) {
+        self.queue.push_back(Output::Persist { batch, ops });
+    }
+
+    /// Every batch up to `batch` is durable: what waited for them goes out, in order.
+    pub fn release(&mut self, batch: u64) {
+        while self.held.front().is_some_and(|(b, _)| *b <= batch) {
+            let (_, output) = self.held.pop_front().expect("checked above");
+            if let Output::Send { conn, .. } | Output::Close { conn } = &output {
+                let count = self
+                    .held_per_conn
+                    .get_mut(conn)
+                    .expect("every held output is counted");
+                *count -= 1;
+                if *count == 0 {
+                    self.held_per_conn.remove(conn);
+                }
+            }
+            self.queue.push_back(output);
         }
     }
 
@@ -110,18 +186,18 @@ impl Outbox {
             }
             room.free -= 1;
             let low = room.free <= self.capacity / 2;
-            self.queue.push_back(Output::Send { conn, packet });
+            self.push(Output::Send { conn, packet });
             if low {
                 self.request_wake(conn);
             }
             return;
         }
-        self.queue.push_back(Output::Send { conn, packet });
+        self.push(Output::Send { conn, packet });
     }
 
     pub fn close(&mut self, conn: ConnId) {
         self.rooms.remove(&conn);
-        self.queue.push_back(Output::Close { conn });
+        self.push(Output::Close { conn });
     }
 
     /// The connection ended without a Close from the core (the network closed it): its room
@@ -149,15 +225,17 @@ impl Outbox {
         if let Some(room) = self.rooms.get_mut(&conn) {
             if !room.wake_requested {
                 room.wake_requested = true;
-                self.queue.push_back(Output::WakeWhenWritable { conn });
+                self.push(Output::WakeWhenWritable { conn });
             }
         }
     }
 
-    /// The driver's report: `conn`'s queue can take `free` more packets.
+    /// The driver's report: `conn`'s queue can take `free` more packets, less what is held
+    /// for it here (the driver has not seen those yet).
     pub fn set_room(&mut self, conn: ConnId, free: usize) {
+        let held = self.held_per_conn.get(&conn).copied().unwrap_or(0);
         if let Some(room) = self.rooms.get_mut(&conn) {
-            room.free = free.min(self.capacity);
+            room.free = free.saturating_sub(held).min(self.capacity);
             room.wake_requested = false;
         }
     }
@@ -168,7 +246,10 @@ impl Outbox {
     }
 
     pub fn pop(&mut self) -> Option<Output> {
-        self.queue.pop_front()
+        let output = self.queue.pop_front()?;
+        // Popped from the front: fresh outputs are popped only once the older ones are gone.
+        self.fresh = self.fresh.min(self.queue.len());
+        Some(output)
     }
 }
 

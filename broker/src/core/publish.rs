@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use super::durable::StoreOp;
 use super::message::Message;
 use super::retained::RetainOutcome;
 use super::session::Queued;
@@ -173,6 +174,7 @@ impl Broker {
                     return;
                 }
                 session.awaiting_pubrel.insert(id);
+                session.save_incoming_id(id, true, &mut self.journal);
                 self.route_planned(message, plan, now);
                 self.out.send(conn, Packet::PubRec(Ack::new(id)));
             }
@@ -243,6 +245,9 @@ impl Broker {
             return;
         };
         let known = session.awaiting_pubrel.remove(&packet_id);
+        if known {
+            session.save_incoming_id(packet_id, false, &mut self.journal);
+        }
         let v5 = session.params.version.is_v5();
         let reason_code = if known || !v5 {
             ReasonCode::Success
@@ -319,6 +324,7 @@ impl Broker {
                 &self.config.limits,
                 &mut self.out,
                 &mut self.stats,
+                &mut self.journal,
             );
         }
         // Each matching shared group adds one delivery, to one member, besides any delivery
@@ -331,7 +337,7 @@ impl Broker {
     /// spec: [MQTT-3.3.1-5] [MQTT-3.3.1-7] 3.1.1; [MQTT-3.3.1-5] 5.0. Within the retained
     /// limits and the broker-wide memory budget; a message that does not fit is not retained
     /// (counted) and the old one stays.
-    fn store_retained(&mut self, message: &Arc<Message>) {
+    pub(super) fn store_retained(&mut self, message: &Arc<Message>) {
         let limits = &self.config.limits;
         let held = self.stats.held_bytes();
         let (outcome, change) = self.retained.retain(
@@ -340,8 +346,23 @@ impl Broker {
             limits.retained_bytes_max,
             |growth| held + growth <= limits.memory_bytes_max,
         );
-        if outcome == RetainOutcome::Refused {
-            self.stats.retained_refused += 1;
+        let op = match outcome {
+            RetainOutcome::Refused => {
+                self.stats.retained_refused += 1;
+                None
+            }
+            RetainOutcome::Stored => {
+                Some(StoreOp::PutRetained(self.journal.stored_message(message)))
+            }
+            RetainOutcome::Deleted => Some(StoreOp::DeleteRetained {
+                topic: message.topic.clone(),
+            }),
+        };
+        match op {
+            // Nobody waits on a QoS 0 message: it goes with the next batch.
+            Some(op) if message.qos == QoS::AtMostOnce => self.journal.record_lazily(op),
+            Some(op) => self.journal.record(op, None),
+            None => {}
         }
         self.stats.retained_bytes = self.stats.retained_bytes.saturating_add_signed(change);
         debug_assert_eq!(self.stats.retained_bytes, self.retained.bytes());
@@ -418,6 +439,7 @@ impl Broker {
             &self.config.limits,
             &mut self.out,
             &mut self.stats,
+            &mut self.journal,
         );
     }
 
@@ -454,7 +476,12 @@ impl Broker {
         let Some(session) = self.sessions.get_mut(&session_id) else {
             return;
         };
-        let taken = session.take_shared(now, |group| movable.contains(&group), &mut self.stats);
+        let taken = session.take_shared(
+            now,
+            |group| movable.contains(&group),
+            &mut self.stats,
+            &mut self.journal,
+        );
         for item in taken {
             self.stats.shared_handed_back += 1;
             self.deliver_shared(

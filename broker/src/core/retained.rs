@@ -417,6 +417,31 @@ mod tests {
         assert_eq!(fits.0, RetainOutcome::Stored);
         let over = s.retain(message("u", "x"), usize::MAX, 2 * one - 1, |_| true);
         assert_eq!(over, (RetainOutcome::Refused, 0));
+        // A replacement that does not grow the store needs no more room.
+        let same = s.retain(message("t", "y"), usize::MAX, one, |_| false);
+        assert_eq!(same, (RetainOutcome::Stored, 0));
+    }
+
+    #[test]
+    fn a_walk_that_meets_expired_messages_frees_their_bytes() {
+        let mut s = RetainedStore::default();
+        let expiring: Properties = vec![crate::codec::Property::MessageExpiryInterval(1)].into();
+        let message = Arc::new(Message::new(
+            ByteStr::new("e").unwrap(),
+            Bytes::from_static(b"x"),
+            QoS::AtMostOnce,
+            true,
+            &expiring,
+            ByteStr::default(),
+            Instant::ZERO,
+        ));
+        let bytes = message.charged_bytes();
+        s.retain(message, usize::MAX, usize::MAX, |_| true);
+        let mut cursor = s.cursor(ByteStr::new("#").unwrap());
+        let later = Instant::ZERO + std::time::Duration::from_secs(2);
+        let (next, freed) = s.next(&mut cursor, later, &mut 10);
+        assert!(matches!(next, Next::Exhausted));
+        assert_eq!((freed, s.bytes(), s.len()), (bytes, 0, 0));
     }
 
     #[test]

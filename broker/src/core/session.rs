@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use super::alias::{AliasUse, OutboundAliases};
+use super::durable::{EntryRecord, EntryState, Journal, SessionRecord, StoreOp};
 use super::message::Message;
 use super::outbox::Outbox;
 use super::retained::RetainedCursor;
@@ -41,13 +42,14 @@ pub enum Awaiting {
 
 #[derive(Debug, Clone)]
 pub struct Inflight {
+    /// Orders the session's messages in the store (see `durable.rs`).
+    key: u64,
     pub packet_id: PacketId,
     pub state: Awaiting,
     /// The PUBLISH as first sent, resent with DUP set when the session resumes.
     pub publish: Publish,
-    /// Set when the message came through a shared subscription: it can be handed to another
-    /// member of the group if this client goes away before acknowledging it.
-    pub shared: Option<(GroupId, Arc<Message>)>,
+    /// The message and how it was sent, for the store and for a hand-back.
+    item: Queued,
     /// Not sent on the current connection yet: a resumed session resends no more than the new
     /// connection's window allows, the rest as acknowledgements free it.
     unsent: bool,
@@ -63,7 +65,8 @@ pub struct Queued {
     pub retain: bool,
     pub subscription_ids: Vec<u32>,
     pub enqueued_at: Instant,
-    /// The shared-subscription group the message was given to this session by, if any.
+    /// The shared-subscription group the message was given to this session by, if any: it
+    /// can be handed to another member if this client goes away before acknowledging it.
     pub group: Option<GroupId>,
 }
 
@@ -97,7 +100,13 @@ pub struct Session {
     pub expires_at: Option<Instant>,
     pub subscriptions: BTreeMap<ByteStr, Subscription>,
     pub inflight: VecDeque<Inflight>,
-    pub queue: VecDeque<Queued>,
+    /// Messages waiting for the window, each with its store key.
+    pub queue: VecDeque<(u64, Queued)>,
+    /// The next store key (keys grow with each message the session takes).
+    next_key: u64,
+    /// The session is in the store: every change to it and to its QoS 1/2 messages is
+    /// journalled (see [`Session::save`]).
+    stored: bool,
     queued_bytes: usize,
     /// Bytes of the in-flight entries, as charged.
     inflight_bytes: usize,
@@ -140,6 +149,8 @@ impl Session {
             subscriptions: BTreeMap::new(),
             inflight: VecDeque::new(),
             queue: VecDeque::new(),
+            next_key: 0,
+            stored: false,
             queued_bytes: 0,
             inflight_bytes: 0,
             resend_pending: false,
@@ -170,6 +181,7 @@ impl Session {
     }
 
     /// The session is ending: its queued bytes no longer count against the memory limit.
+    /// (Its store record goes with [`Session::unsave`].)
     pub fn release(&mut self, stats: &mut Stats) {
         stats.queued_bytes -= self.queued_bytes;
         stats.inflight_bytes -= self.inflight_bytes;
@@ -185,11 +197,17 @@ impl Session {
         self.inflight_bytes
     }
 
-    /// Takes the in-flight entry at `index` out, with its bytes.
-    fn remove_inflight(&mut self, index: usize, stats: &mut Stats) -> Option<Inflight> {
+    /// Takes the in-flight entry at `index` out, with its bytes and its store entry.
+    fn remove_inflight(
+        &mut self,
+        index: usize,
+        stats: &mut Stats,
+        journal: &mut Journal,
+    ) -> Option<Inflight> {
         let entry = self.inflight.remove(index)?;
         self.inflight_bytes -= entry.charged;
         stats.inflight_bytes -= entry.charged;
+        self.journal_delete(entry.key, journal);
         Some(entry)
     }
 
@@ -221,7 +239,10 @@ impl Session {
         limits: &Limits,
         out: &mut Outbox,
         stats: &mut Stats,
+        journal: &mut Journal,
     ) {
+        let key = self.next_key;
+        self.next_key += 1;
         if item.qos == QoS::AtMostOnce {
             if let Some(conn) = self.conn {
                 if !out.has_room_for_delivery(conn) {
@@ -230,7 +251,7 @@ impl Session {
                     stats.qos0_dropped_slow_consumer += 1;
                     return;
                 }
-                self.send_publish(conn, item, None, now, out, stats);
+                self.send_publish(conn, (key, item), None, now, out, stats, journal);
                 return;
             }
             if !limits.queue_qos0 {
@@ -242,11 +263,13 @@ impl Session {
             // Straight into the window: nothing is held beyond the in-flight entry, so the
             // memory budget (which bounds what waits) has no say.
             let packet_id = self.allocate_packet_id();
-            self.send_publish(conn, item, Some(packet_id), now, out, stats);
+            self.journal_put(key, &item, EntryState::Sent(packet_id), journal);
+            self.send_publish(conn, (key, item), Some(packet_id), now, out, stats, journal);
             return;
         }
-        self.enqueue(item, limits, stats);
-        self.pump(now, limits, out, stats);
+        if self.enqueue((key, item), limits, stats, journal) {
+            self.pump(now, limits, out, stats, journal);
+        }
     }
 
     /// The connection, if a new message (a QoS 1/2 delivery, a retained message from a
@@ -260,13 +283,20 @@ impl Session {
         ready.then_some(conn)
     }
 
-    fn enqueue(&mut self, item: Queued, limits: &Limits, stats: &mut Stats) {
+    /// Queues the message if the limits let it; returns whether it was queued.
+    fn enqueue(
+        &mut self,
+        (key, item): (u64, Queued),
+        limits: &Limits,
+        stats: &mut Stats,
+        journal: &mut Journal,
+    ) -> bool {
         let bytes = item.message.charged_bytes();
         if stats.held_bytes() + bytes > limits.memory_bytes_max {
             // The broker-wide budget is spent: nothing more is held, whatever the session's
             // own room (publishers are refused before routing; this catches fan-out).
             stats.messages_dropped_memory += 1;
-            return;
+            return false;
         }
         let full = |s: &Session| {
             s.queue.len() >= limits.queued_messages_max
@@ -276,41 +306,53 @@ impl Session {
             match limits.queue_overflow {
                 QueueOverflow::DropNewest => {
                     stats.messages_dropped_queue_full += 1;
-                    return;
+                    return false;
                 }
                 QueueOverflow::DropOldest => {
                     while full(self) {
                         let Some(old) = self.queue.pop_front() else {
                             break;
                         };
-                        self.unqueued(&old, stats);
+                        self.unqueued(&old, stats, journal);
                         stats.messages_dropped_queue_full += 1;
                     }
                     if full(self) {
                         // The message alone is larger than the byte limit.
                         stats.messages_dropped_queue_full += 1;
-                        return;
+                        return false;
                     }
                 }
             }
         }
         self.queued_bytes += bytes;
         stats.queued_bytes += bytes;
-        self.queue.push_back(item);
+        self.journal_put(key, &item, EntryState::Queued, journal);
+        self.queue.push_back((key, item));
+        true
     }
 
-    /// Takes a message that left the queue off the byte counts.
-    fn unqueued(&mut self, item: &Queued, stats: &mut Stats) {
+    /// Takes a message that left the queue off the byte counts and out of the store.
+    fn unqueued(&mut self, (key, item): &(u64, Queued), stats: &mut Stats, journal: &mut Journal) {
         let bytes = item.message.charged_bytes();
         self.queued_bytes -= bytes;
         stats.queued_bytes -= bytes;
+        if item.qos != QoS::AtMostOnce {
+            self.journal_delete(*key, journal);
+        }
     }
 
     /// Sends what the window and the outbound queue have room for while the client is
     /// connected: first in-flight messages not yet sent on this connection (after a resume),
     /// then queued messages. Expired and over-age messages are dropped on the way. If the
     /// outbound queue is what stops it, the driver is asked to say when it has room.
-    pub fn pump(&mut self, now: Instant, limits: &Limits, out: &mut Outbox, stats: &mut Stats) {
+    pub fn pump(
+        &mut self,
+        now: Instant,
+        limits: &Limits,
+        out: &mut Outbox,
+        stats: &mut Stats,
+        journal: &mut Journal,
+    ) {
         let Some(conn) = self.conn else { return };
         let window = usize::from(self.params.inflight_max);
         self.resend_unsent(conn, window, out);
@@ -322,47 +364,50 @@ impl Session {
                 out.request_wake(conn);
                 break;
             }
-            let item = self.queue.pop_front().expect("checked above");
-            self.unqueued(&item, stats);
+            let (key, item) = self.queue.pop_front().expect("checked above");
+            let bytes = item.message.charged_bytes();
+            self.queued_bytes -= bytes;
+            stats.queued_bytes -= bytes;
             if now.saturating_since(item.enqueued_at) > limits.queued_message_age_max {
                 stats.messages_dropped_expired += 1;
+                if item.qos != QoS::AtMostOnce {
+                    self.journal_delete(key, journal);
+                }
                 continue;
             }
             let packet_id = (item.qos != QoS::AtMostOnce).then(|| self.allocate_packet_id());
-            self.send_publish(conn, item, packet_id, now, out, stats);
+            if let Some(packet_id) = packet_id {
+                self.journal_state(key, EntryState::Sent(packet_id), journal);
+            }
+            self.send_publish(conn, (key, item), packet_id, now, out, stats, journal);
         }
     }
 
+    /// Sends one message. With a packet id it enters the window (its store entry, if any,
+    /// already says so); one that has expired or is too large for the client is dropped and
+    /// its store entry deleted.
+    // The arguments are the message and the five things sending touches.
+    #[allow(clippy::too_many_arguments)]
     fn send_publish(
         &mut self,
         conn: ConnId,
-        item: Queued,
+        (key, item): (u64, Queued),
         packet_id: Option<PacketId>,
         now: Instant,
         out: &mut Outbox,
         stats: &mut Stats,
+        journal: &mut Journal,
     ) {
         let message = &item.message;
-        let shared = item.group.map(|group| (group, message.clone()));
         if message.is_expired(now) {
             // spec: [MQTT-3.3.2-5] (v5)
             stats.messages_dropped_expired += 1;
+            if packet_id.is_some() {
+                self.journal_delete(key, journal);
+            }
             return;
         }
-        let properties = if self.params.version.is_v5() {
-            message.outgoing_properties(now, &item.subscription_ids)
-        } else {
-            Properties::new()
-        };
-        let publish = Publish {
-            dup: false,
-            qos: item.qos,
-            retain: item.retain,
-            topic: message.topic.clone(),
-            packet_id,
-            properties,
-            payload: message.payload.clone(),
-        };
+        let publish = self.first_publish(&item, packet_id, now);
         let packet = Packet::Publish(publish);
         if let Some(max) = self.params.packet_bytes_max {
             // Room for a topic alias property (and the length bytes it may add) is counted
@@ -378,6 +423,9 @@ impl Session {
             if !fits {
                 // Discarded as if sent (spec: [MQTT-3.1.2-24] [MQTT-3.1.2-25], v5).
                 stats.messages_dropped_too_large += 1;
+                if packet_id.is_some() {
+                    self.journal_delete(key, journal);
+                }
                 return;
             }
         }
@@ -385,23 +433,8 @@ impl Session {
             unreachable!()
         };
         if let Some(packet_id) = packet_id {
-            let state = if item.qos == QoS::AtLeastOnce {
-                Awaiting::PubAck
-            } else {
-                Awaiting::PubRec
-            };
             // Stored with its topic: a resend goes on a new connection, with no aliases yet.
-            let charged = item.message.charged_bytes();
-            self.inflight_bytes += charged;
-            stats.inflight_bytes += charged;
-            self.inflight.push_back(Inflight {
-                packet_id,
-                state,
-                publish: publish.clone(),
-                shared,
-                unsent: false,
-                charged,
-            });
+            self.push_inflight(key, item, packet_id, publish.clone(), stats);
         }
         match self.aliases.assign(&publish.topic) {
             Some(AliasUse::Known(alias)) => {
@@ -417,10 +450,64 @@ impl Session {
         out.send(conn, Packet::Publish(publish));
     }
 
+    /// The PUBLISH that first carries `item` to this client (before any topic alias).
+    fn first_publish(&self, item: &Queued, packet_id: Option<PacketId>, now: Instant) -> Publish {
+        let message = &item.message;
+        let properties = if self.params.version.is_v5() {
+            message.outgoing_properties(now, &item.subscription_ids)
+        } else {
+            Properties::new()
+        };
+        Publish {
+            dup: false,
+            qos: item.qos,
+            retain: item.retain,
+            topic: message.topic.clone(),
+            packet_id,
+            properties,
+            payload: message.payload.clone(),
+        }
+    }
+
+    /// Puts a sent message into the window, waiting for PUBACK or PUBREC.
+    fn push_inflight(
+        &mut self,
+        key: u64,
+        item: Queued,
+        packet_id: PacketId,
+        publish: Publish,
+        stats: &mut Stats,
+    ) {
+        let state = if item.qos == QoS::AtLeastOnce {
+            Awaiting::PubAck
+        } else {
+            Awaiting::PubRec
+        };
+        let charged = item.message.charged_bytes();
+        self.inflight_bytes += charged;
+        stats.inflight_bytes += charged;
+        self.inflight.push_back(Inflight {
+            key,
+            packet_id,
+            state,
+            publish,
+            item,
+            unsent: false,
+            charged,
+        });
+    }
+
     /// Resends the unacknowledged PUBLISHes (DUP set) and PUBRELs in their original order, no
     /// more than the new connection's window (its Receive Maximum) allows, then fills the
     /// window (spec: [MQTT-4.4.0-1] 3.1.1, [MQTT-4.4.0-1] 5.0).
-    pub fn resume(&mut self, now: Instant, limits: &Limits, out: &mut Outbox, stats: &mut Stats) {
+    pub fn resume(
+        &mut self,
+        now: Instant,
+        limits: &Limits,
+        out: &mut Outbox,
+        stats: &mut Stats,
+        journal: &mut Journal,
+    ) {
         #[cfg(feature = "planted-bugs")]
         let skip = std::mem::take(&mut self.skip_resends);
         #[cfg(not(feature = "planted-bugs"))]
@@ -431,7 +518,7 @@ impl Session {
             }
             self.resend_pending = !self.inflight.is_empty();
         }
-        self.pump(now, limits, out, stats);
+        self.pump(now, limits, out, stats, journal);
     }
 
     /// Sends in-flight entries that the current connection has not seen, in order, while fewer
@@ -474,11 +561,8 @@ impl Session {
 
     /// The shared-subscription groups of the messages this session holds.
     pub fn shared_groups(&self) -> BTreeSet<GroupId> {
-        let inflight = self
-            .inflight
-            .iter()
-            .filter_map(|entry| entry.shared.as_ref().map(|(group, _)| *group));
-        let queued = self.queue.iter().filter_map(|item| item.group);
+        let inflight = self.inflight.iter().filter_map(|entry| entry.item.group);
+        let queued = self.queue.iter().filter_map(|(_, item)| item.group);
         inflight.chain(queued).collect()
     }
 
@@ -491,37 +575,44 @@ impl Session {
         now: Instant,
         can_move: impl Fn(GroupId) -> bool,
         stats: &mut Stats,
+        journal: &mut Journal,
     ) -> Vec<SharedHandBack> {
         let mut taken = Vec::new();
         let mut freed = 0;
-        self.inflight.retain(|entry| match &entry.shared {
+        let mut gone = Vec::new();
+        self.inflight.retain(|entry| match entry.item.group {
             // A QoS 2 delivery that has begun stays with its member, even if its session
             // ends (spec: [MQTT-4.8.2-4] [MQTT-4.8.2-5], v5); QoS 1 may be sent again elsewhere.
-            Some((group, message)) if entry.state == Awaiting::PubAck && can_move(*group) => {
+            Some(group) if entry.state == Awaiting::PubAck && can_move(group) => {
                 taken.push(SharedHandBack {
-                    group: *group,
-                    message: message.clone(),
+                    group,
+                    message: entry.item.message.clone(),
                     enqueued_at: now,
                 });
                 freed += entry.charged;
+                gone.push(entry.key);
                 false
             }
             _ => true,
         });
         self.inflight_bytes -= freed;
         stats.inflight_bytes -= freed;
+        for key in gone {
+            self.journal_delete(key, journal);
+        }
         let mut kept = VecDeque::with_capacity(self.queue.len());
-        for item in std::mem::take(&mut self.queue) {
-            match item.group {
+        for entry in std::mem::take(&mut self.queue) {
+            match entry.1.group {
                 Some(group) if can_move(group) => {
-                    self.unqueued(&item, stats);
+                    self.unqueued(&entry, stats, journal);
+                    let (_, item) = entry;
                     taken.push(SharedHandBack {
                         group,
                         message: item.message,
                         enqueued_at: item.enqueued_at,
                     });
                 }
-                _ => kept.push_back(item),
+                _ => kept.push_back(entry),
             }
         }
         self.queue = kept;
@@ -535,9 +626,14 @@ impl Session {
     }
 
     /// PUBACK from the client: the QoS 1 delivery is complete. Returns false for an unknown id.
-    pub fn puback(&mut self, packet_id: PacketId, stats: &mut Stats) -> bool {
+    pub fn puback(
+        &mut self,
+        packet_id: PacketId,
+        stats: &mut Stats,
+        journal: &mut Journal,
+    ) -> bool {
         match self.position(packet_id, Awaiting::PubAck) {
-            Some(index) => self.remove_inflight(index, stats).is_some(),
+            Some(index) => self.remove_inflight(index, stats, journal).is_some(),
             None => false,
         }
     }
@@ -549,17 +645,21 @@ impl Session {
         packet_id: PacketId,
         reason: ReasonCode,
         stats: &mut Stats,
+        journal: &mut Journal,
     ) -> Option<Packet> {
         let index = self.position(packet_id, Awaiting::PubRec);
         match index {
             Some(index) if reason.is_error() => {
-                self.remove_inflight(index, stats);
+                self.remove_inflight(index, stats, journal);
                 None
             }
             Some(index) => {
-                self.inflight[index].state = Awaiting::PubComp;
+                let entry = &mut self.inflight[index];
+                entry.state = Awaiting::PubComp;
                 // Acknowledged, so seen on this connection: not to be resent as a PUBLISH.
-                self.inflight[index].unsent = false;
+                entry.unsent = false;
+                let key = entry.key;
+                self.journal_state(key, EntryState::Released(packet_id), journal);
                 Some(Packet::PubRel(Ack::new(packet_id)))
             }
             // A PUBREC we already answered (the client resent it after a reconnect).
@@ -582,10 +682,184 @@ impl Session {
     }
 
     /// PUBCOMP from the client: the QoS 2 delivery is complete.
-    pub fn pubcomp(&mut self, packet_id: PacketId, stats: &mut Stats) -> bool {
+    pub fn pubcomp(
+        &mut self,
+        packet_id: PacketId,
+        stats: &mut Stats,
+        journal: &mut Journal,
+    ) -> bool {
         match self.position(packet_id, Awaiting::PubComp) {
-            Some(index) => self.remove_inflight(index, stats).is_some(),
+            Some(index) => self.remove_inflight(index, stats, journal).is_some(),
             None => false,
         }
+    }
+
+    // ---- The store (see `durable.rs`) ----
+
+    /// Whether the session outlives its connection, so a restart must keep it.
+    pub fn is_persistent(&self) -> bool {
+        self.expiry_secs > 0
+    }
+
+    /// Journals the session's own record if it is persistent; the first time, with every QoS
+    /// 1/2 message it holds. A session that stopped being persistent (a v5 client reconnected
+    /// with expiry 0) leaves the store.
+    pub fn save(&mut self, journal: &mut Journal) {
+        if !journal.enabled() {
+            return;
+        }
+        if !self.is_persistent() {
+            self.unsave(journal);
+            return;
+        }
+        journal.record(StoreOp::PutSession(self.record(journal)), self.conn);
+        if self.stored {
+            return;
+        }
+        self.stored = true;
+        for entry in &self.inflight {
+            let state = match entry.state {
+                Awaiting::PubAck | Awaiting::PubRec => EntryState::Sent(entry.packet_id),
+                Awaiting::PubComp => EntryState::Released(entry.packet_id),
+            };
+            self.journal_put(entry.key, &entry.item, state, journal);
+        }
+        for (key, item) in &self.queue {
+            self.journal_put(*key, item, EntryState::Queued, journal);
+        }
+        for packet_id in &self.awaiting_pubrel {
+            let op = StoreOp::PutIncomingId {
+                client_id: self.client_id.clone(),
+                packet_id: *packet_id,
+            };
+            journal.record(op, self.conn);
+        }
+    }
+
+    /// Takes the session (record, messages, QoS 2 ids) out of the store, if it is there.
+    pub fn unsave(&mut self, journal: &mut Journal) {
+        if std::mem::take(&mut self.stored) {
+            let op = StoreOp::DeleteSession {
+                client_id: self.client_id.clone(),
+            };
+            journal.record(op, self.conn);
+        }
+    }
+
+    fn record(&self, journal: &Journal) -> SessionRecord {
+        SessionRecord {
+            client_id: self.client_id.clone(),
+            version: self.params.version,
+            expiry_secs: self.expiry_secs,
+            expires_at: self.expires_at.map(|at| journal.to_wall(at)),
+            subscriptions: self
+                .subscriptions
+                .iter()
+                .map(|(filter, s)| (filter.clone(), s.options, s.id))
+                .collect(),
+            pending_will: self
+                .pending_will
+                .as_ref()
+                .map(|(will, at)| (will.clone(), journal.to_wall(*at))),
+        }
+    }
+
+    /// Journals that a QoS 2 message from the client was taken (`taken`) or released.
+    pub fn save_incoming_id(&self, packet_id: PacketId, taken: bool, journal: &mut Journal) {
+        if !self.stored {
+            return;
+        }
+        let client_id = self.client_id.clone();
+        let op = if taken {
+            StoreOp::PutIncomingId {
+                client_id,
+                packet_id,
+            }
+        } else {
+            StoreOp::DeleteIncomingId {
+                client_id,
+                packet_id,
+            }
+        };
+        journal.record(op, self.conn);
+    }
+
+    fn journal_put(&self, key: u64, item: &Queued, state: EntryState, journal: &mut Journal) {
+        if !self.stored || item.qos == QoS::AtMostOnce {
+            return;
+        }
+        let entry = EntryRecord {
+            message: journal.stored_message(&item.message),
+            qos: item.qos,
+            retain: item.retain,
+            subscription_ids: item.subscription_ids.clone(),
+            state,
+        };
+        let op = StoreOp::PutEntry {
+            client_id: self.client_id.clone(),
+            key,
+            entry,
+        };
+        journal.record(op, self.conn);
+    }
+
+    fn journal_state(&self, key: u64, state: EntryState, journal: &mut Journal) {
+        if self.stored {
+            let op = StoreOp::SetEntryState {
+                client_id: self.client_id.clone(),
+                key,
+                state,
+            };
+            journal.record(op, self.conn);
+        }
+    }
+
+    fn journal_delete(&self, key: u64, journal: &mut Journal) {
+        if self.stored {
+            let op = StoreOp::DeleteEntry {
+                client_id: self.client_id.clone(),
+                key,
+            };
+            journal.record(op, self.conn);
+        }
+    }
+
+    /// Puts back a stored message (at a restart, before any connection): in the window with
+    /// its packet id, to be resent with DUP when the client is back, or in the queue. Limits
+    /// are not applied: the store holds nothing the limits did not let in.
+    pub fn restore_entry(
+        &mut self,
+        key: u64,
+        item: Queued,
+        state: EntryState,
+        now: Instant,
+        stats: &mut Stats,
+    ) {
+        debug_assert!(key >= self.next_key, "stored entries come in key order");
+        self.next_key = key + 1;
+        self.stored = true;
+        match state {
+            EntryState::Queued => {
+                let bytes = item.message.charged_bytes();
+                self.queued_bytes += bytes;
+                stats.queued_bytes += bytes;
+                self.queue.push_back((key, item));
+            }
+            EntryState::Sent(packet_id) | EntryState::Released(packet_id) => {
+                let publish = self.first_publish(&item, Some(packet_id), now);
+                self.push_inflight(key, item, packet_id, publish, stats);
+                let entry = self.inflight.back_mut().expect("just pushed");
+                entry.unsent = true;
+                if matches!(state, EntryState::Released(_)) {
+                    entry.state = Awaiting::PubComp;
+                }
+                self.last_packet_id = self.last_packet_id.max(packet_id.get());
+            }
+        }
+    }
+
+    /// Marks a session rebuilt from the store as stored (it may hold no message at all).
+    pub fn mark_stored(&mut self) {
+        self.stored = true;
     }
 }

@@ -130,6 +130,7 @@ impl Broker {
                 retained_for.push((filter, options));
             }
         }
+        session.save(&mut self.journal);
         let version = session.params.version;
         let connection = self.conns.get(&conn);
         // spec: [MQTT-3.1.2-29] (v5): no reason string when the client asked for none.
@@ -191,6 +192,9 @@ impl Broker {
                 ReasonCode::NoSubscriptionExisted
             });
         }
+        if let Some(session) = self.sessions.get_mut(&session_id) {
+            session.save(&mut self.journal);
+        }
         if version != ProtocolVersion::V5 {
             reason_codes.clear();
         }
@@ -202,6 +206,26 @@ impl Broker {
                 reason_codes,
             }),
         );
+    }
+
+    /// Puts a filter the session has into the subscription tree or its shared group (the
+    /// session's own map is the caller's). For restored sessions: SUBSCRIBE, which has
+    /// already parsed the filter, does the same inline.
+    pub(super) fn add_subscription(
+        &mut self,
+        filter: &ByteStr,
+        session_id: SessionId,
+        subscription: Subscription,
+    ) {
+        match parse_shared(filter) {
+            Ok(Some(shared)) => {
+                let (share, inner) = owned(shared);
+                self.shared.join(&share, &inner, session_id, subscription);
+            }
+            _ => {
+                self.subscriptions.insert(filter, session_id, subscription);
+            }
+        }
     }
 
     /// Takes a filter the session no longer has out of the subscription tree or its shared

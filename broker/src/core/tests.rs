@@ -11,6 +11,8 @@ use super::*;
 use crate::codec::*;
 use crate::types::{PacketId, QoS};
 
+mod persistence;
+
 const V3: ProtocolVersion = ProtocolVersion::V3_1_1;
 const V5: ProtocolVersion = ProtocolVersion::V5;
 
@@ -32,6 +34,13 @@ struct Harness {
     /// Clients that do not read: their wake-up requests go unanswered (every other client
     /// reads at once, so the harness answers with an empty queue).
     stalled: BTreeSet<ConnId>,
+    /// With persistence: the store, and the batches handed out and not yet committed.
+    store: Option<crate::store::MemoryStore>,
+    uncommitted: Vec<(u64, Vec<StoreOp>)>,
+    /// Commit each batch as soon as it comes (otherwise the test calls `commit`).
+    commit_at_once: bool,
+    /// Wall-clock milliseconds at the broker's `Instant::ZERO`.
+    wall_at_zero: u64,
 }
 
 fn s(text: &str) -> ByteStr {
@@ -137,7 +146,59 @@ impl Harness {
             ending: BTreeSet::new(),
             connacks: BTreeSet::new(),
             stalled: BTreeSet::new(),
+            store: None,
+            uncommitted: Vec::new(),
+            commit_at_once: true,
+            wall_at_zero: 0,
         }
+    }
+
+    /// A broker with persistence on, over an empty store.
+    fn persistent(config: Config) -> Harness {
+        let mut h = Harness::with(config);
+        h.store = Some(crate::store::MemoryStore::default());
+        h.wall_at_zero = 1_700_000_000_000;
+        h.broker
+            .restore(Snapshot::default(), h.wall_at_zero, Instant::ZERO);
+        h
+    }
+
+    /// Commits every batch handed out so far and tells the broker.
+    fn commit(&mut self) {
+        let store = self.store.as_mut().expect("a persistent harness");
+        let Some((last, _)) = self.uncommitted.last() else {
+            return;
+        };
+        let last = *last;
+        for (_, ops) in std::mem::take(&mut self.uncommitted) {
+            for op in &ops {
+                store.apply(op);
+            }
+        }
+        self.broker.durable(last);
+        self.pump();
+    }
+
+    /// The broker process dies (what was not committed is lost) and starts again `after`
+    /// later, from the store. Connections are gone; the clients reconnect.
+    fn restart(&mut self, after: Duration) {
+        let config = self.broker.config.clone();
+        let since_zero = u64::try_from((self.now + after).since_epoch().as_millis()).unwrap();
+        self.wall_at_zero += since_zero;
+        self.uncommitted.clear();
+        self.broker = Broker::new(config);
+        self.now = Instant::ZERO;
+        self.mail.clear();
+        self.closed.clear();
+        self.ending.clear();
+        self.connacks.clear();
+        let snapshot = self
+            .store
+            .as_ref()
+            .expect("a persistent harness")
+            .snapshot();
+        self.broker.restore(snapshot, self.wall_at_zero, self.now);
+        self.pump();
     }
 
     fn pump(&mut self) {
@@ -201,6 +262,22 @@ impl Harness {
                 Output::WakeWhenWritable { conn } => {
                     assert!(!self.closed.contains(&conn), "wake-up after Close");
                     wakes.push(conn);
+                }
+                Output::Persist { batch, ops } => {
+                    assert!(
+                        self.store.is_some(),
+                        "a batch from a broker without a store"
+                    );
+                    self.uncommitted.push((batch, ops));
+                    if self.commit_at_once {
+                        let store = self.store.as_mut().expect("checked above");
+                        for (_, ops) in std::mem::take(&mut self.uncommitted) {
+                            for op in &ops {
+                                store.apply(op);
+                            }
+                        }
+                        self.broker.durable(batch);
+                    }
                 }
             }
         }
@@ -2069,13 +2146,13 @@ fn unacknowledged_shared_messages_of_a_lost_member_go_to_another_member() {
     let queued: Vec<String> = h.broker.sessions[&SessionId(1)]
         .queue
         .iter()
-        .map(|q| String::from_utf8_lossy(&q.message.payload).into_owned())
+        .map(|(_, q)| String::from_utf8_lossy(&q.message.payload).into_owned())
         .collect();
     assert_eq!(queued, ["4", "1", "3", "5"]);
     assert!(h.broker.sessions[&SessionId(1)]
         .queue
         .iter()
-        .all(|q| q.qos == QoS::ExactlyOnce));
+        .all(|(_, q)| q.qos == QoS::ExactlyOnce));
     assert_eq!(h.broker.stats().shared_handed_back, 3);
     // a comes back: nothing is resent to it, and it is in the rotation again.
     let (a, ack) = h.connect(persistent);
@@ -3783,6 +3860,27 @@ fn drop_newest_keeps_the_queue_and_counts_the_message_it_drops() {
     assert_eq!(h.broker.sessions[&SessionId(0)].queued_bytes(), 0);
 }
 
+// The queue's byte count follows each message that leaves it for the window.
+#[test]
+fn queued_bytes_drop_by_each_message_sent_from_the_queue() {
+    let mut config = Config::default();
+    config.limits.inflight_count_max = 1;
+    let mut h = Harness::with(config);
+    let (c, publisher) = offline_v5_subscriber(&mut h);
+    for n in 1..=3 {
+        h.send(
+            publisher,
+            publish("t", &format!("m{n}"), QoS::AtLeastOnce, n),
+        );
+    }
+    let sub = h.client(c);
+    assert_eq!(payloads(&h.take(sub)), ["m1"]);
+    assert_eq!(
+        h.broker.sessions[&SessionId(0)].queued_bytes(),
+        2 * charge("m1")
+    );
+}
+
 #[test]
 fn a_message_larger_than_the_whole_queue_byte_limit_is_dropped_and_counted() {
     let mut config = Config::default();
@@ -3824,6 +3922,14 @@ fn qos0_copies_to_connected_subscribers_are_not_weighed_against_the_memory_budge
     for id in ["s1", "s2"] {
         let sub = h.client(connect(V5, id, true));
         h.subscribe(sub, "t", QoS::AtMostOnce);
+    }
+    // Nor are copies to offline sessions, which do not queue QoS 0 by default.
+    for id in ["away1", "away2"] {
+        let mut c = connect(V5, id, false);
+        c.properties.push(Property::SessionExpiryInterval(60));
+        let sub = h.client(c);
+        h.subscribe(sub, "t", QoS::AtMostOnce);
+        h.lose(sub);
     }
     let publisher = h.client(connect(V5, "pub", true));
     h.send(publisher, publish("t", "m1", QoS::AtLeastOnce, 1));
@@ -3920,7 +4026,9 @@ fn v5_a_pubrec_resent_for_a_released_message_gets_its_pubrel_again() {
 // connected: moved to another absent member they would wait for whoever comes back first.
 #[test]
 fn shared_messages_stay_with_a_lost_member_when_no_other_member_is_connected() {
-    let mut h = Harness::new();
+    let mut config = Config::default();
+    config.limits.inflight_count_max = 1;
+    let mut h = Harness::with(config);
     let member = |h: &mut Harness, id: &str| {
         let mut c = connect(V5, id, false);
         c.properties.push(Property::SessionExpiryInterval(600));
@@ -3933,12 +4041,16 @@ fn shared_messages_stay_with_a_lost_member_when_no_other_member_is_connected() {
     h.lose(a);
     let p = h.client(connect(V5, "p", true));
     h.send(p, publish("q", "1", QoS::AtLeastOnce, 1));
+    h.send(p, publish("q", "2", QoS::AtLeastOnce, 2));
+    // "2" waits behind "1" in b's window of one.
     assert_eq!(payloads(&h.take(b)), ["1"]);
     h.lose(b);
     assert_eq!(h.broker.stats().shared_handed_back, 0);
     let b = h.client(b_connect);
     let resent = publishes(&h.take(b));
     assert!(resent.len() == 1 && resent[0].dup);
+    h.send(b, Packet::PubAck(Ack::new(resent[0].packet_id.unwrap())));
+    assert_eq!(payloads(&h.take(b)), ["2"]);
 }
 
 // The in-flight bytes of a lost member's QoS 1 shared messages leave with them.

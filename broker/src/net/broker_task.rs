@@ -10,14 +10,38 @@ use tokio::sync::{mpsc, watch};
 use std::sync::atomic::Ordering;
 
 use super::{Event, Outbound};
-use crate::core::{Broker, Instant, Output, Stats};
+use crate::core::{Broker, Instant, Output, Stats, StoreOp};
 use crate::types::ConnId;
+
+/// Batches handed to the store and not yet durable before the broker task stops taking
+/// events (and so the clients wait): the store's queue is bounded by this, however slow the
+/// disk. Each input makes at most one batch.
+const PENDING_BATCHES_MAX: u64 = 4096;
 
 pub(super) struct BrokerTask {
     pub broker: Broker,
     pub events: mpsc::Receiver<Event>,
     pub shutdown: watch::Receiver<bool>,
     pub start: tokio::time::Instant,
+    /// The storage task's ends, when persistence is on.
+    pub store: Option<StoreLink>,
+}
+
+/// The broker task's ends of the storage task's channels.
+pub(super) struct StoreLink {
+    pub batches: mpsc::UnboundedSender<(u64, Vec<StoreOp>)>,
+    pub durable: watch::Receiver<u64>,
+}
+
+/// Waits for the store to report more batches durable; `None` if it stopped (a failed commit).
+async fn durable_changed(store: &mut Option<StoreLink>) -> Option<u64> {
+    match store {
+        Some(link) => match link.durable.changed().await {
+            Ok(()) => Some(*link.durable.borrow_and_update()),
+            Err(_) => None,
+        },
+        None => std::future::pending().await,
+    }
 }
 
 impl BrokerTask {
@@ -28,15 +52,26 @@ impl BrokerTask {
     pub async fn run(mut self) -> Stats {
         let mut conns: BTreeMap<ConnId, Outbound> = BTreeMap::new();
         let mut mismatches = 0;
+        // What restoring the store produced (see `Broker::restore`).
+        self.dispatch(&mut conns, &mut mismatches);
         loop {
             let deadline = self
                 .broker
                 .poll_timeout()
                 .map(|at| self.start + at.since_epoch());
+            let room = self.broker.pending_batches() < PENDING_BATCHES_MAX;
             tokio::select! {
                 biased;
                 _ = self.shutdown.changed() => break,
-                event = self.events.recv() => {
+                durable = durable_changed(&mut self.store) => match durable {
+                    Some(batch) => self.broker.durable(batch),
+                    None => {
+                        tracing::error!("the store stopped: no longer serving");
+                        self.store = None;
+                        break;
+                    }
+                },
+                event = self.events.recv(), if room => {
                     let Some(event) = event else { break };
                     let now = self.now();
                     match event {
@@ -72,6 +107,7 @@ impl BrokerTask {
             }
             self.dispatch(&mut conns, &mut mismatches);
         }
+        self.wait_for_store(&mut conns, &mut mismatches).await;
         tracing::info!("shutting down: disconnecting {} clients", conns.len());
         self.broker.shutdown();
         // The last DISCONNECTs may find full queues: not the core's miscount, nothing to count.
@@ -81,6 +117,22 @@ impl BrokerTask {
         let mut stats = self.broker.stats().clone();
         stats.outbound_count_mismatches = mismatches;
         stats
+    }
+
+    /// At shutdown: what the store has been given becomes durable, and what waited for it
+    /// (acknowledgements) goes out before the connections close.
+    async fn wait_for_store(
+        &mut self,
+        conns: &mut BTreeMap<ConnId, Outbound>,
+        mismatches: &mut u64,
+    ) {
+        while self.broker.pending_batches() > 0 {
+            match durable_changed(&mut self.store).await {
+                Some(batch) => self.broker.durable(batch),
+                None => return,
+            }
+            self.dispatch(conns, mismatches);
+        }
     }
 
     /// Carries out the core's outputs. The core counts the room in each outbound queue and
@@ -116,6 +168,15 @@ impl BrokerTask {
                         conns.remove(&conn);
                     }
                     Output::WakeWhenWritable { conn } => wakes.push(conn),
+                    Output::Persist { batch, ops } => {
+                        let sent = self
+                            .store
+                            .as_ref()
+                            .map(|link| link.batches.send((batch, ops)));
+                        // Without a store the core journals nothing; a closed channel means the
+                        // storage task failed, which the durable channel reports.
+                        debug_assert!(sent.is_some(), "a batch without a store");
+                    }
                 }
             }
             let now = self.now();

@@ -7,6 +7,7 @@
 mod broker_task;
 mod connection;
 mod listener;
+mod storage_task;
 
 use std::io;
 use std::net::SocketAddr;
@@ -14,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
@@ -23,10 +24,12 @@ pub use listener::Listener;
 
 use crate::auth::{Entropy, OsEntropy};
 use crate::codec::{DecodeError, Packet};
-use crate::core::{self, Broker, Stats};
+use crate::core::{self, Broker, Instant, Stats, WallMs};
+use crate::store::{Store, StoreError};
 use crate::types::ConnId;
-use broker_task::BrokerTask;
+use broker_task::{BrokerTask, StoreLink};
 use connection::ConnectionTask;
+use storage_task::StorageTask;
 
 /// Events from connection tasks to the broker task. The channel is bounded: when the core
 /// falls behind, connection tasks wait, and so do the clients behind them.
@@ -88,6 +91,25 @@ impl Drop for OpenConnection {
     }
 }
 
+/// What the server needs to keep its state across restarts (see `core/durable.rs`).
+pub struct Persistence {
+    pub store: Box<dyn Store>,
+    /// The wall clock now, in milliseconds since the Unix epoch: the core's `Instant` zero,
+    /// so the deadlines it stores mean the same after a restart.
+    pub wall_clock_ms: WallMs,
+    /// Commit on tokio's blocking pool: true for a real disk, false for the simulation's.
+    pub blocking_commits: bool,
+}
+
+/// Why the server did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Io(#[from] io::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 /// A running broker: its addresses, and the means to stop it.
 pub struct Server {
     local_addrs: Vec<SocketAddr>,
@@ -95,6 +117,8 @@ pub struct Server {
     broker_task: JoinHandle<Stats>,
     accept_tasks: Vec<JoinHandle<()>>,
     shared: Arc<Shared>,
+    /// A fatal store error (the broker has stopped serving).
+    store_failed: Option<oneshot::Receiver<String>>,
 }
 
 impl Server {
@@ -111,6 +135,22 @@ impl Server {
         config: core::Config,
         entropy: Box<dyn Entropy>,
     ) -> io::Result<Server> {
+        match Server::start_with_store(listeners, config, entropy, None) {
+            Ok(server) => Ok(server),
+            Err(StartError::Io(error)) => Err(error),
+            Err(StartError::Store(_)) => unreachable!("no store, no store error"),
+        }
+    }
+
+    /// [`Server::start_with_entropy`] that keeps its state in `persistence`'s store: loads it
+    /// first (a damaged or unknown store is an error, never an empty start), then commits
+    /// every change before acknowledging it.
+    pub fn start_with_store<L: Listener>(
+        listeners: Vec<L>,
+        config: core::Config,
+        entropy: Box<dyn Entropy>,
+        persistence: Option<Persistence>,
+    ) -> Result<Server, StartError> {
         let local_addrs = listeners
             .iter()
             .map(Listener::local_addr)
@@ -119,12 +159,22 @@ impl Server {
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let shared = Arc::new(Shared::default());
         let limits = config.limits.clone();
+        let mut broker = Broker::with_entropy(config, entropy);
+        let start = tokio::time::Instant::now();
+        let (store, store_failed) = match persistence {
+            Some(persistence) => {
+                let (link, failed) = start_store(&mut broker, persistence)?;
+                (Some(link), Some(failed))
+            }
+            None => (None, None),
+        };
         let broker_task = tokio::spawn(
             BrokerTask {
-                broker: Broker::with_entropy(config, entropy),
+                broker,
                 events: events_rx,
                 shutdown: shutdown_rx.clone(),
-                start: tokio::time::Instant::now(),
+                start,
+                store,
             }
             .run(),
         );
@@ -152,7 +202,20 @@ impl Server {
             broker_task,
             accept_tasks,
             shared,
+            store_failed,
         })
+    }
+
+    /// Resolves if the store fails (the broker has stopped serving; the owner should shut
+    /// the server down and exit with the error). Never resolves without a store.
+    pub async fn store_failed(&mut self) -> String {
+        match self.store_failed.as_mut() {
+            Some(failed) => match failed.await {
+                Ok(error) => error,
+                Err(_) => "the storage task ended".to_owned(),
+            },
+            None => std::future::pending().await,
+        }
     }
 
     pub fn local_addrs(&self) -> &[SocketAddr] {
@@ -248,4 +311,31 @@ impl<L: Listener> AcceptLoop<L> {
             );
         }
     }
+}
+
+/// Loads the store into `broker` and starts the storage task.
+fn start_store(
+    broker: &mut Broker,
+    mut persistence: Persistence,
+) -> Result<(StoreLink, oneshot::Receiver<String>), StoreError> {
+    let snapshot = persistence.store.load()?;
+    broker.restore(snapshot, persistence.wall_clock_ms, Instant::ZERO);
+    let (batches_tx, batches_rx) = mpsc::unbounded_channel();
+    let (durable_tx, durable_rx) = watch::channel(0);
+    let (failed_tx, failed_rx) = oneshot::channel();
+    tokio::spawn(
+        StorageTask {
+            store: persistence.store,
+            batches: batches_rx,
+            durable: durable_tx,
+            blocking_commits: persistence.blocking_commits,
+            failed: failed_tx,
+        }
+        .run(),
+    );
+    let link = StoreLink {
+        batches: batches_tx,
+        durable: durable_rx,
+    };
+    Ok((link, failed_rx))
 }

@@ -1,0 +1,97 @@
+//! Rebuilding the broker from what the store held, once, before the first connection.
+//!
+//! Sessions come back disconnected: their subscriptions in the trees, their QoS 1/2 messages
+//! in the queue or (with their packet ids) in the window, to be resent with DUP when the client
+//! returns; their expiry and delayed will on the timers, from the wall-clock deadlines stored.
+//! A session whose client was connected at the crash has no deadline stored: its expiry counts
+//! from the restart, as if the connection had just been lost.
+
+use std::time::Duration;
+
+use super::durable::{Journal, Snapshot, StoredSession, WallMs};
+use super::session::{DeliveryParams, Queued, Session};
+use super::subscriptions::Subscription;
+use super::{Broker, Instant, SessionId, Timer};
+
+impl Broker {
+    /// Turns persistence on (`Instant::ZERO` is `wall_at_zero` on the wall clock) and rebuilds
+    /// what `snapshot` holds. Every change from now on is journalled (see `durable.rs`).
+    pub fn restore(&mut self, snapshot: Snapshot, wall_at_zero: WallMs, now: Instant) {
+        assert!(
+            self.conns.is_empty() && self.sessions.is_empty() && self.retained.len() == 0,
+            "restore comes before anything else"
+        );
+        self.journal = Journal::new(wall_at_zero);
+        for stored in snapshot.retained {
+            let message = self.journal.message(stored, now);
+            if !message.is_expired(now) {
+                self.store_retained(&message);
+            }
+        }
+        // What storing them journalled is in the store already.
+        self.journal.discard();
+        for stored in snapshot.sessions {
+            self.restore_session(stored, now);
+        }
+        // Sessions whose client was connected at the crash now have a deadline: stored, so
+        // that another restart does not postpone it again.
+        self.after_input(now);
+        tracing::info!(
+            sessions = self.sessions.len(),
+            retained = self.retained.len(),
+            "restored from the store"
+        );
+    }
+
+    fn restore_session(&mut self, stored: StoredSession, now: Instant) {
+        let StoredSession {
+            record,
+            entries,
+            incoming_ids,
+        } = stored;
+        let params = DeliveryParams {
+            version: record.version,
+            inflight_max: self.config.limits.inflight_count_max.max(1),
+            packet_bytes_max: None,
+        };
+        let mut session = Session::new(record.client_id.clone(), params, record.expiry_secs);
+        session.mark_stored();
+        for (key, entry) in entries {
+            let item = Queued {
+                message: self.journal.message(entry.message, now),
+                qos: entry.qos,
+                retain: entry.retain,
+                subscription_ids: entry.subscription_ids,
+                enqueued_at: now,
+                group: None,
+            };
+            session.restore_entry(key, item, entry.state, now, &mut self.stats);
+        }
+        session.awaiting_pubrel.extend(incoming_ids);
+        let session_id = SessionId(self.next_session_id);
+        self.next_session_id += 1;
+        for (filter, options, id) in record.subscriptions {
+            let subscription = Subscription { options, id };
+            session.subscriptions.insert(filter.clone(), subscription);
+            self.add_subscription(&filter, session_id, subscription);
+        }
+        if let Some((will, at)) = record.pending_will {
+            let at = self.journal.instant_of(at, now);
+            session.pending_will = Some((will, at));
+            self.timers.schedule(at, Timer::WillDelay(session_id));
+        }
+        if record.expiry_secs != u32::MAX {
+            let at = match record.expires_at {
+                Some(at) => self.journal.instant_of(at, now),
+                None => now + Duration::from_secs(u64::from(record.expiry_secs)),
+            };
+            session.expires_at = Some(at);
+            self.timers.schedule(at, Timer::SessionExpiry(session_id));
+            if record.expires_at.is_none() {
+                session.save(&mut self.journal);
+            }
+        }
+        self.by_client_id.insert(record.client_id, session_id);
+        self.sessions.insert(session_id, session);
+    }
+}
