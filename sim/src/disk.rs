@@ -2,10 +2,11 @@
 //! what has been synced, so a crash loses exactly the writes no fsync covered.
 //!
 //! The disk outlives the broker process: the world keeps it across `crash: broker` and
-//! `restart: broker`. A crash turns the file back into its last synced bytes (a torn-write
-//! fault keeps half of the last unsynced write too) and starts a new generation: the crashed
-//! process's handle, which its dropped tasks may still use, writes nowhere. Faults: a failing
-//! fsync, a full disk (a size it cannot grow past), a torn last write at the next crash.
+//! `restart: broker`. A crash turns the file back into its last synced bytes and starts a new
+//! generation: the crashed process's handle, which its dropped tasks may still use, writes
+//! nowhere. Faults: a failing fsync; a full disk (a size it cannot grow past); a torn write,
+//! the power failing during the next fsync: the writes before it reach the disk, the last
+//! one only half, and the process is gone.
 
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -29,8 +30,8 @@ struct Disk {
     fail_sync: bool,
     /// The file cannot grow past this many bytes.
     capacity: Option<u64>,
-    /// The next crash keeps half of the last unsynced write.
-    tear_next_crash: bool,
+    /// The next fsync is a crash that keeps half of its last write.
+    tear_next_sync: bool,
     syncs: u64,
 }
 
@@ -53,16 +54,13 @@ impl SimDisk {
         }
     }
 
-    /// The host crashed: what was not synced is gone (but a torn last write, if that fault is
-    /// set), and the old process's handle no longer reaches the disk.
+    /// The host crashed: what was not synced is gone, and the old process's handle no longer
+    /// reaches the disk.
     pub fn crash(&self) {
         let mut disk = self.lock();
-        if std::mem::take(&mut disk.tear_next_crash) {
-            if let Some((offset, data)) = disk.unsynced.last().cloned() {
-                let half = &data[..data.len() / 2];
-                write_at(&mut disk.synced, offset, half);
-            }
-        }
+        // A pending fault was the old process's; the new one starts on a working disk.
+        disk.fail_sync = false;
+        disk.tear_next_sync = false;
         disk.current = disk.synced.clone();
         disk.unsynced.clear();
         disk.generation += 1;
@@ -76,8 +74,8 @@ impl SimDisk {
         self.lock().capacity = capacity;
     }
 
-    pub fn tear_next_crash(&self) {
-        self.lock().tear_next_crash = true;
+    pub fn tear_next_sync(&self) {
+        self.lock().tear_next_sync = true;
     }
 
     /// Bytes of the file as the running process sees it.
@@ -155,6 +153,21 @@ impl StorageBackend for DiskHandle {
             // Once: the broker stops on it, and its restart finds a working disk.
             return Err(io::Error::other("simulated fsync failure"));
         }
+        if std::mem::take(&mut disk.tear_next_sync) {
+            // The power fails during this fsync: the earlier writes made it, the last one in
+            // part, and the process is gone (its handle writes nowhere from now on).
+            let mut writes = std::mem::take(&mut disk.unsynced);
+            let last = writes.pop();
+            for (offset, data) in &writes {
+                write_at(&mut disk.synced, *offset, data);
+            }
+            if let Some((offset, data)) = last {
+                write_at(&mut disk.synced, offset, &data[..data.len() / 2]);
+            }
+            disk.current = disk.synced.clone();
+            disk.generation += 1;
+            return Err(io::Error::other("simulated power failure during fsync"));
+        }
         disk.synced = disk.current.clone();
         disk.unsynced.clear();
         disk.syncs += 1;
@@ -200,17 +213,19 @@ mod tests {
     }
 
     #[test]
-    fn a_torn_write_keeps_half_of_the_last_unsynced_write() {
+    fn a_torn_write_keeps_the_writes_before_it_and_half_of_it() {
         let disk = SimDisk::new();
         let handle = disk.open();
         handle.write(0, b"aaaaaaaa").unwrap();
         handle.sync_data().unwrap();
+        handle.write(8, b"cc").unwrap();
         handle.write(0, b"bbbbbbbb").unwrap();
-        disk.tear_next_crash();
-        disk.crash();
-        let mut out = [0u8; 8];
+        disk.tear_next_sync();
+        assert!(handle.sync_data().is_err());
+        assert!(handle.write(0, b"zombie").is_err(), "the process is gone");
+        let mut out = [0u8; 10];
         disk.open().read(0, &mut out).unwrap();
-        assert_eq!(&out, b"bbbbaaaa");
+        assert_eq!(&out, b"bbbbaaaacc");
     }
 
     #[test]

@@ -194,7 +194,8 @@ fn explore(
         supervisor = supervisor.with_env(supervisor::PLANTED_BUG_ENV, name);
     }
     let mut runner = Supervised {
-        supervisor,
+        // A generated case runs in about a second: a minute is a hang.
+        supervisor: supervisor.with_case_limit(std::time::Duration::from_secs(60)),
         scratch: std::env::temp_dir().join(format!("tern-sim-explore-{}", std::process::id())),
     };
     let started = std::time::Instant::now();

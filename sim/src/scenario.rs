@@ -497,7 +497,8 @@ pub enum DiskFault {
     Full,
     /// The file can grow again.
     HasRoom,
-    /// The next crash keeps half of the last write that was not synced.
+    /// The power fails during the next fsync: its writes reach the disk only in part, and
+    /// the broker is down until `restart`.
     TearWrite,
 }
 

@@ -66,7 +66,8 @@ pub struct Report {
     pub text: String,
 }
 
-/// How long one case may take in wall time before its worker is taken for hung and killed.
+/// How long one case may take in wall time before its worker is taken for hung and killed,
+/// unless the supervisor is given another limit ([`Supervisor::with_case_limit`]).
 const CASE_WALL_MAX: Duration = Duration::from_secs(600);
 
 impl Report {
@@ -103,7 +104,7 @@ enum Exchange {
     Report(Report),
     /// The worker's output ended before the report: it died.
     Died,
-    /// No report within `CASE_WALL_MAX`.
+    /// No report within the case limit.
     Hung,
 }
 
@@ -113,6 +114,8 @@ pub struct Supervisor {
     scratch: PathBuf,
     env: Vec<(String, String)>,
     worker: Option<Worker>,
+    /// Wall time a case may take before its worker is taken for hung.
+    case_limit: Duration,
 }
 
 /// Workers started by this process, for distinct stderr file names.
@@ -126,7 +129,15 @@ impl Supervisor {
             scratch,
             env: Vec::new(),
             worker: None,
+            case_limit: CASE_WALL_MAX,
         }
+    }
+
+    /// Cases taking longer than `limit` in wall time are hangs (the explorer's generated cases
+    /// take a second or so; shrinking a hang must not wait ten minutes per candidate).
+    pub fn with_case_limit(mut self, limit: Duration) -> Supervisor {
+        self.case_limit = limit;
+        self
     }
 
     /// Workers get this environment variable too.
@@ -186,7 +197,7 @@ impl Supervisor {
                 self.worker = None;
                 continue;
             }
-            return match receive(worker) {
+            return match receive(worker, self.case_limit) {
                 Exchange::Report(report) => Ok(report),
                 Exchange::Died => {
                     let dead = self.worker.take().expect("started");
@@ -197,9 +208,10 @@ impl Supervisor {
                     Ok(Report {
                         failed: true,
                         simulated_secs: 0.0,
-                        wall_secs: CASE_WALL_MAX.as_secs_f64(),
+                        wall_secs: self.case_limit.as_secs_f64(),
                         text: format!(
-                            "  checker: hang\n  no result within {CASE_WALL_MAX:?} of wall time; the worker was killed\n  replay: {}\n",
+                            "  checker: hang\n  no result within {:?} of wall time; the worker was killed\n  replay: {}\n",
+                            self.case_limit,
                             case.replay()
                         ),
                     })
@@ -216,7 +228,7 @@ impl Supervisor {
         let why = tail(&dead.stderr, STDERR_TAIL_LINES);
         let mut echo = self.spawn(true)?;
         if send(&mut echo, case) {
-            let _ = receive(&mut echo);
+            let _ = receive(&mut echo, self.case_limit);
         }
         let trace = tail(&echo.stderr, STDERR_TAIL_LINES);
         Ok(Report {
@@ -271,8 +283,8 @@ fn send(worker: &mut Worker, case: &Case) -> bool {
 /// can pass for the end marker), and `@@` ends it.
 // Wall time bounds how long a case may hang; it never enters a simulation.
 #[allow(clippy::disallowed_methods)]
-fn receive(worker: &mut Worker) -> Exchange {
-    let deadline = std::time::Instant::now() + CASE_WALL_MAX;
+fn receive(worker: &mut Worker, limit: Duration) -> Exchange {
+    let deadline = std::time::Instant::now() + limit;
     let mut text = String::new();
     loop {
         let wait = deadline.saturating_duration_since(std::time::Instant::now());

@@ -126,7 +126,7 @@ impl BrokerTask {
         conns: &mut BTreeMap<ConnId, Outbound>,
         mismatches: &mut u64,
     ) {
-        while self.broker.pending_batches() > 0 {
+        while self.broker.pending_batches() > 0 && self.store.is_some() {
             match durable_changed(&mut self.store).await {
                 Some(batch) => self.broker.durable(batch),
                 None => return,

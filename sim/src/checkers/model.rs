@@ -158,7 +158,7 @@ impl Subscriptions {
     /// For each shared subscription (`$share/{group}/{filter}`) matching `topic` that some
     /// member holds at QoS 1 or more, all the client ids in it: the message is owed to one of
     /// them (the broker may pick a QoS 0 member; a copy to any member settles it).
-    pub fn shared_at_least_once(&self, topic: &str) -> Vec<Vec<String>> {
+    pub fn shared_at_least_once(&self, topic: &str) -> BTreeMap<String, Vec<String>> {
         let mut groups: BTreeMap<&str, (bool, Vec<String>)> = BTreeMap::new();
         for (id, filters) in &self.granted {
             for (f, qos) in filters {
@@ -172,9 +172,9 @@ impl Subscriptions {
             }
         }
         groups
-            .into_values()
-            .filter(|(owed, _)| *owed)
-            .map(|(_, members)| members)
+            .into_iter()
+            .filter(|(_, (owed, _))| *owed)
+            .map(|(group, (_, members))| (group.to_string(), members))
             .collect()
     }
 }
@@ -241,6 +241,8 @@ impl Fault {
                 [_, a, "<->" | "->", b, rest @ ..],
             ) => (vec![a.to_string(), b.to_string()], rest.first()),
             ("crash" | "restart", [_, h]) => (vec![h.to_string()], None),
+            // A disk fault is the broker's; the value says which.
+            ("disk", [_, what]) => (vec!["broker".to_string()], Some(what)),
             _ => (Vec::new(), None),
         };
         Fault {
@@ -250,8 +252,12 @@ impl Fault {
         }
     }
 
+    /// A crash of the broker, or a disk fault that stops it the same way (a failed fsync, a
+    /// power failure during one).
     pub fn is_broker_crash(&self) -> bool {
-        self.kind == "crash" && self.touches("broker")
+        (self.kind == "crash" && self.touches("broker"))
+            || (self.kind == "disk"
+                && matches!(self.value.as_deref(), Some("fail_fsync" | "tear_write")))
     }
 
     /// Whether `event` is a fault that crashes the broker.

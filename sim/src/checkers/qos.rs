@@ -140,7 +140,9 @@ struct Accepted {
 
 /// A QoS 1/2 PUBLISH awaiting its acknowledgement: topic, payload, whether it expires, its
 /// entry, and the client ids owed it when it was sent.
-type InFlight = (String, String, bool, usize, Vec<String>);
+/// A QoS 1/2 PUBLISH on its way: topic, payload, whether it expires, its entry, the client
+/// ids and the shared groups (by `$share/...` filter) owed it when it was sent.
+type InFlight = (String, String, bool, usize, Vec<String>, BTreeSet<String>);
 
 /// Every QoS 1/2 message the broker acknowledged (PUBACK, PUBREC without error) and carrying
 /// no expiry interval, in order.
@@ -156,13 +158,14 @@ fn accepted(scenario: &Scenario, trace: &Trace) -> Vec<Accepted> {
                 let (topic, payload) = message_key(&p.topic, &p.payload);
                 let expires = p.properties.message_expiry_interval().is_some();
                 let owed_then = subs.at_least_once(&topic);
+                let groups_then = subs.shared_at_least_once(&topic).into_keys().collect();
                 if let Some(id) = p.packet_id {
-                    let sent = (topic, payload, expires, i, owed_then);
+                    let sent = (topic, payload, expires, i, owed_then, groups_then);
                     in_flight.insert((e.host.clone(), id.get()), sent);
                 }
             }
             Event::Received(Packet::PubAck(a) | Packet::PubRec(a)) if !a.reason_code.is_error() => {
-                let Some((topic, payload, expires, sent, owed_then)) =
+                let Some((topic, payload, expires, sent, owed_then, groups_then)) =
                     in_flight.remove(&(e.host.clone(), a.packet_id.get()))
                 else {
                     continue;
@@ -178,7 +181,12 @@ fn accepted(scenario: &Scenario, trace: &Trace) -> Vec<Accepted> {
                             .into_iter()
                             .filter(|id| owed_now.contains(id))
                             .collect(),
-                        groups: subs.shared_at_least_once(&topic),
+                        groups: subs
+                            .shared_at_least_once(&topic)
+                            .into_iter()
+                            .filter(|(group, _)| groups_then.contains(group))
+                            .map(|(_, members)| members)
+                            .collect(),
                         topic,
                         payload,
                     });
@@ -246,7 +254,9 @@ fn handed_over(scenario: &Scenario, trace: &Trace, id: &str, m: &Accepted) -> bo
 /// client with that id is connected at the end, and no partition or hold is still in force
 /// then (the convergence condition). Excluded, as documented drops: messages with an expiry
 /// interval, runs that lower the broker's queue limit, and messages accepted before a broker
-/// crash (there is no persistence yet).
+/// crash when the broker has no persistence. With persistence this is the promise of the
+/// store: an acknowledged message survives crashes and restarts and reaches every persistent
+/// session that held a matching subscription.
 pub fn at_least_once(scenario: &Scenario, trace: &Trace) -> Result<(), Violation> {
     if scenario.broker.queued_messages_max.is_some() {
         return Ok(());
@@ -264,7 +274,7 @@ pub fn at_least_once(scenario: &Scenario, trace: &Trace) -> Result<(), Violation
         .collect();
     let starts = session_starts(trace);
     for m in accepted(scenario, trace) {
-        if faults.broker_crashed_between(m.at, end) {
+        if !scenario.broker.persistence && faults.broker_crashed_between(m.at, end) {
             continue;
         }
         // Could this client id be expected to hold the message at the end of the run?

@@ -23,6 +23,9 @@ struct Session {
     ended: Option<(Duration, usize)>,
     /// The holder's connection lost data to a fault (see `present_flag`).
     stalled: bool,
+    /// Held by a connection when the broker crashed (with persistence): its expiry starts
+    /// when the broker is back.
+    awaiting_restart: bool,
 }
 
 /// What the checker can say about a client id's session when a CONNECT is sent.
@@ -35,9 +38,12 @@ enum Held {
 
 /// The session-present flag of every successful CONNACK is what the broker must answer: false
 /// after a clean start, true when the session certainly still existed, false when it certainly
-/// did not (never made, ended with its clean connection, expired, or lost in a broker crash:
-/// there is no persistence yet). MQTT 3.1 has no such flag. Margins of one link delay each way and a second of expiry
-/// rounding keep it from judging what the trace cannot tell.
+/// did not (never made, ended with its clean connection, expired, or lost in a broker crash).
+/// With persistence a crash keeps every session its client saw confirmed (CONNACK) that
+/// outlives its connection; one connected at the crash starts its expiry at the restart, one
+/// already disconnected counts the time the broker was down. MQTT 3.1 has no such flag.
+/// Margins of one link delay each way and a second of expiry rounding keep it from judging
+/// what the trace cannot tell.
 pub fn present_flag(scenario: &Scenario, trace: &Trace) -> Result<(), Violation> {
     let faults = Faults::of(trace);
     let margin = faults.latency_max * 2 + Duration::from_secs(1);
@@ -56,7 +62,14 @@ pub fn present_flag(scenario: &Scenario, trace: &Trace) -> Result<(), Violation>
             Event::Fault(f) => {
                 let f = Fault::parse(f);
                 if f.is_broker_crash() {
-                    sessions.clear();
+                    broker_crashed(&mut sessions, scenario.broker.persistence);
+                }
+                if f.kind == "restart" && f.touches("broker") {
+                    for s in sessions.values_mut() {
+                        if std::mem::take(&mut s.awaiting_restart) {
+                            s.ended = Some((e.at, i));
+                        }
+                    }
                 }
                 match (f.kind.as_str(), f.hosts.first()) {
                     ("crash", Some(host)) => end_connection(&mut sessions, scenario, host, e.at, i),
@@ -126,6 +139,7 @@ pub fn present_flag(scenario: &Scenario, trace: &Trace) -> Result<(), Violation>
                         holder: Some(e.host.clone()),
                         ended: None,
                         stalled: false,
+                        awaiting_restart: false,
                     },
                 );
             }
@@ -134,6 +148,23 @@ pub fn present_flag(scenario: &Scenario, trace: &Trace) -> Result<(), Violation>
         }
     }
     Ok(())
+}
+
+/// Without persistence a broker crash loses every session. With it, sessions that end with
+/// their connection are gone, the others stay; those connected at the crash wait for the
+/// restart to start their expiry.
+fn broker_crashed(sessions: &mut BTreeMap<String, Session>, persistence: bool) {
+    if !persistence {
+        sessions.clear();
+        return;
+    }
+    sessions.retain(|_, s| s.expiry_secs > 0);
+    for s in sessions.values_mut() {
+        if s.holder.take().is_some() {
+            s.ended = None;
+            s.awaiting_restart = true;
+        }
+    }
 }
 
 /// The connection of `host` ended at `at` (entry `index`) as its client saw it.
@@ -166,6 +197,10 @@ fn held(
         return Held::No;
     };
     if s.stalled {
+        return Held::Unsure;
+    }
+    if s.awaiting_restart {
+        // Reconnecting before the restart is in the trace: it cannot succeed anyway.
         return Held::Unsure;
     }
     let Some((ended_at, ended_entry)) = s.ended else {

@@ -109,6 +109,19 @@ pub fn on_abnormal_end(scenario: &Scenario, trace: &Trace) -> Result<(), Violati
                         "repair" | "release" => {
                             blocked.remove(&f.hosts);
                         }
+                        // A lossy link may drop the close itself: the broker learns of the
+                        // end only from keep alive, if at all.
+                        "loss" if f.touches(owner) => {
+                            let lossless = f
+                                .value
+                                .as_deref()
+                                .is_some_and(|v| v.parse::<f64>().is_ok_and(|rate| rate == 0.0));
+                            if lossless {
+                                blocked.remove(&f.hosts);
+                            } else {
+                                blocked.insert(f.hosts.clone());
+                            }
+                        }
                         _ => {}
                     }
                     f.kind == "crash" && f.touches(owner)
@@ -119,10 +132,10 @@ pub fn on_abnormal_end(scenario: &Scenario, trace: &Trace) -> Result<(), Violati
                 continue;
             }
             let was_connected = std::mem::replace(&mut connected, false);
-            if !was_connected
-                || !blocked.is_empty()
-                || end.saturating_sub(e.at) < Duration::from_secs(1)
-            {
+            // The broker hears of the end up to one link delay after the client, and the will
+            // takes up to one more to arrive.
+            let settle = Duration::from_secs(1) + faults.latency_max * 2;
+            if !was_connected || !blocked.is_empty() || end.saturating_sub(e.at) < settle {
                 continue;
             }
             let watchers: Vec<&String> = subs

@@ -1,7 +1,8 @@
 //! Random scenarios from a seed: two to four clients of every protocol version, persistent
 //! and clean sessions, wills, shared ids (takeovers), wildcard, `$` and shared subscriptions,
 //! QoS 0/1/2 publishes with and without retain and expiry, reconnects, and faults (partitions,
-//! holds, client crashes, broker crash and restart). Every step is one the director can
+//! holds, client crashes, broker crash and restart), with or without persistence (and then
+//! disk faults that stop the broker). Every step is one the director can
 //! carry out against a correct broker: the generator tracks which clients are connected and
 //! which links are cut, so a failure is the broker's, not the script's. Every run ends calm
 //! (`Plan::calm_tail`) so the convergence checkers have something to judge.
@@ -84,11 +85,32 @@ pub fn generate(seed: u64) -> Plan {
         let step = random_step(&mut rng, &clients, &mut model, &mut payloads);
         steps.push(step);
     }
+    let persistence = with_persistence(seed, &mut steps);
     Plan {
         seed,
         clients,
         steps,
+        persistence,
     }
+}
+
+/// Whether the broker of `seed`'s plan keeps a store (half of the plans), and with it some of
+/// its crashes become disk faults that stop it the same way (a failed fsync, a torn write).
+/// Drawn from a generator of its own, so the rest of each seed's plan is what it was before
+/// persistence existed.
+fn with_persistence(seed: u64, steps: &mut [Step]) -> bool {
+    let mut rng = Rng::new(seed ^ 0xD15C_0000_0000_0000);
+    if !rng.chance(50) {
+        return false;
+    }
+    for step in steps.iter_mut() {
+        if *step == Step::CrashBroker && rng.chance(30) {
+            const STOPS: [&str; 2] = ["fail_fsync", "tear_write"];
+            let fault: &'static str = STOPS[rng.range(0, 1) as usize];
+            *step = Step::DiskStop(fault);
+        }
+    }
+    true
 }
 
 fn clients(rng: &mut Rng) -> Vec<Client> {

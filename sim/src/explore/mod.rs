@@ -17,7 +17,7 @@ mod shrink;
 use std::path::{Path, PathBuf};
 
 pub use generate::generate;
-pub use plan::Plan;
+pub use plan::{Plan, Step};
 pub use shrink::shrink;
 
 use crate::scenario::Scenario;

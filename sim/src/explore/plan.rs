@@ -60,6 +60,9 @@ pub enum Step {
     CrashClient(String),
     CrashBroker,
     RestartBroker,
+    /// A disk fault that stops the broker at its next commit (`fail_fsync`, `tear_write`);
+    /// only in plans with persistence.
+    DiskStop(&'static str),
 }
 
 impl Step {
@@ -77,7 +80,7 @@ impl Step {
             Step::Subscribe { client, .. }
             | Step::Unsubscribe { client, .. }
             | Step::Publish { client, .. } => Some(client),
-            Step::WaitMs(_) | Step::CrashBroker | Step::RestartBroker => None,
+            Step::WaitMs(_) | Step::CrashBroker | Step::RestartBroker | Step::DiskStop(_) => None,
         }
     }
 }
@@ -89,6 +92,8 @@ pub struct Plan {
     pub seed: u64,
     pub clients: Vec<Client>,
     pub steps: Vec<Step>,
+    /// The broker keeps its state in a store on its simulated disk.
+    pub persistence: bool,
 }
 
 /// Simulated time a run ends calm for: longer than the checkers' bounds (5 s).
@@ -116,6 +121,9 @@ impl Plan {
         let _ = writeln!(y, "name: {name}");
         let _ = writeln!(y, "goal: {}", quoted(goal));
         let _ = writeln!(y, "seed: {}", self.seed);
+        if self.persistence {
+            let _ = writeln!(y, "broker: {{ persistence: true }}");
+        }
         let _ = writeln!(y, "clients:");
         for c in &self.clients {
             let _ = writeln!(y, "  {}: {}", c.name, client_yaml(c));
@@ -143,7 +151,7 @@ impl Plan {
             }
             match step {
                 Step::Repair(_) | Step::Release(_) => cut.retain(|undo| undo != step),
-                Step::CrashBroker => broker_up = false,
+                Step::CrashBroker | Step::DiskStop(_) => broker_up = false,
                 Step::RestartBroker => broker_up = true,
                 _ => {}
             }
@@ -232,6 +240,7 @@ fn step_yaml(step: &Step) -> String {
         Step::CrashClient(c) => format!("crash: {c}"),
         Step::CrashBroker => "crash: broker".into(),
         Step::RestartBroker => "restart: broker".into(),
+        Step::DiskStop(fault) => format!("disk: {fault}"),
     }
 }
 
@@ -267,6 +276,7 @@ mod tests {
                 },
                 Step::CrashBroker,
             ],
+            persistence: true,
         };
         let yaml = plan.to_yaml("x", awkward);
         let parsed = Scenario::parse(&yaml, std::path::Path::new("x.yaml")).unwrap();
