@@ -51,7 +51,9 @@ fn stamped(epoch: Instant) -> Vec<u8> {
 
 fn age(epoch: Instant, payload: &[u8]) -> Duration {
     let sent = u128::from_be_bytes(payload[..16].try_into().expect("16 bytes"));
-    epoch.elapsed().saturating_sub(Duration::from_nanos(sent as u64))
+    epoch
+        .elapsed()
+        .saturating_sub(Duration::from_nanos(sent as u64))
 }
 
 async fn publisher(addr: std::net::SocketAddr, n: usize, stop: Arc<AtomicBool>, epoch: Instant) {
@@ -61,7 +63,13 @@ async fn publisher(addr: std::net::SocketAddr, n: usize, stop: Arc<AtomicBool>, 
     while !stop.load(Ordering::Relaxed) {
         while inflight < WINDOW {
             id = id % 60_000 + 1;
-            let packet = publish(&format!("fanin/{n}"), &stamped(epoch), QoS::AtLeastOnce, id, false);
+            let packet = publish(
+                &format!("fanin/{n}"),
+                &stamped(epoch),
+                QoS::AtLeastOnce,
+                id,
+                false,
+            );
             client.send(packet).await;
             inflight += 1;
         }
@@ -76,9 +84,13 @@ async fn publisher(addr: std::net::SocketAddr, n: usize, stop: Arc<AtomicBool>, 
 async fn run(seconds: u64, persistence: Option<Persistence>) -> Run {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let entropy = Box::new(tern::auth::OsEntropy);
-    let server =
-        Server::start_with_store(vec![listener], tern::core::Config::default(), entropy, persistence)
-            .unwrap();
+    let server = Server::start_with_store(
+        vec![listener],
+        tern::core::Config::default(),
+        entropy,
+        persistence,
+    )
+    .unwrap();
     let addr = server.local_addrs()[0];
     let epoch = Instant::now();
     let mut sub = RawClient::connected(addr, connect_packet(V3, "sub", false)).await;
@@ -139,7 +151,12 @@ async fn main() {
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
-            "--seconds" => seconds = args.next().and_then(|s| s.parse().ok()).expect("--seconds N"),
+            "--seconds" => {
+                seconds = args
+                    .next()
+                    .and_then(|s| s.parse().ok())
+                    .expect("--seconds N")
+            }
             other => panic!("unknown argument {other:?} (usage: fanin [--seconds N])"),
         }
     }

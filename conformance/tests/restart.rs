@@ -18,8 +18,13 @@ async fn start(dir: &std::path::Path) -> Server {
         blocking_commits: true,
     };
     let entropy = Box::new(tern::auth::OsEntropy);
-    Server::start_with_store(vec![listener], tern::core::Config::default(), entropy, Some(persistence))
-        .unwrap()
+    Server::start_with_store(
+        vec![listener],
+        tern::core::Config::default(),
+        entropy,
+        Some(persistence),
+    )
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -33,7 +38,11 @@ async fn a_restarted_broker_keeps_what_it_acknowledged_for_every_client() {
 }
 
 async fn restart_keeps_sessions_and_messages(kind: Kind) {
-    let dir = std::env::temp_dir().join(format!("tern-restart-{}-{}", kind.slug(), std::process::id()));
+    let dir = std::env::temp_dir().join(format!(
+        "tern-restart-{}-{}",
+        kind.slug(),
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&dir);
     let topic = format!("restart/{}", kind.slug());
     let sub_id = format!("{}-sub", kind.slug());
@@ -85,7 +94,9 @@ async fn restart_keeps_sessions_and_messages(kind: Kind) {
         .connect(addr, ConnectOptions::new(format!("{}-late", kind.slug())))
         .await
         .unwrap();
-    late.subscribe(&format!("{topic}/retained"), 1).await.unwrap();
+    late.subscribe(&format!("{topic}/retained"), 1)
+        .await
+        .unwrap();
     let retained = late.recv(Duration::from_secs(5)).await;
     assert!(
         retained.is_some_and(|m| m.retain && m.payload == b"kept"),

@@ -119,6 +119,8 @@ pub struct Server {
     shared: Arc<Shared>,
     /// A fatal store error (the broker has stopped serving).
     store_failed: Option<oneshot::Receiver<String>>,
+    /// The storage task: it ends (closing the store) once the broker task has.
+    storage_task: Option<JoinHandle<()>>,
 }
 
 impl Server {
@@ -161,12 +163,12 @@ impl Server {
         let limits = config.limits.clone();
         let mut broker = Broker::with_entropy(config, entropy);
         let start = tokio::time::Instant::now();
-        let (store, store_failed) = match persistence {
+        let (store, store_failed, storage_task) = match persistence {
             Some(persistence) => {
-                let (link, failed) = start_store(&mut broker, persistence)?;
-                (Some(link), Some(failed))
+                let (link, failed, task) = start_store(&mut broker, persistence)?;
+                (Some(link), Some(failed), Some(task))
             }
-            None => (None, None),
+            None => (None, None, None),
         };
         let broker_task = tokio::spawn(
             BrokerTask {
@@ -203,6 +205,7 @@ impl Server {
             accept_tasks,
             shared,
             store_failed,
+            storage_task,
         })
     }
 
@@ -230,6 +233,11 @@ impl Server {
             let _ = task.await;
         }
         let stats = self.broker_task.await.unwrap_or_default();
+        // The broker task has handed over its last batch; the store closes when the storage
+        // task ends, so the data directory can be opened again once this returns.
+        if let Some(task) = self.storage_task {
+            let _ = task.await;
+        }
         let flushed = tokio::time::timeout(SHUTDOWN_FLUSH_TIMEOUT, async {
             while self.shared.open_connections.load(Ordering::SeqCst) > 0 {
                 tokio::time::sleep(Duration::from_millis(10)).await;
@@ -317,13 +325,13 @@ impl<L: Listener> AcceptLoop<L> {
 fn start_store(
     broker: &mut Broker,
     mut persistence: Persistence,
-) -> Result<(StoreLink, oneshot::Receiver<String>), StoreError> {
+) -> Result<(StoreLink, oneshot::Receiver<String>, JoinHandle<()>), StoreError> {
     let snapshot = persistence.store.load()?;
     broker.restore(snapshot, persistence.wall_clock_ms, Instant::ZERO);
     let (batches_tx, batches_rx) = mpsc::unbounded_channel();
     let (durable_tx, durable_rx) = watch::channel(0);
     let (failed_tx, failed_rx) = oneshot::channel();
-    tokio::spawn(
+    let task = tokio::spawn(
         StorageTask {
             store: persistence.store,
             batches: batches_rx,
@@ -337,5 +345,5 @@ fn start_store(
         batches: batches_tx,
         durable: durable_rx,
     };
-    Ok((link, failed_rx))
+    Ok((link, failed_rx, task))
 }

@@ -282,3 +282,21 @@ fn delivered_messages_leave_the_store() {
     assert_eq!(store.entries_in(|_| true), 0);
     assert_eq!(h.broker.stats().inflight_bytes, 0);
 }
+
+// What the queue drops (full, too old) leaves the store too: a restart must not bring back a
+// message the limits had already thrown away.
+#[test]
+fn messages_the_queue_drops_leave_the_store() {
+    let mut config = Config::default();
+    config.limits.queued_messages_max = 2;
+    let mut h = Harness::persistent(config);
+    let c = away_subscriber(&mut h, QoS::AtLeastOnce);
+    let p = h.client(connect(V3, "pub", true));
+    for n in 1..=3 {
+        h.send(p, publish("t", &format!("m{n}"), QoS::AtLeastOnce, n));
+    }
+    assert_eq!(h.store.as_ref().unwrap().entries_in(|_| true), 2);
+    h.restart(secs(1));
+    let sub = h.client(c);
+    assert_eq!(payloads(&h.take(sub)), ["m2", "m3"]);
+}
