@@ -377,7 +377,7 @@ impl Session {
             }
             let packet_id = (item.qos != QoS::AtMostOnce).then(|| self.allocate_packet_id());
             if let Some(packet_id) = packet_id {
-                self.journal_state(key, EntryState::Sent(packet_id), journal);
+                self.journal_state(key, item.qos, EntryState::Sent(packet_id), journal);
             }
             self.send_publish(conn, (key, item), packet_id, now, out, stats, journal);
         }
@@ -659,7 +659,8 @@ impl Session {
                 // Acknowledged, so seen on this connection: not to be resent as a PUBLISH.
                 entry.unsent = false;
                 let key = entry.key;
-                self.journal_state(key, EntryState::Released(packet_id), journal);
+                let qos = QoS::ExactlyOnce;
+                self.journal_state(key, qos, EntryState::Released(packet_id), journal);
                 Some(Packet::PubRel(Ack::new(packet_id)))
             }
             // A PUBREC we already answered (the client resent it after a reconnect).
@@ -784,6 +785,16 @@ impl Session {
         journal.record(op, self.conn);
     }
 
+    // What waits for which op (see `durable.rs`): the publisher's acknowledgement waits for
+    // the message's entry (the input's own connection is held by the broker). This client's
+    // packets wait only where a crash between sending and storing would break QoS 2: a QoS 2
+    // PUBLISH must go out with the packet id the store has (else a restart sends it again
+    // under a new id, and the client takes it for a new message), and a PUBREL only once the
+    // store says released (else a restart resends the PUBLISH the client has already
+    // completed). For QoS 1 the worst a crash can do is a duplicate, which QoS 1 allows, and
+    // a lost delete only resends what the client already has: neither waits.
+
+    /// Journals a new QoS 1/2 entry, `state` already as it will be sent.
     fn journal_put(&self, key: u64, item: &Queued, state: EntryState, journal: &mut Journal) {
         if !self.stored || item.qos == QoS::AtMostOnce {
             return;
@@ -795,32 +806,39 @@ impl Session {
             subscription_ids: item.subscription_ids.clone(),
             state,
         };
+        let qos = item.qos;
         let op = StoreOp::PutEntry {
             client_id: self.client_id.clone(),
             key,
             entry,
         };
-        journal.record(op, self.conn);
+        journal.record(op, self.conn.filter(|_| qos == QoS::ExactlyOnce));
     }
 
-    fn journal_state(&self, key: u64, state: EntryState, journal: &mut Journal) {
-        if self.stored {
-            let op = StoreOp::SetEntryState {
-                client_id: self.client_id.clone(),
-                key,
-                state,
-            };
-            journal.record(op, self.conn);
+    fn journal_state(&self, key: u64, qos: QoS, state: EntryState, journal: &mut Journal) {
+        if !self.stored {
+            return;
+        }
+        let op = StoreOp::SetEntryState {
+            client_id: self.client_id.clone(),
+            key,
+            state,
+        };
+        match qos {
+            QoS::ExactlyOnce => journal.record(op, self.conn),
+            _ => journal.record_lazily(op),
         }
     }
 
+    /// Journals that an entry is gone: nobody waits for it (a delete lost in a crash brings
+    /// back a message the client has, or one the limits dropped: a duplicate at worst).
     fn journal_delete(&self, key: u64, journal: &mut Journal) {
         if self.stored {
             let op = StoreOp::DeleteEntry {
                 client_id: self.client_id.clone(),
                 key,
             };
-            journal.record(op, self.conn);
+            journal.record_lazily(op);
         }
     }
 

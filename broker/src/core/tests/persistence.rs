@@ -44,14 +44,17 @@ fn a_persistent_session_and_its_queued_messages_survive_a_restart() {
     assert_eq!(payloads(&h.take(sub)), ["m3"]);
 }
 
-// The write-ahead rule: no PUBACK, and no delivery to a stored session, before the batch is
-// durable; a clean session's delivery does not wait.
+// The write-ahead rule: no acknowledgement, and no QoS 2 delivery to a stored session,
+// before the batch is durable; QoS 1 deliveries (a crash can only duplicate them) and clean
+// sessions do not wait.
 #[test]
-fn acknowledgements_and_stored_deliveries_wait_for_the_commit() {
+fn acknowledgements_and_stored_qos2_deliveries_wait_for_the_commit() {
     let mut h = Harness::persistent(Config::default());
     let stored = h.client(persistent_v5("stored", 600));
+    let stored1 = h.client(persistent_v5("stored1", 600));
+    h.subscribe(stored1, "t", QoS::AtLeastOnce);
     h.commit_at_once = false;
-    h.send(stored, subscribe(1, "t", QoS::AtLeastOnce));
+    h.send(stored, subscribe(1, "t", QoS::ExactlyOnce));
     assert!(
         h.take(stored).is_empty(),
         "SUBACK waits for the session record"
@@ -61,26 +64,36 @@ fn acknowledgements_and_stored_deliveries_wait_for_the_commit() {
     let clean = h.client(connect(V5, "clean", true));
     h.subscribe(clean, "t", QoS::AtLeastOnce);
     let p = h.client(connect(V5, "pub", true));
-    h.send(p, publish("t", "m", QoS::AtLeastOnce, 1));
-    assert!(h.take(p).is_empty(), "no PUBACK before the commit");
+    h.send(p, publish("t", "m", QoS::ExactlyOnce, 1));
+    assert!(h.take(p).is_empty(), "no PUBREC before the commit");
     assert!(
         h.take(stored).is_empty(),
-        "no delivery to the stored session before it"
+        "no QoS 2 delivery to the stored session before it"
     );
+    assert_eq!(payloads(&h.take(stored1)), ["m"], "QoS 1 does not wait");
     assert_eq!(
         payloads(&h.take(clean)),
         ["m"],
         "the clean session does not wait"
     );
-    // A PINGREQ after it changes nothing durable, but must not overtake the PUBACK.
+    // A PINGREQ after it changes nothing durable, but must not overtake the PUBREC.
     h.send(p, Packet::PingReq);
     assert!(h.take(p).is_empty());
     h.commit();
     assert!(matches!(
         &h.take(p)[..],
-        [Packet::PubAck(_), Packet::PingResp]
+        [Packet::PubRec(_), Packet::PingResp]
     ));
-    assert_eq!(payloads(&h.take(stored)), ["m"]);
+    let to_stored = publishes(&h.take(stored));
+    assert_eq!(to_stored.len(), 1);
+    // Its PUBREL waits until the store says released.
+    h.send(
+        stored,
+        Packet::PubRec(Ack::new(to_stored[0].packet_id.unwrap())),
+    );
+    assert!(h.take(stored).is_empty());
+    h.commit();
+    assert!(matches!(&h.take(stored)[..], [Packet::PubRel(_)]));
 }
 
 // A crash before the commit: the publisher never got its PUBACK, so the message is its to
