@@ -52,6 +52,8 @@ struct Connection {
     writer: OwnedWriteHalf,
     buf: BytesMut,
     sent_disconnect: bool,
+    /// The CONNECT asked to resume a session (clean session 0 / clean start 0).
+    resume: bool,
     /// Topic aliases the broker set on this connection (MQTT 5).
     aliases: BTreeMap<u16, String>,
     /// The SCRAM exchange under way or last finished on this connection.
@@ -137,6 +139,7 @@ impl Actor {
                             writer,
                             buf: BytesMut::new(),
                             sent_disconnect: false,
+                            resume: matches!(&packet, Packet::Connect(c) if !c.clean_start),
                             aliases: BTreeMap::new(),
                             scram: None,
                             scram_exchanges: 0,
@@ -263,7 +266,11 @@ impl Actor {
             _ => {}
         }
         match packet {
-            Packet::ConnAck(ack) if ack.session_present => {
+            // MQTT 3.1 has no session-present flag (always 0): a client that asked to resume
+            // goes on with its session, as 3.1 clients do.
+            Packet::ConnAck(ack)
+                if ack.session_present || (self.version == ProtocolVersion::V3_1 && c.resume) =>
+            {
                 // Resume: resend unfinished flows in order, PUBLISH with DUP (MQTT-4.4.0-1).
                 let publishes = session.unacked_publish.clone();
                 for mut p in publishes {
