@@ -52,17 +52,41 @@ fn commit_in_batches(store: &mut RedbStore, ops: impl Iterator<Item = StoreOp>) 
 }
 
 fn main() {
-    let mut args = std::env::args().skip(1);
-    let sessions: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(100_000);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let [flag, dir, sessions, retained] = &args[..] {
+        if flag == "--write-and-die" {
+            let (sessions, retained) = (sessions.parse().unwrap(), retained.parse().unwrap());
+            let store = write(std::path::Path::new(dir), sessions, retained);
+            // No destructors: the store is left as a crash leaves it.
+            std::mem::forget(store);
+            std::process::exit(0);
+        }
+    }
+    let sessions: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(100_000);
     let retained: usize = args
-        .next()
+        .get(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(1_000_000);
     let dir = std::env::temp_dir().join(format!("tern-restart-time-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
+    drop(write(&dir, sessions, retained));
+    println!("after a clean close:");
+    restart(&dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--write-and-die", dir.to_str().unwrap()])
+        .args([sessions.to_string(), retained.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    println!("after the writer died without closing the store:");
+    restart(&dir);
+    let _ = std::fs::remove_dir_all(&dir);
+}
 
+fn write(dir: &std::path::Path, sessions: usize, retained: usize) -> RedbStore {
     let started = Instant::now();
-    let mut store = RedbStore::open(&dir).expect("open");
+    let mut store = RedbStore::open(dir).expect("open");
     commit_in_batches(
         &mut store,
         (0..sessions).flat_map(|n| {
@@ -105,7 +129,6 @@ fn main() {
             .map(|n| StoreOp::PutRetained(message(&format!("sensors/{}/{}", n / 1000, n % 1000)))),
     );
     let written = started.elapsed();
-    drop(store);
     let bytes = std::fs::metadata(&file).map_or(0, |m| m.len());
     println!(
         "wrote {sessions} sessions (one subscription, one queued message each) in {sessions_written:.1?} and {retained} retained messages, {written:.1?} in all: {bytes} bytes"
@@ -116,14 +139,18 @@ fn main() {
         (bytes - after_sessions) as f64 / retained.max(1) as f64
     );
 
+    store
+}
+
+fn restart(dir: &std::path::Path) {
     let restart = Instant::now();
-    let mut store = RedbStore::open(&dir).expect("open");
+    let mut store = RedbStore::open(dir).expect("open");
     let opened = restart.elapsed();
     let snapshot = store.load().expect("load");
     let loaded = restart.elapsed();
     let mut config = Config::default();
-    config.limits.sessions_max = sessions.max(1) * 2;
-    config.limits.retained_messages_max = retained.max(1) * 2;
+    config.limits.sessions_max = 10_000_000;
+    config.limits.retained_messages_max = 100_000_000;
     let mut broker = Broker::new(config);
     broker.restore(snapshot, WALL_MS, tern::core::Instant::ZERO);
     let restored = restart.elapsed();
@@ -134,5 +161,4 @@ fn main() {
         broker.session_count(),
         broker.retained_count()
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
