@@ -28,8 +28,8 @@ struct Disk {
     generation: u64,
     /// The next fsync fails.
     fail_sync: bool,
-    /// The file cannot grow past this many bytes.
-    capacity: Option<u64>,
+    /// No write fits: every write and every growth fails (a full disk).
+    full: bool,
     /// The next fsync is a crash that keeps half of its last write.
     tear_next_sync: bool,
     syncs: u64,
@@ -70,8 +70,10 @@ impl SimDisk {
         self.lock().fail_sync = fail;
     }
 
-    pub fn set_capacity(&self, capacity: Option<u64>) {
-        self.lock().capacity = capacity;
+    /// A full disk fails every write (on a full file system even an overwrite may need a
+    /// new block), until it has room again.
+    pub fn set_full(&self, full: bool) {
+        self.lock().full = full;
     }
 
     pub fn tear_next_sync(&self) {
@@ -136,7 +138,7 @@ impl StorageBackend for DiskHandle {
 
     fn set_len(&self, len: u64) -> Result<(), io::Error> {
         let mut disk = self.live().ok_or_else(gone)?;
-        if disk.capacity.is_some_and(|capacity| len > capacity) {
+        if disk.full && len > disk.current.len() as u64 {
             return Err(io::Error::new(
                 io::ErrorKind::StorageFull,
                 "simulated disk full",
@@ -176,8 +178,7 @@ impl StorageBackend for DiskHandle {
 
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), io::Error> {
         let mut disk = self.live().ok_or_else(gone)?;
-        let end = offset + data.len() as u64;
-        if disk.capacity.is_some_and(|capacity| end > capacity) {
+        if disk.full {
             return Err(io::Error::new(
                 io::ErrorKind::StorageFull,
                 "simulated disk full",
@@ -238,9 +239,11 @@ mod tests {
             handle.sync_data().is_ok(),
             "a failed fsync is one fault, not a broken disk"
         );
-        disk.set_capacity(Some(4));
-        let error = handle.write(0, b"too long").unwrap_err();
+        disk.set_full(true);
+        let error = handle.write(0, b"anything").unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::StorageFull);
         assert!(handle.set_len(5).is_err());
+        disk.set_full(false);
+        assert!(handle.write(0, b"room").is_ok());
     }
 }

@@ -493,7 +493,7 @@ pub enum Step {
 pub enum DiskFault {
     /// The next fsync fails: the broker stops (a failed fsync is fatal) until `restart`.
     FailFsync,
-    /// The file cannot grow any more.
+    /// Every write fails: the broker refuses new persistent work until `has_room`.
     Full,
     /// The file can grow again.
     HasRoom,

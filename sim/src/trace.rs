@@ -51,6 +51,15 @@ fn reason(code: ReasonCode) -> String {
     format!("{:#04x} {}", code as u8, code.description())
 }
 
+/// An acknowledgement's reason code, shown only when it refuses (success is the rule).
+fn error(code: ReasonCode) -> String {
+    if code.is_error() {
+        format!(" {}", reason(code))
+    } else {
+        String::new()
+    }
+}
+
 /// Topics, filters and payloads longer than this are shown by their start and length.
 const SHOWN_TEXT_MAX: usize = 100;
 
@@ -93,10 +102,10 @@ pub fn summarize(packet: &Packet) -> String {
                 .map(|a| format!(" alias={a}"))
                 .unwrap_or_default()
         ),
-        Packet::PubAck(a) => format!("PUBACK id={}", a.packet_id),
-        Packet::PubRec(a) => format!("PUBREC id={}", a.packet_id),
-        Packet::PubRel(a) => format!("PUBREL id={}", a.packet_id),
-        Packet::PubComp(a) => format!("PUBCOMP id={}", a.packet_id),
+        Packet::PubAck(a) => format!("PUBACK id={}{}", a.packet_id, error(a.reason_code)),
+        Packet::PubRec(a) => format!("PUBREC id={}{}", a.packet_id, error(a.reason_code)),
+        Packet::PubRel(a) => format!("PUBREL id={}{}", a.packet_id, error(a.reason_code)),
+        Packet::PubComp(a) => format!("PUBCOMP id={}{}", a.packet_id, error(a.reason_code)),
         Packet::Subscribe(s) => {
             let filters: Vec<String> = s
                 .filters

@@ -277,7 +277,11 @@ const EPOCH_MS: u64 = 1_700_000_000_000;
 
 /// The broker's store on its simulated disk, with the simulated wall clock.
 fn sim_persistence(disk: &SimDisk) -> Result<Persistence, Box<dyn std::error::Error>> {
-    let store = RedbStore::with_backend(disk.open(), "broker:tern-data/tern.redb".into())?;
+    let for_store = disk.clone();
+    let store = RedbStore::with_backend(
+        move || for_store.open(),
+        "broker:tern-data/tern.redb".into(),
+    )?;
     let elapsed = turmoil::sim_elapsed().unwrap_or_default();
     Ok(Persistence {
         store: Box::new(store),
@@ -546,8 +550,8 @@ impl Director<'_, '_> {
             .ok_or("a disk fault needs `broker: { persistence: true }`")?;
         match fault {
             DiskFault::FailFsync => disk.set_fail_sync(true),
-            DiskFault::Full => disk.set_capacity(Some(disk.file_bytes())),
-            DiskFault::HasRoom => disk.set_capacity(None),
+            DiskFault::Full => disk.set_full(true),
+            DiskFault::HasRoom => disk.set_full(false),
             DiskFault::TearWrite => disk.tear_next_sync(),
         }
         self.fault(format!("disk {fault}"));

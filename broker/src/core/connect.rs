@@ -121,6 +121,20 @@ impl Broker {
             self.by_client_id.get(&client_id).copied()
         };
 
+        if expiry_secs > 0 && self.journal.full() {
+            self.stats.persistent_work_refused_store_full += 1;
+            let reason = if v5 {
+                ReasonCode::QuotaExceeded
+            } else {
+                ReasonCode::ServerUnavailable
+            };
+            self.refuse(
+                conn,
+                reason,
+                "the broker's store is full: no persistent session now",
+            );
+            return;
+        }
         if resumed.is_none() && self.sessions.len() >= self.config.limits.sessions_max {
             let reason = match (v5, &self.config.features.server_reference) {
                 (true, Some(_)) => ReasonCode::UseAnotherServer,

@@ -160,6 +160,8 @@ pub struct Journal {
     /// The last batch handed out, and the last one reported durable.
     last_batch: u64,
     durable: u64,
+    /// The store's disk is full: new persistent work is refused until it has room.
+    full: bool,
 }
 
 impl Journal {
@@ -173,6 +175,7 @@ impl Journal {
             hold: BTreeSet::new(),
             last_batch: 0,
             durable: 0,
+            full: false,
         }
     }
 
@@ -187,6 +190,15 @@ impl Journal {
 
     pub fn enabled(&self) -> bool {
         self.enabled
+    }
+
+    /// Whether the store's disk is full (never without a store).
+    pub fn full(&self) -> bool {
+        self.enabled && self.full
+    }
+
+    pub fn set_full(&mut self, full: bool) {
+        self.full = full;
     }
 
     /// Records `op` (nothing when persistence is off); what `conn` is sent by this input waits

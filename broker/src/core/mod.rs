@@ -387,6 +387,18 @@ impl Broker {
         }
     }
 
+    /// The driver's report that the store's disk is full (or has room again). While it is,
+    /// new persistent work is refused with reason codes that say so (v5 0x97 Quota exceeded;
+    /// 3.1.1: CONNACK 0x03, SUBACK 0x80, a QoS 1/2 PUBLISH closes the connection) and
+    /// everything else goes on: clean sessions, QoS 0, and what was already accepted (whose
+    /// acknowledgements wait for the retried commit).
+    pub fn store_full(&mut self, full: bool) {
+        if full != self.journal.full() {
+            tracing::warn!(full, "store disk full: refusing new persistent work");
+        }
+        self.journal.set_full(full);
+    }
+
     /// Batches handed out in [`Output::Persist`] and not yet reported durable.
     pub fn pending_batches(&self) -> u64 {
         self.journal.pending_batches()

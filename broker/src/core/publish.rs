@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::durable::StoreOp;
 use super::message::Message;
 use super::retained::RetainOutcome;
-use super::session::Queued;
+use super::session::{Queued, Session};
 use super::shared::GroupId;
 use super::time::Instant;
 use super::{reason_string, Broker, ConnId, SessionId};
@@ -136,10 +136,18 @@ impl Broker {
                     .get(&session_id)
                     .is_some_and(|s| s.awaiting_pubrel.contains(&id))
             });
-        if qos != QoS::AtMostOnce && !owned_already && !self.can_hold(&message, &plan) {
+        if qos != QoS::AtMostOnce && !owned_already {
             let id = packet_id.expect("the codec guarantees a packet id for QoS > 0");
-            self.refuse_for_memory(conn, qos, id, now);
-            return;
+            if !self.can_hold(&message, &plan) {
+                self.stats.publishes_refused_memory += 1;
+                self.refuse_publish(conn, qos, id, "broker memory budget spent", now);
+                return;
+            }
+            if self.journal.full() && self.needs_store(&message, &plan, session_id) {
+                self.stats.publishes_refused_store_full += 1;
+                self.refuse_publish(conn, qos, id, "the broker's store is full", now);
+                return;
+            }
         }
         match (qos, packet_id) {
             (QoS::AtMostOnce, _) => self.route_planned(message, plan, now),
@@ -207,25 +215,39 @@ impl Broker {
         self.stats.retained_bytes -= freed;
     }
 
-    /// A QoS 1/2 PUBLISH arrived with the memory budget spent. It is not acknowledged as
-    /// accepted: v5 gets 0x97 Quota exceeded (the flow ends there; the client may try later),
-    /// 3.1.1, which has no refusal code, loses the connection, so the message stays the
-    /// client's to resend when it reconnects. Closing rather than pausing the reads keeps a
-    /// client that is also a subscriber from deadlocking with its own acknowledgements.
-    fn refuse_for_memory(&mut self, conn: ConnId, qos: QoS, id: PacketId, now: Instant) {
-        self.stats.publishes_refused_memory += 1;
+    /// Whether taking `message` changes durable state: it is retained, it is a QoS 2 message
+    /// of a stored session (its id is stored until PUBREL), or it goes at QoS 1/2 to a stored
+    /// session (or to a shared group, whose chosen member may be one).
+    fn needs_store(&self, message: &Message, plan: &Plan, publisher: SessionId) -> bool {
+        let stored = |id: &SessionId| self.sessions.get(id).is_some_and(Session::is_stored);
+        message.retain
+            || (message.qos == QoS::ExactlyOnce && stored(&publisher))
+            || !plan.groups.is_empty()
+            || plan
+                .deliveries
+                .iter()
+                .any(|(id, d)| message.qos.min(d.qos) != QoS::AtMostOnce && stored(id))
+    }
+
+    /// A QoS 1/2 PUBLISH the broker cannot take now (memory budget spent, store full). It is
+    /// not acknowledged as accepted: v5 gets 0x97 Quota exceeded (the flow ends there; the
+    /// client may try later), 3.1.1, which has no refusal code, loses the connection, so the
+    /// message stays the client's to resend when it reconnects. Closing rather than pausing
+    /// the reads keeps a client that is also a subscriber from deadlocking with its own
+    /// acknowledgements.
+    fn refuse_publish(&mut self, conn: ConnId, qos: QoS, id: PacketId, why: &str, now: Instant) {
         let Some(connection) = self.conns.get(&conn) else {
             return;
         };
         if !connection.version.is_v5() {
-            let why = "memory budget spent: cannot take the message";
-            self.close(conn, None, why, true, now);
+            let why = format!("{why}: cannot take the message");
+            self.close(conn, None, &why, true, now);
             return;
         }
         let ack = Ack {
             packet_id: id,
             reason_code: ReasonCode::QuotaExceeded,
-            properties: reason_string(connection.version, "broker memory budget spent"),
+            properties: reason_string(connection.version, why),
         };
         let packet = match qos {
             QoS::ExactlyOnce => Packet::PubRec(ack),

@@ -702,6 +702,11 @@ impl Session {
         self.expiry_secs > 0
     }
 
+    /// Whether the session is in the store (its changes are journalled).
+    pub fn is_stored(&self) -> bool {
+        self.stored
+    }
+
     /// Journals the session's own record if it is persistent; the first time, with every QoS
     /// 1/2 message it holds. A session that stopped being persistent (a v5 client reconnected
     /// with expiry 0) leaves the store.

@@ -35,6 +35,10 @@ pub struct Stats {
     /// QoS 1/2 PUBLISHes refused (v5: 0x97; 3.1.1: connection closed, unacknowledged) because
     /// the broker-wide memory budget was spent.
     pub publishes_refused_memory: u64,
+    /// QoS 1/2 PUBLISHes refused because they needed the store and its disk was full.
+    pub publishes_refused_store_full: u64,
+    /// CONNECTs and SUBSCRIBE filters of persistent sessions refused for a full store.
+    pub persistent_work_refused_store_full: u64,
     /// Gauge: bytes queued in all sessions (see `Message::charged_bytes`).
     pub queued_bytes: usize,
     /// Gauge: bytes of all retained messages.

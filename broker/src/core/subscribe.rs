@@ -80,6 +80,13 @@ impl Broker {
                     ReasonCode::SharedSubscriptionsNotSupported,
                     "shared subscriptions are turned off".into(),
                 )),
+                Ok(_) if session.is_stored() && self.journal.full() => {
+                    self.stats.persistent_work_refused_store_full += 1;
+                    Some((
+                        ReasonCode::QuotaExceeded,
+                        "the broker's store is full".into(),
+                    ))
+                }
                 Ok(_)
                     if !session.subscriptions.contains_key(&filter)
                         && session.subscriptions.len()

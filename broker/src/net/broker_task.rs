@@ -18,6 +18,9 @@ use crate::types::ConnId;
 /// disk. Each input makes at most one batch.
 const PENDING_BATCHES_MAX: u64 = 4096;
 
+/// How long shutdown waits for the store to take what it was given.
+const SHUTDOWN_STORE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub(super) struct BrokerTask {
     pub broker: Broker,
     pub events: mpsc::Receiver<Event>,
@@ -31,16 +34,33 @@ pub(super) struct BrokerTask {
 pub(super) struct StoreLink {
     pub batches: mpsc::UnboundedSender<(u64, Vec<StoreOp>)>,
     pub durable: watch::Receiver<u64>,
+    pub full: watch::Receiver<bool>,
 }
 
-/// Waits for the store to report more batches durable; `None` if it stopped (a failed commit).
-async fn durable_changed(store: &mut Option<StoreLink>) -> Option<u64> {
-    match store {
-        Some(link) => match link.durable.changed().await {
-            Ok(()) => Some(*link.durable.borrow_and_update()),
-            Err(_) => None,
+/// What the storage task has to say.
+enum StoreNews {
+    /// Every batch up to this one is durable.
+    Durable(u64),
+    /// The disk is full (or has room again).
+    Full(bool),
+    /// It stopped: a commit failed.
+    Stopped,
+}
+
+/// Waits for news from the storage task (never, without a store).
+async fn store_news(store: &mut Option<StoreLink>) -> StoreNews {
+    let Some(link) = store else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        changed = link.durable.changed() => match changed {
+            Ok(()) => StoreNews::Durable(*link.durable.borrow_and_update()),
+            Err(_) => StoreNews::Stopped,
         },
-        None => std::future::pending().await,
+        changed = link.full.changed() => match changed {
+            Ok(()) => StoreNews::Full(*link.full.borrow_and_update()),
+            Err(_) => StoreNews::Stopped,
+        },
     }
 }
 
@@ -63,9 +83,10 @@ impl BrokerTask {
             tokio::select! {
                 biased;
                 _ = self.shutdown.changed() => break,
-                durable = durable_changed(&mut self.store) => match durable {
-                    Some(batch) => self.broker.durable(batch),
-                    None => {
+                news = store_news(&mut self.store) => match news {
+                    StoreNews::Durable(batch) => self.broker.durable(batch),
+                    StoreNews::Full(full) => self.broker.store_full(full),
+                    StoreNews::Stopped => {
                         tracing::error!("the store stopped: no longer serving");
                         self.store = None;
                         break;
@@ -120,16 +141,24 @@ impl BrokerTask {
     }
 
     /// At shutdown: what the store has been given becomes durable, and what waited for it
-    /// (acknowledgements) goes out before the connections close.
+    /// (acknowledgements) goes out before the connections close. Not for ever: a full disk
+    /// may never take it (what was not acknowledged stays the clients' to resend).
     async fn wait_for_store(
         &mut self,
         conns: &mut BTreeMap<ConnId, Outbound>,
         mismatches: &mut u64,
     ) {
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_STORE_WAIT;
         while self.broker.pending_batches() > 0 && self.store.is_some() {
-            match durable_changed(&mut self.store).await {
-                Some(batch) => self.broker.durable(batch),
-                None => return,
+            let news = tokio::time::timeout_at(deadline, store_news(&mut self.store)).await;
+            match news {
+                Ok(StoreNews::Durable(batch)) => self.broker.durable(batch),
+                Ok(StoreNews::Full(full)) => self.broker.store_full(full),
+                Ok(StoreNews::Stopped) => return,
+                Err(_) => {
+                    tracing::warn!("shutdown: the store did not take the last changes in time");
+                    return;
+                }
             }
             self.dispatch(conns, mismatches);
         }

@@ -331,6 +331,7 @@ fn start_store(
     let (batches_tx, batches_rx) = mpsc::unbounded_channel();
     let (durable_tx, durable_rx) = watch::channel(0);
     let (failed_tx, failed_rx) = oneshot::channel();
+    let (full_tx, full_rx) = watch::channel(false);
     let task = tokio::spawn(
         StorageTask {
             store: persistence.store,
@@ -338,12 +339,14 @@ fn start_store(
             durable: durable_tx,
             blocking_commits: persistence.blocking_commits,
             failed: failed_tx,
+            full: full_tx,
         }
         .run(),
     );
     let link = StoreLink {
         batches: batches_tx,
         durable: durable_rx,
+        full: full_rx,
     };
     Ok((link, failed_rx, task))
 }

@@ -6,15 +6,22 @@
 //! load, one fsync covers everything that arrived during the previous one. The broker task
 //! bounds how many batches may wait (`PENDING_BATCHES_MAX`). A failed commit is fatal: the
 //! task reports the error and ends, the broker stops serving, and what was not reported
-//! durable was never acknowledged (the next start recovers from the store).
+//! durable was never acknowledged (the next start recovers from the store). Except a full
+//! disk: the task says so (the broker then refuses new persistent work) and tries the same
+//! commit again every second, with whatever arrived meanwhile, until there is room.
 
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::core::StoreOp;
-use crate::store::Store;
+use std::time::Duration;
+
+use crate::store::{Store, StoreError};
 
 /// How many batches one commit takes at most, so one commit's latency stays bounded.
 const BATCHES_PER_COMMIT_MAX: usize = 4096;
+
+/// How often a commit is tried again while the disk is full.
+const FULL_RETRY: Duration = Duration::from_secs(1);
 
 pub(super) struct StorageTask {
     pub store: Box<dyn Store>,
@@ -26,14 +33,24 @@ pub(super) struct StorageTask {
     pub blocking_commits: bool,
     /// Where a fatal error goes, as text (the server's owner stops on it).
     pub failed: oneshot::Sender<String>,
+    /// Whether the disk is full (commits are being retried).
+    pub full: watch::Sender<bool>,
 }
 
 impl StorageTask {
     pub async fn run(mut self) {
-        let mut store = Some(self.store);
-        let mut group = Vec::new();
-        while let Some((mut last, ops)) = self.batches.recv().await {
-            group.push(ops);
+        let mut store = self.store;
+        // Batches waiting for the next commit, and the highest of them.
+        let mut group: Vec<Vec<StoreOp>> = Vec::new();
+        let mut last = 0;
+        loop {
+            if group.is_empty() {
+                let Some((batch, ops)) = self.batches.recv().await else {
+                    return;
+                };
+                group.push(ops);
+                last = batch;
+            }
             while group.len() < BATCHES_PER_COMMIT_MAX {
                 let Ok((batch, ops)) = self.batches.try_recv() else {
                     break;
@@ -41,43 +58,77 @@ impl StorageTask {
                 last = batch;
                 group.push(ops);
             }
-            let taken = store
-                .take()
-                .expect("the store is put back after each commit");
-            let group = std::mem::take(&mut group);
-            match commit(taken, group, self.blocking_commits).await {
-                Ok(back) => store = Some(back),
-                Err(error) => {
-                    tracing::error!(%error, "store commit failed: stopping");
-                    let _ = self.failed.send(error);
+            let (back, result) = commit(store, &mut group, self.blocking_commits).await;
+            store = match (back, result) {
+                (Some(back), Ok(())) => {
+                    group.clear();
+                    if *self.full.borrow() {
+                        tracing::info!("the store has room again");
+                        self.full.send_replace(false);
+                    }
+                    self.durable.send_replace(last);
+                    back
+                }
+                (Some(back), Err(Failure::Full(why))) => {
+                    // Nothing of the group was applied: it waits (and grows) until there is
+                    // room; meanwhile the broker refuses new persistent work.
+                    if !*self.full.borrow() {
+                        tracing::error!(%why, "store full: retrying every {FULL_RETRY:?}");
+                        self.full.send_replace(true);
+                    }
+                    tokio::time::sleep(FULL_RETRY).await;
+                    back
+                }
+                (_, Err(Failure::Fatal(why))) | (None, Err(Failure::Full(why))) => {
+                    tracing::error!(%why, "store commit failed: stopping");
+                    let _ = self.failed.send(why);
                     return;
                 }
-            }
-            self.durable.send_replace(last);
+                (None, Ok(())) => unreachable!("a commit that succeeded gives the store back"),
+            };
         }
     }
 }
 
-/// Commits `group`, on the blocking pool or here; gives the store back, or says why not.
+/// Why a commit did not happen.
+enum Failure {
+    /// The disk is full: try again later.
+    Full(String),
+    /// Anything else: the broker stops.
+    Fatal(String),
+}
+
+/// Commits `group`, on the blocking pool or here; gives the store back (unless the blocking
+/// task itself failed).
 async fn commit(
     mut store: Box<dyn Store>,
-    group: Vec<Vec<StoreOp>>,
+    group: &mut Vec<Vec<StoreOp>>,
     blocking: bool,
-) -> Result<Box<dyn Store>, String> {
+) -> (Option<Box<dyn Store>>, Result<(), Failure>) {
+    let judge = |result: Result<(), StoreError>| {
+        result.map_err(|error| match error.is_full() {
+            true => Failure::Full(error.to_string()),
+            false => Failure::Fatal(error.to_string()),
+        })
+    };
     if !blocking {
-        return match store.commit(&group) {
-            Ok(()) => Ok(store),
-            Err(error) => Err(error.to_string()),
-        };
+        let result = store.commit(group);
+        return (Some(store), judge(result));
     }
+    let batches = std::mem::take(group);
     let joined = tokio::task::spawn_blocking(move || {
-        let result = store.commit(&group);
-        (store, result)
+        let result = store.commit(&batches);
+        (store, batches, result)
     })
     .await;
     match joined {
-        Ok((store, Ok(()))) => Ok(store),
-        Ok((_, Err(error))) => Err(error.to_string()),
-        Err(error) => Err(format!("the commit task failed: {error}")),
+        Ok((store, batches, result)) => {
+            *group = batches;
+            (Some(store), judge(result))
+        }
+        Err(error) => (
+            None,
+            Err(Failure::Fatal(format!("the commit task failed: {error}"))),
+        ),
     }
 }

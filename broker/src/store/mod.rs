@@ -21,7 +21,8 @@ pub trait Store: Send + 'static {
     fn load(&mut self) -> Result<Snapshot, StoreError>;
 
     /// Applies `batches` of ops, in order, as one atomic change, and returns only once it is
-    /// durable (one fsync for all of them: group commit).
+    /// durable (one fsync for all of them: group commit). On `StoreError::Full` nothing of
+    /// them was applied and the same call may be tried again later.
     fn commit(&mut self, batches: &[Vec<StoreOp>]) -> Result<(), StoreError>;
 }
 
@@ -57,4 +58,17 @@ pub enum StoreError {
          be on disk; it recovers from the store at the next start)"
     )]
     Write { path: PathBuf, source: redb::Error },
+    /// Not fatal: the commit is tried again, and new persistent work is refused meanwhile.
+    #[error(
+        "the disk of the store {path} is full: persistent sessions, their QoS 1/2 messages \
+         and retained messages are refused until there is room (clean sessions and QoS 0 go on)"
+    )]
+    Full { path: PathBuf },
+}
+
+impl StoreError {
+    /// The disk is full: the commit can succeed later, once there is room.
+    pub fn is_full(&self) -> bool {
+        matches!(self, StoreError::Full { .. })
+    }
 }

@@ -35,8 +35,14 @@ const ENTRY_STATES: TableDefinition<(&str, u64), u32> = TableDefinition::new("en
 const INCOMING_IDS: TableDefinition<(&str, u16), ()> = TableDefinition::new("incoming_ids");
 const RETAINED: TableDefinition<&str, &[u8]> = TableDefinition::new("retained");
 
+/// Opens the database again: redb refuses every operation after an I/O error until it is
+/// closed and opened again, which a full disk needs (the store goes on once there is room).
+type Opener = Box<dyn Fn() -> Result<Database, redb::DatabaseError> + Send>;
+
 pub struct RedbStore {
-    db: Database,
+    /// `None` after a commit failed for a full disk: opened again at the next commit.
+    db: Option<Database>,
+    open: Opener,
     /// Named in every error.
     path: PathBuf,
 }
@@ -66,31 +72,33 @@ impl RedbStore {
             source,
         })?;
         let path = dir.join(DATABASE_FILE);
-        let db = Database::create(&path).map_err(|source| StoreError::Open {
-            path: path.clone(),
-            source: source.into(),
-        })?;
-        RedbStore::checked(db, path)
+        let file = path.clone();
+        RedbStore::checked(Box::new(move || Database::create(&file)), path)
     }
 
-    /// Opens (or creates) a store on `backend`; `name` stands for it in errors.
-    pub fn with_backend(
-        backend: impl StorageBackend,
+    /// Opens (or creates) a store on the backend `backend` makes (called again to reopen the
+    /// database after a full disk); `name` stands for it in errors.
+    pub fn with_backend<B: StorageBackend>(
+        backend: impl Fn() -> B + Send + 'static,
         name: PathBuf,
     ) -> Result<RedbStore, StoreError> {
-        let db = Database::builder()
-            .create_with_backend(backend)
-            .map_err(|source| StoreError::Open {
-                path: name.clone(),
-                source: source.into(),
-            })?;
-        RedbStore::checked(db, name)
+        let open = move || Database::builder().create_with_backend(backend());
+        RedbStore::checked(Box::new(open), name)
     }
 
     /// Makes the tables of a new store, or checks the format version of an existing one.
-    fn checked(db: Database, path: PathBuf) -> Result<RedbStore, StoreError> {
-        let store = RedbStore { db, path };
-        let txn = store.db.begin_write().map_err(|e| store.write_error(e))?;
+    fn checked(open: Opener, path: PathBuf) -> Result<RedbStore, StoreError> {
+        let db = open().map_err(|source| StoreError::Open {
+            path: path.clone(),
+            source: source.into(),
+        })?;
+        let store = RedbStore {
+            db: Some(db),
+            open,
+            path,
+        };
+        let db = store.database()?;
+        let txn = db.begin_write().map_err(|e| store.write_error(e))?;
         {
             let mut meta = txn.open_table(META).map_err(|e| store.write_error(e))?;
             let found = meta
@@ -119,10 +127,43 @@ impl RedbStore {
     }
 
     fn write_error(&self, source: impl Into<redb::Error>) -> StoreError {
+        let source = source.into();
+        if is_full(&source) {
+            return StoreError::Full {
+                path: self.path.clone(),
+            };
+        }
         StoreError::Write {
             path: self.path.clone(),
-            source: source.into(),
+            source,
         }
+    }
+
+    fn database(&self) -> Result<&Database, StoreError> {
+        self.db.as_ref().ok_or_else(|| StoreError::Full {
+            path: self.path.clone(),
+        })
+    }
+
+    /// Opens the database again after a full disk closed it.
+    fn reopen(&mut self) -> Result<(), StoreError> {
+        let db = (self.open)().map_err(|source| self.write_error(source))?;
+        self.db = Some(db);
+        Ok(())
+    }
+
+    fn try_commit(&self, batches: &[Vec<StoreOp>]) -> Result<(), StoreError> {
+        let txn = self
+            .database()?
+            .begin_write()
+            .map_err(|e| self.write_error(e))?;
+        {
+            let mut tables = self.tables(&txn)?;
+            for op in batches.iter().flatten() {
+                apply(&mut tables, op).map_err(|e| self.write_error(e))?;
+            }
+        }
+        txn.commit().map_err(|e| self.write_error(e))
     }
 
     fn corrupt(&self, detail: String) -> StoreError {
@@ -219,7 +260,10 @@ impl RedbStore {
 
 impl Store for RedbStore {
     fn load(&mut self) -> Result<Snapshot, StoreError> {
-        let txn = self.db.begin_read().map_err(|x| self.read_error(x))?;
+        let txn = self
+            .database()?
+            .begin_read()
+            .map_err(|x| self.read_error(x))?;
         let sessions = self.load_sessions(&txn)?.into_values().collect();
         let mut retained = Vec::new();
         for row in txn
@@ -238,14 +282,24 @@ impl Store for RedbStore {
     }
 
     fn commit(&mut self, batches: &[Vec<StoreOp>]) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(|e| self.write_error(e))?;
-        {
-            let mut tables = self.tables(&txn)?;
-            for op in batches.iter().flatten() {
-                apply(&mut tables, op).map_err(|e| self.write_error(e))?;
-            }
+        if self.db.is_none() {
+            self.reopen()?;
         }
-        txn.commit().map_err(|e| self.write_error(e))
+        let result = self.try_commit(batches);
+        if matches!(result, Err(StoreError::Full { .. })) {
+            // redb refuses everything after an I/O error until it is opened again: close it
+            // now (the failed transaction left the last commit as it was), open at the retry.
+            self.db = None;
+        }
+        result
+    }
+}
+
+/// Whether a redb error is the disk being full.
+fn is_full(error: &redb::Error) -> bool {
+    match error {
+        redb::Error::Io(io) => io.kind() == std::io::ErrorKind::StorageFull,
+        _ => false,
     }
 }
 
@@ -482,7 +536,7 @@ mod tests {
     fn a_store_of_another_format_version_is_refused_with_its_path() {
         let dir = TempDir::new("format");
         let store = RedbStore::open(&dir.0).unwrap();
-        let txn = store.db.begin_write().unwrap();
+        let txn = store.db.as_ref().unwrap().begin_write().unwrap();
         txn.open_table(META)
             .unwrap()
             .insert("format", FORMAT_VERSION + 1)
@@ -504,7 +558,7 @@ mod tests {
     fn a_damaged_record_fails_the_load_naming_the_client() {
         let dir = TempDir::new("damaged");
         let mut store = RedbStore::open(&dir.0).unwrap();
-        let txn = store.db.begin_write().unwrap();
+        let txn = store.db.as_ref().unwrap().begin_write().unwrap();
         txn.open_table(SESSIONS)
             .unwrap()
             .insert("victim", [record::RECORD_VERSION, 0, 9].as_slice())

@@ -313,3 +313,58 @@ fn messages_the_queue_drops_leave_the_store() {
     let sub = h.client(c);
     assert_eq!(payloads(&h.take(sub)), ["m2", "m3"]);
 }
+
+// A full disk: new persistent work is refused with codes that say so, the rest goes on.
+#[test]
+fn with_the_store_full_persistent_work_is_refused_and_the_rest_goes_on() {
+    let mut h = Harness::persistent(Config::default());
+    let stored = h.client(persistent_v5("stored", 600));
+    h.subscribe(stored, "t", QoS::AtLeastOnce);
+    let clean = h.client(connect(V5, "clean", true));
+    h.subscribe(clean, "c", QoS::AtLeastOnce);
+    let p = h.client(connect(V5, "pub", true));
+    h.broker.store_full(true);
+    // A persistent session cannot be made or resumed, in either protocol.
+    let (_, ack) = h.connect(persistent_v5("new", 600));
+    assert_eq!(ack.reason_code, ReasonCode::QuotaExceeded);
+    let (_, ack) = h.connect(persistent_v3("new3"));
+    assert_eq!(ack.reason_code, ReasonCode::ServerUnavailable);
+    // A stored session cannot subscribe.
+    h.send(stored, subscribe(2, "more", QoS::AtLeastOnce));
+    match &h.take(stored)[..] {
+        [Packet::SubAck(ack)] => assert_eq!(ack.reason_codes, [ReasonCode::QuotaExceeded]),
+        other => panic!("{other:?}"),
+    }
+    // A QoS 1 message for the stored session, or a retained one, is refused; one only for a
+    // clean session is taken; QoS 0 goes everywhere.
+    h.send(p, publish("t", "stored", QoS::AtLeastOnce, 1));
+    h.send(p, retained("c", "retained", QoS::AtLeastOnce, 2));
+    h.send(p, publish("c", "clean", QoS::AtLeastOnce, 3));
+    h.send(p, publish("t", "qos0", QoS::AtMostOnce, 0));
+    let codes: Vec<ReasonCode> = h
+        .take(p)
+        .into_iter()
+        .map(|packet| match packet {
+            Packet::PubAck(ack) => ack.reason_code,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            ReasonCode::QuotaExceeded,
+            ReasonCode::QuotaExceeded,
+            ReasonCode::Success
+        ]
+    );
+    assert_eq!(payloads(&h.take(clean)), ["clean"]);
+    assert_eq!(payloads(&h.take(stored)), ["qos0"]);
+    assert_eq!(h.broker.stats().publishes_refused_store_full, 2);
+    // Room again: everything is taken.
+    h.broker.store_full(false);
+    h.send(p, publish("t", "stored", QoS::AtLeastOnce, 4));
+    assert!(matches!(&h.take(p)[..], [Packet::PubAck(a)] if a.reason_code == ReasonCode::Success));
+    assert_eq!(payloads(&h.take(stored)), ["stored"]);
+    let (_, ack) = h.connect(persistent_v3("new3"));
+    assert_eq!(ack.reason_code, ReasonCode::Success);
+}
