@@ -399,6 +399,13 @@ impl Broker {
         self.journal.set_full(full);
     }
 
+    /// Whether replies to `conn` wait for the store. The driver keeps the connection's read
+    /// tickets while they do, so a client that pipelines requests faster than the store
+    /// commits is paused, not cut off for filling its outbound queue with held replies.
+    pub fn holds_replies_for(&self, conn: ConnId) -> bool {
+        self.out.holds(conn)
+    }
+
     /// Batches handed out in [`Output::Persist`] and not yet reported durable.
     pub fn pending_batches(&self) -> u64 {
         self.journal.pending_batches()

@@ -140,6 +140,11 @@ impl Outbox {
         }
     }
 
+    /// Whether packets to `conn` wait for the store.
+    pub fn holds(&self, conn: ConnId) -> bool {
+        self.held_per_conn.contains_key(&conn)
+    }
+
     /// Hands `ops` to the driver (not held: they are what the held packets wait for).
     pub fn persist(&mut self, batch: u64, ops: Vec<StoreOp>) {
         self.queue.push_back(Output::Persist { batch, ops });

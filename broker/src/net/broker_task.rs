@@ -5,7 +5,7 @@
 //! when the core asks (the slow-consumer policy itself is the core's, `core/outbox.rs`).
 
 use std::collections::BTreeMap;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
 
 use std::sync::atomic::Ordering;
 
@@ -72,6 +72,10 @@ impl BrokerTask {
     pub async fn run(mut self) -> Stats {
         let mut conns: BTreeMap<ConnId, Outbound> = BTreeMap::new();
         let mut mismatches = 0;
+        // Read tickets of connections whose replies wait for the store: returned when they
+        // are released (see `Broker::holds_replies_for`), so each connection has at most its
+        // tickets' worth of requests waiting, well inside its outbound queue's reserve.
+        let mut stashed: BTreeMap<ConnId, Vec<OwnedSemaphorePermit>> = BTreeMap::new();
         // What restoring the store produced (see `Broker::restore`).
         self.dispatch(&mut conns, &mut mismatches);
         loop {
@@ -84,7 +88,11 @@ impl BrokerTask {
                 biased;
                 _ = self.shutdown.changed() => break,
                 news = store_news(&mut self.store) => match news {
-                    StoreNews::Durable(batch) => self.broker.durable(batch),
+                    StoreNews::Durable(batch) => {
+                        self.broker.durable(batch);
+                        let broker = &self.broker;
+                        stashed.retain(|conn, _| broker.holds_replies_for(*conn));
+                    }
                     StoreNews::Full(full) => self.broker.store_full(full),
                     StoreNews::Stopped => {
                         tracing::error!("the store stopped: no longer serving");
@@ -102,7 +110,9 @@ impl BrokerTask {
                         }
                         Event::Packet { conn, packet, ticket } => {
                             self.broker.packet_received(conn, packet, now);
-                            drop(ticket);
+                            if self.broker.holds_replies_for(conn) {
+                                stashed.entry(conn).or_default().push(ticket);
+                            }
                         }
                         Event::DecodeFailed { conn, error } => self.broker.decode_failed(conn, &error, now),
                         Event::Writable { conn } => {
@@ -114,6 +124,7 @@ impl BrokerTask {
                         }
                         Event::Closed { conn } => {
                             conns.remove(&conn);
+                            stashed.remove(&conn);
                             self.broker.connection_closed(conn, now);
                         }
                     }
