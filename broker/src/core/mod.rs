@@ -416,8 +416,9 @@ impl Broker {
     }
 
     /// The broker is shutting down: every client is told (v5: DISCONNECT 0x8B, or 0x9C with
-    /// the Server Reference when one is configured) and closed. Wills are not published: no
-    /// session survives the process to receive them.
+    /// the Server Reference when one is configured) and closed. Wills are not published: the
+    /// broker going away is not the clients' abnormal end. Persistent sessions stay in the
+    /// store (their stored state is already durable); the connections' wills are not stored.
     pub fn shutdown(&mut self) {
         let (reason, properties) = match self.server_reference(ReasonCode::UseAnotherServer) {
             Some(reference) => (ReasonCode::UseAnotherServer, vec![reference].into()),
@@ -510,6 +511,12 @@ impl Broker {
             self.retained_scan.1 -= looked;
             *session.retained_scan_share(millisecond, RETAINED_SCAN_SHARE_PER_MS) -= looked;
             self.stats.retained_bytes -= freed;
+            // Expired on the way: out of the durable store too (lazily, as in
+            // `forget_expired_retained`; `session` is borrowed here).
+            for topic in self.retained.take_expired() {
+                self.journal
+                    .record_lazily(StoreOp::DeleteRetained { topic });
+            }
             let message = match next {
                 retained::Next::Message(message) => message,
                 retained::Next::Exhausted => {

@@ -213,6 +213,16 @@ impl Broker {
     fn purge_expired_retained(&mut self, now: Instant) {
         let freed = self.retained.purge_expired(now);
         self.stats.retained_bytes -= freed;
+        self.forget_expired_retained();
+    }
+
+    /// Takes retained messages that expired out of the durable store too. Lazily: nobody
+    /// waits for it, and one restored after a crash is found expired again.
+    pub(super) fn forget_expired_retained(&mut self) {
+        for topic in self.retained.take_expired() {
+            self.journal
+                .record_lazily(StoreOp::DeleteRetained { topic });
+        }
     }
 
     /// Whether taking `message` changes durable state: it is retained, it is a QoS 2 message

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use super::durable::{Journal, Snapshot, StoredSession, WallMs};
+use super::durable::{Journal, Snapshot, StoreOp, StoredSession, WallMs};
 use super::session::{DeliveryParams, Queued, Session};
 use super::subscriptions::Subscription;
 use super::{Broker, Instant, SessionId, Timer};
@@ -22,14 +22,24 @@ impl Broker {
             "restore comes before anything else"
         );
         self.journal = Journal::new(wall_at_zero);
+        let mut gone = Vec::new();
         for stored in snapshot.retained {
             let message = self.journal.message(stored, now);
+            let before = self.retained.len();
             if !message.is_expired(now) {
                 self.store_retained(&message);
             }
+            if self.retained.len() == before {
+                // Expired while the broker was down, or beyond the limits it has now.
+                gone.push(message.topic.clone());
+            }
         }
-        // What storing them journalled is in the store already.
+        // What storing them journalled is in the store already; what was not kept leaves it.
         self.journal.discard();
+        for topic in gone {
+            self.journal
+                .record_lazily(StoreOp::DeleteRetained { topic });
+        }
         for stored in snapshot.sessions {
             self.restore_session(stored, now);
         }

@@ -36,6 +36,9 @@ pub struct RetainedStore {
     /// Messages with an expiry, by deadline: expired ones are purged before any limit is
     /// checked, so messages nobody will receive never hold the store's room.
     expiring: BTreeSet<(Instant, ByteStr)>,
+    /// Topics whose message expired and was removed since the last [`RetainedStore::take_expired`]
+    /// (the broker takes them out of its durable store too).
+    expired: Vec<ByteStr>,
 }
 
 /// What storing a retained message did.
@@ -170,6 +173,7 @@ impl RetainedStore {
             if self.messages.get(&topic).and_then(|s| s.message.expires_at) == Some(at) {
                 let stored = self.messages.remove(&topic).expect("just looked up");
                 freed += stored.message.charged_bytes();
+                self.expired.push(topic);
             }
         }
         self.bytes -= freed;
@@ -242,10 +246,16 @@ impl RetainedStore {
             if let Some(stored) = self.messages.remove(&topic) {
                 self.forget_expiry(&stored.message);
                 freed += stored.message.charged_bytes();
+                self.expired.push(topic);
             }
         }
         self.bytes -= freed;
         (next, freed)
+    }
+
+    /// The topics whose message expired since the last call (each is also gone from here).
+    pub fn take_expired(&mut self) -> Vec<ByteStr> {
+        std::mem::take(&mut self.expired)
     }
 
     /// Whether nothing is stored after the cursor's position.

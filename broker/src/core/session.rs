@@ -859,7 +859,7 @@ impl Session {
         stats: &mut Stats,
     ) {
         debug_assert!(key >= self.next_key, "stored entries come in key order");
-        self.next_key = key + 1;
+        self.next_key = key.saturating_add(1);
         self.stored = true;
         match state {
             EntryState::Queued => {

@@ -87,15 +87,19 @@ impl MemoryStore {
                 (id.clone(), session)
             })
             .collect();
+        // As strict as the database, which refuses to load these: a core that wrote one
+        // must fail its tests, not only the real broker's next start.
         for ((id, key), entry) in &self.entries {
-            if let Some(session) = sessions.get_mut(id) {
-                session.entries.push((*key, entry.clone()));
-            }
+            let session = sessions.get_mut(id);
+            let session =
+                session.unwrap_or_else(|| panic!("entry {key} of {id:?}, who has no session"));
+            session.entries.push((*key, entry.clone()));
         }
         for (id, packet_id) in self.incoming.keys() {
-            if let Some(session) = sessions.get_mut(id) {
-                session.incoming_ids.push(*packet_id);
-            }
+            let session = sessions.get_mut(id);
+            let session =
+                session.unwrap_or_else(|| panic!("QoS 2 id of {id:?}, who has no session"));
+            session.incoming_ids.push(*packet_id);
         }
         Snapshot {
             sessions: sessions.into_values().collect(),

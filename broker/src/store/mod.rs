@@ -53,6 +53,8 @@ pub enum StoreError {
          to start empty"
     )]
     Corrupt { path: PathBuf, detail: String },
+    #[error("cannot read the store {path}: {source} (check the disk and the file's permissions)")]
+    Read { path: PathBuf, source: redb::Error },
     #[error(
         "writing the store {path} failed: {source} (tern stops: what it acknowledged may not \
          be on disk; it recovers from the store at the next start)"

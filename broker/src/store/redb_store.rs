@@ -28,6 +28,10 @@ pub const DATABASE_FILE: &str = "tern.redb";
 /// The layout of the tables; a store of another version is refused, never misread.
 pub const FORMAT_VERSION: u64 = 1;
 
+/// redb's page cache (its default is 1 GiB, outside the broker's memory budget). The store is
+/// read once at start and written at the end of its B-trees, so a small cache is enough.
+const CACHE_BYTES: usize = 64 * 1024 * 1024;
+
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
 const ENTRIES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("entries");
@@ -73,7 +77,12 @@ impl RedbStore {
         })?;
         let path = dir.join(DATABASE_FILE);
         let file = path.clone();
-        RedbStore::checked(Box::new(move || Database::create(&file)), path)
+        let open = move || {
+            Database::builder()
+                .set_cache_size(CACHE_BYTES)
+                .create(&file)
+        };
+        RedbStore::checked(Box::new(open), path)
     }
 
     /// Opens (or creates) a store on the backend `backend` makes (called again to reopen the
@@ -82,7 +91,11 @@ impl RedbStore {
         backend: impl Fn() -> B + Send + 'static,
         name: PathBuf,
     ) -> Result<RedbStore, StoreError> {
-        let open = move || Database::builder().create_with_backend(backend());
+        let open = move || {
+            Database::builder()
+                .set_cache_size(CACHE_BYTES)
+                .create_with_backend(backend())
+        };
         RedbStore::checked(Box::new(open), name)
     }
 
@@ -187,8 +200,15 @@ impl RedbStore {
         })
     }
 
+    /// An I/O error is the disk's or the permissions', not damage to the data.
     fn read_error(&self, source: impl Into<redb::Error>) -> StoreError {
-        self.corrupt(source.into().to_string())
+        match source.into() {
+            source @ redb::Error::Io(_) => StoreError::Read {
+                path: self.path.clone(),
+                source,
+            },
+            source => self.corrupt(source.to_string()),
+        }
     }
 
     fn load_sessions(

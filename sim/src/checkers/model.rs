@@ -41,6 +41,10 @@ pub struct Subscriptions {
     /// Forget a filter as soon as it may be gone (unsubscribed, or lost in a broker crash).
     /// The delivery checker keeps it: messages already under way may still arrive.
     forget_early: bool,
+    /// The broker has a store: a crash keeps the subscriptions of persistent sessions.
+    persistence: bool,
+    /// Client ids whose last CONNECT asked for a session that outlives its connection.
+    persistent: BTreeSet<String>,
 }
 
 impl Subscriptions {
@@ -51,7 +55,15 @@ impl Subscriptions {
             replaced: BTreeMap::new(),
             pending: BTreeMap::new(),
             forget_early,
+            persistence: false,
+            persistent: BTreeSet::new(),
         }
+    }
+
+    /// The same, for a broker with (or without) a store.
+    pub fn with_persistence(mut self, persistence: bool) -> Subscriptions {
+        self.persistence = persistence;
+        self
     }
 
     pub fn observe(&mut self, id: &str, host: &str, event: &Event) {
@@ -59,6 +71,16 @@ impl Subscriptions {
             Event::Sent(Packet::Connect(c)) => {
                 let v31 = c.protocol == ProtocolVersion::V3_1;
                 self.connects.insert(id.to_string(), (v31, c.clean_start));
+                let outlives = if c.protocol.is_v5() {
+                    c.properties.session_expiry_interval().unwrap_or(0) > 0
+                } else {
+                    !c.clean_start
+                };
+                if outlives {
+                    self.persistent.insert(id.to_string());
+                } else {
+                    self.persistent.remove(id);
+                }
             }
             Event::Received(Packet::ConnAck(ack)) if !ack.reason_code.is_error() => {
                 let (v31, clean) = self.connects.get(id).copied().unwrap_or_default();
@@ -68,9 +90,12 @@ impl Subscriptions {
                         .insert(id.to_string(), (host.to_string(), old));
                 }
             }
-            // No persistence yet: a crashed broker comes back without sessions.
+            // A crashed broker comes back without sessions, or with a store only with those
+            // that outlive their connections.
             Event::Fault(f) if self.forget_early && Fault::parse(f).is_broker_crash() => {
-                self.granted.clear()
+                let persistent = &self.persistent;
+                let keep = |id: &String| self.persistence && persistent.contains(id);
+                self.granted.retain(|id, _| keep(id));
             }
             Event::Sent(Packet::Subscribe(s)) => {
                 let filters = s.filters.iter().map(|(f, _)| f.to_string()).collect();

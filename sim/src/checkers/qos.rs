@@ -147,7 +147,7 @@ type InFlight = (String, String, bool, usize, Vec<String>, BTreeSet<String>);
 /// Every QoS 1/2 message the broker acknowledged (PUBACK, PUBREC without error) and carrying
 /// no expiry interval, in order.
 fn accepted(scenario: &Scenario, trace: &Trace) -> Vec<Accepted> {
-    let mut subs = Subscriptions::new(true);
+    let mut subs = Subscriptions::new(true).with_persistence(scenario.broker.persistence);
     // (publisher, packet id) -> (topic, payload, expires, entry, ids owed it when sent)
     let mut in_flight: BTreeMap<(String, u16), InFlight> = BTreeMap::new();
     let mut accepted = Vec::new();

@@ -63,6 +63,23 @@ pub fn present_flag(scenario: &Scenario, trace: &Trace) -> Result<(), Violation>
                 let f = Fault::parse(f);
                 if f.is_broker_crash() {
                     broker_crashed(&mut sessions, scenario.broker.persistence);
+                    if scenario.broker.persistence {
+                        // A CONNECT still unanswered may have been committed (a new session
+                        // stored, or an old one ended by a clean start) before the crash.
+                        for (host, (_, expiry_secs, _)) in &connecting {
+                            let session =
+                                sessions
+                                    .entry(client_id(scenario, host))
+                                    .or_insert(Session {
+                                        expiry_secs: *expiry_secs,
+                                        holder: None,
+                                        ended: None,
+                                        stalled: false,
+                                        awaiting_restart: false,
+                                    });
+                            session.stalled = true;
+                        }
+                    }
                 }
                 if f.kind == "restart" && f.touches("broker") {
                     for s in sessions.values_mut() {

@@ -799,6 +799,19 @@ fn with_persistence_a_session_lost_in_a_crash_is_caught() {
         .connack("s", false)
         .done();
     assert!(session::present_flag(&two_persistent(), &fsync).is_err());
+    // A CONNECT unanswered at the crash may have been stored: either answer passes after.
+    for present in [true, false] {
+        let unanswered = Build::default()
+            .connect("s", V3_1_1, false, None)
+            .fault("crash broker")
+            .closed("s", false)
+            .fault("restart broker")
+            .at(1.0)
+            .connect("s", V3_1_1, false, None)
+            .connack("s", present)
+            .done();
+        assert!(session::present_flag(&two_persistent(), &unanswered).is_ok());
+    }
 }
 
 #[test]
@@ -830,6 +843,30 @@ fn with_persistence_an_acknowledged_message_lost_in_a_crash_is_caught() {
     assert!(err.0.contains("never got"), "{}", err.0);
     // Without a store the crash excuses the loss.
     assert!(qos::at_least_once(&two(), &crash(false)).is_ok());
+    // A subscription made before the crash still holds for a message published after it.
+    let after = |delivered: bool| {
+        let b = Build::default()
+            .connect("s", V3_1_1, false, None)
+            .connack("s", false)
+            .subscribe("s", 1, "t", 1)
+            .fault("crash broker")
+            .closed("s", false)
+            .fault("restart broker")
+            .at(1.0)
+            .connect("s", V3_1_1, false, None)
+            .connack("s", true)
+            .online("p")
+            .publish("p", "t", "later", 1, 8)
+            .puback("p", 8);
+        if delivered {
+            b.receive("s", "t", "later", 1, false).at(10.0).done()
+        } else {
+            b.at(10.0).done()
+        }
+    };
+    assert!(qos::at_least_once(&two_persistent(), &after(true)).is_ok());
+    assert!(qos::at_least_once(&two_persistent(), &after(false)).is_err());
+    assert!(qos::at_least_once(&two(), &after(false)).is_ok());
 }
 
 #[test]

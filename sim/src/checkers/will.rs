@@ -80,7 +80,7 @@ pub fn on_abnormal_end(scenario: &Scenario, trace: &Trace) -> Result<(), Violati
         let Some(will) = spec.will.as_ref().filter(|w| w.delay.is_none()) else {
             continue;
         };
-        let mut subs = Subscriptions::new(true);
+        let mut subs = Subscriptions::new(true).with_persistence(scenario.broker.persistence);
         let mut connected = false;
         let mut blocked: BTreeSet<Vec<String>> = BTreeSet::new();
         for (i, e) in trace.entries.iter().enumerate() {

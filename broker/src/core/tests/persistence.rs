@@ -368,3 +368,22 @@ fn with_the_store_full_persistent_work_is_refused_and_the_rest_goes_on() {
     let (_, ack) = h.connect(persistent_v3("new3"));
     assert_eq!(ack.reason_code, ReasonCode::Success);
 }
+
+// A retained message that expires leaves the store too (lazily), so it is not kept and
+// reloaded for ever.
+#[test]
+fn an_expired_retained_message_leaves_the_store() {
+    let mut h = Harness::persistent(Config::default());
+    let p = h.client(connect(V5, "pub", true));
+    let Packet::Publish(mut m) = retained("t", "short", QoS::AtLeastOnce, 1) else {
+        unreachable!()
+    };
+    m.properties.push(Property::MessageExpiryInterval(1));
+    h.send(p, Packet::Publish(m));
+    assert_eq!(h.store.as_ref().unwrap().snapshot().retained.len(), 1);
+    h.advance(secs(2));
+    // The next PUBLISH purges it, and the batch after takes it out of the store.
+    h.send(p, publish("other", "x", QoS::AtLeastOnce, 2));
+    h.send(p, publish("other", "y", QoS::AtLeastOnce, 3));
+    assert!(h.store.as_ref().unwrap().snapshot().retained.is_empty());
+}
