@@ -53,6 +53,7 @@ fn connect_with_will() -> Packet {
         }),
         username: Some(s("device")),
         password: Some(Bytes::from_static(b"secret")),
+        bridge: false,
     }))
 }
 

@@ -60,6 +60,7 @@ fn connect(id: &str) -> Packet {
         will: None,
         username: None,
         password: None,
+        bridge: false,
     }))
 }
 

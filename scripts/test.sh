@@ -19,6 +19,14 @@ if ! command -v cmake >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq cmake >/dev/null
 fi
 
+# The bridge test (tests/bridge_mosquitto.rs) runs a real Mosquitto bridged to Tern.
+if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
+  echo "== installing mosquitto (the bridge test bridges a real Mosquitto to Tern)"
+  if [ "$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq mosquitto >/dev/null
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -43,6 +43,8 @@ fn compatible(mut packet: Packet) -> Packet {
             .sort_by_key(|property| matches!(property, Property::SubscriptionIdentifier(_)));
     }
     if let Packet::Connect(c) = &mut packet {
+        // rumqttc knows no bridge bit (the round-trip tests cover it).
+        c.bridge = false;
         match &c.username {
             Some(user) if !user.is_empty() => {
                 c.password = Some(Bytes::from(format!("pw-{user}")));

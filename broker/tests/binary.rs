@@ -86,6 +86,7 @@ fn serves_mqtt_and_exits_cleanly_on_sigterm() {
         will: None,
         username: None,
         password: None,
+        bridge: false,
     };
     match exchange(&mut stream, Packet::Connect(Box::new(connect))) {
         Packet::ConnAck(ack) => assert_eq!(ack.reason_code, ReasonCode::Success),
@@ -209,6 +210,7 @@ fn v5_connect(id: &str, clean_start: bool) -> Packet {
         will: None,
         username: None,
         password: None,
+        bridge: false,
     }))
 }
 

@@ -34,6 +34,7 @@ pub fn connect_packet(version: ProtocolVersion, id: &str, clean: bool) -> Connec
         will: None,
         username: None,
         password: None,
+        bridge: false,
     }
 }
 

@@ -108,6 +108,7 @@ fn template(input: &mut Input) -> Packet {
                 will,
                 username: None,
                 password: None,
+                bridge: false,
             }))
         }
         1..=3 => {

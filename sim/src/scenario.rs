@@ -191,6 +191,10 @@ pub struct ClientSpec {
     /// Answer QoS 1/2 messages (PUBACK, PUBREC, PUBCOMP). Off: acknowledgements are withheld.
     #[serde(default = "yes")]
     pub auto_ack: bool,
+    /// Connect as another broker's bridge: the top bit of the 3.x protocol level, as
+    /// Mosquitto's bridges set it (3.1 and 3.1.1 only).
+    #[serde(default)]
+    pub bridge: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -726,6 +730,11 @@ impl Scenario {
                 if will.qos > 2 {
                     return Err(format!("client {name}: will qos must be 0, 1 or 2"));
                 }
+            }
+            if client.bridge && client.version == Version::V5 {
+                return Err(format!(
+                    "client {name}: the bridge bit is MQTT 3.1 / 3.1.1's (MQTT 5 bridges use No Local)"
+                ));
             }
         }
         Ok(())

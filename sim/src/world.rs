@@ -608,6 +608,7 @@ impl Director<'_, '_> {
             will,
             username: client.username.as_deref().map(s).transpose()?,
             password: client.password.as_ref().map(|p| Bytes::from(p.clone())),
+            bridge: client.bridge,
         };
         let from = self.mark();
         self.send(name, Command::Connect(Packet::Connect(Box::new(connect))))?;

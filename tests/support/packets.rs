@@ -192,6 +192,8 @@ fn connect(version: ProtocolVersion) -> impl Strategy<Value = Packet> {
                     will,
                     username,
                     password,
+                    // Both values in 3.x (from another random field), never in 5.
+                    bridge: !version.is_v5() && keep_alive % 2 == 1,
                 }))
             },
         )

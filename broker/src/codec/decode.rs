@@ -159,7 +159,9 @@ fn topic_name(r: &mut Reader, field: &'static str) -> Result<ByteStr, DecodeErro
 fn connect(r: &mut Reader) -> Result<Connect, DecodeError> {
     let name = r.string("protocol name")?;
     let level = r.u8("protocol level")?;
-    let protocol = match (name.as_str(), level) {
+    // A bridge sets the top bit of a 3.x level (Mosquitto's `try_private`): 0x83, 0x84.
+    let bridge = matches!((name.as_str(), level), ("MQTT", 0x84) | ("MQIsdp", 0x83));
+    let protocol = match (name.as_str(), level & !(u8::from(bridge) << 7)) {
         ("MQTT", 4) => ProtocolVersion::V3_1_1,
         ("MQTT", 5) => ProtocolVersion::V5,
         ("MQIsdp", 3) => ProtocolVersion::V3_1,
@@ -235,6 +237,7 @@ fn connect(r: &mut Reader) -> Result<Connect, DecodeError> {
         will,
         username,
         password,
+        bridge,
     })
 }
 

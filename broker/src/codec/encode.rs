@@ -167,7 +167,8 @@ fn reason_and_properties<S: Sink>(
 fn connect<S: Sink>(c: &Connect, out: &mut S) -> Result<(), EncodeError> {
     let v5 = c.protocol.is_v5();
     out.put_string("protocol name", c.protocol.protocol_name())?;
-    out.put_u8(c.protocol.level());
+    debug_assert!(!(c.bridge && c.protocol.is_v5()), "no bridge bit in MQTT 5");
+    out.put_u8(c.protocol.level() | u8::from(c.bridge) << 7);
     let mut flags = u8::from(c.clean_start) << 1;
     if let Some(will) = &c.will {
         flags |= 0b100 | (will.qos.bits() << 3) | (u8::from(will.retain) << 5);

@@ -202,6 +202,10 @@ pub struct Connect {
     pub will: Option<Will>,
     pub username: Option<ByteStr>,
     pub password: Option<Bytes>,
+    /// The top bit of the 3.1 / 3.1.1 protocol level (0x83, 0x84): the client is another
+    /// broker's bridge (Mosquitto's `try_private`, also EMQX's). Always false in MQTT 5, where
+    /// bridges use No Local and Retain As Published instead.
+    pub bridge: bool,
 }
 
 /// The message a broker publishes on behalf of a client whose connection ends abnormally.

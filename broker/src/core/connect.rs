@@ -156,6 +156,7 @@ impl Broker {
             version,
             inflight_max: limits.inflight_count_max.min(client_receive_max).max(1),
             packet_bytes_max: connect.properties.maximum_packet_size(),
+            bridge: connect.bridge,
         };
         let session_id = match resumed {
             Some(id) => id,
@@ -262,7 +263,11 @@ impl Broker {
         let lost = !v5 && planted::active(PlantedBug::SessionPresentLostV3);
         let session_present = resumed.is_some() && !lost;
         self.stats.connections_accepted += 1;
-        tracing::info!(%conn, %client_id, ?version, session_present, keep_alive, "client connected");
+        let bridge = params.bridge;
+        if bridge {
+            self.stats.bridges_connected += 1;
+        }
+        tracing::info!(%conn, %client_id, ?version, bridge, session_present, keep_alive, "client connected");
         self.out.send(
             conn,
             Packet::ConnAck(ConnAck {

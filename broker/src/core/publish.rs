@@ -342,10 +342,9 @@ impl Broker {
             let item = Queued {
                 message: message.clone(),
                 qos,
-                // spec: [MQTT-3.3.1-9] 3.1.1; [MQTT-3.3.1-12] [MQTT-3.3.1-13] 5.0
-                retain: message.retain
-                    && delivery.retain_as_published
-                    && session.params.version.is_v5(),
+                // spec: [MQTT-3.3.1-9] 3.1.1; [MQTT-3.3.1-12] [MQTT-3.3.1-13] 5.0 (bridges
+                // keep the flag as Mosquitto's do, so retained state propagates)
+                retain: message.retain && session.params.keeps_retain(delivery.retain_as_published),
                 subscription_ids: delivery.subscription_ids,
                 enqueued_at: now,
                 group: None,
@@ -408,11 +407,11 @@ impl Broker {
         self.subscriptions
             .for_each_match(&message.topic, |session_id, subscription| {
                 let options = &subscription.options;
-                if options.no_local
-                    && sessions
-                        .get(&session_id)
-                        .is_some_and(|s| s.client_id == message.publisher)
-                {
+                let session = sessions.get(&session_id);
+                // A bridge is never sent back what it published (loop prevention, as in
+                // Mosquitto and EMQX): the 3.x equivalent of No Local on every subscription.
+                let no_local = options.no_local || session.is_some_and(|s| s.params.bridge);
+                if no_local && session.is_some_and(|s| s.client_id == message.publisher) {
                     // spec: [MQTT-3.8.3-3] (v5)
                     return;
                 }
@@ -459,7 +458,7 @@ impl Broker {
         };
         let item = Queued {
             qos,
-            retain: message.retain && options.retain_as_published && session.params.version.is_v5(),
+            retain: message.retain && session.params.keeps_retain(options.retain_as_published),
             subscription_ids: subscription.id.into_iter().collect(),
             message,
             enqueued_at,

@@ -63,6 +63,7 @@ impl Broker {
             version: record.version,
             inflight_max: self.config.limits.inflight_count_max.max(1),
             packet_bytes_max: None,
+            bridge: false,
         };
         let mut session = Session::new(record.client_id.clone(), params, record.expiry_secs);
         session.mark_stored();

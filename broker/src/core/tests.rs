@@ -11,6 +11,7 @@ use super::*;
 use crate::codec::*;
 use crate::types::{PacketId, QoS};
 
+mod bridge;
 mod persistence;
 
 const V3: ProtocolVersion = ProtocolVersion::V3_1_1;
@@ -61,6 +62,7 @@ fn connect(version: ProtocolVersion, id: &str, clean: bool) -> Connect {
         will: None,
         username: None,
         password: None,
+        bridge: false,
     }
 }
 

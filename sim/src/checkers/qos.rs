@@ -157,7 +157,12 @@ fn accepted(scenario: &Scenario, trace: &Trace) -> Vec<Accepted> {
             Event::Sent(Packet::Publish(p)) if p.qos.bits() > 0 && !p.dup => {
                 let (topic, payload) = message_key(&p.topic, &p.payload);
                 let expires = p.properties.message_expiry_interval().is_some();
-                let owed_then = subs.at_least_once(&topic);
+                let mut owed_then = subs.at_least_once(&topic);
+                // A bridge is not sent back what it published (loop prevention).
+                if scenario.clients.get(&e.host).is_some_and(|c| c.bridge) {
+                    let own = client_id(scenario, &e.host);
+                    owed_then.retain(|id| *id != own);
+                }
                 let groups_then = subs.shared_at_least_once(&topic).into_keys().collect();
                 if let Some(id) = p.packet_id {
                     let sent = (topic, payload, expires, i, owed_then, groups_then);

@@ -70,6 +70,7 @@ impl Build {
             will: None,
             username: None,
             password: None,
+            bridge: false,
         };
         self.push(host, Event::Sent(Packet::Connect(Box::new(connect))))
     }
