@@ -265,7 +265,7 @@ impl Broker {
         self.stats.connections_accepted += 1;
         let bridge = params.bridge;
         if bridge {
-            self.stats.bridges_connected += 1;
+            self.stats.bridge_connections_accepted += 1;
         }
         tracing::info!(%conn, %client_id, ?version, bridge, session_present, keep_alive, "client connected");
         self.out.send(

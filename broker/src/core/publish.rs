@@ -342,9 +342,9 @@ impl Broker {
             let item = Queued {
                 message: message.clone(),
                 qos,
-                // spec: [MQTT-3.3.1-9] 3.1.1; [MQTT-3.3.1-12] [MQTT-3.3.1-13] 5.0 (bridges
-                // keep the flag as Mosquitto's do, so retained state propagates)
-                retain: message.retain && session.params.keeps_retain(delivery.retain_as_published),
+                // spec: [MQTT-3.3.1-9] 3.1.1; [MQTT-3.3.1-12] [MQTT-3.3.1-13] 5.0. A 3.x
+                // SUBSCRIBE cannot ask for Retain As Published; a bridge's subscriptions have it.
+                retain: message.retain && delivery.retain_as_published,
                 subscription_ids: delivery.subscription_ids,
                 enqueued_at: now,
                 group: None,
@@ -361,7 +361,13 @@ impl Broker {
         // Each matching shared group adds one delivery, to one member, besides any delivery
         // to that member's own non-shared subscriptions (MQTT 5 section 4.8.2).
         for group in groups {
-            self.deliver_shared(group, message.clone(), None, now, now);
+            // A bridge that published it is not chosen (loop prevention).
+            let bridge = self
+                .by_client_id
+                .get(&message.publisher)
+                .copied()
+                .filter(|id| self.sessions.get(id).is_some_and(|s| s.params.bridge));
+            self.deliver_shared(group, message.clone(), bridge, now, now);
         }
     }
 
@@ -407,11 +413,13 @@ impl Broker {
         self.subscriptions
             .for_each_match(&message.topic, |session_id, subscription| {
                 let options = &subscription.options;
-                let session = sessions.get(&session_id);
-                // A bridge is never sent back what it published (loop prevention, as in
-                // Mosquitto and EMQX): the 3.x equivalent of No Local on every subscription.
-                let no_local = options.no_local || session.is_some_and(|s| s.params.bridge);
-                if no_local && session.is_some_and(|s| s.client_id == message.publisher) {
+                // A bridge's subscriptions are No Local too: it is never sent back what it
+                // published (loop prevention, as in Mosquitto and EMQX).
+                if options.no_local
+                    && sessions
+                        .get(&session_id)
+                        .is_some_and(|s| s.client_id == message.publisher)
+                {
                     // spec: [MQTT-3.8.3-3] (v5)
                     return;
                 }
@@ -458,7 +466,7 @@ impl Broker {
         };
         let item = Queued {
             qos,
-            retain: message.retain && session.params.keeps_retain(options.retain_as_published),
+            retain: message.retain && options.retain_as_published,
             subscription_ids: subscription.id.into_iter().collect(),
             message,
             enqueued_at,

@@ -87,16 +87,8 @@ pub struct DeliveryParams {
     /// The client's v5 Maximum Packet Size.
     pub packet_bytes_max: Option<u32>,
     /// The client is another broker's bridge (the 3.x bridge bit): as Mosquitto and EMQX do,
-    /// it is not sent back what it published, and it gets the RETAIN flag as published.
+    /// its subscriptions are made No Local and Retain As Published (see `handle_subscribe`).
     pub bridge: bool,
-}
-
-impl DeliveryParams {
-    /// Whether this client gets the RETAIN flag of a message as it was published (v5 Retain
-    /// As Published, or a bridge); otherwise an established subscription gets it cleared.
-    pub fn keeps_retain(&self, retain_as_published: bool) -> bool {
-        (retain_as_published && self.version.is_v5()) || self.bridge
-    }
 }
 
 #[derive(Debug)]

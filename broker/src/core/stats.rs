@@ -35,8 +35,9 @@ pub struct Stats {
     /// QoS 1/2 PUBLISHes refused (v5: 0x97; 3.1.1: connection closed, unacknowledged) because
     /// the broker-wide memory budget was spent.
     pub publishes_refused_memory: u64,
-    /// Connections accepted from other brokers' bridges (the 3.x bridge bit).
-    pub bridges_connected: u64,
+    /// Connections accepted from other brokers' bridges (the 3.x bridge bit), each of them:
+    /// a bridge that reconnects counts again.
+    pub bridge_connections_accepted: u64,
     /// QoS 1/2 PUBLISHes refused because they needed the store and its disk was full.
     pub publishes_refused_store_full: u64,
     /// CONNECTs and SUBSCRIBE filters of persistent sessions refused for a full store.

@@ -109,6 +109,14 @@ impl Broker {
             // spec: [MQTT-3.2.2-10] (v5): a request above Maximum QoS is granted at the maximum.
             let mut options = options;
             options.qos = options.qos.min(self.config.features.maximum_qos);
+            if session.params.bridge {
+                // A bridge's subscriptions are No Local and Retain As Published, as Mosquitto
+                // makes its own: options the session keeps (and the store), so they hold while
+                // the bridge is away and after a restart. No Local is not allowed on a shared
+                // subscription; the shared choice skips the publishing bridge instead.
+                options.no_local = target.as_ref().is_ok_and(|t| t.is_none());
+                options.retain_as_published = true;
+            }
             let subscription = Subscription {
                 options,
                 id: subscription_id,

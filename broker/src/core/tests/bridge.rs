@@ -27,7 +27,7 @@ fn a_bridge_is_not_sent_back_what_it_published() {
         // What others publish does reach it.
         h.send(local, publish("from-local", "l", QoS::AtLeastOnce, 1));
         assert_eq!(payloads(&h.take(edge)), ["l"]);
-        assert_eq!(h.broker.stats().bridges_connected, 1);
+        assert_eq!(h.broker.stats().bridge_connections_accepted, 1);
     }
 }
 
@@ -38,7 +38,7 @@ fn a_plain_client_still_gets_its_own_messages() {
     h.subscribe(plain, "#", QoS::AtLeastOnce);
     h.send(plain, publish("t", "mine", QoS::AtLeastOnce, 1));
     assert_eq!(payloads(&h.take(plain)), ["mine"]);
-    assert_eq!(h.broker.stats().bridges_connected, 0);
+    assert_eq!(h.broker.stats().bridge_connections_accepted, 0);
 }
 
 // A bridge gets the RETAIN flag as published, so retained state reaches the other broker;
@@ -77,4 +77,37 @@ fn v5_bridges_use_no_local_and_retain_as_published() {
     h.send(p, retained("state", "on", QoS::AtLeastOnce, 1));
     let got = publishes(&h.take(edge));
     assert!(got.len() == 1 && got[0].retain);
+}
+
+// Through a shared subscription too: the group's other member gets it, the bridge never.
+#[test]
+fn a_bridge_in_a_shared_group_is_not_chosen_for_its_own_message() {
+    let mut h = Harness::new();
+    let edge = h.client(bridge(V3, "edge"));
+    h.subscribe(edge, "$share/g/t", QoS::AtLeastOnce);
+    let other = h.client(connect(V3, "other", true));
+    h.subscribe(other, "$share/g/t", QoS::AtLeastOnce);
+    for n in 1..=4 {
+        h.send(edge, publish("t", &format!("m{n}"), QoS::AtLeastOnce, n));
+    }
+    assert!(payloads(&h.take(edge)).is_empty(), "looped back");
+    assert_eq!(payloads(&h.take(other)), ["m1", "m2", "m3", "m4"]);
+}
+
+// The bridge's treatment lives in its subscriptions' options, which the store keeps: after a
+// restart, before the bridge is back, what is queued for it keeps RETAIN.
+#[test]
+fn a_bridge_keeps_its_treatment_over_a_restart() {
+    let mut h = Harness::persistent(Config::default());
+    let edge = h.client(bridge(V3, "edge"));
+    h.subscribe(edge, "state/#", QoS::AtLeastOnce);
+    h.lose(edge);
+    h.restart(secs(1));
+    let p = h.client(connect(V3, "pub", true));
+    h.send(p, retained("state/lamp", "on", QoS::AtLeastOnce, 1));
+    let edge = h.client(bridge(V3, "edge"));
+    let got = publishes(&h.take(edge));
+    assert!(got.len() == 1 && got[0].retain, "{got:?}");
+    h.send(edge, publish("state/x", "own", QoS::AtLeastOnce, 1));
+    assert!(payloads(&h.take(edge)).is_empty(), "looped back");
 }
