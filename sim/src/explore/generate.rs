@@ -86,11 +86,26 @@ pub fn generate(seed: u64) -> Plan {
         steps.push(step);
     }
     let persistence = with_persistence(seed, &mut steps);
+    let mut clients = clients;
+    with_bridges(seed, &mut clients);
     Plan {
         seed,
         clients,
         steps,
         persistence,
+    }
+}
+
+/// Makes some MQTT 3.x clients other brokers' bridges (the bridge bit). Not clients that share
+/// an id: a bridge's session keeps its No Local subscriptions, which a plain client taking it
+/// over would inherit. From a generator of its own, so the rest of each plan is unchanged.
+fn with_bridges(seed: u64, clients: &mut [Client]) {
+    let mut rng = Rng::new(seed ^ 0xB21D_6E00_0000_0000);
+    let id = |c: &Client| c.id.clone().unwrap_or(c.name.clone());
+    let ids: Vec<String> = clients.iter().map(id).collect();
+    for (i, client) in clients.iter_mut().enumerate() {
+        let shared = ids.iter().filter(|other| **other == ids[i]).count() > 1;
+        client.bridge = !shared && client.version != "5" && rng.chance(20);
     }
 }
 
@@ -141,6 +156,7 @@ fn clients(rng: &mut Rng) -> Vec<Client> {
                 session_expiry,
                 auto_ack: rng.chance(85),
                 will,
+                bridge: false,
             }
         })
         .collect();

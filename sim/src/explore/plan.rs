@@ -18,6 +18,8 @@ pub struct Client {
     pub session_expiry: Option<u32>,
     pub auto_ack: bool,
     pub will: Option<Will>,
+    /// Connects with the 3.x bridge bit (another broker's bridge).
+    pub bridge: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -178,6 +180,9 @@ fn client_yaml(c: &Client) -> String {
     if !c.auto_ack {
         fields.push("auto_ack: false".into());
     }
+    if c.bridge {
+        fields.push("bridge: true".into());
+    }
     if let Some(w) = &c.will {
         let mut will = format!(
             "topic: {}, payload: {}, qos: {}",
@@ -262,6 +267,7 @@ mod tests {
                 session_expiry: Some(30),
                 auto_ack: false,
                 will: None,
+                bridge: false,
             }],
             steps: vec![
                 Step::Connect("c1".into()),
