@@ -111,9 +111,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         }
         error = server.store_failed() => Some(error),
     };
-    let stats = server.shutdown().await;
+    let (stats, failed_late) = server.shutdown_checked().await;
     tracing::info!(?stats, "stopped");
-    match failure {
+    match failure.or(failed_late) {
         Some(error) => Err(anyhow::anyhow!("the store failed: {error}")),
         None => Ok(()),
     }

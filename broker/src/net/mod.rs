@@ -228,6 +228,13 @@ impl Server {
     /// Stops accepting, tells every client (v5: DISCONNECT 0x8B), waits for connections to
     /// flush, and returns the final counters.
     pub async fn shutdown(self) -> Stats {
+        self.shutdown_checked().await.0
+    }
+
+    /// [`Server::shutdown`], also saying whether the store failed (before or during the
+    /// shutdown): then what was not acknowledged may not be on disk, and the owner should exit
+    /// with the error.
+    pub async fn shutdown_checked(mut self) -> (Stats, Option<String>) {
         let _ = self.shutdown.send(true);
         for task in self.accept_tasks {
             let _ = task.await;
@@ -247,7 +254,11 @@ impl Server {
         if flushed.is_err() {
             tracing::warn!("shutdown: some connections did not close in time");
         }
-        stats
+        let failed = self
+            .store_failed
+            .as_mut()
+            .and_then(|failed| failed.try_recv().ok());
+        (stats, failed)
     }
 }
 
