@@ -51,6 +51,16 @@ impl Broker {
             retained = self.retained.len(),
             "restored from the store"
         );
+        let (held, budget) = (self.stats.held_bytes(), self.config.limits.memory_bytes_max);
+        if held > budget {
+            // The limit was lowered since: nothing is dropped, but QoS 1/2 publishes are
+            // refused (for memory) until enough is delivered.
+            tracing::warn!(
+                held,
+                budget,
+                "the store holds more than memory_bytes_max: new QoS 1/2 messages are refused until it drains"
+            );
+        }
     }
 
     fn restore_session(&mut self, stored: StoredSession, now: Instant) {
@@ -65,7 +75,11 @@ impl Broker {
             packet_bytes_max: None,
             bridge: false,
         };
-        let mut session = Session::new(record.client_id.clone(), params, record.expiry_secs);
+        // The broker's cap now, which may have been lowered since the session was stored.
+        let expiry_secs = record
+            .expiry_secs
+            .min(self.config.limits.session_expiry_max_secs);
+        let mut session = Session::new(record.client_id.clone(), params, expiry_secs);
         session.mark_stored();
         for (key, entry) in entries {
             let item = Queued {
@@ -91,10 +105,11 @@ impl Broker {
             session.pending_will = Some((will, at));
             self.timers.schedule(at, Timer::WillDelay(session_id));
         }
-        if record.expiry_secs != u32::MAX {
+        if expiry_secs != u32::MAX {
+            let cap = now + Duration::from_secs(u64::from(expiry_secs));
             let at = match record.expires_at {
-                Some(at) => self.journal.instant_of(at, now),
-                None => now + Duration::from_secs(u64::from(record.expiry_secs)),
+                Some(at) => self.journal.instant_of(at, now).min(cap),
+                None => cap,
             };
             session.expires_at = Some(at);
             self.timers.schedule(at, Timer::SessionExpiry(session_id));

@@ -387,3 +387,22 @@ fn an_expired_retained_message_leaves_the_store() {
     h.send(p, publish("other", "y", QoS::AtLeastOnce, 3));
     assert!(h.store.as_ref().unwrap().snapshot().retained.is_empty());
 }
+
+// A session stored under a longer expiry than the broker now allows gets the cap now.
+#[test]
+fn a_restored_session_gets_the_expiry_cap_of_the_broker_now() {
+    let mut h = Harness::persistent(Config::default());
+    let c = persistent_v5("s", 3600);
+    let s1 = h.client(c.clone());
+    h.lose(s1);
+    let mut lowered = h.broker.config.clone();
+    lowered.limits.session_expiry_max_secs = 10;
+    h.broker.config = lowered;
+    h.restart(secs(1));
+    h.advance(secs(11));
+    let (_, ack) = h.connect(c);
+    assert!(
+        !ack.session_present,
+        "kept beyond the cap the broker has now"
+    );
+}
