@@ -50,7 +50,12 @@ fn main() -> anyhow::Result<()> {
         println!("{}", credential.encode());
         return Ok(());
     }
+    // Logs go to stderr, with colours only when it is a terminal: `tern 2> tern.log` must
+    // not fill the file with escape codes.
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(terminal)
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )

@@ -334,3 +334,27 @@ fn a_data_directory_in_use_is_refused_with_a_clear_error() {
         "{stderr}"
     );
 }
+
+// Logs go to stderr, and without terminal colour codes when it is not a terminal (a file, a
+// pipe): `tern 2> tern.log` gives a readable file.
+#[test]
+fn logs_to_a_pipe_have_no_colour_codes() {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args(["--listen", &addr, "--in-memory"])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    connect(addr.parse().unwrap());
+    child.kill().unwrap();
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("listening for MQTT"), "{stderr}");
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "colour codes in a pipe: {stderr:?}"
+    );
+    assert!(output.stdout.is_empty(), "logs on stdout");
+}
