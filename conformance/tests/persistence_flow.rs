@@ -8,9 +8,10 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tern::codec::*;
 use tern::core::{Snapshot, StoreOp};
-use tern::net::{Persistence, Server};
+use tern::net::Server;
 use tern::store::{MemoryStore, Store, StoreError};
 use tern::types::QoS;
+use tern_conformance::broker::Broker;
 use tern_conformance::raw::{connect_packet, publish, RawClient};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -40,25 +41,15 @@ impl Store for GatedStore {
 }
 
 async fn start(gate: Arc<(Mutex<bool>, Condvar)>, delay: Duration) -> Server {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let store = GatedStore {
         inner: MemoryStore::default(),
         gate,
         delay,
     };
-    let persistence = Persistence {
-        store: Box::new(store),
-        wall_clock_ms: 1_700_000_000_000,
-        blocking_commits: true,
-    };
-    let entropy = Box::new(tern::auth::OsEntropy);
-    Server::start_with_store(
-        vec![listener],
-        tern::core::Config::default(),
-        entropy,
-        Some(persistence),
-    )
-    .unwrap()
+    Broker::start_with_store(Box::new(store))
+        .await
+        .unwrap()
+        .server
 }
 
 fn open(gate: &(Mutex<bool>, Condvar), is_open: bool) {

@@ -5,26 +5,15 @@
 
 use std::time::Duration;
 
-use tern::net::{Persistence, Server};
+use tern::net::Server;
 use tern::store::RedbStore;
+use tern_conformance::broker::Broker;
 use tern_conformance::client::{ConnectOptions, Kind, Library, Message, Version};
 
 /// A broker on `dir`'s store, on a fresh loopback port.
 async fn start(dir: &std::path::Path) -> Server {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let persistence = Persistence {
-        store: Box::new(RedbStore::open(dir).unwrap()),
-        wall_clock_ms: 1_700_000_000_000,
-        blocking_commits: true,
-    };
-    let entropy = Box::new(tern::auth::OsEntropy);
-    Server::start_with_store(
-        vec![listener],
-        tern::core::Config::default(),
-        entropy,
-        Some(persistence),
-    )
-    .unwrap()
+    let store = Box::new(RedbStore::open(dir).unwrap());
+    Broker::start_with_store(store).await.unwrap().server
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,13 +6,14 @@
 //! [`Journal`]. At the end of the input they leave as one `Output::Persist` batch, and the
 //! packets that input produced for the clients the batch concerns are held back (see
 //! `outbox.rs`) until the driver reports it durable ([`Broker::durable`](super::Broker::durable)):
-//! the connection whose packet it was (its PUBACK, PUBREC, SUBACK, CONNACK) and those of the
-//! stored sessions it changed (their deliveries, with the packet ids the store now has). That
-//! is the write-ahead rule: no client is told anything before the state that produced it would
-//! survive a crash. Clients of clean sessions are not held (a crash ends their sessions
-//! anyway), nor is anything after an input that changed nothing durable (QoS 0, PINGREQ),
-//! unless the same connection already has held packets, which nothing may overtake. A
-//! retained QoS 0 message is stored lazily: it goes with the next batch and holds nothing.
+//! the connection whose packet it was (its PUBACK, PUBREC, SUBACK, CONNACK) and the stored
+//! sessions' QoS 2 deliveries and PUBRELs, which must carry the packet ids and states the
+//! store has. That is the write-ahead rule: no client is told anything a crash could make
+//! untrue. QoS 1 deliveries and entry deletes do not wait (a crash can only make a QoS 1
+//! duplicate), clients of clean sessions are not held (a crash ends their sessions anyway),
+//! nor is anything after an input that changed nothing durable (QoS 0, PINGREQ), unless the
+//! same connection already has held packets, which nothing may overtake. A retained QoS 0
+//! message is stored lazily: it goes with the next batch and holds nothing.
 //!
 //! Deadlines are stored as wall-clock milliseconds ([`WallMs`]): the core's [`Instant`]
 //! starts again at zero with each process. The driver says what wall-clock time `Instant`

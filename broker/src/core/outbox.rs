@@ -1,5 +1,6 @@
-//! The core's outputs (packets to send, connections to close, wake-up requests), in the order
-//! decided, and the room left in each connection's outbound queue.
+//! The core's outputs (packets to send, connections to close, wake-up requests, batches to
+//! make durable), in the order decided; the room left in each connection's outbound queue;
+//! and the packets held back until the batch they depend on is durable (`durable.rs`).
 //!
 //! The driver gives every connection an outbound queue of `Limits::outbound_queue_packets_max`
 //! packets. The core counts what it puts there: it starts from the full capacity, takes one per

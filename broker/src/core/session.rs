@@ -336,12 +336,18 @@ impl Session {
 
     /// Takes a message that left the queue off the byte counts and out of the store.
     fn unqueued(&mut self, (key, item): &(u64, Queued), stats: &mut Stats, journal: &mut Journal) {
-        let bytes = item.message.charged_bytes();
-        self.queued_bytes -= bytes;
-        stats.queued_bytes -= bytes;
+        self.uncount(item, stats);
         if item.qos != QoS::AtMostOnce {
             self.journal_delete(*key, journal);
         }
+    }
+
+    /// Takes a message that left the queue off the byte counts (its store entry stays: it is
+    /// being sent).
+    fn uncount(&mut self, item: &Queued, stats: &mut Stats) {
+        let bytes = item.message.charged_bytes();
+        self.queued_bytes -= bytes;
+        stats.queued_bytes -= bytes;
     }
 
     /// Sends what the window and the outbound queue have room for while the client is
@@ -367,17 +373,14 @@ impl Session {
                 out.request_wake(conn);
                 break;
             }
-            let (key, item) = self.queue.pop_front().expect("checked above");
-            let bytes = item.message.charged_bytes();
-            self.queued_bytes -= bytes;
-            stats.queued_bytes -= bytes;
-            if now.saturating_since(item.enqueued_at) > limits.queued_message_age_max {
+            let entry = self.queue.pop_front().expect("checked above");
+            if now.saturating_since(entry.1.enqueued_at) > limits.queued_message_age_max {
+                self.unqueued(&entry, stats, journal);
                 stats.messages_dropped_expired += 1;
-                if item.qos != QoS::AtMostOnce {
-                    self.journal_delete(key, journal);
-                }
                 continue;
             }
+            let (key, item) = entry;
+            self.uncount(&item, stats);
             let packet_id = (item.qos != QoS::AtMostOnce).then(|| self.allocate_packet_id());
             if let Some(packet_id) = packet_id {
                 self.journal_state(key, item.qos, EntryState::Sent(packet_id), journal);

@@ -1,8 +1,10 @@
 //! The task that owns the core: it feeds it events and the clock, and carries out its outputs.
 //!
 //! All MQTT decisions happen in `core::Broker`; this task only translates, and reports the
-//! facts the core cannot see: time, and how much room each connection's outbound queue has
-//! when the core asks (the slow-consumer policy itself is the core's, `core/outbox.rs`).
+//! facts the core cannot see: time, how much room each connection's outbound queue has when
+//! the core asks (the slow-consumer policy itself is the core's, `core/outbox.rs`), and what
+//! the storage task says (batches durable, the disk full). It hands `Persist` batches to the
+//! storage task and keeps a connection's read tickets while its replies wait for the store.
 
 use std::collections::BTreeMap;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
