@@ -91,6 +91,21 @@ impl Broker {
             _ => requested_expiry,
         };
 
+        // Before anything changes: a refused CONNECT must not take over or end a session.
+        if expiry_secs > 0 && self.journal.full() {
+            self.stats.persistent_work_refused_store_full += 1;
+            let reason = if v5 {
+                ReasonCode::QuotaExceeded
+            } else {
+                ReasonCode::ServerUnavailable
+            };
+            self.refuse(
+                conn,
+                reason,
+                "the broker's store is full: no persistent session now",
+            );
+            return;
+        }
         // Session takeover (spec: [MQTT-3.1.4-2] 3.1.1, [MQTT-3.1.4-3] 5.0): the old connection
         // is closed as an abnormal end, so its will follows the usual rules.
         let existing = self.by_client_id.get(&client_id).copied();
@@ -121,20 +136,6 @@ impl Broker {
             self.by_client_id.get(&client_id).copied()
         };
 
-        if expiry_secs > 0 && self.journal.full() {
-            self.stats.persistent_work_refused_store_full += 1;
-            let reason = if v5 {
-                ReasonCode::QuotaExceeded
-            } else {
-                ReasonCode::ServerUnavailable
-            };
-            self.refuse(
-                conn,
-                reason,
-                "the broker's store is full: no persistent session now",
-            );
-            return;
-        }
         if resumed.is_none() && self.sessions.len() >= self.config.limits.sessions_max {
             let reason = match (v5, &self.config.features.server_reference) {
                 (true, Some(_)) => ReasonCode::UseAnotherServer,
@@ -241,6 +242,9 @@ impl Broker {
             self.timers.schedule(deadline, Timer::KeepAlive(conn));
         }
 
+        if !v5 && !connect.bridge {
+            self.drop_options_it_cannot_have(session_id);
+        }
         let session = self
             .sessions
             .get_mut(&session_id)

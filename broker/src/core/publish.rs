@@ -375,6 +375,12 @@ impl Broker {
     /// limits and the broker-wide memory budget; a message that does not fit is not retained
     /// (counted) and the old one stays.
     pub(super) fn store_retained(&mut self, message: &Arc<Message>) {
+        if self.journal.full() {
+            // The store's disk is full: a retained message (a QoS 0 one gets here; QoS 1/2
+            // were refused before routing) is not taken, so it cannot pile up batches.
+            self.stats.retained_refused += 1;
+            return;
+        }
         let limits = &self.config.limits;
         let held = self.stats.held_bytes();
         let (outcome, change) = self.retained.retain(

@@ -25,16 +25,15 @@ impl Broker {
         let mut gone = Vec::new();
         for stored in snapshot.retained {
             let message = self.journal.message(stored, now);
-            let before = self.retained.len();
-            if !message.is_expired(now) {
+            if message.is_expired(now) {
+                // Expired while the broker was down: out of the store too.
+                gone.push(message.topic.clone());
+            } else {
+                // One beyond limits lowered since is not served, but stays in the store.
                 self.store_retained(&message);
             }
-            if self.retained.len() == before {
-                // Expired while the broker was down, or beyond the limits it has now.
-                gone.push(message.topic.clone());
-            }
         }
-        // What storing them journalled is in the store already; what was not kept leaves it.
+        // What storing them journalled is in the store already; what expired leaves it.
         self.journal.discard();
         for topic in gone {
             self.journal
@@ -107,13 +106,13 @@ impl Broker {
         }
         if expiry_secs != u32::MAX {
             let cap = now + Duration::from_secs(u64::from(expiry_secs));
-            let at = match record.expires_at {
-                Some(at) => self.journal.instant_of(at, now).min(cap),
-                None => cap,
-            };
+            let stored = record.expires_at.map(|at| self.journal.instant_of(at, now));
+            let at = stored.map_or(cap, |at| at.min(cap));
             session.expires_at = Some(at);
             self.timers.schedule(at, Timer::SessionExpiry(session_id));
-            if record.expires_at.is_none() {
+            if stored != Some(at) {
+                // A new deadline (connected at the crash, or a cap lowered since): stored, so
+                // that another restart does not postpone it again.
                 session.save(&mut self.journal);
             }
         }

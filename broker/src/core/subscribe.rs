@@ -243,6 +243,27 @@ impl Broker {
         }
     }
 
+    /// A plain 3.x client resumed a session made by an MQTT 5 client or a bridge: it cannot
+    /// have No Local or Retain As Published (a 3.x SUBSCRIBE cannot ask for them, and
+    /// [MQTT-3.3.1-9] clears RETAIN on established subscriptions), so they go.
+    pub(super) fn drop_options_it_cannot_have(&mut self, session_id: SessionId) {
+        let Some(session) = self.sessions.get_mut(&session_id) else {
+            return;
+        };
+        let mut changed = Vec::new();
+        for (filter, subscription) in session.subscriptions.iter_mut() {
+            let options = &mut subscription.options;
+            if options.no_local || options.retain_as_published {
+                options.no_local = false;
+                options.retain_as_published = false;
+                changed.push((filter.clone(), *subscription));
+            }
+        }
+        for (filter, subscription) in changed {
+            self.add_subscription(&filter, session_id, subscription);
+        }
+    }
+
     /// Takes a filter the session no longer has out of the subscription tree or its shared
     /// group (the session's own map is the caller's).
     pub(super) fn forget_subscription(&mut self, filter: &ByteStr, session_id: SessionId) {

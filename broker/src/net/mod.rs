@@ -243,7 +243,13 @@ impl Server {
         // The broker task has handed over its last batch; the store closes when the storage
         // task ends, so the data directory can be opened again once this returns.
         if let Some(task) = self.storage_task {
-            let _ = task.await;
+            // Bounded: a store that hangs (a stuck disk) must not hang the shutdown.
+            if tokio::time::timeout(SHUTDOWN_FLUSH_TIMEOUT, task)
+                .await
+                .is_err()
+            {
+                tracing::warn!("shutdown: the store did not finish in time");
+            }
         }
         let flushed = tokio::time::timeout(SHUTDOWN_FLUSH_TIMEOUT, async {
             while self.shared.open_connections.load(Ordering::SeqCst) > 0 {

@@ -51,12 +51,20 @@ impl StorageTask {
                 group.push(ops);
                 last = batch;
             }
+            // Disconnected: the broker task has stopped, nothing more will come.
+            let mut finished = false;
             while group.len() < BATCHES_PER_COMMIT_MAX {
-                let Ok((batch, ops)) = self.batches.try_recv() else {
-                    break;
-                };
-                last = batch;
-                group.push(ops);
+                match self.batches.try_recv() {
+                    Ok((batch, ops)) => {
+                        last = batch;
+                        group.push(ops);
+                    }
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        finished = true;
+                        break;
+                    }
+                }
             }
             let (back, result) = commit(store, &mut group, self.blocking_commits).await;
             store = match (back, result) {
@@ -68,6 +76,13 @@ impl StorageTask {
                     }
                     self.durable.send_replace(last);
                     back
+                }
+                (Some(_), Err(Failure::Full(why))) if finished => {
+                    // Shutting down with a full disk: what was not committed was never
+                    // acknowledged; waiting for room would hang the shutdown.
+                    tracing::error!(%why, "store full at shutdown: the last changes are not stored");
+                    let _ = self.failed.send(why);
+                    return;
                 }
                 (Some(back), Err(Failure::Full(why))) => {
                     // Nothing of the group was applied: it waits (and grows) until there is

@@ -111,3 +111,17 @@ fn a_bridge_keeps_its_treatment_over_a_restart() {
     h.send(edge, publish("state/x", "own", QoS::AtLeastOnce, 1));
     assert!(payloads(&h.take(edge)).is_empty(), "looped back");
 }
+
+// A plain 3.1.1 client that resumes a bridge's session does not inherit what the bridge's
+// subscriptions had: it gets RETAIN cleared ([MQTT-3.3.1-9]) and its own messages.
+#[test]
+fn a_plain_client_resuming_a_bridges_session_is_treated_as_plain() {
+    let mut h = Harness::new();
+    let edge = h.client(bridge(V3, "edge"));
+    h.subscribe(edge, "t", QoS::AtLeastOnce);
+    h.lose(edge);
+    let plain = h.client(connect(V3, "edge", false));
+    h.send(plain, retained("t", "mine", QoS::AtLeastOnce, 1));
+    let got = publishes(&h.take(plain));
+    assert!(got.len() == 1 && !got[0].retain, "{got:?}");
+}
