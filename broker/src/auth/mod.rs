@@ -7,6 +7,8 @@
 //! CONNACK or DISCONNECT to send. Exchanges do no IO and read no clock; randomness comes in
 //! through [`Entropy`], so the same seed replays the same exchange in simulation.
 
+pub mod acl;
+pub mod password_file;
 pub mod scram;
 
 use sha2::{Digest, Sha256};
