@@ -77,7 +77,7 @@ fn broker_with_filter(subscribers: u64, filter: &'static str) -> (Broker, ConnId
     let now = Instant::ZERO;
     for i in 0..subscribers {
         let conn = ConnId(i);
-        broker.connection_opened(conn, now);
+        broker.connection_opened(conn, tern::core::Origin::default(), now);
         broker.packet_received(conn, connect(&format!("sub-{i}")), now);
         let subscribe = Subscribe {
             packet_id: tern::types::PacketId::new(1).unwrap(),
@@ -90,7 +90,7 @@ fn broker_with_filter(subscribers: u64, filter: &'static str) -> (Broker, ConnId
         broker.packet_received(conn, Packet::Subscribe(subscribe), now);
     }
     let publisher = ConnId(u64::MAX);
-    broker.connection_opened(publisher, now);
+    broker.connection_opened(publisher, tern::core::Origin::default(), now);
     broker.packet_received(publisher, connect("publisher"), now);
     while broker.poll_output().is_some() {}
     (broker, publisher)

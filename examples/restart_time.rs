@@ -102,6 +102,7 @@ fn write(dir: &std::path::Path, sessions: usize, retained: usize) -> RedbStore {
                     None,
                 )],
                 pending_will: None,
+                login: Default::default(),
             };
             let entry = EntryRecord {
                 message: message(&format!("devices/{n}/cmd")),

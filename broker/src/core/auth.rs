@@ -165,6 +165,8 @@ impl Broker {
                     unreachable!("connect_auth_step runs while authenticating");
                 };
                 connection.state = ConnState::AwaitingConnect { deadline };
+                // The method names the user the ACL judges.
+                connection.login.user = ByteStr::new(&user).ok();
                 tracing::info!(%conn, %user, method = %method, "enhanced authentication succeeded");
                 self.accept_connect(conn, *connect, auth_properties(&method, data), now);
             }

@@ -13,7 +13,6 @@ use super::message::{owned, owned_properties, Message};
 use super::session::{DeliveryParams, Session};
 use super::time::Instant;
 use super::{disconnect, fit, reason_string, Abbreviated, Broker, ConnId, SessionId, Timer};
-use crate::auth::password_matches;
 use crate::codec::{
     ByteStr, ConnAck, Connect, Disconnect, Packet, Properties, Property, ProtocolVersion,
     ReasonCode, Will,
@@ -33,6 +32,25 @@ impl Broker {
         if let Err((reason, why)) = self.check_connect(&connect) {
             self.refuse(conn, reason, why);
             return;
+        }
+        let login = match self.authenticate(conn, &connect) {
+            Ok(login) => login,
+            Err((reason, why)) => {
+                self.refuse_login(conn, reason, why, now);
+                return;
+            }
+        };
+        if !self.will_allowed(&login, &connect) {
+            self.stats.publishes_denied += 1;
+            self.refuse(
+                conn,
+                ReasonCode::NotAuthorized,
+                "the will's topic is not writable by this client",
+            );
+            return;
+        }
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.login = login;
         }
         if let Some(method) = connect.properties.authentication_method().cloned() {
             self.begin_connect_auth(conn, connect, method, now);
@@ -221,6 +239,7 @@ impl Broker {
         };
         self.timers.cancel(&Timer::ConnectTimeout(conn));
         connection.auth_method = connect.properties.authentication_method().cloned();
+        let connection_login = connection.login.clone();
         connection.client_id = client_id.clone();
         connection.keep_alive = Duration::from_secs(u64::from(keep_alive));
         // Held until the connection ends (and the will delay after): copied out of the
@@ -251,6 +270,7 @@ impl Broker {
             .expect("session was just found or made");
         session.conn = Some(conn);
         session.params = params;
+        session.login = connection_login;
         session.expiry_secs = expiry_secs;
         session.expires_at = None;
         // spec: [MQTT-3.1.3-9] (v5): a will waiting for its delay is not sent once the session
@@ -361,20 +381,6 @@ impl Broker {
                 ReasonCode::ClientIdentifierNotValid,
                 "client id is too long",
             ));
-        }
-        // With enhanced authentication the method decides who the client is.
-        let enhanced = connect.properties.authentication_method().is_some();
-        if !self.config.allow_anonymous && !enhanced {
-            let Some(user) = &connect.username else {
-                return Err((ReasonCode::NotAuthorized, "anonymous access is disabled"));
-            };
-            let expected = self.config.users.get(user.as_str()).map(String::as_str);
-            if !password_matches(expected, connect.password.as_deref()) {
-                return Err((
-                    ReasonCode::BadUserNameOrPassword,
-                    "bad user name or password",
-                ));
-            }
         }
         Ok(())
     }

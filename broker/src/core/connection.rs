@@ -3,10 +3,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use super::access::{Login, Origin};
 use super::time::Instant;
 use super::SessionId;
 use crate::auth::AuthExchange;
-use crate::codec::{ByteStr, Connect, ProtocolVersion, Will};
+use crate::codec::{ByteStr, Connect, ProtocolVersion, ReasonCode, Will};
 
 #[derive(Debug)]
 pub enum ConnState {
@@ -17,6 +18,11 @@ pub enum ConnState {
     Authenticating {
         deadline: Instant,
         connect: Box<Connect>,
+    },
+    /// The login failed: the refusal goes out at a fixed delay (`access.rs`).
+    Refusing {
+        reason: ReasonCode,
+        why: &'static str,
     },
     /// CONNACK sent; the connection serves `session`.
     Active { session: SessionId },
@@ -53,10 +59,16 @@ pub struct Connection {
     pub auth_method: Option<ByteStr>,
     /// The exchange under way, if any.
     pub auth: Option<PendingAuth>,
+    /// The listener and client certificate, from the driver.
+    pub origin: Origin,
+    /// The driver's verdict on the CONNECT's user name and password (a password file).
+    pub password_valid: Option<bool>,
+    /// Whom the client logged in as (set when its CONNECT is accepted).
+    pub login: Login,
 }
 
 impl Connection {
-    pub fn new(now: Instant, connect_timeout: Duration) -> Connection {
+    pub fn new(now: Instant, connect_timeout: Duration, origin: Origin) -> Connection {
         Connection {
             state: ConnState::AwaitingConnect {
                 deadline: now + connect_timeout,
@@ -72,13 +84,21 @@ impl Connection {
             packet_bytes_max: None,
             auth_method: None,
             auth: None,
+            login: Login {
+                listener: origin.listener,
+                user: None,
+            },
+            origin,
+            password_valid: None,
         }
     }
 
     pub fn session(&self) -> Option<SessionId> {
         match self.state {
             ConnState::Active { session } => Some(session),
-            ConnState::AwaitingConnect { .. } | ConnState::Authenticating { .. } => None,
+            ConnState::AwaitingConnect { .. }
+            | ConnState::Authenticating { .. }
+            | ConnState::Refusing { .. } => None,
         }
     }
 

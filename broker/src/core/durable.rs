@@ -26,6 +26,7 @@ use bytes::Bytes;
 
 use std::collections::BTreeSet;
 
+use super::access::Login;
 use super::message::Message;
 use super::time::Instant;
 use super::ConnId;
@@ -61,6 +62,8 @@ pub struct SessionRecord {
     pub subscriptions: Vec<(ByteStr, SubscriptionOptions, Option<u32>)>,
     /// A will waiting for its delay interval, with when it is due.
     pub pending_will: Option<(Will, WallMs)>,
+    /// Whom its client last logged in as: its read rights while it is away.
+    pub login: Login,
 }
 
 /// Where a stored outgoing message is in its flow to the client.

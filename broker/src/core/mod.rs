@@ -14,6 +14,7 @@
 //! subscription hand-back), `subscribe.rs` (SUBSCRIBE, UNSUBSCRIBE); `shared.rs` keeps the
 //! shared subscription groups.
 
+mod access;
 mod alias;
 mod auth;
 mod connect;
@@ -33,6 +34,7 @@ pub mod time;
 
 use std::collections::BTreeMap;
 
+pub use access::{reserved_for_the_broker, ListenerAccess, Login, Origin, LOGIN_FAILURE_DELAY};
 pub use durable::{
     EntryRecord, EntryState, SessionRecord, Snapshot, StoreOp, StoredMessage, StoredSession, WallMs,
 };
@@ -50,6 +52,7 @@ use crate::codec::{
 use crate::limits::Limits;
 pub use crate::types::ConnId;
 use crate::types::QoS;
+use access::AccessRules;
 use connection::{ConnState, Connection};
 use durable::Journal;
 use outbox::Outbox;
@@ -74,6 +77,9 @@ pub struct Config {
     pub features: Features,
     /// Users of the SCRAM-SHA-256 enhanced authentication method (MQTT 5).
     pub scram: ScramConfig,
+    /// How each listener (by its index in `Origin::listener`) logs clients in; a listener
+    /// not listed uses `allow_anonymous` and `users`.
+    pub listeners: Vec<ListenerAccess>,
 }
 
 /// SCRAM-SHA-256 users; none: the method is not offered.
@@ -102,6 +108,7 @@ impl Default for Config {
             users: BTreeMap::new(),
             features: Features::default(),
             scram: ScramConfig::default(),
+            listeners: Vec::new(),
         }
     }
 }
@@ -151,6 +158,8 @@ enum Timer {
     /// A retained-message walk ran out of scan budget with room to spare: go on (soon, after
     /// other clients' events).
     RetainedFeed(SessionId),
+    /// A failed login's delay has passed: send the refusal (`access.rs`).
+    LoginRefusal(ConnId),
 }
 
 /// Retained messages looked at per millisecond by all new subscriptions' walks together
@@ -178,6 +187,8 @@ pub struct Broker {
     timers: TimerQueue<Timer>,
     out: Outbox,
     stats: Stats,
+    /// The ACLs, per listener.
+    access: AccessRules,
     /// What the current input changed that must be durable (a no-op when persistence is off).
     journal: Journal,
     next_session_id: u64,
@@ -226,6 +237,7 @@ impl Broker {
             timers: TimerQueue::new(),
             out,
             stats: Stats::default(),
+            access: AccessRules::default(),
             journal: Journal::disabled(),
             next_session_id: 0,
             next_assigned_client_id: 0,
@@ -254,9 +266,10 @@ impl Broker {
         self.retained.len()
     }
 
-    /// A network connection was accepted. CONNECT must follow within the connect timeout.
-    pub fn connection_opened(&mut self, conn: ConnId, now: Instant) {
-        let connection = Connection::new(now, self.config.limits.connect_timeout);
+    /// A network connection was accepted (on the listener, and with the verified client
+    /// certificate, that `origin` names). CONNECT must follow within the connect timeout.
+    pub fn connection_opened(&mut self, conn: ConnId, origin: Origin, now: Instant) {
+        let connection = Connection::new(now, self.config.limits.connect_timeout, origin);
         if let ConnState::AwaitingConnect { deadline } = connection.state {
             self.timers.schedule(deadline, Timer::ConnectTimeout(conn));
         }
@@ -285,6 +298,8 @@ impl Broker {
         // Its replies wait for whatever this packet makes durable.
         self.journal.hold(conn);
         match connection.session() {
+            // A failed login waits for its refusal: what the client pipelined is ignored.
+            None if matches!(connection.state, ConnState::Refusing { .. }) => {}
             None if matches!(connection.state, ConnState::Authenticating { .. }) => match packet {
                 Packet::Auth(auth) => self.handle_auth(conn, auth, now),
                 Packet::Disconnect(_) => {
@@ -354,7 +369,9 @@ impl Broker {
         while let Some((_, timer)) = self.timers.pop_due(now) {
             match timer {
                 Timer::ConnectTimeout(conn) => {
-                    let waiting = self.conns.get(&conn).is_some_and(|c| c.session().is_none());
+                    let waiting = self.conns.get(&conn).is_some_and(|c| {
+                        c.session().is_none() && !matches!(c.state, ConnState::Refusing { .. })
+                    });
                     if waiting {
                         self.close(
                             conn,
@@ -369,6 +386,7 @@ impl Broker {
                 Timer::WillDelay(session) => self.will_delay_passed(session, now),
                 Timer::SessionExpiry(session) => self.session_expiry_passed(session, now),
                 Timer::RetainedFeed(session) => self.feed_retained(session, now),
+                Timer::LoginRefusal(conn) => self.login_refusal_due(conn),
             }
         }
         self.after_input(now);
@@ -525,6 +543,10 @@ impl Broker {
                 }
                 retained::Next::Paused => continue,
             };
+            if !self.access.may_read(session, &message.topic) {
+                self.stats.deliveries_denied += 1;
+                continue;
+            }
             let item = session::Queued {
                 qos: message.qos.min(options.qos),
                 // spec: [MQTT-3.3.1-8] 3.1.1: a retained message sent for a new subscription

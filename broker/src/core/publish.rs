@@ -11,6 +11,7 @@ use super::session::{Queued, Session};
 use super::shared::GroupId;
 use super::time::Instant;
 use super::{reason_string, Broker, ConnId, SessionId};
+use crate::auth::acl::Access;
 use crate::codec::{Ack, Packet, Properties, Publish, ReasonCode};
 use crate::topic::topic_levels;
 use crate::types::{PacketId, QoS};
@@ -19,6 +20,8 @@ use crate::types::{PacketId, QoS};
 struct Plan {
     deliveries: BTreeMap<SessionId, Delivery>,
     groups: Vec<GroupId>,
+    /// Sessions whose subscriptions matched but which may not read the topic.
+    denied: u64,
 }
 
 /// What one session gets from one message, merged over all its matching subscriptions.
@@ -114,6 +117,13 @@ impl Broker {
             return;
         }
         let client_id = connection.client_id.clone();
+        if !self
+            .access
+            .allows(&connection.login, &client_id, &publish.topic, Access::Write)
+        {
+            self.deny_publish(conn, publish.qos, publish.packet_id);
+            return;
+        }
         let message = |p: Publish| {
             Arc::new(Message::new(
                 p.topic,
@@ -266,6 +276,32 @@ impl Broker {
         self.out.send(conn, packet);
     }
 
+    /// A PUBLISH the client may not make (ACL, or a topic of the broker's): the message is
+    /// dropped (counted). v5 is told 0x87 Not authorized; 3.x, which has no refusal code, is
+    /// acknowledged as usual, as Mosquitto does. A QoS 2 id is not kept: a PUBREL for it gets
+    /// PUBCOMP anyway in 3.x, and a v5 flow ends at the refusing PUBREC.
+    fn deny_publish(&mut self, conn: ConnId, qos: QoS, id: Option<PacketId>) {
+        self.stats.publishes_denied += 1;
+        let (Some(connection), Some(id)) = (self.conns.get(&conn), id) else {
+            return;
+        };
+        let version = connection.version;
+        let ack = if version.is_v5() {
+            Ack {
+                packet_id: id,
+                reason_code: ReasonCode::NotAuthorized,
+                properties: reason_string(version, "not authorized to publish to this topic"),
+            }
+        } else {
+            Ack::new(id)
+        };
+        let packet = match qos {
+            QoS::ExactlyOnce => Packet::PubRec(ack),
+            _ => Packet::PubAck(ack),
+        };
+        self.out.send(conn, packet);
+    }
+
     /// PUBREL from the client: the QoS 2 message is released; answer PUBCOMP.
     pub(super) fn handle_pubrel(
         &mut self,
@@ -306,16 +342,23 @@ impl Broker {
 
     /// Where `message` goes.
     fn plan(&self, message: &Message) -> Plan {
+        let (deliveries, denied) = self.deliveries(message);
         Plan {
-            deliveries: self.deliveries(message),
+            deliveries,
             groups: self.shared.matching(&message.topic),
+            denied,
         }
     }
 
     /// [`Broker::route`] with the plan already made (the publisher's memory check needs it).
     fn route_planned(&mut self, message: Arc<Message>, plan: Plan, now: Instant) {
         self.stats.messages_received += 1;
-        let Plan { deliveries, groups } = plan;
+        let Plan {
+            deliveries,
+            groups,
+            denied,
+        } = plan;
+        self.stats.deliveries_denied += denied;
         // A message that will outlive this input (retained, queued, in flight) is copied out
         // of the read buffer it arrived in, once, as soon as the first such use shows up.
         let mut message = message;
@@ -413,12 +456,25 @@ impl Broker {
 
     /// One delivery per session, at the highest granted QoS of its matching subscriptions
     /// (spec: [MQTT-3.3.5-1] 3.1.1; [MQTT-3.3.4-2] [MQTT-3.3.4-3] [MQTT-3.3.4-4] 5.0).
-    fn deliveries(&self, message: &Message) -> BTreeMap<SessionId, Delivery> {
+    /// Sessions that may not read the topic get nothing (and are counted: the second value).
+    fn deliveries(&self, message: &Message) -> (BTreeMap<SessionId, Delivery>, u64) {
         let mut deliveries: BTreeMap<SessionId, Delivery> = BTreeMap::new();
+        let mut denied: BTreeSet<SessionId> = BTreeSet::new();
         let sessions = &self.sessions;
         self.subscriptions
             .for_each_match(&message.topic, |session_id, subscription| {
                 let options = &subscription.options;
+                if denied.contains(&session_id) {
+                    return;
+                }
+                if !deliveries.contains_key(&session_id)
+                    && !sessions
+                        .get(&session_id)
+                        .is_some_and(|s| self.access.may_read(s, &message.topic))
+                {
+                    denied.insert(session_id);
+                    return;
+                }
                 // A bridge's subscriptions are No Local too: it is never sent back what it
                 // published (loop prevention, as in Mosquitto and EMQX).
                 if options.no_local
@@ -440,7 +496,7 @@ impl Broker {
                     delivery.subscription_ids.push(id);
                 }
             });
-        deliveries
+        (deliveries, denied.len() as u64)
     }
 
     /// Gives a message to one member of a shared subscription group, at the QoS and with the
@@ -456,7 +512,16 @@ impl Broker {
     ) {
         let sessions = &self.sessions;
         let connected = |id: SessionId| sessions.get(&id).is_some_and(|s| s.conn.is_some());
-        let Some((session_id, subscription)) = self.shared.pick(group, exclude, connected) else {
+        // A member that may not read the topic is never chosen.
+        let access = &self.access;
+        let reader = |id: SessionId| {
+            sessions
+                .get(&id)
+                .is_some_and(|s| access.may_read(s, &message.topic))
+        };
+        let Some((session_id, subscription)) =
+            self.shared.pick_among(group, exclude, reader, connected)
+        else {
             return;
         };
         let Some(session) = self.sessions.get_mut(&session_id) else {

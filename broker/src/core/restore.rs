@@ -80,6 +80,7 @@ impl Broker {
             .min(self.config.limits.session_expiry_max_secs);
         let mut session = Session::new(record.client_id.clone(), params, expiry_secs);
         session.mark_stored();
+        session.login = record.login.clone();
         for (key, entry) in entries {
             let item = Queued {
                 message: self.journal.message(entry.message, now),

@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
+use super::access::Login;
 use super::alias::{AliasUse, OutboundAliases};
 use super::durable::{EntryRecord, EntryState, Journal, SessionRecord, StoreOp};
 use super::message::Message;
@@ -94,6 +95,9 @@ pub struct DeliveryParams {
 #[derive(Debug)]
 pub struct Session {
     pub client_id: ByteStr,
+    /// Whom its client last logged in as: its read rights (the ACL) are judged by this, also
+    /// while it is away.
+    pub login: Login,
     pub conn: Option<ConnId>,
     pub params: DeliveryParams,
     /// Seconds the session outlives its connection: 0 ends it with the connection,
@@ -144,6 +148,7 @@ pub struct PendingRetained {
 impl Session {
     pub fn new(client_id: ByteStr, params: DeliveryParams, expiry_secs: u32) -> Session {
         Session {
+            login: Login::default(),
             client_id,
             conn: None,
             params,
@@ -769,6 +774,7 @@ impl Session {
                 .iter()
                 .map(|(filter, s)| (filter.clone(), s.options, s.id))
                 .collect(),
+            login: self.login.clone(),
             pending_will: self
                 .pending_will
                 .as_ref()

@@ -116,10 +116,23 @@ impl SharedSubscriptions {
     /// Chooses the member that gets the next message of `group`: the next connected member
     /// after the last one chosen, or, when none is connected, the next member at all.
     /// `exclude` is never chosen (a member handing its messages back).
+    #[cfg(test)]
     pub fn pick(
         &mut self,
         group: GroupId,
         exclude: Option<SessionId>,
+        connected: impl Fn(SessionId) -> bool,
+    ) -> Option<(SessionId, Subscription)> {
+        self.pick_among(group, exclude, |_| true, connected)
+    }
+
+    /// [`SharedSubscriptions::pick`] among the members `eligible` accepts only (those that
+    /// may read the message's topic).
+    pub fn pick_among(
+        &mut self,
+        group: GroupId,
+        exclude: Option<SessionId>,
+        eligible: impl Fn(SessionId) -> bool,
         connected: impl Fn(SessionId) -> bool,
     ) -> Option<(SessionId, Subscription)> {
         let group = self.groups.get_mut(&group)?;
@@ -136,7 +149,7 @@ impl SharedSubscriptions {
             };
             later
                 .chain(earlier)
-                .filter(|(id, _)| Some(**id) != exclude)
+                .filter(|(id, _)| Some(**id) != exclude && eligible(**id))
                 .map(|(id, sub)| (*id, *sub))
         };
         let chosen = rotation()

@@ -42,6 +42,15 @@ pub struct Stats {
     pub publishes_refused_store_full: u64,
     /// CONNECTs and SUBSCRIBE filters of persistent sessions refused for a full store.
     pub persistent_work_refused_store_full: u64,
+    /// CONNECTs refused for their credentials (after `LOGIN_FAILURE_DELAY`).
+    pub logins_failed: u64,
+    /// PUBLISHes the ACL (or a `$SYS`/`$share` topic) did not allow: v5 gets 0x87, 3.x is
+    /// acknowledged and the message dropped, as Mosquitto does.
+    pub publishes_denied: u64,
+    /// SUBSCRIBE filters the ACL did not allow (SUBACK 0x87, 3.x 0x80).
+    pub subscriptions_denied: u64,
+    /// Deliveries not made because the subscriber may not read the topic.
+    pub deliveries_denied: u64,
     /// Gauge: bytes queued in all sessions (see `Message::charged_bytes`).
     pub queued_bytes: usize,
     /// Gauge: bytes of all retained messages.

@@ -70,12 +70,27 @@ impl Broker {
                 Ok(shared.map(owned))
             });
             let levels_max = self.config.limits.topic_levels_max;
+            let inner = match &target {
+                Ok(Some((_, inner))) => inner.as_str(),
+                _ => filter.as_str(),
+            };
             let refusal = match &target {
                 Err(error) => Some((ReasonCode::TopicFilterInvalid, error.to_string())),
                 Ok(_) if topic_levels(&filter) > levels_max => Some((
                     ReasonCode::TopicFilterInvalid,
                     format!("more than {levels_max} topic levels"),
                 )),
+                Ok(_)
+                    if !self
+                        .access
+                        .allows_subscribe(&session.login, &session.client_id, inner) =>
+                {
+                    self.stats.subscriptions_denied += 1;
+                    Some((
+                        ReasonCode::NotAuthorized,
+                        "not authorized by the ACL".into(),
+                    ))
+                }
                 Ok(Some(_)) if !self.config.features.shared_subscriptions => Some((
                     ReasonCode::SharedSubscriptionsNotSupported,
                     "shared subscriptions are turned off".into(),

@@ -11,6 +11,7 @@ use super::*;
 use crate::codec::*;
 use crate::types::{PacketId, QoS};
 
+mod access;
 mod bridge;
 mod persistence;
 
@@ -287,9 +288,14 @@ impl Harness {
     }
 
     fn open(&mut self) -> ConnId {
+        self.open_on(Origin::default())
+    }
+
+    /// Opens a connection on the listener, and with the client certificate, `origin` says.
+    fn open_on(&mut self, origin: Origin) -> ConnId {
         self.next_conn += 1;
         let conn = ConnId(self.next_conn);
-        self.broker.connection_opened(conn, self.now);
+        self.broker.connection_opened(conn, origin, self.now);
         conn
     }
 
@@ -298,10 +304,19 @@ impl Harness {
         self.pump();
     }
 
-    /// Opens a connection, sends CONNECT and returns the connection with the CONNACK.
+    /// Opens a connection, sends CONNECT and returns the connection with the CONNACK (a
+    /// failed login's comes after `LOGIN_FAILURE_DELAY`, which this waits out).
     fn connect(&mut self, connect: Connect) -> (ConnId, ConnAck) {
         let conn = self.open();
+        self.connect_on(conn, connect)
+    }
+
+    /// [`Harness::connect`] on a connection already open.
+    fn connect_on(&mut self, conn: ConnId, connect: Connect) -> (ConnId, ConnAck) {
         self.send(conn, Packet::Connect(Box::new(connect)));
+        if self.mail.get(&conn).is_none_or(Vec::is_empty) && !self.is_closed(conn) {
+            self.advance(LOGIN_FAILURE_DELAY);
+        }
         let mut packets = self.take(conn);
         let first = (!packets.is_empty()).then(|| packets.remove(0));
         // What followed the CONNACK (resumed messages) stays in the mailbox.

@@ -108,7 +108,7 @@ impl BrokerTask {
                     match event {
                         Event::Opened { conn, outbound } => {
                             conns.insert(conn, outbound);
-                            self.broker.connection_opened(conn, now);
+                            self.broker.connection_opened(conn, crate::core::Origin::default(), now);
                         }
                         Event::Packet { conn, packet, ticket } => {
                             self.broker.packet_received(conn, packet, now);

@@ -11,7 +11,7 @@ use crate::codec::{
     decode_properties, encode_properties, ByteStr, Properties, PropertyContext, ProtocolVersion,
     RetainHandling, SubscriptionOptions, Will,
 };
-use crate::core::{EntryRecord, EntryState, SessionRecord, StoredMessage};
+use crate::core::{EntryRecord, EntryState, Login, SessionRecord, StoredMessage};
 use crate::types::{PacketId, QoS};
 
 /// The layout version of every stored value.
@@ -124,6 +124,16 @@ pub fn encode_session(record: &SessionRecord) -> Vec<u8> {
             out.buf.put_u64(*at);
         }
     }
+    // Added after the first release of this layout: a record without it reads as an
+    // anonymous login on the first listener.
+    out.buf.put_u16(record.login.listener);
+    match &record.login.user {
+        None => out.buf.put_u8(0),
+        Some(user) => {
+            out.buf.put_u8(1);
+            out.string(user);
+        }
+    }
     out.finish()
 }
 
@@ -182,6 +192,21 @@ pub fn decode_session(bytes: &[u8]) -> Result<SessionRecord, RecordError> {
         }
         _ => return Err(RecordError::Invalid { field: "will flag" }),
     };
+    let login = if input.buf.is_empty() {
+        Login::default()
+    } else {
+        let listener = input.u16("login listener")?;
+        let user = match input.u8("login user flag")? {
+            0 => None,
+            1 => Some(input.string("login user")?),
+            _ => {
+                return Err(RecordError::Invalid {
+                    field: "login user flag",
+                })
+            }
+        };
+        Login { listener, user }
+    };
     input.finish()?;
     Ok(SessionRecord {
         client_id,
@@ -190,6 +215,7 @@ pub fn decode_session(bytes: &[u8]) -> Result<SessionRecord, RecordError> {
         expires_at,
         subscriptions,
         pending_will,
+        login,
     })
 }
 
@@ -425,6 +451,10 @@ mod tests {
                 (s("$share/g/a/#"), options, Some(7)),
                 (s("b"), SubscriptionOptions::new(QoS::AtMostOnce), None),
             ],
+            login: Login {
+                listener: 2,
+                user: Some(s("alice")),
+            },
             pending_will: Some((
                 Will {
                     topic: s("will"),
@@ -437,6 +467,13 @@ mod tests {
             )),
         };
         assert_eq!(decode_session(&encode_session(&record)).unwrap(), record);
+        // A record written before logins were stored (no trailing login) reads as anonymous
+        // on the first listener; a damaged login is refused.
+        let bytes = encode_session(&record);
+        let login_bytes = 2 + 1 + 2 + "alice".len();
+        let old = decode_session(&bytes[..bytes.len() - login_bytes]).unwrap();
+        assert_eq!(old.login, Login::default());
+        assert!(decode_session(&bytes[..bytes.len() - 1]).is_err());
     }
 
     #[test]

@@ -457,6 +457,7 @@ mod tests {
                         None,
                     )],
                     pending_will: None,
+                    login: Default::default(),
                 }),
                 1 => StoreOp::DeleteSession { client_id },
                 2 | 3 => StoreOp::PutEntry {
