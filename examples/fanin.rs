@@ -109,8 +109,13 @@ async fn publisher(addr: std::net::SocketAddr, n: usize, stop: Arc<AtomicBool>, 
 async fn run(seconds: u64, window: u16, persistence: Option<Persistence>) -> Run {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let entropy = Box::new(tern::auth::OsEntropy);
-    let server =
-        Server::start_with_store(vec![listener], config(window), entropy, persistence).unwrap();
+    let server = Server::start_with_store(
+        vec![tern::net::Endpoint::plain(listener)],
+        config(window),
+        entropy,
+        persistence,
+    )
+    .unwrap();
     let addr = server.local_addrs()[0];
     let epoch = Instant::now();
     let mut sub = RawClient::connected(addr, connect_packet(V3, "sub", false)).await;

@@ -16,10 +16,14 @@ use crate::auth::scram::{Credential, CREDENTIAL_PREFIX, ITERATIONS_DEFAULT, ITER
 use crate::codec::ByteStr;
 use crate::core;
 use crate::limits::{Limits, QueueOverflow};
+use crate::net::tls::TlsFiles;
 use crate::types::QoS;
 
 /// Where the broker listens when nothing is configured: loopback only, like Mosquitto 2.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:1883";
+
+/// The WebSocket path when a listener names none (what MQTT.js and Paho use).
+pub const DEFAULT_WEBSOCKET_PATH: &str = "/mqtt";
 
 /// Where the store lives when nothing is configured (relative to the working directory).
 pub const DEFAULT_DATA_DIR: &str = "./tern-data";
@@ -41,22 +45,56 @@ pub enum ConfigError {
     },
 }
 
+/// One listener: where, over what, and with which password file and ACL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerConfig {
+    pub bind: SocketAddr,
+    /// Some: MQTT over WebSocket, upgraded on this path.
+    pub websocket_path: Option<String>,
+    /// Some: TLS (under the WebSocket, if both).
+    pub tls: Option<TlsFiles>,
+    /// The listener's password file (its own, or `[auth]`'s).
+    pub password_file: Option<PathBuf>,
+    /// The listener's ACL file (its own, or `[auth]`'s).
+    pub acl_file: Option<PathBuf>,
+}
+
+impl ListenerConfig {
+    /// Plain MQTT on `bind`, with `[auth]`'s files.
+    pub fn plain(bind: SocketAddr) -> ListenerConfig {
+        ListenerConfig {
+            bind,
+            websocket_path: None,
+            tls: None,
+            password_file: None,
+            acl_file: None,
+        }
+    }
+}
+
 /// The whole configuration, as used by the binary.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
-    pub listeners: Vec<SocketAddr>,
+    pub listeners: Vec<ListenerConfig>,
     pub core: core::Config,
     /// The data directory of the store; `None`: nothing survives the process.
     pub data_dir: Option<PathBuf>,
+    /// `[auth]`'s password and ACL files: what a listener without its own uses.
+    pub password_file: Option<PathBuf>,
+    pub acl_file: Option<PathBuf>,
 }
 
 impl Default for Config {
     fn default() -> Config {
-        Config {
-            listeners: vec![DEFAULT_LISTEN.parse().expect("valid address")],
+        let mut config = Config {
+            listeners: Vec::new(),
             core: core::Config::default(),
             data_dir: Some(PathBuf::from(DEFAULT_DATA_DIR)),
-        }
+            password_file: None,
+            acl_file: None,
+        };
+        config.replace_listeners(&[DEFAULT_LISTEN.parse().expect("valid address")]);
+        config
     }
 }
 
@@ -93,16 +131,37 @@ struct FeaturesSection {
     server_moved: Option<bool>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ListenerSection {
     bind: String,
+    /// "mqtt" (default) or "websocket".
+    protocol: Option<String>,
+    websocket_path: Option<String>,
+    allow_anonymous: Option<bool>,
+    password_file: Option<PathBuf>,
+    acl_file: Option<PathBuf>,
+    tls: Option<TlsSection>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsSection {
+    cert_file: PathBuf,
+    key_file: PathBuf,
+    client_ca_file: Option<PathBuf>,
+    #[serde(default)]
+    require_certificate: bool,
+    #[serde(default)]
+    use_identity_as_username: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AuthSection {
     allow_anonymous: Option<bool>,
+    password_file: Option<PathBuf>,
+    acl_file: Option<PathBuf>,
     #[serde(default)]
     users: BTreeMap<String, String>,
     #[serde(default)]
@@ -155,6 +214,25 @@ impl Config {
         Config::parse(&text, path)
     }
 
+    /// Replaces the listeners with plain MQTT ones on `addrs` (`tern --listen`), logging
+    /// clients in with `[auth]`'s settings and files.
+    pub fn replace_listeners(&mut self, addrs: &[SocketAddr]) {
+        self.listeners = addrs
+            .iter()
+            .map(|&bind| ListenerConfig {
+                password_file: self.password_file.clone(),
+                acl_file: self.acl_file.clone(),
+                ..ListenerConfig::plain(bind)
+            })
+            .collect();
+        let access = core::ListenerAccess {
+            allow_anonymous: self.core.allow_anonymous,
+            password_file: self.password_file.is_some(),
+            use_identity_as_username: false,
+        };
+        self.core.listeners = vec![access; addrs.len()];
+    }
+
     /// Parses config text; `path` is only used in error messages.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let file: File = toml::from_str(text).map_err(|e| ConfigError::Parse {
@@ -167,28 +245,30 @@ impl Config {
             message,
         };
         let mut config = Config::default();
+        if let Some(allow) = file.auth.allow_anonymous {
+            config.core.allow_anonymous = allow;
+        }
         if !file.listener.is_empty() {
-            config.listeners = file
+            let (listeners, access) = file
                 .listener
                 .iter()
-                .map(|l| {
-                    l.bind.parse().map_err(|e| {
-                        invalid(
-                            "listener.bind",
-                            format!("{:?} is not an address: {e}", l.bind),
-                        )
-                    })
-                })
-                .collect::<Result<_, _>>()?;
+                .cloned()
+                .map(|section| read_listener(section, &file.auth, config.core.allow_anonymous))
+                .collect::<Result<(Vec<_>, Vec<_>), _>>()
+                .map_err(|(field, message)| invalid(field, message))?;
+            config.listeners = listeners;
+            config.core.listeners = access;
+        }
+        config.password_file = file.auth.password_file.clone();
+        config.acl_file = file.auth.acl_file.clone();
+        if file.listener.is_empty() {
+            config.replace_listeners(&[DEFAULT_LISTEN.parse().expect("valid address")]);
         }
         if let Some(dir) = file.persistence.data_dir {
             config.data_dir = Some(dir);
         }
         if file.persistence.enabled == Some(false) {
             config.data_dir = None;
-        }
-        if let Some(allow) = file.auth.allow_anonymous {
-            config.core.allow_anonymous = allow;
         }
         config.core.users = file.auth.users;
         for (user, secret) in &file.auth.scram.users {
@@ -262,6 +342,84 @@ impl Config {
             .map_err(|(field, message)| invalid(field, message))?;
         Ok(config)
     }
+}
+
+/// One `[[listener]]`: its address and transport, and its login policy (its own settings,
+/// else `[auth]`'s).
+fn read_listener(
+    section: ListenerSection,
+    auth: &AuthSection,
+    allow_anonymous: bool,
+) -> Result<(ListenerConfig, core::ListenerAccess), (&'static str, String)> {
+    let bind = section.bind.parse().map_err(|e| {
+        (
+            "listener.bind",
+            format!("{:?} is not an address: {e}", section.bind),
+        )
+    })?;
+    let websocket = match section.protocol.as_deref() {
+        None | Some("mqtt") => false,
+        Some("websocket") => true,
+        Some(other) => {
+            return Err((
+                "listener.protocol",
+                format!("{other:?} is not one of \"mqtt\", \"websocket\""),
+            ))
+        }
+    };
+    let websocket_path = match (websocket, section.websocket_path) {
+        (false, Some(_)) => {
+            return Err((
+                "listener.websocket_path",
+                "needs protocol = \"websocket\"".into(),
+            ))
+        }
+        (false, None) => None,
+        (true, None) => Some(DEFAULT_WEBSOCKET_PATH.to_owned()),
+        (true, Some(path)) if path.starts_with('/') => Some(path),
+        (true, Some(path)) => {
+            return Err((
+                "listener.websocket_path",
+                format!("{path:?} must start with /"),
+            ))
+        }
+    };
+    let mut use_identity_as_username = false;
+    let tls = match section.tls {
+        None => None,
+        Some(tls) => {
+            if (tls.require_certificate || tls.use_identity_as_username)
+                && tls.client_ca_file.is_none()
+            {
+                return Err((
+                    "listener.tls.client_ca_file",
+                    "require_certificate and use_identity_as_username need a client_ca_file".into(),
+                ));
+            }
+            use_identity_as_username = tls.use_identity_as_username;
+            Some(TlsFiles {
+                cert_file: tls.cert_file,
+                key_file: tls.key_file,
+                client_ca_file: tls.client_ca_file,
+                // A certificate whose identity is the user name is needed, not optional.
+                require_certificate: tls.require_certificate || tls.use_identity_as_username,
+            })
+        }
+    };
+    let password_file = section.password_file.or_else(|| auth.password_file.clone());
+    let access = core::ListenerAccess {
+        allow_anonymous: section.allow_anonymous.unwrap_or(allow_anonymous),
+        password_file: password_file.is_some(),
+        use_identity_as_username,
+    };
+    let listener = ListenerConfig {
+        bind,
+        websocket_path,
+        tls,
+        password_file,
+        acl_file: section.acl_file.or_else(|| auth.acl_file.clone()),
+    };
+    Ok((listener, access))
 }
 
 fn read_features(

@@ -1,16 +1,26 @@
-//! The `tern` binary: parse the command line, set up logging, serve until SIGINT or SIGTERM.
+//! The `tern` binary: parse the command line, set up logging, serve until SIGINT or SIGTERM
+//! (SIGHUP reloads certificates, password files and ACLs); `tern passwd` edits a password file.
+
+mod passwd;
+mod reload;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, Subcommand};
+use tern::auth::acl::Acl;
+use tern::auth::password_file::PasswordFile;
 use tern::auth::scram::{Credential, ITERATIONS_DEFAULT};
 use tern::auth::OsEntropy;
 use tern::config::Config;
-use tern::net::{Persistence, Server};
+use tern::net::tls;
+use tern::net::{Endpoint, Persistence, Reloadable, Server, Transport};
 use tern::store::RedbStore;
 use tracing_subscriber::EnvFilter;
+
+use reload::ListenerFiles;
 
 /// Tern: an MQTT 3.1.1 and 5.0 broker.
 ///
@@ -35,10 +45,22 @@ struct Args {
     /// `[auth.scram] users`, so the config holds no password) and exit.
     #[arg(long)]
     scram_credential: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Add or update a user in a password file (argon2id), or delete one; like
+    /// mosquitto_passwd, whose files Tern reads as they are.
+    Passwd(passwd::PasswdArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(Command::Passwd(passwd)) = args.command {
+        return passwd::run(passwd);
+    }
     if args.scram_credential {
         let mut password = String::new();
         std::io::stdin()
@@ -65,7 +87,7 @@ fn main() -> anyhow::Result<()> {
         None => Config::default(),
     };
     if !args.listen.is_empty() {
-        config.listeners = args.listen.clone();
+        config.replace_listeners(&args.listen);
     }
     if let Some(dir) = &args.data_dir {
         config.data_dir = Some(dir.clone());
@@ -82,12 +104,18 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let mut listeners = Vec::new();
-    for addr in &config.listeners {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr}"))?;
-        listeners.push(listener);
+    if !config.core.users.is_empty() {
+        tracing::warn!(
+            "[auth] users holds plain-text passwords: move them to a password file \
+             (`tern passwd --create FILE USER`, then password_file = \"FILE\")"
+        );
+    }
+    let mut endpoints = Vec::new();
+    let mut files = Vec::new();
+    for (index, listener) in config.listeners.iter().enumerate() {
+        let (endpoint, listener_files) = open_listener(index, listener).await?;
+        endpoints.push(endpoint);
+        files.push(listener_files);
     }
     let persistence = match &config.data_dir {
         Some(dir) => {
@@ -107,14 +135,18 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         }
     };
     let mut server =
-        Server::start_with_store(listeners, config.core, Box::new(OsEntropy), persistence)?;
-    let failure = tokio::select! {
-        signal = wait_for_signal() => {
-            signal?;
-            tracing::info!("signal received, shutting down");
-            None
+        Server::start_with_store(endpoints, config.core, Box::new(OsEntropy), persistence)?;
+    let mut hangup = reload::hangups()?;
+    let failure = loop {
+        tokio::select! {
+            signal = wait_for_signal() => {
+                signal?;
+                tracing::info!("signal received, shutting down");
+                break None;
+            }
+            _ = hangup.recv() => reload::reload(&files, &server).await,
+            error = server.store_failed() => break Some(error),
         }
-        error = server.store_failed() => Some(error),
     };
     let (stats, failed_late) = server.shutdown_checked().await;
     tracing::info!(?stats, "stopped");
@@ -122,6 +154,56 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         Some(error) => Err(anyhow::anyhow!("the store failed: {error}")),
         None => Ok(()),
     }
+}
+
+/// Binds one listener and reads its certificates, password file and ACL: any error stops the
+/// start, naming the file.
+async fn open_listener(
+    index: usize,
+    listener: &tern::config::ListenerConfig,
+) -> anyhow::Result<(Endpoint<tokio::net::TcpListener>, ListenerFiles)> {
+    let addr = listener.bind;
+    let socket = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let tls = match &listener.tls {
+        Some(files) => Some(Reloadable::new(tls::server_config(files)?)),
+        None => None,
+    };
+    let password_file = match &listener.password_file {
+        Some(path) => {
+            let file = PasswordFile::load(path)?;
+            tracing::info!(%addr, path = %path.display(), users = file.len(), "password file read");
+            Some(Reloadable::new(Arc::new(file)))
+        }
+        None => None,
+    };
+    let acl = match &listener.acl_file {
+        Some(path) => {
+            let acl = Acl::load(path)?;
+            tracing::info!(%addr, path = %path.display(), rules = acl.rule_count(), "ACL file read");
+            Some(Arc::new(acl))
+        }
+        None => None,
+    };
+    let transport = Transport {
+        tls: tls.clone(),
+        websocket_path: listener.websocket_path.clone(),
+    };
+    tracing::info!(%addr, scheme = transport.scheme(), "listener ready");
+    let endpoint = Endpoint {
+        listener: socket,
+        transport,
+        password_file: password_file.clone(),
+        acl,
+    };
+    let files = ListenerFiles {
+        index: u16::try_from(index).context("too many listeners")?,
+        config: listener.clone(),
+        tls,
+        password_file,
+    };
+    Ok((endpoint, files))
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {

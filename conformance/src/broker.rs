@@ -30,7 +30,7 @@ impl Broker {
         };
         let entropy = Box::new(tern::auth::OsEntropy);
         let server = Server::start_with_store(
-            vec![listener],
+            vec![tern::net::Endpoint::plain(listener)],
             Config::default(),
             entropy,
             Some(persistence),

@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use tern::auth::SeededEntropy;
 use tern::codec::*;
-use tern::net::{Persistence, Server};
+use tern::net::{Endpoint, Persistence, Server};
 use tern::store::RedbStore;
 use tern::types::{PacketId, QoS};
 use tokio::sync::mpsc;
@@ -106,7 +106,7 @@ fn run_here(scenario: &Scenario, options: &Options) -> Outcome {
             let listener = turmoil::net::TcpListener::bind(("0.0.0.0", BROKER_PORT)).await?;
             // Nonces from the run's seed, so an authentication exchange replays too.
             let entropy = Box::new(SeededEntropy::new(seed));
-            let listeners = vec![TurmoilListener(listener)];
+            let listeners = vec![Endpoint::plain(TurmoilListener(listener))];
             let persistence = match &disk {
                 Some(disk) => Some(sim_persistence(disk)?),
                 None => None,

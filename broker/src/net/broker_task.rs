@@ -106,10 +106,14 @@ impl BrokerTask {
                     let Some(event) = event else { break };
                     let now = self.now();
                     match event {
-                        Event::Opened { conn, outbound } => {
+                        Event::Opened { conn, outbound, origin } => {
                             conns.insert(conn, outbound);
-                            self.broker.connection_opened(conn, crate::core::Origin::default(), now);
+                            self.broker.connection_opened(conn, origin, now);
                         }
+                        Event::CredentialsChecked { conn, valid } => {
+                            self.broker.credentials_checked(conn, valid);
+                        }
+                        Event::AclChanged { listener, acl } => self.broker.set_acl(listener, acl),
                         Event::Packet { conn, packet, ticket } => {
                             self.broker.packet_received(conn, packet, now);
                             if self.broker.holds_replies_for(conn) {

@@ -12,9 +12,10 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, Semaphore};
 
-use super::listener::Listener;
+use super::transport::Reloadable;
 use super::Event;
-use crate::codec::{decode, encode, Packet, ProtocolVersion};
+use crate::auth::password_file::PasswordFile;
+use crate::codec::{decode, encode, Connect, Packet, ProtocolVersion};
 use crate::types::ConnId;
 
 /// Packets are written in batches of at most this many bytes.
@@ -28,9 +29,9 @@ pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(30);
 pub const LINGER_TIMEOUT: Duration = Duration::from_secs(2);
 const LINGER_BYTES_MAX: usize = 1024 * 1024;
 
-pub(super) struct ConnectionTask<L: Listener> {
+pub(super) struct ConnectionTask<S> {
     pub conn: ConnId,
-    pub stream: L::Stream,
+    pub stream: S,
     pub events: mpsc::Sender<Event>,
     pub outbound: mpsc::Receiver<Packet>,
     /// The broker task waits to hear when this connection has written (see `Outbound`).
@@ -41,9 +42,14 @@ pub(super) struct ConnectionTask<L: Listener> {
     /// the core's pace instead of overflowing its queue with answers.
     pub tickets: Arc<Semaphore>,
     pub packet_bytes_max: usize,
+    /// The listener's password file: a CONNECT's credentials are checked here, off the
+    /// core's task, and the verdict goes to the core just before the CONNECT.
+    pub password_file: Option<Arc<Reloadable<PasswordFile>>>,
+    /// Bounds the checks running at once, across all connections.
+    pub password_checks: Arc<Semaphore>,
 }
 
-impl<L: Listener> ConnectionTask<L> {
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> ConnectionTask<S> {
     pub async fn run(self) {
         let ConnectionTask {
             conn,
@@ -53,6 +59,8 @@ impl<L: Listener> ConnectionTask<L> {
             wake,
             tickets,
             packet_bytes_max,
+            password_file,
+            password_checks,
         } = self;
         let (mut reader, mut writer) = tokio::io::split(stream);
         let mut read_buf = BytesMut::with_capacity(4096);
@@ -90,6 +98,13 @@ impl<L: Listener> ConnectionTask<L> {
                             Ok(Some(packet)) => {
                                 if let Packet::Connect(connect) = &packet {
                                     version = connect.protocol;
+                                    if let Some(file) = &password_file {
+                                        if let Some(valid) = check_password(file, connect, &password_checks).await {
+                                            if events.send(Event::CredentialsChecked { conn, valid }).await.is_err() {
+                                                return;
+                                            }
+                                        }
+                                    }
                                 }
                                 // One read can hold thousands of packets, and the events channel
                                 // may be full: what the core sends meanwhile is written first, so
@@ -176,7 +191,12 @@ impl<W: AsyncWrite + Unpin> Writer<'_, W> {
         if !encode_batch(first, outbound, version, self.buf, conn) {
             return false;
         }
-        match tokio::time::timeout(WRITE_STALL_TIMEOUT, self.writer.write_all(self.buf)).await {
+        // Flushed too: TLS and WebSocket streams hold written bytes until then.
+        let write = async {
+            self.writer.write_all(self.buf).await?;
+            self.writer.flush().await
+        };
+        match tokio::time::timeout(WRITE_STALL_TIMEOUT, write).await {
             Ok(Ok(())) => {
                 self.buf.clear();
                 !(self.wake.swap(false, Ordering::SeqCst)
@@ -192,6 +212,27 @@ impl<W: AsyncWrite + Unpin> Writer<'_, W> {
             }
         }
     }
+}
+
+/// Checks `connect`'s user name and password against `file` on the blocking pool (argon2id
+/// takes tens of milliseconds). None when there is nothing to check: no user name, or
+/// enhanced authentication (the method decides).
+async fn check_password(
+    file: &Reloadable<PasswordFile>,
+    connect: &Connect,
+    permits: &Arc<Semaphore>,
+) -> Option<bool> {
+    let user = connect.username.as_ref()?;
+    if connect.properties.authentication_method().is_some() {
+        return None;
+    }
+    let file = file.current();
+    let user = user.as_str().to_owned();
+    let password = connect.password.clone().unwrap_or_default();
+    let _permit = permits.clone().acquire_owned().await.ok()?;
+    let check = tokio::task::spawn_blocking(move || file.verify(&user, &password));
+    // A check that panicked counts as a failed login.
+    Some(check.await.unwrap_or(false))
 }
 
 /// Reads and discards what the client still sends after the broker shut its side, until the

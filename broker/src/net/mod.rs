@@ -8,6 +8,8 @@ mod broker_task;
 mod connection;
 mod listener;
 mod storage_task;
+pub mod tls;
+pub mod transport;
 
 use std::io;
 use std::net::SocketAddr;
@@ -21,10 +23,13 @@ use tracing::Instrument;
 
 pub use connection::WRITE_STALL_TIMEOUT;
 pub use listener::Listener;
+pub use transport::{Reloadable, Transport};
 
+use crate::auth::acl::Acl;
+use crate::auth::password_file::PasswordFile;
 use crate::auth::{Entropy, OsEntropy};
 use crate::codec::{DecodeError, Packet};
-use crate::core::{self, Broker, Instant, Stats, WallMs};
+use crate::core::{self, Broker, Instant, Origin, Stats, WallMs};
 use crate::store::{Store, StoreError};
 use crate::types::ConnId;
 use broker_task::{BrokerTask, StoreLink};
@@ -43,9 +48,22 @@ pub const WORKER_STACK_BYTES: usize = 2 * 1024 * 1024;
 const SHUTDOWN_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub(crate) enum Event {
+    /// A connection finished its TLS and WebSocket handshakes.
     Opened {
         conn: ConnId,
         outbound: Outbound,
+        origin: Origin,
+    },
+    /// The user name and password of the CONNECT that follows were checked against the
+    /// listener's password file.
+    CredentialsChecked {
+        conn: ConnId,
+        valid: bool,
+    },
+    /// The operator reloaded a listener's ACL.
+    AclChanged {
+        listener: u16,
+        acl: Option<Arc<Acl>>,
     },
     /// The connection task wrote a batch after the broker task asked to hear of it.
     Writable {
@@ -76,10 +94,45 @@ pub(crate) struct Outbound {
 }
 
 /// State shared by the accept loops and the connection tasks.
-#[derive(Default)]
 pub(crate) struct Shared {
     open_connections: AtomicUsize,
     next_conn: AtomicU64,
+    /// Password checks running at once (each is tens of milliseconds of CPU with argon2id):
+    /// at most one per core, so a flood of logins cannot take every core from routing.
+    password_checks: Arc<Semaphore>,
+}
+
+impl Default for Shared {
+    fn default() -> Shared {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Shared {
+            open_connections: AtomicUsize::new(0),
+            next_conn: AtomicU64::new(0),
+            password_checks: Arc::new(Semaphore::new(cores)),
+        }
+    }
+}
+
+/// One listener and how its connections are carried and logged in.
+pub struct Endpoint<L> {
+    pub listener: L,
+    pub transport: Transport,
+    /// Checked by the driver (off the core's task) for every CONNECT with a user name.
+    pub password_file: Option<Arc<Reloadable<PasswordFile>>>,
+    /// The listener's ACL at start (`Server::set_acl` replaces it).
+    pub acl: Option<Arc<Acl>>,
+}
+
+impl<L> Endpoint<L> {
+    /// Plain MQTT, no password file, no ACL.
+    pub fn plain(listener: L) -> Endpoint<L> {
+        Endpoint {
+            listener,
+            transport: Transport::default(),
+            password_file: None,
+            acl: None,
+        }
+    }
 }
 
 /// Decrements the open-connection count when a connection task ends, however it ends.
@@ -117,6 +170,8 @@ pub struct Server {
     broker_task: JoinHandle<Stats>,
     accept_tasks: Vec<JoinHandle<()>>,
     shared: Arc<Shared>,
+    /// Events to the broker task (for reloads).
+    events: mpsc::Sender<Event>,
     /// A fatal store error (the broker has stopped serving).
     store_failed: Option<oneshot::Receiver<String>>,
     /// The storage task: it ends (closing the store) once the broker task has.
@@ -137,7 +192,8 @@ impl Server {
         config: core::Config,
         entropy: Box<dyn Entropy>,
     ) -> io::Result<Server> {
-        match Server::start_with_store(listeners, config, entropy, None) {
+        let endpoints = listeners.into_iter().map(Endpoint::plain).collect();
+        match Server::start_with_store(endpoints, config, entropy, None) {
             Ok(server) => Ok(server),
             Err(StartError::Io(error)) => Err(error),
             Err(StartError::Store(_)) => unreachable!("no store, no store error"),
@@ -148,20 +204,27 @@ impl Server {
     /// first (a damaged or unknown store is an error, never an empty start), then commits
     /// every change before acknowledging it.
     pub fn start_with_store<L: Listener>(
-        listeners: Vec<L>,
+        endpoints: Vec<Endpoint<L>>,
         config: core::Config,
         entropy: Box<dyn Entropy>,
         persistence: Option<Persistence>,
     ) -> Result<Server, StartError> {
-        let local_addrs = listeners
+        let local_addrs = endpoints
             .iter()
-            .map(Listener::local_addr)
+            .map(|e| e.listener.local_addr())
             .collect::<io::Result<Vec<_>>>()?;
+        if endpoints.len() > usize::from(u16::MAX) {
+            return Err(io::Error::other("more than 65535 listeners").into());
+        }
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE_EVENTS_MAX);
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let shared = Arc::new(Shared::default());
         let limits = config.limits.clone();
         let mut broker = Broker::with_entropy(config, entropy);
+        for (index, endpoint) in endpoints.iter().enumerate() {
+            let index = u16::try_from(index).expect("checked above");
+            broker.set_acl(index, endpoint.acl.clone());
+        }
         let start = tokio::time::Instant::now();
         let (store, store_failed, storage_task) = match persistence {
             Some(persistence) => {
@@ -180,11 +243,16 @@ impl Server {
             }
             .run(),
         );
-        let accept_tasks = listeners
+        let accept_tasks = endpoints
             .into_iter()
-            .map(|listener| {
+            .enumerate()
+            .map(|(index, endpoint)| {
                 let accept = AcceptLoop {
-                    listener,
+                    listener: endpoint.listener,
+                    index: u16::try_from(index).expect("checked above"),
+                    transport: endpoint.transport,
+                    password_file: endpoint.password_file,
+                    connect_timeout: limits.connect_timeout,
                     events: events_tx.clone(),
                     shutdown: shutdown_rx.clone(),
                     shared: shared.clone(),
@@ -200,6 +268,7 @@ impl Server {
         }
         Ok(Server {
             local_addrs,
+            events: events_tx,
             shutdown: shutdown_tx,
             broker_task,
             accept_tasks,
@@ -223,6 +292,12 @@ impl Server {
 
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.local_addrs
+    }
+
+    /// Replaces the ACL of listener `listener` (its index in the start's list): what its
+    /// clients may do from the next check on. `None`: everything is allowed.
+    pub async fn set_acl(&self, listener: u16, acl: Option<Arc<Acl>>) {
+        let _ = self.events.send(Event::AclChanged { listener, acl }).await;
     }
 
     /// Stops accepting, tells every client (v5: DISCONNECT 0x8B), waits for connections to
@@ -270,6 +345,12 @@ impl Server {
 
 struct AcceptLoop<L: Listener> {
     listener: L,
+    /// The listener's index: what the core's per-listener settings are keyed by.
+    index: u16,
+    transport: Transport,
+    password_file: Option<Arc<Reloadable<PasswordFile>>>,
+    /// Also bounds the TLS and WebSocket handshakes.
+    connect_timeout: Duration,
     events: mpsc::Sender<Event>,
     shutdown: watch::Receiver<bool>,
     shared: Arc<Shared>,
@@ -303,38 +384,99 @@ impl<L: Listener> AcceptLoop<L> {
                 continue;
             }
             let conn = ConnId(self.shared.next_conn.fetch_add(1, Ordering::SeqCst));
-            let (outbound_tx, outbound_rx) = mpsc::channel(self.outbound_queue_packets_max);
-            let wake = Arc::new(AtomicBool::new(false));
-            let outbound = Outbound {
-                sender: outbound_tx,
-                wake: wake.clone(),
-            };
-            if self
-                .events
-                .send(Event::Opened { conn, outbound })
-                .await
-                .is_err()
-            {
-                return;
-            }
-            let task = ConnectionTask::<L> {
+            let opening = Opening {
                 conn,
-                stream,
+                index: self.index,
+                transport: self.transport.clone(),
+                password_file: self.password_file.clone(),
+                connect_timeout: self.connect_timeout,
                 events: self.events.clone(),
-                outbound: outbound_rx,
-                wake,
-                tickets: Arc::new(Semaphore::new((self.outbound_queue_packets_max / 8).max(1))),
+                password_checks: self.shared.password_checks.clone(),
+                outbound_queue_packets_max: self.outbound_queue_packets_max,
                 packet_bytes_max: self.packet_bytes_max,
             };
-            let span = tracing::info_span!("conn", id = %conn, %peer);
+            let span =
+                tracing::info_span!("conn", id = %conn, %peer, scheme = self.transport.scheme());
             tokio::spawn(
                 async move {
-                    task.run().await;
+                    opening.run(stream).await;
                     drop(guard);
                 }
                 .instrument(span),
             );
         }
+    }
+}
+
+/// A connection between accept and its first MQTT byte: the TLS and WebSocket handshakes,
+/// off the accept loop (a slow client must not hold up the next accept).
+struct Opening {
+    conn: ConnId,
+    index: u16,
+    transport: Transport,
+    password_file: Option<Arc<Reloadable<PasswordFile>>>,
+    connect_timeout: Duration,
+    events: mpsc::Sender<Event>,
+    password_checks: Arc<Semaphore>,
+    outbound_queue_packets_max: usize,
+    packet_bytes_max: usize,
+}
+
+impl Opening {
+    async fn run<S>(self, stream: S)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let conn = self.conn;
+        // A WebSocket message holds at least one packet; a little more room for framing.
+        let message_bytes_max = self.packet_bytes_max.saturating_add(1024);
+        let upgraded = tokio::time::timeout(
+            self.connect_timeout,
+            transport::upgrade(stream, &self.transport, message_bytes_max),
+        )
+        .await;
+        let (stream, identity) = match upgraded {
+            Ok(Ok(upgraded)) => upgraded,
+            Ok(Err(error)) => {
+                tracing::info!(%conn, %error, "handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::info!(%conn, "handshake not finished within the connect timeout");
+                return;
+            }
+        };
+        let (outbound_tx, outbound_rx) = mpsc::channel(self.outbound_queue_packets_max);
+        let wake = Arc::new(AtomicBool::new(false));
+        let outbound = Outbound {
+            sender: outbound_tx,
+            wake: wake.clone(),
+        };
+        let origin = Origin {
+            listener: self.index,
+            identity,
+        };
+        let opened = Event::Opened {
+            conn,
+            outbound,
+            origin,
+        };
+        if self.events.send(opened).await.is_err() {
+            return;
+        }
+        ConnectionTask {
+            conn,
+            stream,
+            events: self.events,
+            outbound: outbound_rx,
+            wake,
+            tickets: Arc::new(Semaphore::new((self.outbound_queue_packets_max / 8).max(1))),
+            packet_bytes_max: self.packet_bytes_max,
+            password_file: self.password_file,
+            password_checks: self.password_checks,
+        }
+        .run()
+        .await;
     }
 }
 
