@@ -11,12 +11,21 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
-# paho-mqtt (conformance tests) builds the Paho C library from source with cmake.
-if ! command -v cmake >/dev/null 2>&1; then
-  echo "== installing cmake (needed to build the Paho C library for the conformance tests)"
+# paho-mqtt (conformance tests) builds the Paho C library from source with cmake, with
+# OpenSSL for its TLS columns.
+if ! command -v cmake >/dev/null 2>&1 || ! dpkg -s libssl-dev >/dev/null 2>&1; then
+  echo "== installing cmake and libssl-dev (to build the Paho C library for the conformance tests)"
   if [ "$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq cmake >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq cmake libssl-dev pkg-config >/dev/null
+fi
+
+# The secure-listener test drives the binary with Mosquitto's own mosquitto_pub/mosquitto_sub.
+if ! command -v mosquitto_pub >/dev/null 2>&1; then
+  echo "== installing mosquitto-clients (mosquitto_pub/sub over TLS against Tern)"
+  if [ "$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq mosquitto-clients >/dev/null
 fi
 
 # The bridge test (tests/bridge_mosquitto.rs) runs a real Mosquitto bridged to Tern.

@@ -22,39 +22,61 @@ pub enum Library {
     Raw,
 }
 
-/// One client library speaking one protocol version.
+/// How a client reaches the broker: each conformance broker listens in all four ways.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Net {
+    Tcp,
+    Tls,
+    /// WebSocket on /mqtt.
+    Ws,
+    /// WebSocket over TLS.
+    Wss,
+}
+
+impl Net {
+    pub fn is_tls(self) -> bool {
+        matches!(self, Net::Tls | Net::Wss)
+    }
+}
+
+/// One client library speaking one protocol version over one transport.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Kind {
     pub library: Library,
     pub version: Version,
+    pub net: Net,
+}
+
+const fn kind(library: Library, version: Version, net: Net) -> Kind {
+    Kind {
+        library,
+        version,
+        net,
+    }
 }
 
 impl Kind {
-    pub const ALL: [Kind; 6] = [
-        Kind {
-            library: Library::Rumqttc,
-            version: Version::V311,
-        },
-        Kind {
-            library: Library::Rumqttc,
-            version: Version::V5,
-        },
-        Kind {
-            library: Library::Paho,
-            version: Version::V311,
-        },
-        Kind {
-            library: Library::Paho,
-            version: Version::V5,
-        },
-        Kind {
-            library: Library::Raw,
-            version: Version::V311,
-        },
-        Kind {
-            library: Library::Raw,
-            version: Version::V5,
-        },
+    /// Every library over TCP, and the two that have TLS and WebSocket over those too (the
+    /// raw client is Tern's own codec: TCP only).
+    pub const ALL: [Kind; 18] = [
+        kind(Library::Rumqttc, Version::V311, Net::Tcp),
+        kind(Library::Rumqttc, Version::V5, Net::Tcp),
+        kind(Library::Paho, Version::V311, Net::Tcp),
+        kind(Library::Paho, Version::V5, Net::Tcp),
+        kind(Library::Raw, Version::V311, Net::Tcp),
+        kind(Library::Raw, Version::V5, Net::Tcp),
+        kind(Library::Rumqttc, Version::V311, Net::Tls),
+        kind(Library::Rumqttc, Version::V5, Net::Tls),
+        kind(Library::Paho, Version::V311, Net::Tls),
+        kind(Library::Paho, Version::V5, Net::Tls),
+        kind(Library::Rumqttc, Version::V311, Net::Ws),
+        kind(Library::Rumqttc, Version::V5, Net::Ws),
+        kind(Library::Paho, Version::V311, Net::Ws),
+        kind(Library::Paho, Version::V5, Net::Ws),
+        kind(Library::Rumqttc, Version::V311, Net::Wss),
+        kind(Library::Rumqttc, Version::V5, Net::Wss),
+        kind(Library::Paho, Version::V311, Net::Wss),
+        kind(Library::Paho, Version::V5, Net::Wss),
     ];
 
     pub fn is_v5(self) -> bool {
@@ -62,26 +84,39 @@ impl Kind {
     }
 
     /// A short name usable in client ids and topics.
-    pub fn slug(self) -> &'static str {
-        match (self.library, self.version) {
+    pub fn slug(self) -> String {
+        let library = match (self.library, self.version) {
             (Library::Rumqttc, Version::V311) => "rumqttc3",
             (Library::Rumqttc, Version::V5) => "rumqttc5",
             (Library::Paho, Version::V311) => "paho3",
             (Library::Paho, Version::V5) => "paho5",
             (Library::Raw, Version::V311) => "raw3",
             (Library::Raw, Version::V5) => "raw5",
+        };
+        match self.net {
+            Net::Tcp => library.to_owned(),
+            Net::Tls => format!("{library}-tls"),
+            Net::Ws => format!("{library}-ws"),
+            Net::Wss => format!("{library}-wss"),
         }
     }
 
-    /// Connects a client of this kind.
+    /// Connects a client of this kind to the broker whose TCP listener is `addr` (through
+    /// the listener of this kind's transport), or to `addr` itself if it is no broker's (a
+    /// fault-injecting proxy in front of the right listener).
     pub async fn connect(
         self,
         addr: SocketAddr,
         options: ConnectOptions,
     ) -> anyhow::Result<Box<dyn Client>> {
+        let addr = crate::broker::listener_for(addr, self.net);
         match self.library {
-            Library::Rumqttc => crate::rumqttc_client::connect(self.version, addr, options).await,
-            Library::Paho => crate::paho_client::connect(self.version, addr, options).await,
+            Library::Rumqttc => {
+                crate::rumqttc_client::connect(self.version, self.net, addr, options).await
+            }
+            Library::Paho => {
+                crate::paho_client::connect(self.version, self.net, addr, options).await
+            }
             Library::Raw => crate::raw_client::connect(self.version, addr, options).await,
         }
     }
@@ -98,7 +133,13 @@ impl fmt::Display for Kind {
             Version::V311 => "3.1.1",
             Version::V5 => "5.0",
         };
-        write!(f, "{library} {version}")
+        let net = match self.net {
+            Net::Tcp => "",
+            Net::Tls => " TLS",
+            Net::Ws => " WS",
+            Net::Wss => " WSS",
+        };
+        write!(f, "{library} {version}{net}")
     }
 }
 
@@ -161,6 +202,8 @@ pub struct ConnectOptions {
     pub request_problem_information: bool,
     /// MQTT 5 Will Delay Interval, seconds.
     pub will_delay: Option<u32>,
+    /// Over TLS: present the test PKI's client certificate.
+    pub client_certificate: bool,
 }
 
 impl ConnectOptions {
@@ -178,6 +221,7 @@ impl ConnectOptions {
             request_response_information: false,
             request_problem_information: true,
             will_delay: None,
+            client_certificate: false,
         }
     }
 

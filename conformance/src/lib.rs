@@ -13,6 +13,7 @@ pub mod client;
 mod inbox;
 pub mod matrix;
 pub mod paho_client;
+pub mod pki;
 pub mod proxy;
 pub mod raw;
 pub mod raw_client;

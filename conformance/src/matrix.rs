@@ -2,8 +2,14 @@
 
 use std::time::Duration;
 
-use crate::broker::Broker;
-use crate::cases::{Env, CASES, KEEP_ALIVE_MAX_SECS, MOVED_TO, RESPONSE_INFORMATION, SCRAM_USER};
+use tern::auth::acl::Acl;
+use tern::auth::password_file::PasswordFile;
+
+use crate::broker::{Access, Broker};
+use crate::cases::{
+    Env, ACL_RULES, CASES, CERT_ACL_RULES, KEEP_ALIVE_MAX_SECS, MOVED_TO, PASSWORD_FILE,
+    RESPONSE_INFORMATION, SCRAM_USER,
+};
 use crate::client::Kind;
 
 /// A case gets this long per client before it counts as failed.
@@ -37,16 +43,32 @@ impl Matrix {
             allow_anonymous: false,
             ..Default::default()
         };
-        auth.users.insert("alice".into(), "secret".into());
         let (scram_user, scram_password) = SCRAM_USER;
         auth.scram
             .users
             .insert(scram_user.into(), scram_password.into());
-        let auth_broker = Broker::start(auth).await?;
+        let passwords = Access {
+            password_file: Some(PasswordFile::parse(PASSWORD_FILE)?),
+            ..Access::default()
+        };
+        let auth_broker = Broker::start_with(auth, passwords, None).await?;
+        let acl = Access {
+            acl: Some(Acl::parse(ACL_RULES)?),
+            ..Access::default()
+        };
+        let acl_broker = Broker::start_with(Default::default(), acl, None).await?;
+        let certificates = Access {
+            acl: Some(Acl::parse(CERT_ACL_RULES)?),
+            client_certificates: true,
+            ..Access::default()
+        };
+        let cert_broker = Broker::start_with(Default::default(), certificates, None).await?;
         let env = Env {
             broker: broker.addr,
             auth_broker: auth_broker.addr,
             moved_broker: moved_broker.addr,
+            acl_broker: acl_broker.addr,
+            cert_broker: cert_broker.addr,
         };
         let mut results = Vec::new();
         for case in CASES {
@@ -78,6 +100,8 @@ impl Matrix {
         broker.server.shutdown().await;
         auth_broker.server.shutdown().await;
         moved_broker.server.shutdown().await;
+        acl_broker.server.shutdown().await;
+        cert_broker.server.shutdown().await;
         Ok(Matrix { results })
     }
 

@@ -13,10 +13,11 @@ use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
 use crate::client::{
-    BoxFuture, Client, ConnAckInfo, ConnectOptions, Message, Props, SubAckInfo, SubOptions,
+    BoxFuture, Client, ConnAckInfo, ConnectOptions, Message, Net, Props, SubAckInfo, SubOptions,
     TopicAliases, Version,
 };
 use crate::inbox::{Event, Inbox};
+use crate::pki::Pki;
 
 const PATIENCE: Duration = Duration::from_secs(5);
 
@@ -89,12 +90,26 @@ fn to_paho(message: &Message, v5: bool) -> anyhow::Result<paho::Message> {
 }
 
 /// Paho's builder holds raw pointers, so it is built and finished outside any `await`.
-fn connect_options(options: &ConnectOptions, v5: bool) -> anyhow::Result<paho::ConnectOptions> {
+fn connect_options(
+    options: &ConnectOptions,
+    v5: bool,
+    net: Net,
+) -> anyhow::Result<paho::ConnectOptions> {
     let mut connect = if v5 {
         paho::ConnectOptionsBuilder::new_v5()
     } else {
         paho::ConnectOptionsBuilder::new_v3()
     };
+    if net.is_tls() {
+        let pki = Pki::shared();
+        let mut ssl = paho::SslOptionsBuilder::new();
+        ssl.trust_store(&pki.ca_file)?;
+        if options.client_certificate {
+            ssl.key_store(&pki.client_cert_file)?
+                .private_key(&pki.client_key_file)?;
+        }
+        connect.ssl_options(ssl.finalize());
+    }
     connect
         .keep_alive_interval(options.keep_alive)
         .connect_timeout(PATIENCE);
@@ -148,9 +163,16 @@ fn connect_options(options: &ConnectOptions, v5: bool) -> anyhow::Result<paho::C
 
 pub async fn connect(
     version: Version,
+    net: Net,
     addr: SocketAddr,
     options: ConnectOptions,
 ) -> anyhow::Result<Box<dyn Client>> {
+    let uri = match net {
+        Net::Tcp => format!("tcp://{addr}"),
+        Net::Tls => format!("ssl://{addr}"),
+        Net::Ws => format!("ws://{addr}/mqtt"),
+        Net::Wss => format!("wss://{addr}/mqtt"),
+    };
     let v5 = version == Version::V5;
     let mqtt_version = if v5 {
         paho::MQTT_VERSION_5
@@ -158,13 +180,13 @@ pub async fn connect(
         paho::MQTT_VERSION_3_1_1
     };
     let mut client = paho::CreateOptionsBuilder::new()
-        .server_uri(format!("tcp://{addr}"))
+        .server_uri(uri)
         .client_id(&options.client_id)
         .mqtt_version(mqtt_version)
         .persistence(None)
         .create_client()?;
     let stream = client.get_stream(1024);
-    let connect = connect_options(&options, v5)?;
+    let connect = connect_options(&options, v5, net)?;
     let response = client.connect(connect).await.context("paho connect")?;
     let connack = {
         use paho::PropertyCode as Code;
@@ -270,6 +292,11 @@ impl Client for Paho {
                         reason_string: properties.get_string(paho::PropertyCode::ReasonString),
                     })
                 }
+                // Paho C reports a 3.1.1 SUBACK failure code (0x80) as a generic failure.
+                Err(paho::Error::Failure) if !self.v5 => Ok(SubAckInfo {
+                    granted: false,
+                    reason_string: None,
+                }),
                 Err(error) => Err(error).context("paho subscribe"),
             }
         })

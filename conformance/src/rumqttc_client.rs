@@ -11,30 +11,68 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
+use std::sync::Arc;
+
 use crate::client::{
-    BoxFuture, Client, ConnAckInfo, ConnectOptions, Message, Props, SubAckInfo, SubOptions,
+    BoxFuture, Client, ConnAckInfo, ConnectOptions, Message, Net, Props, SubAckInfo, SubOptions,
     TopicAliases, Version,
 };
 use crate::inbox::{Event, Inbox};
+use crate::pki::Pki;
 
 const PATIENCE: Duration = Duration::from_secs(5);
+
+/// Where and how rumqttc connects: its host string (a URL for WebSocket) and transport.
+struct Target {
+    host: String,
+    port: u16,
+    transport: rumqttc::Transport,
+}
+
+impl Target {
+    fn new(net: Net, addr: SocketAddr, client_certificate: bool) -> anyhow::Result<Target> {
+        let tls = || -> anyhow::Result<rumqttc::TlsConfiguration> {
+            let config = Pki::shared().client_config(client_certificate)?;
+            Ok(rumqttc::TlsConfiguration::Rustls(Arc::new(config)))
+        };
+        let (host, transport) = match net {
+            Net::Tcp => (addr.ip().to_string(), rumqttc::Transport::tcp()),
+            Net::Tls => (
+                addr.ip().to_string(),
+                rumqttc::Transport::tls_with_config(tls()?),
+            ),
+            Net::Ws => (format!("ws://{addr}/mqtt"), rumqttc::Transport::ws()),
+            Net::Wss => (
+                format!("wss://{addr}/mqtt"),
+                rumqttc::Transport::wss_with_config(tls()?),
+            ),
+        };
+        Ok(Target {
+            host,
+            port: addr.port(),
+            transport,
+        })
+    }
+}
 /// rumqttc's default incoming limit is 10 KiB; the cases send up to 1 MiB.
 const PACKET_BYTES_MAX: usize = 2 * 1024 * 1024;
 
 pub async fn connect(
     version: Version,
+    net: Net,
     addr: SocketAddr,
     options: ConnectOptions,
 ) -> anyhow::Result<Box<dyn Client>> {
     let (sender, events) = mpsc::unbounded_channel();
     let mut inbox = Inbox::new(events);
+    let target = Target::new(net, addr, options.client_certificate)?;
     let (client, task) = match version {
         Version::V311 => {
-            let (client, task) = v4::start(addr, &options, sender);
+            let (client, task) = v4::start(&target, &options, sender);
             (Api::V4(client), task)
         }
         Version::V5 => {
-            let (client, task) = v5::start(addr, &options, sender);
+            let (client, task) = v5::start(&target, &options, sender);
             (Api::V5(client), task)
         }
     };
@@ -206,11 +244,12 @@ mod v4 {
     use rumqttc::{Event as RumqttcEvent, Incoming, LastWill, MqttOptions, SubscribeReasonCode};
 
     pub fn start(
-        addr: SocketAddr,
+        target: &Target,
         options: &ConnectOptions,
         events: mpsc::UnboundedSender<Event>,
     ) -> (rumqttc::AsyncClient, AbortHandle) {
-        let mut opts = MqttOptions::new(&options.client_id, addr.ip().to_string(), addr.port());
+        let mut opts = MqttOptions::new(&options.client_id, &target.host, target.port);
+        opts.set_transport(target.transport.clone());
         opts.set_keep_alive(options.keep_alive)
             .set_clean_session(options.clean)
             .set_max_packet_size(PACKET_BYTES_MAX, PACKET_BYTES_MAX);
@@ -346,11 +385,12 @@ mod v5 {
     }
 
     pub fn start(
-        addr: SocketAddr,
+        target: &Target,
         options: &ConnectOptions,
         events: mpsc::UnboundedSender<Event>,
     ) -> (rumqttc::v5::AsyncClient, AbortHandle) {
-        let mut opts = MqttOptions::new(&options.client_id, addr.ip().to_string(), addr.port());
+        let mut opts = MqttOptions::new(&options.client_id, &target.host, target.port);
+        opts.set_transport(target.transport.clone());
         opts.set_keep_alive(options.keep_alive)
             .set_clean_start(options.clean)
             .set_max_packet_size(Some(

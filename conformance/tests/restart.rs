@@ -20,7 +20,11 @@ async fn start(dir: &std::path::Path) -> Server {
 async fn a_restarted_broker_keeps_what_it_acknowledged_for_every_client() {
     for library in [Library::Rumqttc, Library::Paho] {
         for version in [Version::V311, Version::V5] {
-            let kind = Kind { library, version };
+            let kind = Kind {
+                library,
+                version,
+                net: tern_conformance::client::Net::Tcp,
+            };
             restart_keeps_sessions_and_messages(kind).await;
         }
     }

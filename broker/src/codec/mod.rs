@@ -25,3 +25,12 @@ pub use wire::VARINT_MAX;
 
 /// The largest packet MQTT can express: a 268,435,455-byte body behind a 5-byte fixed header.
 pub const PACKET_BYTES_MAX: usize = VARINT_MAX as usize + 5;
+
+/// The length of the whole packet at the front of `buf` (fixed header included), judged by
+/// its fixed header alone; `None` when `buf` does not hold all of it (or the header is
+/// malformed). For transports that carry one packet per frame (WebSocket).
+pub fn packet_len(buf: &[u8]) -> Option<usize> {
+    let (remaining, used) = wire::read_varint(buf.get(1..)?, false).ok()??;
+    let len = 1 + used + usize::try_from(remaining).ok()?;
+    (buf.len() >= len).then_some(len)
+}

@@ -134,6 +134,8 @@ where
     let config = WebSocketConfig::default()
         .max_message_size(Some(message_bytes_max))
         .max_frame_size(Some(message_bytes_max));
+    // The handshake callback's signature (tungstenite's) has the large error type.
+    #[allow(clippy::result_large_err)]
     let check = |request: &Request, response: Response| check_upgrade(request, response, path);
     let mut ws = tokio_tungstenite::accept_hdr_async_with_config(limited, check, Some(config))
         .await
@@ -238,8 +240,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Limited<S> {
     }
 }
 
-/// MQTT bytes over WebSocket messages: reads concatenate binary frames, each write is one
-/// binary frame (the connection task writes whole batches of packets).
+/// MQTT bytes over WebSocket messages: reads concatenate binary frames; writes send one
+/// binary frame per MQTT packet. One frame holding several packets is valid MQTT, but Paho C
+/// (1.3) reads only the first of them over plain WebSocket until more bytes arrive, so a
+/// PUBACK batched behind a PUBLISH would wait for the next keep-alive (and a packet split over
+/// several frames stalls it the same way); Mosquitto also sends a frame per packet.
 pub struct WsStream<S> {
     inner: WebSocketStream<S>,
     /// The rest of the last binary message, not read yet.
@@ -286,12 +291,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WsStream<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let inner = Pin::new(&mut self.inner);
-        ready!(Sink::<Message>::poll_ready(inner, cx)).map_err(ws_error)?;
-        Pin::new(&mut self.inner)
-            .start_send(Message::Binary(Bytes::copy_from_slice(buf)))
-            .map_err(ws_error)?;
-        Poll::Ready(Ok(buf.len()))
+        let mut written = 0;
+        while written < buf.len() {
+            let rest = &buf[written..];
+            // Not a whole packet at the front (never from the connection task, which writes
+            // whole packets): send what there is as it is.
+            let len = crate::codec::packet_len(rest).unwrap_or(rest.len());
+            match Sink::<Message>::poll_ready(Pin::new(&mut self.inner), cx) {
+                Poll::Ready(ready) => ready.map_err(ws_error)?,
+                Poll::Pending if written > 0 => break,
+                Poll::Pending => return Poll::Pending,
+            }
+            Pin::new(&mut self.inner)
+                .start_send(Message::Binary(Bytes::copy_from_slice(&rest[..len])))
+                .map_err(ws_error)?;
+            written += len;
+        }
+        Poll::Ready(Ok(written))
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
