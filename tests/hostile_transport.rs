@@ -4,7 +4,9 @@
 //! frames, several packets in one frame). After each, the broker still serves.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bytes::BytesMut;
 use futures_util::{SinkExt, StreamExt};
