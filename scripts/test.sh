@@ -38,6 +38,19 @@ if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
   $sudo systemctl disable --now mosquitto >/dev/null 2>&1 || $sudo service mosquitto stop >/dev/null 2>&1 || true
 fi
 
+# The browser test (tests/browser.rs): MQTT.js in headless Chromium over WS and WSS, trusting
+# the test CA through an NSS database (certutil).
+if [ ! -x /usr/bin/chromium ] || ! command -v certutil >/dev/null 2>&1; then
+  echo "== installing chromium, chromium-driver and libnss3-tools (the browser test)"
+  if [ "$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium chromium-driver libnss3-tools >/dev/null
+fi
+if command -v npm >/dev/null 2>&1; then
+  echo "== npm ci (MQTT.js and playwright-core for the browser test)"
+  (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 
