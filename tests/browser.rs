@@ -22,7 +22,10 @@ fn missing() -> Option<String> {
     if Command::new("certutil").arg("-H").output().is_err() {
         return Some("no certutil (libnss3-tools)".into());
     }
-    if !Path::new(BROWSER_DIR).join("node_modules/playwright-core").exists() {
+    if !Path::new(BROWSER_DIR)
+        .join("node_modules/playwright-core")
+        .exists()
+    {
         return Some("no node_modules in tests/browser (npm ci)".into());
     }
     None
