@@ -82,6 +82,9 @@ pub struct Config {
     /// `[auth]`'s password and ACL files: what a listener without its own uses.
     pub password_file: Option<PathBuf>,
     pub acl_file: Option<PathBuf>,
+    /// `[auth] allow_anonymous` as written. Unset, anonymous clients are accepted only where
+    /// there is no password file (Mosquitto 2 refuses them once authentication is set up).
+    pub allow_anonymous: Option<bool>,
 }
 
 impl Default for Config {
@@ -92,6 +95,7 @@ impl Default for Config {
             data_dir: Some(PathBuf::from(DEFAULT_DATA_DIR)),
             password_file: None,
             acl_file: None,
+            allow_anonymous: None,
         };
         config.replace_listeners(&[DEFAULT_LISTEN.parse().expect("valid address")]);
         config
@@ -226,7 +230,7 @@ impl Config {
             })
             .collect();
         let access = core::ListenerAccess {
-            allow_anonymous: self.core.allow_anonymous,
+            allow_anonymous: self.allow_anonymous.unwrap_or(self.password_file.is_none()),
             password_file: self.password_file.is_some(),
             use_identity_as_username: false,
         };
@@ -244,16 +248,20 @@ impl Config {
             field,
             message,
         };
-        let mut config = Config::default();
-        if let Some(allow) = file.auth.allow_anonymous {
-            config.core.allow_anonymous = allow;
-        }
+        let mut config = Config {
+            allow_anonymous: file.auth.allow_anonymous,
+            ..Config::default()
+        };
+        config.core.allow_anonymous = file
+            .auth
+            .allow_anonymous
+            .unwrap_or(file.auth.password_file.is_none());
         if !file.listener.is_empty() {
             let (listeners, access) = file
                 .listener
                 .iter()
                 .cloned()
-                .map(|section| read_listener(section, &file.auth, config.core.allow_anonymous))
+                .map(|section| read_listener(section, &file.auth))
                 .collect::<Result<(Vec<_>, Vec<_>), _>>()
                 .map_err(|(field, message)| invalid(field, message))?;
             config.listeners = listeners;
@@ -349,7 +357,6 @@ impl Config {
 fn read_listener(
     section: ListenerSection,
     auth: &AuthSection,
-    allow_anonymous: bool,
 ) -> Result<(ListenerConfig, core::ListenerAccess), (&'static str, String)> {
     let bind = section.bind.parse().map_err(|e| {
         (
@@ -408,7 +415,10 @@ fn read_listener(
     };
     let password_file = section.password_file.or_else(|| auth.password_file.clone());
     let access = core::ListenerAccess {
-        allow_anonymous: section.allow_anonymous.unwrap_or(allow_anonymous),
+        allow_anonymous: section
+            .allow_anonymous
+            .or(auth.allow_anonymous)
+            .unwrap_or(password_file.is_none()),
         password_file: password_file.is_some(),
         use_identity_as_username,
     };
@@ -617,6 +627,58 @@ mod tests {
             err.contains("auth.scram.users") && err.contains("bob"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn listeners_read_their_transport_and_login_policy() {
+        let config = parse(
+            r#"
+            [[listener]]
+            bind = "127.0.0.1:1883"
+            [[listener]]
+            bind = "127.0.0.1:8084"
+            protocol = "websocket"
+            allow_anonymous = true
+            acl_file = "ws.acl"
+            [listener.tls]
+            cert_file = "s.crt"
+            key_file = "s.key"
+            client_ca_file = "ca.crt"
+            use_identity_as_username = true
+            [auth]
+            password_file = "passwords"
+            "#,
+        )
+        .unwrap();
+        let [plain, wss] = &config.listeners[..] else {
+            panic!("two listeners")
+        };
+        assert_eq!(plain.websocket_path, None);
+        assert_eq!(plain.password_file.as_deref(), Some(Path::new("passwords")));
+        assert_eq!(wss.websocket_path.as_deref(), Some("/mqtt"));
+        assert_eq!(wss.acl_file.as_deref(), Some(Path::new("ws.acl")));
+        let tls = wss.tls.as_ref().unwrap();
+        assert!(tls.require_certificate, "the identity needs a certificate");
+        // With a password file, anonymous access is off unless a listener turns it on.
+        assert!(!config.core.listeners[0].allow_anonymous);
+        assert!(config.core.listeners[1].allow_anonymous);
+        assert!(config.core.listeners[1].use_identity_as_username);
+        assert!(config.core.listeners[0].password_file);
+        // `--listen` keeps [auth]'s files and policy.
+        let mut replaced = config.clone();
+        replaced.replace_listeners(&["127.0.0.1:1".parse().unwrap()]);
+        assert!(!replaced.core.listeners[0].allow_anonymous);
+        assert!(replaced.listeners[0].password_file.is_some());
+
+        let err = |text: &str| parse(text).unwrap_err().to_string();
+        let e = err("[[listener]]\nbind = \"127.0.0.1:1\"\nprotocol = \"quic\"\n");
+        assert!(e.contains("listener.protocol"), "{e}");
+        let e = err("[[listener]]\nbind = \"127.0.0.1:1\"\nwebsocket_path = \"/x\"\n");
+        assert!(e.contains("listener.websocket_path"), "{e}");
+        let e = err("[[listener]]\nbind = \"127.0.0.1:1\"\nprotocol = \"websocket\"\nwebsocket_path = \"x\"\n");
+        assert!(e.contains("must start with /"), "{e}");
+        let e = err("[[listener]]\nbind = \"127.0.0.1:1\"\n[listener.tls]\ncert_file = \"a\"\nkey_file = \"b\"\nrequire_certificate = true\n");
+        assert!(e.contains("client_ca_file"), "{e}");
     }
 
     #[test]

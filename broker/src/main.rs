@@ -110,6 +110,16 @@ async fn serve(config: Config) -> anyhow::Result<()> {
              (`tern passwd --create FILE USER`, then password_file = \"FILE\")"
         );
     }
+    for (listener, access) in config.listeners.iter().zip(&config.core.listeners) {
+        if listener.acl_file.is_some() && !access.password_file && !access.use_identity_as_username
+        {
+            tracing::warn!(
+                addr = %listener.bind,
+                "an ACL without a password file or client certificates: clients are judged by \
+                 the user names they claim"
+            );
+        }
+    }
     let mut endpoints = Vec::new();
     let mut files = Vec::new();
     for (index, listener) in config.listeners.iter().enumerate() {

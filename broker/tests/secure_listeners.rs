@@ -287,9 +287,46 @@ fn mosquitto_clients_over_tls_with_a_password_file_an_acl_and_client_certificate
     );
     assert!(!stranger.status.success());
 
-    // SIGHUP re-reads the ACL: bob may now write. A broken file keeps what was there.
-    std::fs::write(dir.join("acl"), "this is not an ACL\n").unwrap();
-    hangup(&tern);
+    // bob may not write: his publish never reaches alice, before or after a broken ACL file
+    // is "reloaded" (a broken file keeps the old rules, it never opens everything up).
+    let bob_publishes = || {
+        let sent = publish(
+            &pki,
+            tls_port,
+            &[
+                "-u",
+                "bob",
+                "-P",
+                "bob-pw",
+                "-q",
+                "1",
+                "-t",
+                "sensors/hall",
+                "-m",
+                "20",
+            ],
+        );
+        assert!(sent.status.success(), "{sent:?}");
+    };
+    for broken_reload in [false, true] {
+        if broken_reload {
+            std::fs::write(dir.join("acl"), "this is not an ACL\n").unwrap();
+            hangup(&tern);
+        }
+        let mut sub = subscribe_one(
+            &pki,
+            tls_port,
+            &["-u", "alice", "-P", "alice-pw", "-t", "sensors/#"],
+        );
+        bob_publishes();
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(
+            !sub.done(),
+            "bob wrote without the right (broken reload: {broken_reload})"
+        );
+        let _ = sub.child.kill();
+    }
+    // SIGHUP re-reads the ACL: bob may now write.
     std::fs::write(
         dir.join("acl"),
         ACL.replace("topic read sensors/#", "topic readwrite sensors/#"),

@@ -18,9 +18,8 @@ use tern::codec::{
     ReasonCode, PACKET_BYTES_MAX,
 };
 use tern::types::{PacketId, QoS};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
-use turmoil::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use turmoil::net::TcpStream;
 
 use crate::trace::{Event, Trace};
@@ -44,12 +43,18 @@ pub struct Actor {
     pub auto_ack: bool,
     /// SCRAM-SHA-256 user and password, used at every CONNECT.
     pub scram: Option<(String, String)>,
+    /// Upgrade every connection to WebSocket first (the broker serves MQTT over WebSocket).
+    pub websocket: bool,
     pub trace: Rc<RefCell<Trace>>,
 }
 
+/// The connection's halves: turmoil's TCP stream, or a WebSocket over it.
+type Reader = Box<dyn AsyncRead + Unpin>;
+type Writer = Box<dyn AsyncWrite + Unpin>;
+
 struct Connection {
-    reader: OwnedReadHalf,
-    writer: OwnedWriteHalf,
+    reader: Reader,
+    writer: Writer,
     buf: BytesMut,
     sent_disconnect: bool,
     /// The CONNECT asked to resume a session (clean session 0 / clean start 0).
@@ -79,6 +84,18 @@ fn now() -> Duration {
 }
 
 impl Actor {
+    /// Connects to the broker (and upgrades to WebSocket when it serves that).
+    async fn open(&self) -> std::io::Result<(Reader, Writer)> {
+        let stream = TcpStream::connect(("broker", BROKER_PORT)).await?;
+        if !self.websocket {
+            let (reader, writer) = stream.into_split();
+            return Ok((Box::new(reader), Box::new(writer)));
+        }
+        let ws = tern::net::transport::websocket_client(stream, "broker", "/mqtt").await?;
+        let (reader, writer) = tokio::io::split(ws);
+        Ok((Box::new(reader), Box::new(writer)))
+    }
+
     fn record(&self, event: Event) {
         self.trace.borrow_mut().push(now(), &self.name, event);
     }
@@ -131,9 +148,8 @@ impl Actor {
         match command {
             Command::Connect(mut packet) => {
                 *conn = None;
-                match TcpStream::connect(("broker", BROKER_PORT)).await {
-                    Ok(stream) => {
-                        let (reader, writer) = stream.into_split();
+                match self.open().await {
+                    Ok((reader, writer)) => {
                         let mut c = Connection {
                             reader,
                             writer,
@@ -178,7 +194,9 @@ impl Actor {
             Command::Raw(bytes) => {
                 if let Some(c) = conn.as_mut() {
                     self.record(Event::Fault(format!("raw bytes {bytes:02x?}")));
-                    let _ = c.writer.write_all(&bytes).await;
+                    if c.writer.write_all(&bytes).await.is_ok() {
+                        let _ = c.writer.flush().await;
+                    }
                 }
             }
             Command::Reauthenticate(password) => {
@@ -205,7 +223,10 @@ impl Actor {
         let mut out = BytesMut::new();
         if encode(&packet, self.version, &mut out).is_ok() {
             self.record(Event::Sent(packet));
-            let _ = c.writer.write_all(&out).await;
+            // Flushed: a WebSocket holds written frames until then.
+            if c.writer.write_all(&out).await.is_ok() {
+                let _ = c.writer.flush().await;
+            }
         }
     }
 

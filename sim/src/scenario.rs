@@ -67,6 +67,10 @@ pub struct BrokerOverrides {
     /// not synced, and a restart recovers the rest.
     #[serde(default)]
     pub persistence: bool,
+    /// Serve MQTT over WebSocket (on /mqtt) instead of plain TCP: every client upgrades
+    /// first, and the broker's framing runs over turmoil's streams.
+    #[serde(default)]
+    pub websocket: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

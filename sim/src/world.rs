@@ -99,6 +99,7 @@ fn run_here(scenario: &Scenario, options: &Options) -> Outcome {
     // The broker's disk outlives its process: crashes and restarts keep what was synced.
     let disk = scenario.broker.persistence.then(SimDisk::new);
     let broker_disk = disk.clone();
+    let websocket = scenario.broker.websocket;
     sim.host("broker", move || {
         let config = config.clone();
         let disk = broker_disk.clone();
@@ -106,7 +107,11 @@ fn run_here(scenario: &Scenario, options: &Options) -> Outcome {
             let listener = turmoil::net::TcpListener::bind(("0.0.0.0", BROKER_PORT)).await?;
             // Nonces from the run's seed, so an authentication exchange replays too.
             let entropy = Box::new(SeededEntropy::new(seed));
-            let listeners = vec![Endpoint::plain(TurmoilListener(listener))];
+            let mut endpoint = Endpoint::plain(TurmoilListener(listener));
+            if websocket {
+                endpoint.transport.websocket_path = Some("/mqtt".into());
+            }
+            let listeners = vec![endpoint];
             let persistence = match &disk {
                 Some(disk) => Some(sim_persistence(disk)?),
                 None => None,
@@ -132,6 +137,7 @@ fn run_here(scenario: &Scenario, options: &Options) -> Outcome {
                 version: protocol(spec.version),
                 keep_alive: spec.keep_alive.map_or(Duration::ZERO, |d| d.0),
                 auto_ack: spec.auto_ack,
+                websocket: scenario.broker.websocket,
                 scram: spec
                     .scram
                     .as_ref()

@@ -33,6 +33,9 @@ use crate::topic::validate_filter;
 
 /// Longest line accepted.
 const LINE_BYTES_MAX: usize = 65_536;
+/// Deepest rule accepted (the rule tree is dropped recursively; a topic deeper than the
+/// broker's topic_levels_max never matches anyway).
+const RULE_LEVELS_MAX: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AclError {
@@ -150,12 +153,14 @@ impl Node {
             if let (true, Some(next)) = (wild, &node.plus) {
                 stack.push((next, depth + 1));
             }
-            if let Some(next) = &node.client_id {
+            // A client id or user name never stands for a `$` topic's first level: a client
+            // named "$SYS" must not read the broker's tree through `pattern read %c/#`.
+            if let Some(next) = node.client_id.as_ref().filter(|_| wild) {
                 if substitutable(who.client_id) == Some(*level) {
                     stack.push((next, depth + 1));
                 }
             }
-            if let (Some(next), Some(user)) = (&node.user, who.user) {
+            if let (Some(next), Some(user), true) = (&node.user, who.user, wild) {
                 if substitutable(user) == Some(*level) {
                     stack.push((next, depth + 1));
                 }
@@ -304,6 +309,9 @@ fn parse_rule(rest: &str) -> Result<(Verdict, &str), String> {
 fn parse_levels(filter: &str, pattern: bool) -> Result<Vec<Level<'_>>, String> {
     validate_filter(filter)
         .map_err(|e| format!("{filter:?} is not a valid topic filter: {e:?}"))?;
+    if filter.split('/').count() > RULE_LEVELS_MAX {
+        return Err(format!("a rule deeper than {RULE_LEVELS_MAX} levels"));
+    }
     filter
         .split('/')
         .map(|level| match level {
@@ -441,6 +449,24 @@ mod tests {
         let acl = Acl::parse("  # indented comment\n\ttopic\tread\ta/b\n").unwrap();
         assert!(acl.allows(anonymous("x"), "a/b", Access::Read));
         assert_eq!(acl.rule_count(), 1);
+    }
+
+    #[test]
+    fn a_client_id_never_stands_for_a_dollar_level() {
+        let acl = Acl::parse("pattern read %c/#\npattern read %u/#\n").unwrap();
+        let sys = Principal {
+            client_id: "$SYS",
+            user: Some("$SYS"),
+        };
+        assert!(!acl.allows(sys, "$SYS/broker/uptime", Access::Read));
+        assert!(!acl.allows_subscribe(sys, "$SYS/#"));
+        let plain = anonymous("dev");
+        assert!(acl.allows(plain, "dev/x", Access::Read));
+        let deep = format!("topic read {}", vec!["a"; 2000].join("/"));
+        assert!(Acl::parse(&deep)
+            .unwrap_err()
+            .to_string()
+            .contains("deeper"));
     }
 
     #[test]

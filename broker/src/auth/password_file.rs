@@ -362,6 +362,8 @@ pub fn valid_user_name(user: &str) -> Result<(), &'static str> {
         Err("the user name is empty")
     } else if user.contains(':') {
         Err("a user name cannot contain ':'")
+    } else if user.starts_with('#') {
+        Err("a user name cannot start with '#' (the line would read as a comment)")
     } else if user.chars().any(char::is_control) {
         Err("a user name cannot contain control characters")
     } else {

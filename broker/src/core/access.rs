@@ -97,16 +97,25 @@ impl AccessRules {
 }
 
 /// Topics no client may publish to: the broker's own `$SYS` tree, and `$share/...`, which
-/// names shared subscriptions, never a topic.
+/// names shared subscriptions, never a topic. One part of `$SYS` is the clients': a
+/// Mosquitto bridge announces its state (and sets its will) on
+/// `$SYS/broker/connection/{client id}/state`, which Tern never publishes itself, and which
+/// Mosquitto accepts from bridges. An ACL still applies to it (and wildcards do not match
+/// `$SYS`: a bridge needs a rule for it there).
 pub fn reserved_for_the_broker(topic: &str) -> bool {
-    let first = topic.split('/').next().unwrap_or_default();
-    first == "$SYS" || first == "$share"
+    let mut levels = topic.split('/');
+    match levels.next().unwrap_or_default() {
+        "$share" => true,
+        "$SYS" => !(levels.next() == Some("broker") && levels.next() == Some("connection")),
+        _ => false,
+    }
 }
 
 impl Broker {
     /// Installs (or, with `None`, removes) the ACL of `listener`: at start and when the
     /// operator reloads it. Takes effect for the next check: sessions keep their
-    /// subscriptions, and what they receive from now on follows the new rules.
+    /// subscriptions, and what is routed from now on follows the new rules (messages already
+    /// queued or in flight for a session were checked when they were routed, and are sent).
     pub fn set_acl(&mut self, listener: u16, acl: Option<Arc<Acl>>) {
         let index = usize::from(listener);
         if self.access.acls.len() <= index {
@@ -148,7 +157,14 @@ impl Broker {
         let listener = connection.origin.listener;
         let policy = self.listener_access(listener);
         let login = |user: Option<ByteStr>| Login { listener, user };
-        if connect.properties.authentication_method().is_some() {
+        let enhanced = connect.properties.authentication_method().is_some();
+        if enhanced && policy.use_identity_as_username {
+            return Err((
+                ReasonCode::NotAuthorized,
+                "this listener takes the user name from the client certificate",
+            ));
+        }
+        if enhanced {
             // Enhanced authentication: the method decides, and names the user when it ends.
             return Ok(login(connect.username.clone()));
         }
@@ -239,6 +255,11 @@ mod tests {
         assert!(reserved_for_the_broker("$SYS"));
         assert!(reserved_for_the_broker("$SYS/broker/uptime"));
         assert!(reserved_for_the_broker("$share/g/t"));
+        assert!(reserved_for_the_broker("$SYS/broker"));
+        assert!(reserved_for_the_broker("$SYS/broker/clients/connected"));
+        assert!(!reserved_for_the_broker(
+            "$SYS/broker/connection/edge/state"
+        ));
         assert!(!reserved_for_the_broker("$SYSTEM/x"));
         assert!(!reserved_for_the_broker("a/$SYS"));
         assert!(!reserved_for_the_broker("$other/x"));

@@ -40,15 +40,6 @@ impl Broker {
                 return;
             }
         };
-        if !self.will_allowed(&login, &connect) {
-            self.stats.publishes_denied += 1;
-            self.refuse(
-                conn,
-                ReasonCode::NotAuthorized,
-                "the will's topic is not writable by this client",
-            );
-            return;
-        }
         if let Some(c) = self.conns.get_mut(&conn) {
             c.login = login;
         }
@@ -71,6 +62,22 @@ impl Broker {
         let version = connect.protocol;
         let v5 = version.is_v5();
         let mut connack_properties = Properties::new();
+        // Checked here, once the login is final (enhanced authentication names the user only
+        // when it ends).
+        let login = self
+            .conns
+            .get(&conn)
+            .map(|c| c.login.clone())
+            .unwrap_or_default();
+        if !self.will_allowed(&login, &connect) {
+            self.stats.publishes_denied += 1;
+            self.refuse(
+                conn,
+                ReasonCode::NotAuthorized,
+                "the will's topic is not writable by this client",
+            );
+            return;
+        }
 
         let (client_id, assigned) = if connect.client_id.is_empty() {
             (self.assign_client_id(), true)
@@ -144,7 +151,15 @@ impl Broker {
         }
         // The close above may have ended the old session.
         let existing = self.by_client_id.get(&client_id).copied();
-        if let (Some(old), true) = (existing, connect.clean_start) {
+        // Another user's session is never resumed: its queue was routed under that user's
+        // read rights. The client id is taken, the session starts afresh.
+        let other_user = existing
+            .and_then(|id| self.sessions.get(&id))
+            .is_some_and(|s| s.login.user != login.user);
+        if let (Some(old), true) = (existing, connect.clean_start || other_user) {
+            if other_user {
+                tracing::info!(%conn, %client_id, "a session of another user: not resumed");
+            }
             // spec: [MQTT-3.1.2-6] 3.1.1, [MQTT-3.1.2-4] 5.0
             self.end_session(old, now);
         }

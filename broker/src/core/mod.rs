@@ -333,6 +333,11 @@ impl Broker {
         let Some(connection) = self.conns.get(&conn) else {
             return;
         };
+        if matches!(connection.state, ConnState::Refusing { .. }) {
+            // The refusal goes out at its fixed time, whatever followed the CONNECT: an
+            // earlier answer would tell the client its login failed.
+            return;
+        }
         let why = match error.spec_id(connection.version) {
             Some(rule) => format!("malformed packet: {error} [{rule}]"),
             None => format!("malformed packet: {error}"),

@@ -68,6 +68,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> ConnectionTask<S> {
         // Until CONNECT names the version, 3.1.1 framing is used (CONNECT itself carries its level).
         let mut version = ProtocolVersion::V3_1_1;
         let mut reading = true;
+        // Only the first CONNECT is checked: a second one is a protocol error the core
+        // answers anyway, and must not cost another slow hash.
+        let mut credentials_checked = false;
         loop {
             tokio::select! {
                 biased;
@@ -98,7 +101,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> ConnectionTask<S> {
                             Ok(Some(packet)) => {
                                 if let Packet::Connect(connect) = &packet {
                                     version = connect.protocol;
-                                    if let Some(file) = &password_file {
+                                    if let (Some(file), false) = (&password_file, credentials_checked) {
+                                        credentials_checked = true;
                                         if let Some(valid) = check_password(file, connect, &password_checks).await {
                                             if events.send(Event::CredentialsChecked { conn, valid }).await.is_err() {
                                                 return;

@@ -94,14 +94,14 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
             builder.with_client_cert_verifier(verifier)
         }
     };
-    let mut config = builder.with_single_cert(chain, key).map_err(|e| {
+    // No ALPN list: rustls would refuse a client that offers protocols none of which is on it
+    // (as some cloud SDKs do), and MQTT does not need one.
+    let config = builder.with_single_cert(chain, key).map_err(|e| {
         file_error(
             &files.key_file,
             format!("does not fit the certificate: {e}"),
         )
     })?;
-    // WebSocket over TLS is HTTP/1.1; plain MQTT over TLS uses ALPN "mqtt" where asked.
-    config.alpn_protocols = vec![b"mqtt".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
 

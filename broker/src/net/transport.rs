@@ -9,7 +9,7 @@
 //! connection ([MQTT-6.0.0-1]). The handshake may read at most [`HANDSHAKE_BYTES_MAX`].
 //!
 //! Everything here is generic over the raw stream, so the simulation runs the same WebSocket
-//! framing over turmoil's streams.
+//! framing over turmoil's streams (scenario option `broker: { websocket: true }`).
 
 use std::io;
 use std::pin::Pin;
@@ -148,6 +148,31 @@ where
     ws.get_mut().left = None;
     Ok(WsStream {
         inner: ws,
+        unread: Bytes::new(),
+    })
+}
+
+/// The client side of MQTT over WebSocket, for tests and the simulation: upgrades `stream`
+/// with a request for `ws://{host}{path}` asking for the `mqtt` subprotocol.
+pub async fn websocket_client<S>(stream: S, host: &str, path: &str) -> io::Result<WsStream<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let invalid =
+        |e: tokio_tungstenite::tungstenite::Error| io::Error::new(io::ErrorKind::InvalidData, e);
+    let mut request = format!("ws://{host}{path}")
+        .into_client_request()
+        .map_err(invalid)?;
+    request.headers_mut().insert(
+        header::SEC_WEBSOCKET_PROTOCOL,
+        HeaderValue::from_static("mqtt"),
+    );
+    let (inner, _) = tokio_tungstenite::client_async(request, stream)
+        .await
+        .map_err(invalid)?;
+    Ok(WsStream {
+        inner,
         unread: Bytes::new(),
     })
 }

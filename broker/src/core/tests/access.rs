@@ -246,17 +246,22 @@ fn nobody_publishes_to_sys_or_share_topics_even_without_an_acl() {
     let mut h = Harness::new();
     let watcher = h.client(connect(V5, "w", true));
     h.subscribe(watcher, "$SYS/#", QoS::AtMostOnce);
-    h.subscribe(watcher, "$share/#", QoS::AtMostOnce);
     let c = h.client(connect(V5, "c", true));
     h.send(
         c,
         publish("$SYS/broker/uptime", "fake", QoS::AtLeastOnce, 1),
     );
     h.send(c, publish("$share/g/t", "fake", QoS::AtLeastOnce, 2));
-    assert!(h
+    let acks: Vec<ReasonCode> = h
         .take(c)
         .iter()
-        .all(|p| matches!(p, Packet::PubAck(a) if a.reason_code == ReasonCode::NotAuthorized)));
+        .map(|p| match p {
+            Packet::PubAck(a) => a.reason_code,
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(acks, [ReasonCode::NotAuthorized, ReasonCode::NotAuthorized]);
+    assert_eq!(h.broker.stats().publishes_denied, 2);
     assert!(h.take(watcher).is_empty());
     // A will on such a topic is refused at CONNECT.
     let mut w = connect(V5, "w2", true);
@@ -327,4 +332,124 @@ fn patterns_and_a_reload_take_effect_for_the_next_check() {
     h.broker.set_acl(0, None);
     h.send(c, publish("clients/dev1/x", "open", QoS::AtMostOnce, 0));
     assert_eq!(payloads(&h.take(c)), ["open"]);
+}
+
+#[test]
+fn a_will_is_judged_by_the_user_enhanced_authentication_names() {
+    use crate::auth::scram::{ScramClient, METHOD};
+    // Mallory may log in (SCRAM) but not write cmd/#; admin may.
+    let mut config = Config {
+        allow_anonymous: false,
+        ..Config::default()
+    };
+    config.scram.users.insert("mallory".into(), "pw".into());
+    config.scram.iterations = 64;
+    let mut h = Harness::with(config);
+    let rules = "user admin\ntopic write cmd/#\nuser mallory\ntopic read #\n";
+    h.broker
+        .set_acl(0, Some(Arc::new(Acl::parse(rules).unwrap())));
+    let mut client = ScramClient::new("mallory", "pw", "n");
+    // She claims to be admin in CONNECT and sets a will on admin's topic.
+    let mut c = connect(V5, "m", true);
+    c.username = Some(s("admin"));
+    c.will = Some(will("cmd/shutdown", "now", QoS::AtMostOnce, false));
+    c.properties.push(Property::AuthenticationMethod(s(METHOD)));
+    c.properties.push(Property::AuthenticationData(Bytes::from(
+        client.client_first(),
+    )));
+    let conn = h.open();
+    h.send(conn, Packet::Connect(Box::new(c)));
+    let Packet::Auth(challenge) = h.take(conn).remove(0) else {
+        panic!("expected the SCRAM challenge")
+    };
+    let server_first = challenge.properties.authentication_data().unwrap().to_vec();
+    let final_message = client.client_final(&server_first).unwrap();
+    let mut properties = Properties::new();
+    properties.push(Property::AuthenticationMethod(s(METHOD)));
+    properties.push(Property::AuthenticationData(Bytes::from(final_message)));
+    h.send(
+        conn,
+        Packet::Auth(Auth {
+            reason_code: ReasonCode::ContinueAuthentication,
+            properties,
+        }),
+    );
+    match &h.take(conn)[..] {
+        [Packet::ConnAck(ack)] => assert_eq!(ack.reason_code, ReasonCode::NotAuthorized),
+        other => panic!("expected the refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn another_users_session_is_not_resumed() {
+    let mut h = Harness::new();
+    let mut persistent = login(V3, "phone", "alice", "x");
+    persistent.clean_start = false;
+    let alice = h.client(persistent.clone());
+    h.subscribe(alice, "alice/inbox", QoS::AtLeastOnce);
+    h.send(alice, Packet::Disconnect(Disconnect::normal()));
+    let p = h.client(connect(V3, "p", true));
+    h.send(p, publish("alice/inbox", "secret", QoS::AtLeastOnce, 1));
+    // Someone else (no user name) takes the client id and asks to resume.
+    let (thief, ack) = h.connect(connect(V3, "phone", false));
+    assert_eq!(ack.reason_code, ReasonCode::Success);
+    assert!(!ack.session_present, "another user's session was resumed");
+    assert!(payloads(&h.take(thief)).is_empty(), "alice's queue leaked");
+    // The same user resumes her own session as before.
+    h.send(thief, Packet::Disconnect(Disconnect::normal()));
+    let alice = h.client(persistent.clone());
+    h.subscribe(alice, "alice/inbox", QoS::AtLeastOnce);
+    h.send(alice, Packet::Disconnect(Disconnect::normal()));
+    h.send(p, publish("alice/inbox", "mine", QoS::AtLeastOnce, 2));
+    let (alice, ack) = h.connect(persistent);
+    assert!(ack.session_present);
+    assert_eq!(payloads(&h.take(alice)), ["mine"]);
+}
+
+#[test]
+fn a_malformed_packet_behind_a_failed_login_does_not_hurry_the_refusal() {
+    let mut h = Harness::with(password_file_listener());
+    let conn = h.open();
+    h.broker.credentials_checked(conn, false);
+    h.send(
+        conn,
+        Packet::Connect(Box::new(login(V5, "a", "alice", "bad"))),
+    );
+    let error = DecodeError::UnsupportedProtocolLevel {
+        name: "MQTT".into(),
+        level: 9,
+    };
+    h.broker.decode_failed(conn, &error, h.now);
+    h.pump();
+    assert!(
+        h.take(conn).is_empty() && !h.is_closed(conn),
+        "answered early"
+    );
+    h.advance(LOGIN_FAILURE_DELAY);
+    assert!(
+        matches!(&h.take(conn)[..], [Packet::ConnAck(a)] if a.reason_code == ReasonCode::BadUserNameOrPassword)
+    );
+}
+
+#[test]
+fn enhanced_authentication_is_refused_where_the_certificate_names_the_user() {
+    let mut config = Config::default();
+    config.scram.users.insert("alice".into(), "pw".into());
+    config.scram.iterations = 64;
+    config.listeners = vec![ListenerAccess {
+        allow_anonymous: false,
+        password_file: false,
+        use_identity_as_username: true,
+    }];
+    let mut h = Harness::with(config);
+    let conn = h.open_on(Origin {
+        listener: 0,
+        identity: Some("device-1".into()),
+    });
+    let mut c = connect(V5, "x", true);
+    c.properties.push(Property::AuthenticationMethod(s(
+        crate::auth::scram::METHOD,
+    )));
+    let (_, ack) = h.connect_on(conn, c);
+    assert_eq!(ack.reason_code, ReasonCode::NotAuthorized);
 }
