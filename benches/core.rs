@@ -146,6 +146,59 @@ fn shared_routing(c: &mut Criterion) {
     });
 }
 
+/// Routing with an ACL: one QoS 0 PUBLISH to 1000 subscribers, each delivery checked
+/// against the subscriber's read rights, with no ACL, 10 rules and 10,000 rules. The rules
+/// are compiled into trees of topic levels, so the cost should not grow with their number.
+fn acl_routing(c: &mut Criterion) {
+    use std::sync::Arc;
+    use tern::auth::acl::Acl;
+    let rules = |n: usize| {
+        // Half topic rules (anonymous clients), half patterns, all on other topics; the last
+        // rule is the one that grants the read.
+        let mut text = String::new();
+        for i in 0..n.saturating_sub(1) {
+            if i % 2 == 0 {
+                text.push_str(&format!("topic read other/{i}/#\n"));
+            } else {
+                text.push_str(&format!("pattern readwrite devices/%c/{i}\n"));
+            }
+        }
+        text.push_str("topic read bench/#\n");
+        Acl::parse(&text).unwrap()
+    };
+    let publish = publish_64b();
+    let mut group = c.benchmark_group("core_route_qos0_64B_acl");
+    group.throughput(Throughput::Elements(1000));
+    for (name, acl) in [
+        ("no_acl", None),
+        ("10_rules", Some(rules(10))),
+        ("10000_rules", Some(rules(10_000))),
+    ] {
+        let (mut broker, publisher) = broker_with(1000);
+        broker.set_acl(0, acl.map(Arc::new));
+        group.bench_function(format!("to_1000_subscribers_{name}"), |b| {
+            b.iter(|| assert_eq!(publish_and_drain(&mut broker, publisher, &publish), 1000))
+        });
+    }
+    group.finish();
+}
+
+/// What one password check costs the driver: Mosquitto 2.0's default hash (PBKDF2-SHA512,
+/// 101 iterations) and the argon2id Tern writes.
+fn password_checks(c: &mut Criterion) {
+    use tern::auth::password_file::{hash_password, PasswordFile};
+    use tern::auth::SeededEntropy;
+    let mosquitto = PasswordFile::parse("alice:$7$101$zCxZ4nlRG/5gXIfc$ZU+Xkwg3VG0pid1g4PDUR25LlRtyCNzLea5aGHUbfLviVxrlKHxXMH22NYmLbM4j9QS26Alc2wAkJvx03MpMbA==").unwrap();
+    c.bench_function("password_check/mosquitto_pbkdf2_sha512_101", |b| {
+        b.iter(|| assert!(mosquitto.verify("alice", black_box(b"secret"))))
+    });
+    let line = format!("bob:{}", hash_password(b"pw", &mut SeededEntropy::new(1)));
+    let argon = PasswordFile::parse(&line).unwrap();
+    c.bench_function("password_check/argon2id_m19MiB_t2", |b| {
+        b.iter(|| assert!(argon.verify("bob", black_box(b"pw"))))
+    });
+}
+
 /// SCRAM-SHA-256: deriving a stored credential (start-up cost per password user), and the
 /// server side of one whole exchange with a stored credential.
 fn scram(c: &mut Criterion) {
@@ -183,6 +236,6 @@ fn scram(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(3));
-    targets = matching, routing, shared_routing, scram
+    targets = matching, routing, shared_routing, scram, acl_routing, password_checks
 }
 criterion_main!(benches);
