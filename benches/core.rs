@@ -163,7 +163,7 @@ fn acl_routing(c: &mut Criterion) {
                 text.push_str(&format!("pattern readwrite devices/%c/{i}\n"));
             }
         }
-        text.push_str("topic read bench/#\n");
+        text.push_str("topic readwrite bench/#\n");
         Acl::parse(&text).unwrap()
     };
     let publish = publish_64b();

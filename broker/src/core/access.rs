@@ -58,10 +58,23 @@ pub(super) struct AccessRules {
 }
 
 impl AccessRules {
+    /// The ACL that judges `login`. A login on a listener the broker does not have (a session
+    /// stored before the listeners were changed) is judged by an empty ACL, which allows
+    /// nothing, as soon as any listener has an ACL: an unknown listener fails closed.
     fn acl(&self, login: &Login) -> Option<&Acl> {
-        self.acls
-            .get(usize::from(login.listener))
-            .and_then(Option::as_deref)
+        static NOTHING_ALLOWED: std::sync::OnceLock<Acl> = std::sync::OnceLock::new();
+        match self.acls.get(usize::from(login.listener)) {
+            Some(acl) => acl.as_deref(),
+            None if self.acls.iter().any(Option::is_some) => {
+                Some(NOTHING_ALLOWED.get_or_init(Acl::default))
+            }
+            None => None,
+        }
+    }
+
+    /// Whether any listener has an ACL (without one, only the `$SYS`/`$share` rule applies).
+    pub fn any(&self) -> bool {
+        self.acls.iter().any(Option::is_some)
     }
 
     /// Whether the client `client_id` logged in as `login` may publish to, or receive a

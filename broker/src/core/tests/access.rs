@@ -453,3 +453,20 @@ fn enhanced_authentication_is_refused_where_the_certificate_names_the_user() {
     let (_, ack) = h.connect_on(conn, c);
     assert_eq!(ack.reason_code, ReasonCode::NotAuthorized);
 }
+
+#[test]
+fn a_login_on_a_listener_that_is_gone_fails_closed() {
+    let mut h = with_acl("topic readwrite #\n");
+    // A session stored when the broker had a second listener, judged now with one.
+    let conn = h.open_on(Origin {
+        listener: 1,
+        identity: None,
+    });
+    let (conn, _) = h.connect_on(conn, connect(V5, "old", true));
+    h.send(conn, subscribe(1, "t", QoS::AtMostOnce));
+    assert_eq!(suback_codes(&h.take(conn)), [ReasonCode::NotAuthorized]);
+    // Without any ACL nothing is judged.
+    h.broker.set_acl(0, None);
+    h.send(conn, subscribe(2, "t", QoS::AtMostOnce));
+    assert_eq!(suback_codes(&h.take(conn)), [ReasonCode::Success]);
+}
