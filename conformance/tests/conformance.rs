@@ -4,8 +4,20 @@
 
 use tern_conformance::matrix::Matrix;
 
+/// The whole matrix takes about a minute; each case has its own timeout, but a client library
+/// stuck in C code (Paho's connect has hung past its own timeout) can hold a runtime thread
+/// and the process with it. Past this the test fails instead of holding CI until its limit.
+const MATRIX_WATCHDOG: std::time::Duration = std::time::Duration::from_secs(600);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_client_passes_every_case_it_supports() {
+    // An OS thread, not a task: it must run even if every runtime thread is stuck.
+    #[allow(clippy::disallowed_methods)]
+    std::thread::spawn(|| {
+        std::thread::sleep(MATRIX_WATCHDOG);
+        eprintln!("the conformance matrix did not finish in {MATRIX_WATCHDOG:?}: a client hung");
+        std::process::exit(1);
+    });
     let matrix = Matrix::run().await.expect("brokers start");
     let table = matrix.to_markdown();
     println!("{table}");
