@@ -49,6 +49,19 @@ pub struct Origin {
 pub struct Login {
     pub listener: u16,
     pub user: Option<ByteStr>,
+    /// Read from a session record written before logins were stored: the first login that
+    /// resumes the session becomes its owner.
+    pub unknown: bool,
+    /// The client is another broker's bridge (the 3.x bridge bit); not stored.
+    pub bridge: bool,
+}
+
+impl Login {
+    /// Whether `other` may take over or resume a session that `self` logged into: the same
+    /// user on the same listener (or a session whose login was never recorded).
+    pub fn admits(&self, other: &Login) -> bool {
+        self.unknown || (self.user == other.user && self.listener == other.listener)
+    }
 }
 
 /// The ACL of each listener; a listener without one allows everything.
@@ -80,7 +93,10 @@ impl AccessRules {
     /// Whether the client `client_id` logged in as `login` may publish to, or receive a
     /// message published to, `topic`.
     pub fn allows(&self, login: &Login, client_id: &str, topic: &str, access: Access) -> bool {
-        if access == Access::Write && reserved_for_the_broker(topic) {
+        if access == Access::Write
+            && reserved_for_the_broker(topic)
+            && !(login.bridge && is_bridge_state_topic(topic, client_id))
+        {
             return false;
         }
         self.acl(login).is_none_or(|acl| {
@@ -110,18 +126,21 @@ impl AccessRules {
 }
 
 /// Topics no client may publish to: the broker's own `$SYS` tree, and `$share/...`, which
-/// names shared subscriptions, never a topic. One part of `$SYS` is the clients': a
-/// Mosquitto bridge announces its state (and sets its will) on
-/// `$SYS/broker/connection/{client id}/state`, which Tern never publishes itself, and which
-/// Mosquitto accepts from bridges. An ACL still applies to it (and wildcards do not match
-/// `$SYS`: a bridge needs a rule for it there).
+/// names shared subscriptions, never a topic (but see [`is_bridge_state_topic`]).
 pub fn reserved_for_the_broker(topic: &str) -> bool {
-    let mut levels = topic.split('/');
-    match levels.next().unwrap_or_default() {
-        "$share" => true,
-        "$SYS" => !(levels.next() == Some("broker") && levels.next() == Some("connection")),
-        _ => false,
-    }
+    let first = topic.split('/').next().unwrap_or_default();
+    first == "$SYS" || first == "$share"
+}
+
+/// The one `$SYS` topic a client may publish to: a Mosquitto bridge announces its own state
+/// (and sets its will) on `$SYS/broker/connection/{its client id}/state`, which Tern never
+/// publishes itself and Mosquitto accepts from bridges. An ACL still applies (wildcards do not
+/// match `$SYS`: a bridge needs a rule for it there).
+fn is_bridge_state_topic(topic: &str, client_id: &str) -> bool {
+    topic
+        .strip_prefix("$SYS/broker/connection/")
+        .and_then(|rest| rest.strip_suffix("/state"))
+        .is_some_and(|id| id == client_id)
 }
 
 impl Broker {
@@ -169,7 +188,12 @@ impl Broker {
             .ok_or((ReasonCode::UnspecifiedError, "the connection is gone"))?;
         let listener = connection.origin.listener;
         let policy = self.listener_access(listener);
-        let login = |user: Option<ByteStr>| Login { listener, user };
+        let login = |user: Option<ByteStr>| Login {
+            listener,
+            user,
+            unknown: false,
+            bridge: connect.bridge,
+        };
         let enhanced = connect.properties.authentication_method().is_some();
         if enhanced && policy.use_identity_as_username {
             return Err((
@@ -213,8 +237,14 @@ impl Broker {
                     Err(bad_password)
                 }
             }
-            // No password file: the name is taken as given (for the ACL), as Mosquitto does.
-            Some(user) if policy.allow_anonymous => Ok(login(Some(user.clone()))),
+            // No password file: the name is taken as given (for the ACL), as Mosquitto does,
+            // except a SCRAM user's, which only its proof may claim.
+            Some(user)
+                if policy.allow_anonymous
+                    && !self.config.scram.users.contains_key(user.as_str()) =>
+            {
+                Ok(login(Some(user.clone())))
+            }
             // Nothing to check the name against: it is not a known user.
             Some(_) => Err(bad_password),
         }
@@ -268,11 +298,28 @@ mod tests {
         assert!(reserved_for_the_broker("$SYS"));
         assert!(reserved_for_the_broker("$SYS/broker/uptime"));
         assert!(reserved_for_the_broker("$share/g/t"));
-        assert!(reserved_for_the_broker("$SYS/broker"));
         assert!(reserved_for_the_broker("$SYS/broker/clients/connected"));
-        assert!(!reserved_for_the_broker(
-            "$SYS/broker/connection/edge/state"
+        assert!(is_bridge_state_topic(
+            "$SYS/broker/connection/edge/state",
+            "edge"
         ));
+        assert!(!is_bridge_state_topic(
+            "$SYS/broker/connection/edge/state",
+            "other"
+        ));
+        assert!(!is_bridge_state_topic(
+            "$SYS/broker/connection/edge",
+            "edge"
+        ));
+        let rules = AccessRules::default();
+        let login = |bridge| Login {
+            bridge,
+            ..Login::default()
+        };
+        let own = "$SYS/broker/connection/edge/state";
+        assert!(rules.allows(&login(true), "edge", own, Access::Write));
+        assert!(!rules.allows(&login(false), "edge", own, Access::Write));
+        assert!(!rules.allows(&login(true), "other", own, Access::Write));
         assert!(!reserved_for_the_broker("$SYSTEM/x"));
         assert!(!reserved_for_the_broker("a/$SYS"));
         assert!(!reserved_for_the_broker("$other/x"));

@@ -131,6 +131,25 @@ impl Broker {
             );
             return;
         }
+        // A client id held by a session of another login (another user, or the same name on
+        // another listener, where it may not be verified) is refused: taking it over would
+        // end that client's connection and session, and resuming it would hand over a queue
+        // routed under other read rights.
+        if let Some(owner) = self
+            .by_client_id
+            .get(&client_id)
+            .and_then(|id| self.sessions.get(id))
+        {
+            if !owner.login.admits(&login) {
+                self.stats.logins_failed += 1;
+                self.refuse(
+                    conn,
+                    ReasonCode::NotAuthorized,
+                    "the client id belongs to a session of another login",
+                );
+                return;
+            }
+        }
         // Session takeover (spec: [MQTT-3.1.4-2] 3.1.1, [MQTT-3.1.4-3] 5.0): the old connection
         // is closed as an abnormal end, so its will follows the usual rules.
         let existing = self.by_client_id.get(&client_id).copied();
@@ -151,15 +170,7 @@ impl Broker {
         }
         // The close above may have ended the old session.
         let existing = self.by_client_id.get(&client_id).copied();
-        // Another user's session is never resumed: its queue was routed under that user's
-        // read rights. The client id is taken, the session starts afresh.
-        let other_user = existing
-            .and_then(|id| self.sessions.get(&id))
-            .is_some_and(|s| s.login.user != login.user);
-        if let (Some(old), true) = (existing, connect.clean_start || other_user) {
-            if other_user {
-                tracing::info!(%conn, %client_id, "a session of another user: not resumed");
-            }
+        if let (Some(old), true) = (existing, connect.clean_start) {
             // spec: [MQTT-3.1.2-6] 3.1.1, [MQTT-3.1.2-4] 5.0
             self.end_session(old, now);
         }

@@ -86,7 +86,7 @@ impl Connection {
             auth: None,
             login: Login {
                 listener: origin.listener,
-                user: None,
+                ..Login::default()
             },
             origin,
             password_valid: None,

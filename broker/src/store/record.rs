@@ -193,7 +193,10 @@ pub fn decode_session(bytes: &[u8]) -> Result<SessionRecord, RecordError> {
         _ => return Err(RecordError::Invalid { field: "will flag" }),
     };
     let login = if input.buf.is_empty() {
-        Login::default()
+        Login {
+            unknown: true,
+            ..Login::default()
+        }
     } else {
         let listener = input.u16("login listener")?;
         let user = match input.u8("login user flag")? {
@@ -205,7 +208,11 @@ pub fn decode_session(bytes: &[u8]) -> Result<SessionRecord, RecordError> {
                 })
             }
         };
-        Login { listener, user }
+        Login {
+            listener,
+            user,
+            ..Login::default()
+        }
     };
     input.finish()?;
     Ok(SessionRecord {
@@ -454,6 +461,7 @@ mod tests {
             login: Login {
                 listener: 2,
                 user: Some(s("alice")),
+                ..Login::default()
             },
             pending_will: Some((
                 Will {
@@ -472,7 +480,7 @@ mod tests {
         let bytes = encode_session(&record);
         let login_bytes = 2 + 1 + 2 + "alice".len();
         let old = decode_session(&bytes[..bytes.len() - login_bytes]).unwrap();
-        assert_eq!(old.login, Login::default());
+        assert!(old.login.unknown, "adopted by the first login");
         assert!(decode_session(&bytes[..bytes.len() - 1]).is_err());
     }
 

@@ -378,10 +378,24 @@ fn a_will_is_judged_by_the_user_enhanced_authentication_names() {
         [Packet::ConnAck(ack)] => assert_eq!(ack.reason_code, ReasonCode::NotAuthorized),
         other => panic!("expected the refusal, got {other:?}"),
     }
+    assert_eq!(h.broker.stats().publishes_denied, 1, "refused for the will");
 }
 
 #[test]
-fn another_users_session_is_not_resumed() {
+fn a_scram_users_name_is_not_taken_without_its_proof() {
+    let mut config = Config::default();
+    config.scram.users.insert("admin".into(), "pw".into());
+    config.scram.iterations = 64;
+    let mut h = Harness::with(config);
+    let (_, ack) = h.connect(login(V5, "x", "admin", "anything"));
+    assert_eq!(ack.reason_code, ReasonCode::BadUserNameOrPassword);
+    // Other names are taken as given where anonymous access is on (Mosquitto's rule).
+    let (_, ack) = h.connect(login(V5, "y", "guest", "anything"));
+    assert_eq!(ack.reason_code, ReasonCode::Success);
+}
+
+#[test]
+fn a_client_id_held_by_another_login_is_refused_and_its_session_kept() {
     let mut h = Harness::new();
     let mut persistent = login(V3, "phone", "alice", "x");
     persistent.clean_start = false;
@@ -390,20 +404,36 @@ fn another_users_session_is_not_resumed() {
     h.send(alice, Packet::Disconnect(Disconnect::normal()));
     let p = h.client(connect(V3, "p", true));
     h.send(p, publish("alice/inbox", "secret", QoS::AtLeastOnce, 1));
-    // Someone else (no user name) takes the client id and asks to resume.
-    let (thief, ack) = h.connect(connect(V3, "phone", false));
-    assert_eq!(ack.reason_code, ReasonCode::Success);
-    assert!(!ack.session_present, "another user's session was resumed");
-    assert!(payloads(&h.take(thief)).is_empty(), "alice's queue leaked");
-    // The same user resumes her own session as before.
-    h.send(thief, Packet::Disconnect(Disconnect::normal()));
-    let alice = h.client(persistent.clone());
-    h.subscribe(alice, "alice/inbox", QoS::AtLeastOnce);
-    h.send(alice, Packet::Disconnect(Disconnect::normal()));
-    h.send(p, publish("alice/inbox", "mine", QoS::AtLeastOnce, 2));
-    let (alice, ack) = h.connect(persistent);
+    // Someone else (no user name, then another user name) takes the client id, resuming or
+    // starting clean: refused, and alice's session is untouched.
+    for mut thief in [
+        connect(V3, "phone", false),
+        login(V3, "phone", "mallory", "x"),
+    ] {
+        for clean in [false, true] {
+            thief.clean_start = clean;
+            let (conn, ack) = h.connect(thief.clone());
+            assert_eq!(ack.reason_code.to_v3_connack(), 5, "clean {clean}");
+            assert!(h.is_closed(conn));
+        }
+    }
+    // The same name on another listener (where it may not be verified) is another login.
+    let elsewhere = h.open_on(Origin {
+        listener: 1,
+        identity: None,
+    });
+    let (_, ack) = h.connect_on(elsewhere, persistent.clone());
+    assert_eq!(ack.reason_code.to_v3_connack(), 5);
+    // While alice is connected, a thief cannot take her connection over either.
+    let (alice, ack) = h.connect(persistent.clone());
     assert!(ack.session_present);
-    assert_eq!(payloads(&h.take(alice)), ["mine"]);
+    assert_eq!(payloads(&h.take(alice)), ["secret"]);
+    let (_, ack) = h.connect(connect(V3, "phone", true));
+    assert_eq!(ack.reason_code.to_v3_connack(), 5);
+    assert!(
+        !h.is_closed(alice),
+        "the thief took alice's connection over"
+    );
 }
 
 #[test]
