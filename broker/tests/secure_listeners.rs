@@ -341,23 +341,7 @@ fn mosquitto_clients_over_tls_with_a_password_file_an_acl_and_client_certificate
     // Published at QoS 1 until it arrives: the reload is asynchronous.
     let mut delivered = false;
     for _ in 0..20 {
-        let sent = publish(
-            &pki,
-            tls_port,
-            &[
-                "-u",
-                "bob",
-                "-P",
-                "bob-pw",
-                "-q",
-                "1",
-                "-t",
-                "sensors/hall",
-                "-m",
-                "20",
-            ],
-        );
-        assert!(sent.status.success(), "{sent:?}");
+        bob_publishes();
         std::thread::sleep(Duration::from_millis(100));
         if sub.done() {
             delivered = true;

@@ -1,5 +1,7 @@
-//! Enhanced authentication (MQTT 5 section 4.12): the pluggable authenticator interface, the
-//! entropy it may need, and the methods Tern ships (SCRAM-SHA-256).
+//! Who a client is and what it may do, as pure data and functions (no IO, no clock):
+//! password files (`password_file`), ACLs (`acl`), and enhanced authentication (MQTT 5
+//! section 4.12): the pluggable authenticator interface, the entropy it may need, and the
+//! methods Tern ships (SCRAM-SHA-256).
 //!
 //! An [`Authenticator`] names a method ("SCRAM-SHA-256") and begins one [`AuthExchange`] per
 //! CONNECT or re-authentication that asks for it. The core feeds the exchange the
