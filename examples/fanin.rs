@@ -164,7 +164,7 @@ async fn run(seconds: u64, window: u16, persistence: Option<Persistence>) -> Run
         received,
         seconds,
         latencies,
-        accepted: stats.messages_received,
+        accepted: stats.messages_received.total(),
         dropped: stats.messages_dropped_queue_full,
     }
 }

@@ -14,6 +14,7 @@ pub mod codec;
 pub mod config;
 pub mod core;
 pub mod limits;
+pub mod log_limit;
 pub mod net;
 pub mod planted;
 pub mod store;

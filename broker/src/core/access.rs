@@ -7,6 +7,7 @@
 //! the core's task and reports only the verdict ([`Broker::credentials_checked`]); what to do
 //! with it stays here.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,6 +43,16 @@ pub struct Origin {
     pub listener: u16,
     /// The identity in the client's verified certificate (its CN, else its first SAN).
     pub identity: Option<String>,
+    /// The client's address (for the log; never for a decision).
+    pub peer: Option<SocketAddr>,
+}
+
+impl Origin {
+    /// The address as the log shows it (`-` when unknown, as in tests).
+    pub fn peer_text(&self) -> String {
+        self.peer
+            .map_or_else(|| "-".to_owned(), |peer| peer.to_string())
+    }
 }
 
 /// Whom a session's client logged in as, and where: its rights are judged by these.
@@ -271,7 +282,7 @@ impl Broker {
             return;
         };
         self.stats.logins_failed += 1;
-        tracing::info!(%conn, client_id = %connection.client_id, why, "login failed");
+        tracing::info!(%conn, client_id = %connection.client_id, addr = %connection.origin.peer_text(), why, "login failed");
         connection.state = ConnState::Refusing { reason, why };
         self.timers.cancel(&Timer::ConnectTimeout(conn));
         self.timers

@@ -1,6 +1,7 @@
 //! Connection and session life cycle: CONNECT and CONNACK, takeover, keep alive, DISCONNECT,
 //! wills, session expiry, and every way a connection ends.
 
+use super::connection::Ending;
 use crate::planted::{self, PlantedBug};
 use std::sync::Arc;
 
@@ -159,6 +160,7 @@ impl Broker {
             .and_then(|s| s.conn)
         {
             tracing::info!(%conn, %old_conn, %client_id, "session taken over");
+            self.stats.takeovers += 1;
             taken_over = true;
             self.close(
                 old_conn,
@@ -317,7 +319,20 @@ impl Broker {
         if bridge {
             self.stats.bridge_connections_accepted += 1;
         }
-        tracing::info!(%conn, %client_id, ?version, bridge, session_present, keep_alive, "client connected");
+        if let Some(connection) = self.conns.get(&conn) {
+            tracing::info!(
+                %conn,
+                %client_id,
+                addr = %connection.origin.peer_text(),
+                listener = connection.origin.listener,
+                protocol = version.level(),
+                user = connection.login.user.as_ref().map_or("", |u| u.as_str()),
+                bridge,
+                session_present,
+                keep_alive,
+                "client connected"
+            );
+        }
         self.out.send(
             conn,
             Packet::ConnAck(ConnAck {
@@ -442,10 +457,19 @@ impl Broker {
     /// (spec: [MQTT-3.2.2-4] [MQTT-3.2.2-5] 3.1.1, [MQTT-3.2.2-6] [MQTT-3.2.2-7] 5.0).
     pub(super) fn refuse(&mut self, conn: ConnId, reason: ReasonCode, why: &str) {
         debug_assert!(reason.is_error());
-        let Some(connection) = self.forget_connection(conn) else {
+        let Some(connection) = self.forget_connection(conn, Ending::Refused) else {
             return;
         };
-        tracing::info!(%conn, client_id = %connection.client_id, reason = reason.description(), why, "refusing CONNECT");
+        tracing::info!(
+            %conn,
+            client_id = %connection.client_id,
+            addr = %connection.origin.peer_text(),
+            listener = connection.origin.listener,
+            protocol = connection.version.level(),
+            reason = reason.description(),
+            why,
+            "refusing CONNECT"
+        );
         self.stats.connections_refused += 1;
         let mut properties = reason_string(connection.version, why);
         if let Some(reference) = self.server_reference(reason) {
@@ -474,10 +498,12 @@ impl Broker {
         publish_will: bool,
         now: Instant,
     ) {
-        let Some(connection) = self.forget_connection(conn) else {
+        if reason.is_some_and(breaks_the_protocol) {
+            self.warn_hostile(conn, why, now);
+        }
+        let Some(connection) = self.forget_connection(conn, Ending::Closed(why)) else {
             return;
         };
-        tracing::info!(%conn, client_id = %connection.client_id, why, "closing connection");
         if let Some(reason) = reason {
             // spec: [MQTT-3.14.0-1] (only after a successful CONNACK)
             if connection.version.is_v5() && connection.session().is_some() {
@@ -599,8 +625,9 @@ impl Broker {
         }
         // spec: [MQTT-3.14.4-3] 3.1.1 and 5.0: a normal DISCONNECT discards the will; 0x04 asks for it.
         let publish_will = disconnect.reason_code == ReasonCode::DisconnectWithWillMessage;
-        tracing::debug!(%conn, reason = disconnect.reason_code.description(), "client disconnected");
-        let Some(connection) = self.forget_connection(conn) else {
+        let Some(connection) =
+            self.forget_connection(conn, Ending::Disconnect(disconnect.reason_code))
+        else {
             return;
         };
         self.out.close(conn);
@@ -617,6 +644,7 @@ impl Broker {
             return;
         };
         if now >= deadline {
+            self.stats.keep_alive_timeouts += 1;
             // spec: [MQTT-3.1.2-24] 3.1.1, [MQTT-3.1.2-22] 5.0
             self.close(
                 conn,
@@ -651,4 +679,18 @@ impl Broker {
             self.end_session(session_id, now);
         }
     }
+}
+
+/// Reason codes of a close that the client brought on by breaking the protocol (not by being
+/// slow, silent or replaced): worth a warning, rate-limited per address.
+fn breaks_the_protocol(reason: ReasonCode) -> bool {
+    matches!(
+        reason,
+        ReasonCode::MalformedPacket
+            | ReasonCode::ProtocolError
+            | ReasonCode::PacketTooLarge
+            | ReasonCode::TopicNameInvalid
+            | ReasonCode::TopicAliasInvalid
+            | ReasonCode::ReceiveMaximumExceeded
+    )
 }

@@ -28,6 +28,33 @@ pub enum ConnState {
     Active { session: SessionId },
 }
 
+/// How a connection ended: which counter moves and what its log line says.
+#[derive(Debug, Clone, Copy)]
+pub enum Ending<'a> {
+    /// The client sent DISCONNECT with this reason code.
+    Disconnect(ReasonCode),
+    /// The network ended it (end of stream, reset, write stall).
+    Lost,
+    /// The broker closed it, for this reason.
+    Closed(&'a str),
+    /// The broker refused its CONNECT (counted and logged by the refusal).
+    Refused,
+    /// The broker is shutting down.
+    Shutdown,
+}
+
+impl Ending<'_> {
+    pub fn reason(&self) -> &str {
+        match self {
+            Ending::Disconnect(code) => code.description(),
+            Ending::Lost => "connection lost",
+            Ending::Closed(why) => why,
+            Ending::Refused => "CONNECT refused",
+            Ending::Shutdown => "server shutting down",
+        }
+    }
+}
+
 /// An enhanced-authentication exchange in progress (at CONNECT or re-authentication).
 pub struct PendingAuth(pub Box<dyn AuthExchange>);
 

@@ -40,7 +40,7 @@ pub use durable::{
 };
 pub use message::Message;
 pub use outbox::Output;
-pub use stats::Stats;
+pub use stats::{PerQos, Sample, Stats};
 pub use time::Instant;
 
 use crate::auth::scram::ScramSha256;
@@ -50,10 +50,11 @@ use crate::codec::{
     ReasonCode,
 };
 use crate::limits::Limits;
+use crate::log_limit::HostileWarnings;
 pub use crate::types::ConnId;
 use crate::types::QoS;
 use access::AccessRules;
-use connection::{ConnState, Connection};
+use connection::{ConnState, Connection, Ending};
 use durable::Journal;
 use outbox::Outbox;
 use retained::RetainedStore;
@@ -187,6 +188,8 @@ pub struct Broker {
     timers: TimerQueue<Timer>,
     out: Outbox,
     stats: Stats,
+    /// Which addresses were warned about lately (bounds the log a hostile client can cause).
+    hostile: HostileWarnings,
     /// The ACLs, per listener.
     access: AccessRules,
     /// What the current input changed that must be durable (a no-op when persistence is off).
@@ -238,6 +241,7 @@ impl Broker {
             out,
             stats: Stats::default(),
             access: AccessRules::default(),
+            hostile: HostileWarnings::default(),
             journal: Journal::disabled(),
             next_session_id: 0,
             next_assigned_client_id: 0,
@@ -251,6 +255,44 @@ impl Broker {
 
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// The counters and the gauges counted on demand: O(sessions + subscriptions), for a
+    /// scrape or a `$SYS` interval, not for every input.
+    pub fn sample(&self) -> Sample {
+        let sessions = self.sessions.values();
+        Sample {
+            stats: self.stats.clone(),
+            connections: self.conns.len(),
+            clients_connected: self.sessions.values().filter(|s| s.conn.is_some()).count(),
+            sessions: self.sessions.len(),
+            subscriptions: sessions.clone().map(|s| s.subscriptions.len()).sum(),
+            retained_messages: self.retained.len(),
+            queued_messages: sessions.clone().map(Session::queued_len).sum(),
+            inflight_messages: sessions.map(Session::inflight_len).sum(),
+        }
+    }
+
+    /// Logs hostile input from `conn`'s address, at most one line per address and window
+    /// (`log_limit.rs`).
+    fn warn_hostile(&mut self, conn: ConnId, what: &str, now: Instant) {
+        let Some(connection) = self.conns.get(&conn) else {
+            return;
+        };
+        let ip = connection
+            .origin
+            .peer
+            .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |peer| peer.ip());
+        let now_ms = u64::try_from(now.since_epoch().as_millis()).unwrap_or(u64::MAX);
+        if let Some(suppressed) = self.hostile.offence(ip, now_ms) {
+            tracing::warn!(
+                %conn,
+                addr = %connection.origin.peer_text(),
+                what,
+                suppressed,
+                "hostile input (one line per address per minute; `suppressed` more since the last)"
+            );
+        }
     }
 
     /// Open connections (including those still waiting for CONNECT).
@@ -295,6 +337,7 @@ impl Broker {
             return;
         };
         connection.last_activity = now;
+        self.stats.packets_received += 1;
         // Its replies wait for whatever this packet makes durable.
         self.journal.hold(conn);
         match connection.session() {
@@ -304,7 +347,7 @@ impl Broker {
                 Packet::Auth(auth) => self.handle_auth(conn, auth, now),
                 Packet::Disconnect(_) => {
                     // The client gave up before it was authenticated.
-                    self.forget_connection(conn);
+                    self.forget_connection(conn, Ending::Disconnect(ReasonCode::Success));
                     self.out.close(conn);
                 }
                 other => {
@@ -342,6 +385,7 @@ impl Broker {
             Some(rule) => format!("malformed packet: {error} [{rule}]"),
             None => format!("malformed packet: {error}"),
         };
+        self.stats.malformed_packets += 1;
         if connection.session().is_none() {
             if matches!(error, DecodeError::UnsupportedProtocolLevel { .. }) {
                 // spec: [MQTT-3.1.2-2] (3.1.1: return code 0x01; 5.0: 0x84). The level is not
@@ -349,6 +393,7 @@ impl Broker {
                 self.refuse(conn, ReasonCode::UnsupportedProtocolVersion, &why);
             } else {
                 // spec: [MQTT-3.1.4-1]: close without CONNACK.
+                self.warn_hostile(conn, &why, now);
                 self.close(conn, None, &why, true, now);
             }
         } else {
@@ -360,10 +405,9 @@ impl Broker {
     /// The network connection ended (end of stream, reset, or the driver dropped it).
     /// Counts as an abnormal end: the will is published.
     pub fn connection_closed(&mut self, conn: ConnId, now: Instant) {
-        let Some(connection) = self.forget_connection(conn) else {
+        let Some(connection) = self.forget_connection(conn, Ending::Lost) else {
             return;
         };
-        tracing::debug!(%conn, client_id = %connection.client_id, "connection lost");
         self.out.forget(conn);
         self.detach(connection, true, now);
         self.after_input(now);
@@ -435,7 +479,11 @@ impl Broker {
     }
 
     pub fn poll_output(&mut self) -> Option<Output> {
-        self.out.pop()
+        let output = self.out.pop()?;
+        if let Output::Send { .. } = output {
+            self.stats.packets_sent += 1;
+        }
+        Some(output)
     }
 
     /// The broker is shutting down: every client is told (v5: DISCONNECT 0x8B, or 0x9C with
@@ -449,7 +497,7 @@ impl Broker {
         };
         let conns: Vec<ConnId> = self.conns.keys().copied().collect();
         for conn in conns {
-            if let Some(connection) = self.forget_connection(conn) {
+            if let Some(connection) = self.forget_connection(conn, Ending::Shutdown) {
                 if connection.session().is_some() && connection.version.is_v5() {
                     self.out.send(conn, disconnect(reason, properties.clone()));
                 }
@@ -575,10 +623,32 @@ impl Broker {
 
     /// Removes a connection from the core's view, with its timers. Every path that ends a
     /// connection goes through here, so no timer outlives what it guards.
-    fn forget_connection(&mut self, conn: ConnId) -> Option<Connection> {
+    /// Counts how it ended and logs the disconnect line of a client that was connected.
+    fn forget_connection(&mut self, conn: ConnId, ending: Ending) -> Option<Connection> {
         self.timers.cancel(&Timer::ConnectTimeout(conn));
         self.timers.cancel(&Timer::KeepAlive(conn));
-        self.conns.remove(&conn)
+        let connection = self.conns.remove(&conn)?;
+        match ending {
+            Ending::Disconnect(_) => self.stats.disconnects += 1,
+            Ending::Lost => self.stats.connections_lost += 1,
+            Ending::Closed(_) | Ending::Shutdown => self.stats.connections_closed += 1,
+            Ending::Refused => {}
+        }
+        let reason = ending.reason();
+        if connection.session().is_some() {
+            tracing::info!(
+                %conn,
+                client_id = %connection.client_id,
+                addr = %connection.origin.peer_text(),
+                listener = connection.origin.listener,
+                protocol = connection.version.level(),
+                reason,
+                "client disconnected"
+            );
+        } else {
+            tracing::debug!(%conn, addr = %connection.origin.peer_text(), reason, "connection ended before CONNACK");
+        }
+        Some(connection)
     }
 
     /// Pending timers: at most two per connection and three per session (the proptest checks).

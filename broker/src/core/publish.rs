@@ -355,7 +355,8 @@ impl Broker {
 
     /// [`Broker::route`] with the plan already made (the publisher's memory check needs it).
     fn route_planned(&mut self, message: Arc<Message>, plan: Plan, now: Instant) {
-        self.stats.messages_received += 1;
+        self.stats.messages_received.count(message.qos);
+        self.stats.publish_bytes_received += message.payload.len() as u64;
         let Plan {
             deliveries,
             groups,
@@ -530,6 +531,7 @@ impl Broker {
         let Some((session_id, subscription)) =
             self.shared.pick_among(group, exclude, reader, connected)
         else {
+            self.stats.shared_unclaimed += 1;
             return;
         };
         let Some(session) = self.sessions.get_mut(&session_id) else {

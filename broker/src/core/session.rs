@@ -188,9 +188,21 @@ impl Session {
         self.queued_bytes
     }
 
-    /// The session is ending: its queued bytes no longer count against the memory limit.
-    /// (Its store record goes with [`Session::unsave`].)
+    /// Deliveries waiting in the queue.
+    pub fn queued_len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Deliveries sent and not yet acknowledged.
+    pub fn inflight_len(&self) -> usize {
+        self.inflight.len()
+    }
+
+    /// The session is ending: its queued bytes no longer count against the memory limit,
+    /// and what was still queued is discarded (counted). (Its store record goes with
+    /// [`Session::unsave`].)
     pub fn release(&mut self, stats: &mut Stats) {
+        stats.messages_discarded += self.queue.len() as u64;
         stats.queued_bytes -= self.queued_bytes;
         stats.inflight_bytes -= self.inflight_bytes;
         self.queued_bytes = 0;
@@ -249,6 +261,7 @@ impl Session {
         stats: &mut Stats,
         journal: &mut Journal,
     ) {
+        stats.deliveries += 1;
         let key = self.next_key;
         self.next_key += 1;
         if item.qos == QoS::AtMostOnce {
@@ -369,7 +382,7 @@ impl Session {
     ) {
         let Some(conn) = self.conn else { return };
         let window = usize::from(self.params.inflight_max);
-        self.resend_unsent(conn, window, out);
+        self.resend_unsent(conn, window, out, stats);
         while self.inflight.len() < window {
             if self.queue.is_empty() {
                 break;
@@ -457,7 +470,8 @@ impl Session {
             }
             None => {}
         }
-        stats.messages_sent += 1;
+        stats.messages_sent.count(publish.qos);
+        stats.publish_bytes_sent += publish.payload.len() as u64;
         out.send(conn, Packet::Publish(publish));
     }
 
@@ -534,7 +548,7 @@ impl Session {
 
     /// Sends in-flight entries that the current connection has not seen, in order, while fewer
     /// than `window` are outstanding on it and the outbound queue has room.
-    fn resend_unsent(&mut self, conn: ConnId, window: usize, out: &mut Outbox) {
+    fn resend_unsent(&mut self, conn: ConnId, window: usize, out: &mut Outbox, stats: &mut Stats) {
         if !self.resend_pending {
             return;
         }
@@ -553,6 +567,7 @@ impl Session {
                     if !v5 {
                         publish.properties = Properties::new();
                     }
+                    stats.messages_resent += 1;
                     Packet::Publish(publish)
                 }
                 Awaiting::PubComp => Packet::PubRel(Ack::new(entry.packet_id)),
@@ -616,6 +631,7 @@ impl Session {
             match entry.1.group {
                 Some(group) if can_move(group) => {
                     self.unqueued(&entry, stats, journal);
+                    stats.deliveries_moved += 1;
                     let (_, item) = entry;
                     taken.push(SharedHandBack {
                         group,
@@ -875,6 +891,7 @@ impl Session {
         self.stored = true;
         match state {
             EntryState::Queued => {
+                stats.deliveries_restored += 1;
                 let bytes = item.message.charged_bytes();
                 self.queued_bytes += bytes;
                 stats.queued_bytes += bytes;

@@ -386,6 +386,7 @@ impl<L: Listener> AcceptLoop<L> {
             let conn = ConnId(self.shared.next_conn.fetch_add(1, Ordering::SeqCst));
             let opening = Opening {
                 conn,
+                peer,
                 index: self.index,
                 transport: self.transport.clone(),
                 password_file: self.password_file.clone(),
@@ -412,6 +413,7 @@ impl<L: Listener> AcceptLoop<L> {
 /// off the accept loop (a slow client must not hold up the next accept).
 struct Opening {
     conn: ConnId,
+    peer: SocketAddr,
     index: u16,
     transport: Transport,
     password_file: Option<Arc<Reloadable<PasswordFile>>>,
@@ -455,6 +457,7 @@ impl Opening {
         let origin = Origin {
             listener: self.index,
             identity,
+            peer: Some(self.peer),
         };
         let opened = Event::Opened {
             conn,
