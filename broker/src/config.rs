@@ -85,6 +85,19 @@ pub struct Config {
     /// `[auth] allow_anonymous` as written. Unset, anonymous clients are accepted only where
     /// there is no password file (Mosquitto 2 refuses them once authentication is set up).
     pub allow_anonymous: Option<bool>,
+    /// `[metrics] bind`: where Prometheus text is served (`/metrics`); `None`: nowhere.
+    pub metrics_bind: Option<SocketAddr>,
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One line of text per event (colours only on a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
 }
 
 impl Default for Config {
@@ -96,6 +109,8 @@ impl Default for Config {
             password_file: None,
             acl_file: None,
             allow_anonymous: None,
+            metrics_bind: None,
+            log_format: LogFormat::Text,
         };
         config.replace_listeners(&[DEFAULT_LISTEN.parse().expect("valid address")]);
         config
@@ -105,6 +120,12 @@ impl Default for Config {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct File {
+    /// "text" or "json".
+    log_format: Option<String>,
+    /// How often `$SYS` is published (Mosquitto's `sys_interval`); 0: never.
+    sys_interval_secs: Option<u64>,
+    #[serde(default)]
+    metrics: MetricsSection,
     #[serde(default)]
     listener: Vec<ListenerSection>,
     #[serde(default)]
@@ -115,6 +136,12 @@ struct File {
     features: FeaturesSection,
     #[serde(default)]
     persistence: PersistenceSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MetricsSection {
+    bind: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -348,6 +375,27 @@ impl Config {
         validate(limits).map_err(|(field, message)| invalid(field, message))?;
         read_features(file.features, &mut config.core.features)
             .map_err(|(field, message)| invalid(field, message))?;
+        if let Some(format) = file.log_format {
+            config.log_format = match format.as_str() {
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                other => {
+                    return Err(invalid(
+                        "log_format",
+                        format!("{other:?} is not one of \"text\", \"json\""),
+                    ))
+                }
+            };
+        }
+        if let Some(secs) = file.sys_interval_secs {
+            config.core.sys_interval = Duration::from_secs(secs);
+        }
+        if let Some(bind) = file.metrics.bind {
+            let addr = bind
+                .parse()
+                .map_err(|e| invalid("metrics.bind", format!("{bind:?}: {e}")))?;
+            config.metrics_bind = Some(addr);
+        }
         Ok(config)
     }
 }
@@ -557,6 +605,31 @@ mod tests {
             "#,
         )
         .unwrap();
+        let observed = parse(
+            r#"
+            log_format = "json"
+            sys_interval_secs = 0
+            [metrics]
+            bind = "127.0.0.1:9883"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(observed.log_format, LogFormat::Json);
+        assert_eq!(observed.core.sys_interval, Duration::ZERO);
+        assert_eq!(
+            observed.metrics_bind,
+            Some("127.0.0.1:9883".parse().unwrap())
+        );
+        assert_eq!(
+            parse("").unwrap().core.sys_interval,
+            Duration::from_secs(10)
+        );
+        let wrong = parse("log_format = \"xml\"").unwrap_err().to_string();
+        assert!(wrong.contains("log_format"), "{wrong}");
+        let wrong = parse("[metrics]\nbind = \"localhost\"")
+            .unwrap_err()
+            .to_string();
+        assert!(wrong.contains("metrics.bind"), "{wrong}");
         assert_eq!(config.listeners.len(), 2);
         assert!(!config.core.allow_anonymous);
         assert_eq!(config.core.users["alice"], "secret");

@@ -15,6 +15,7 @@ pub mod config;
 pub mod core;
 pub mod limits;
 pub mod log_limit;
+pub mod metrics;
 pub mod net;
 pub mod planted;
 pub mod store;

@@ -14,7 +14,7 @@ use tern::auth::acl::Acl;
 use tern::auth::password_file::PasswordFile;
 use tern::auth::scram::{Credential, ITERATIONS_DEFAULT};
 use tern::auth::OsEntropy;
-use tern::config::Config;
+use tern::config::{Config, LogFormat};
 use tern::net::tls;
 use tern::net::{Endpoint, Persistence, Reloadable, Server, Transport};
 use tern::store::RedbStore;
@@ -72,16 +72,6 @@ fn main() -> anyhow::Result<()> {
         println!("{}", credential.encode());
         return Ok(());
     }
-    // Logs go to stderr, with colours only when it is a terminal: `tern 2> tern.log` must
-    // not fill the file with escape codes.
-    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(terminal)
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
     let mut config = match &args.config {
         Some(path) => Config::load(path)?,
         None => Config::default(),
@@ -95,12 +85,53 @@ fn main() -> anyhow::Result<()> {
     if args.in_memory {
         config.data_dir = None;
     }
+    let log = init_logging(config.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_stack_size(tern::net::WORKER_STACK_BYTES)
         .build()
         .context("starting the runtime")?;
-    runtime.block_on(serve(config))
+    let served = runtime.block_on(serve(config));
+    let dropped = log.error_counter.dropped_lines();
+    if dropped > 0 {
+        tracing::warn!(
+            dropped,
+            "log lines dropped: the log writer could not keep up"
+        );
+    }
+    // Flushes what the writer thread still holds.
+    drop(log.guard);
+    served
+}
+
+/// The log writer's thread and its count of lines it had to drop.
+struct Logging {
+    guard: tracing_appender::non_blocking::WorkerGuard,
+    error_counter: tracing_appender::non_blocking::ErrorCounter,
+}
+
+/// Logs go to stderr through a writer thread: a slow terminal or a full pipe never blocks the
+/// core's task (lines are dropped and counted instead). Text has colours only when stderr is
+/// a terminal (`tern 2> tern.log` must not fill the file with escape codes); JSON is one
+/// object per line. `RUST_LOG` sets the level (default `info`).
+fn init_logging(format: LogFormat) -> Logging {
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .finish(std::io::stderr());
+    let error_counter = writer.error_counter();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_writer(writer)
+        .with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder.with_ansi(terminal).init(),
+        LogFormat::Json => builder.json().with_ansi(false).init(),
+    }
+    Logging {
+        guard,
+        error_counter,
+    }
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
@@ -144,8 +175,19 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             None
         }
     };
+    let metrics = match config.metrics_bind {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot serve metrics on {addr}"))?,
+        ),
+        None => None,
+    };
     let mut server =
         Server::start_with_store(endpoints, config.core, Box::new(OsEntropy), persistence)?;
+    if let Some(listener) = metrics {
+        server.serve_metrics(listener)?;
+    }
     let mut hangup = reload::hangups()?;
     let failure = loop {
         tokio::select! {

@@ -71,6 +71,9 @@ pub struct BrokerOverrides {
     /// first, and the broker's framing runs over turmoil's streams.
     #[serde(default)]
     pub websocket: bool,
+    /// Publish the `$SYS` tree this often (off unless set, so scenarios without it see no
+    /// `$SYS` retained messages).
+    pub sys_interval: Option<DurationSpec>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

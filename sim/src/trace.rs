@@ -45,6 +45,9 @@ pub struct Entry {
 #[derive(Debug, Default, Clone)]
 pub struct Trace {
     pub entries: Vec<Entry>,
+    /// The broker's counters read after the last step (none if it was down then). Not part
+    /// of the rendered trace: the checkers judge them (`checkers/counters.rs`).
+    pub broker_counters: Option<tern::core::Sample>,
 }
 
 fn reason(code: ReasonCode) -> String {

@@ -14,10 +14,10 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use tern::auth::SeededEntropy;
 use tern::codec::*;
-use tern::net::{Endpoint, Persistence, Server};
+use tern::net::{Endpoint, Persistence, Probe, Server};
 use tern::store::RedbStore;
 use tern::types::{PacketId, QoS};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::actor::{Actor, Command, BROKER_PORT};
 use crate::checkers::{self, Failure};
@@ -40,6 +40,9 @@ pub const RANDOM_LATENCY_MAX: Duration = Duration::from_millis(20);
 const FIXED_LATENCY: Duration = Duration::from_millis(5);
 /// How long a publish step lets its QoS flow run before going on (it never fails on it).
 const PUBLISH_SETTLE: Duration = Duration::from_secs(1);
+/// Ticks the director waits for the broker's counters after the last step (the broker task
+/// answers within one tick unless it is blocked, which is a failure of its own).
+const COUNTERS_WAIT_TICKS: usize = 200;
 
 #[derive(Debug, Clone, Default)]
 pub struct Options {
@@ -100,9 +103,13 @@ fn run_here(scenario: &Scenario, options: &Options) -> Outcome {
     let disk = scenario.broker.persistence.then(SimDisk::new);
     let broker_disk = disk.clone();
     let websocket = scenario.broker.websocket;
+    // The running broker's probe: the director reads its counters after the last step.
+    let probe: Rc<RefCell<Option<Probe>>> = Rc::default();
+    let broker_probe = probe.clone();
     sim.host("broker", move || {
         let config = config.clone();
         let disk = broker_disk.clone();
+        let probe = broker_probe.clone();
         async move {
             let listener = turmoil::net::TcpListener::bind(("0.0.0.0", BROKER_PORT)).await?;
             // Nonces from the run's seed, so an authentication exchange replays too.
@@ -117,6 +124,7 @@ fn run_here(scenario: &Scenario, options: &Options) -> Outcome {
                 None => None,
             };
             let mut server = Server::start_with_store(listeners, config, entropy, persistence)?;
+            probe.borrow_mut().replace(server.probe());
             // A failed commit stops the broker, as it stops the real process: its clients
             // are told and closed, and the host runs nothing until `restart: broker`.
             let error = server.store_failed().await;
@@ -183,11 +191,16 @@ fn run_here(scenario: &Scenario, options: &Options) -> Outcome {
         next_packet_id: BTreeMap::new(),
         consumed: BTreeSet::new(),
         anchor: BTreeMap::new(),
+        probe,
     };
     let mut simulated = Duration::ZERO;
     let stopped = contain::capturing_panics(|| {
         let stopped = director.run_steps();
         simulated = director.sim.elapsed();
+        if stopped.is_ok() {
+            let counters = director.broker_counters();
+            director.trace.borrow_mut().broker_counters = counters;
+        }
         drop(director);
         stopped
     });
@@ -322,6 +335,7 @@ fn broker_config(o: &BrokerOverrides) -> tern::core::Config {
     config.scram.users = o.scram_users.clone();
     // Fewer PBKDF2 rounds than production: the simulation runs thousands of exchanges.
     config.scram.iterations = 64;
+    config.sys_interval = o.sys_interval.map_or(Duration::ZERO, |d| d.0);
     config
 }
 
@@ -334,6 +348,8 @@ struct Director<'a, 's> {
     /// Clients with a host of their own (the others share `SHARED_HOST`).
     own_host: BTreeSet<String>,
     trace: Rc<RefCell<Trace>>,
+    /// Reads the running broker's counters (replaced at each broker start).
+    probe: Rc<RefCell<Option<Probe>>>,
     next_packet_id: BTreeMap<String, u16>,
     /// Trace entries (received PUBLISHes) already matched by an `expect`: each message
     /// matches one expectation.
@@ -361,6 +377,31 @@ fn qos(q: u8) -> Result<QoS, String> {
 
 impl Director<'_, '_> {
     /// Runs the steps in order; stops at the first that fails (its number and why).
+    /// The broker's counters after the last step: asked through its probe, the simulation run
+    /// on until it answers. What clients do meanwhile is not part of the run: the trace is cut
+    /// back to where the steps ended. None if the broker is down.
+    fn broker_counters(&mut self) -> Option<tern::core::Sample> {
+        let mut answer = self.probe.borrow().as_ref()?.request()?;
+        let steps_ended = self.trace.borrow().entries.len();
+        let mut counters = None;
+        for _ in 0..COUNTERS_WAIT_TICKS {
+            match answer.try_recv() {
+                Ok(snapshot) => {
+                    counters = Some(snapshot.core);
+                    break;
+                }
+                Err(oneshot::error::TryRecvError::Closed) => break,
+                Err(oneshot::error::TryRecvError::Empty) => {
+                    if self.sim.step().is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        self.trace.borrow_mut().entries.truncate(steps_ended);
+        counters
+    }
+
     fn run_steps(&mut self) -> Result<(), (usize, String)> {
         let steps = &self.scenario.steps;
         for (index, step) in steps.iter().enumerate() {

@@ -33,6 +33,7 @@ pub mod subscriptions;
 pub mod time;
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 pub use access::{reserved_for_the_broker, ListenerAccess, Login, Origin, LOGIN_FAILURE_DELAY};
 pub use durable::{
@@ -67,6 +68,9 @@ use time::TimerQueue;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SessionId(pub u64);
 
+/// Mosquitto's default `sys_interval`.
+pub const SYS_INTERVAL_DEFAULT: Duration = Duration::from_secs(10);
+
 /// What the core needs to know beyond the limits.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -81,6 +85,8 @@ pub struct Config {
     /// How each listener (by its index in `Origin::listener`) logs clients in; a listener
     /// not listed uses `allow_anonymous` and `users`.
     pub listeners: Vec<ListenerAccess>,
+    /// How often the driver publishes the `$SYS` tree (`Broker::publish_system`); zero: never.
+    pub sys_interval: Duration,
 }
 
 /// SCRAM-SHA-256 users; none: the method is not offered.
@@ -110,6 +116,7 @@ impl Default for Config {
             features: Features::default(),
             scram: ScramConfig::default(),
             listeners: Vec::new(),
+            sys_interval: SYS_INTERVAL_DEFAULT,
         }
     }
 }

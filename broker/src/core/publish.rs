@@ -4,6 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use super::durable::StoreOp;
 use super::message::Message;
 use super::retained::RetainOutcome;
@@ -12,7 +14,7 @@ use super::shared::GroupId;
 use super::time::Instant;
 use super::{reason_string, Broker, ConnId, SessionId};
 use crate::auth::acl::Access;
-use crate::codec::{Ack, Packet, Properties, Publish, ReasonCode};
+use crate::codec::{Ack, ByteStr, Packet, Properties, Publish, ReasonCode};
 use crate::topic::topic_levels;
 use crate::types::{PacketId, QoS};
 
@@ -353,10 +355,40 @@ impl Broker {
         }
     }
 
+    /// Publishes one of the broker's own `$SYS` values: retained, QoS 0, to every
+    /// subscriber that may read it (a `#` filter never matches it: [MQTT-4.7.2-1]). Not a
+    /// message received (the counters count clients' messages), and never made durable: it
+    /// is rebuilt after a restart.
+    pub fn publish_system(&mut self, topic: &str, payload: Bytes, now: Instant) {
+        debug_assert!(topic.starts_with("$SYS/"), "{topic} is not a $SYS topic");
+        let Ok(topic) = ByteStr::new(topic) else {
+            return;
+        };
+        let message = Message::new(
+            topic,
+            payload,
+            QoS::AtMostOnce,
+            true,
+            &Properties::new(),
+            ByteStr::default(),
+            now,
+        );
+        let message = Arc::new(message);
+        self.purge_expired_retained(now);
+        let plan = self.plan(&message);
+        self.fan_out(message, plan, now);
+        self.after_input(now);
+    }
+
     /// [`Broker::route`] with the plan already made (the publisher's memory check needs it).
     fn route_planned(&mut self, message: Arc<Message>, plan: Plan, now: Instant) {
         self.stats.messages_received.count(message.qos);
         self.stats.publish_bytes_received += message.payload.len() as u64;
+        self.fan_out(message, plan, now);
+    }
+
+    /// Stores `message` if retained and hands it to the sessions and groups of `plan`.
+    fn fan_out(&mut self, message: Arc<Message>, plan: Plan, now: Instant) {
         let Plan {
             deliveries,
             groups,
@@ -436,11 +468,14 @@ impl Broker {
             limits.retained_bytes_max,
             |growth| held + growth <= limits.memory_bytes_max,
         );
+        // `$SYS` values (the broker's, or a bridge's state) are not kept over a restart.
+        let durable = !message.topic.starts_with("$SYS/");
         let op = match outcome {
             RetainOutcome::Refused => {
                 self.stats.retained_refused += 1;
                 None
             }
+            _ if !durable => None,
             RetainOutcome::Stored => {
                 Some(StoreOp::PutRetained(self.journal.stored_message(message)))
             }

@@ -7,12 +7,16 @@
 //! storage task and keeps a connection's read tickets while its replies wait for the store.
 
 use std::collections::BTreeMap;
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
-
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
 
 use super::{Event, Outbound};
 use crate::core::{Broker, Instant, Output, Stats, StoreOp};
+use crate::metrics::sys::SysTree;
+use crate::metrics::{DriverMetrics, Snapshot};
 use crate::types::ConnId;
 
 /// Batches handed to the store and not yet durable before the broker task stops taking
@@ -30,6 +34,10 @@ pub(super) struct BrokerTask {
     pub start: tokio::time::Instant,
     /// The storage task's ends, when persistence is on.
     pub store: Option<StoreLink>,
+    /// The driver's counters (read for snapshots; outbound waits counted here).
+    pub metrics: Arc<DriverMetrics>,
+    /// How often the `$SYS` tree is published; zero: never.
+    pub sys_interval: Duration,
 }
 
 /// The broker task's ends of the storage task's channels.
@@ -80,11 +88,17 @@ impl BrokerTask {
         let mut stashed: BTreeMap<ConnId, Vec<OwnedSemaphorePermit>> = BTreeMap::new();
         // What restoring the store produced (see `Broker::restore`).
         self.dispatch(&mut conns, &mut mismatches);
+        let mut sys = SysTree::default();
+        let mut next_sys = (!self.sys_interval.is_zero()).then_some(self.start);
         loop {
-            let deadline = self
+            let timer = self
                 .broker
                 .poll_timeout()
                 .map(|at| self.start + at.since_epoch());
+            let deadline = match (timer, next_sys) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             let room = self.broker.pending_batches() < PENDING_BATCHES_MAX;
             tokio::select! {
                 biased;
@@ -133,6 +147,9 @@ impl BrokerTask {
                             stashed.remove(&conn);
                             self.broker.connection_closed(conn, now);
                         }
+                        Event::Sample { reply } => {
+                            let _ = reply.send(self.snapshot());
+                        }
                     }
                 }
                 _ = sleep_until(deadline) => {}
@@ -142,6 +159,13 @@ impl BrokerTask {
             let now = self.now();
             if self.broker.poll_timeout().is_some_and(|at| at <= now) {
                 self.broker.timeout(now);
+            }
+            if let Some(due) = next_sys.filter(|due| *due <= tokio::time::Instant::now()) {
+                self.publish_sys(&mut sys);
+                // A broker busy for longer than an interval publishes once, not once per
+                // interval missed.
+                let next = due + self.sys_interval;
+                next_sys = Some(next.max(tokio::time::Instant::now()));
             }
             self.dispatch(&mut conns, &mut mismatches);
         }
@@ -155,6 +179,27 @@ impl BrokerTask {
         let mut stats = self.broker.stats().clone();
         stats.outbound_count_mismatches = mismatches;
         stats
+    }
+
+    /// Every counter now: the core's, the driver's, and this task's queue depths.
+    fn snapshot(&self) -> Snapshot {
+        let mut driver = self.metrics.sample();
+        driver.event_queue_depth = self.events.len() as u64;
+        driver.store_batches_pending = self.broker.pending_batches();
+        Snapshot {
+            core: self.broker.sample(),
+            driver,
+            uptime: tokio::time::Instant::now() - self.start,
+        }
+    }
+
+    /// Publishes the `$SYS` values that changed since the last interval.
+    fn publish_sys(&mut self, sys: &mut SysTree) {
+        let snapshot = self.snapshot();
+        let now = self.now();
+        for (topic, payload) in sys.update(&snapshot) {
+            self.broker.publish_system(&topic, payload, now);
+        }
     }
 
     /// At shutdown: what the store has been given becomes durable, and what waited for it
@@ -213,7 +258,10 @@ impl BrokerTask {
                     Output::Close { conn } => {
                         conns.remove(&conn);
                     }
-                    Output::WakeWhenWritable { conn } => wakes.push(conn),
+                    Output::WakeWhenWritable { conn } => {
+                        self.metrics.outbound_wait();
+                        wakes.push(conn);
+                    }
                     Output::Persist { batch, ops } => {
                         let sent = self
                             .store

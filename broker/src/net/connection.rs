@@ -16,6 +16,7 @@ use super::transport::Reloadable;
 use super::Event;
 use crate::auth::password_file::PasswordFile;
 use crate::codec::{decode, encode, Connect, Packet, ProtocolVersion};
+use crate::metrics::ListenerMetrics;
 use crate::types::ConnId;
 
 /// Packets are written in batches of at most this many bytes.
@@ -47,6 +48,8 @@ pub(super) struct ConnectionTask<S> {
     pub password_file: Option<Arc<Reloadable<PasswordFile>>>,
     /// Bounds the checks running at once, across all connections.
     pub password_checks: Arc<Semaphore>,
+    /// The listener's counters (bytes, stalled writes).
+    pub metrics: Arc<ListenerMetrics>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> ConnectionTask<S> {
@@ -61,6 +64,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> ConnectionTask<S> {
             packet_bytes_max,
             password_file,
             password_checks,
+            metrics,
         } = self;
         let (mut reader, mut writer) = tokio::io::split(stream);
         let mut read_buf = BytesMut::with_capacity(4096);
@@ -82,7 +86,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> ConnectionTask<S> {
                         linger(&mut reader, conn).await;
                         break;
                     };
-                    let mut out = Writer { writer: &mut writer, buf: &mut write_buf, wake: &wake, events: &events, conn };
+                    let mut out = Writer { writer: &mut writer, buf: &mut write_buf, wake: &wake, events: &events, conn, metrics: &metrics };
                     if !out.write(packet, &mut outbound, version).await {
                         break;
                     }
@@ -94,7 +98,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> ConnectionTask<S> {
                             tracing::debug!(%conn, %error, "read failed");
                             break;
                         }
-                        Ok(_) => {}
+                        Ok(read) => metrics.received(read),
                     }
                     'read: loop {
                         match decode(&mut read_buf, version, packet_bytes_max) {
@@ -122,7 +126,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> ConnectionTask<S> {
                                                 // next turn of the task's loop finishes it.
                                                 break 'read;
                                             };
-                                            let mut out = Writer { writer: &mut writer, buf: &mut write_buf, wake: &wake, events: &events, conn };
+                                            let mut out = Writer { writer: &mut writer, buf: &mut write_buf, wake: &wake, events: &events, conn, metrics: &metrics };
                                             if !out.write(first, &mut outbound, version).await {
                                                 return;
                                             }
@@ -139,7 +143,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> ConnectionTask<S> {
                                             let Some(first) = next else {
                                                 break 'read;
                                             };
-                                            let mut out = Writer { writer: &mut writer, buf: &mut write_buf, wake: &wake, events: &events, conn };
+                                            let mut out = Writer { writer: &mut writer, buf: &mut write_buf, wake: &wake, events: &events, conn, metrics: &metrics };
                                             if !out.write(first, &mut outbound, version).await {
                                                 return;
                                             }
@@ -179,6 +183,7 @@ struct Writer<'a, W> {
     wake: &'a AtomicBool,
     events: &'a mpsc::Sender<Event>,
     conn: ConnId,
+    metrics: &'a ListenerMetrics,
 }
 
 impl<W: AsyncWrite + Unpin> Writer<'_, W> {
@@ -202,6 +207,7 @@ impl<W: AsyncWrite + Unpin> Writer<'_, W> {
         };
         match tokio::time::timeout(WRITE_STALL_TIMEOUT, write).await {
             Ok(Ok(())) => {
+                self.metrics.sent(self.buf.len());
                 self.buf.clear();
                 !(self.wake.swap(false, Ordering::SeqCst)
                     && self.events.send(Event::Writable { conn }).await.is_err())
@@ -211,6 +217,7 @@ impl<W: AsyncWrite + Unpin> Writer<'_, W> {
                 false
             }
             Err(_) => {
+                self.metrics.write_stalled();
                 tracing::info!(%conn, "closing: peer stopped reading (write stalled)");
                 false
             }

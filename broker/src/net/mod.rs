@@ -7,6 +7,7 @@
 mod broker_task;
 mod connection;
 mod listener;
+mod metrics_http;
 mod storage_task;
 pub mod tls;
 pub mod transport;
@@ -30,6 +31,8 @@ use crate::auth::password_file::PasswordFile;
 use crate::auth::{Entropy, OsEntropy};
 use crate::codec::{DecodeError, Packet};
 use crate::core::{self, Broker, Instant, Origin, Stats, WallMs};
+use crate::log_limit::HostileWarnings;
+use crate::metrics::{DriverMetrics, ListenerMetrics, Snapshot};
 use crate::store::{Store, StoreError};
 use crate::types::ConnId;
 use broker_task::{BrokerTask, StoreLink};
@@ -83,6 +86,10 @@ pub(crate) enum Event {
     Closed {
         conn: ConnId,
     },
+    /// A scrape or a test wants every counter now.
+    Sample {
+        reply: oneshot::Sender<Snapshot>,
+    },
 }
 
 /// The broker task's end of one connection's outbound queue.
@@ -100,6 +107,32 @@ pub(crate) struct Shared {
     /// Password checks running at once (each is tens of milliseconds of CPU with argon2id):
     /// at most one per core, so a flood of logins cannot take every core from routing.
     password_checks: Arc<Semaphore>,
+    /// Failed handshakes, warned about once per address per window.
+    hostile: Arc<HostileLog>,
+}
+
+/// The driver's rate-limited warnings about hostile input (the core keeps its own for what
+/// it sees: malformed packets, protocol violations).
+struct HostileLog {
+    started: tokio::time::Instant,
+    warnings: std::sync::Mutex<HostileWarnings>,
+}
+
+impl HostileLog {
+    fn offence(&self, peer: SocketAddr, what: &dyn std::fmt::Display) {
+        let now_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        // A poisoned lock only means another task panicked while holding it; the map is
+        // still a valid map.
+        let mut warnings = self.warnings.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(suppressed) = warnings.offence(peer.ip(), now_ms) {
+            tracing::warn!(
+                %peer,
+                %what,
+                suppressed,
+                "hostile input (one line per address per minute; `suppressed` more since the last)"
+            );
+        }
+    }
 }
 
 impl Default for Shared {
@@ -109,6 +142,10 @@ impl Default for Shared {
             open_connections: AtomicUsize::new(0),
             next_conn: AtomicU64::new(0),
             password_checks: Arc::new(Semaphore::new(cores)),
+            hostile: Arc::new(HostileLog {
+                started: tokio::time::Instant::now(),
+                warnings: std::sync::Mutex::default(),
+            }),
         }
     }
 }
@@ -176,6 +213,32 @@ pub struct Server {
     store_failed: Option<oneshot::Receiver<String>>,
     /// The storage task: it ends (closing the store) once the broker task has.
     storage_task: Option<JoinHandle<()>>,
+    /// The HTTP responder of `/metrics`, when one was asked for.
+    metrics_task: Option<JoinHandle<()>>,
+}
+
+/// Asks a running broker for its counters: the `/metrics` responder's, and tests' and the
+/// simulation's way to read them.
+#[derive(Clone)]
+pub struct Probe {
+    events: mpsc::Sender<Event>,
+}
+
+impl Probe {
+    /// Every counter now; None once the broker has stopped.
+    pub async fn snapshot(&self) -> Option<Snapshot> {
+        let (reply, answer) = oneshot::channel();
+        self.events.send(Event::Sample { reply }).await.ok()?;
+        answer.await.ok()
+    }
+
+    /// Asks without waiting (from outside the broker's runtime, as the simulation's director
+    /// does); None when the broker's queue is full or it has stopped.
+    pub fn request(&self) -> Option<oneshot::Receiver<Snapshot>> {
+        let (reply, answer) = oneshot::channel();
+        self.events.try_send(Event::Sample { reply }).ok()?;
+        Some(answer)
+    }
 }
 
 impl Server {
@@ -220,6 +283,13 @@ impl Server {
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let shared = Arc::new(Shared::default());
         let limits = config.limits.clone();
+        let sys_interval = config.sys_interval;
+        let names = endpoints
+            .iter()
+            .zip(&local_addrs)
+            .map(|(endpoint, addr)| format!("{}://{addr}", endpoint.transport.scheme()))
+            .collect();
+        let metrics = Arc::new(DriverMetrics::new(names));
         let mut broker = Broker::with_entropy(config, entropy);
         for (index, endpoint) in endpoints.iter().enumerate() {
             let index = u16::try_from(index).expect("checked above");
@@ -228,7 +298,7 @@ impl Server {
         let start = tokio::time::Instant::now();
         let (store, store_failed, storage_task) = match persistence {
             Some(persistence) => {
-                let (link, failed, task) = start_store(&mut broker, persistence)?;
+                let (link, failed, task) = start_store(&mut broker, persistence, metrics.clone())?;
                 (Some(link), Some(failed), Some(task))
             }
             None => (None, None, None),
@@ -240,6 +310,8 @@ impl Server {
                 shutdown: shutdown_rx.clone(),
                 start,
                 store,
+                metrics: metrics.clone(),
+                sys_interval,
             }
             .run(),
         );
@@ -248,6 +320,7 @@ impl Server {
             .enumerate()
             .map(|(index, endpoint)| {
                 let accept = AcceptLoop {
+                    metrics: metrics.listeners[index].clone(),
                     listener: endpoint.listener,
                     index: u16::try_from(index).expect("checked above"),
                     transport: endpoint.transport,
@@ -267,6 +340,7 @@ impl Server {
             tracing::info!(%addr, "listening for MQTT");
         }
         Ok(Server {
+            metrics_task: None,
             local_addrs,
             events: events_tx,
             shutdown: shutdown_tx,
@@ -294,6 +368,26 @@ impl Server {
         &self.local_addrs
     }
 
+    /// A handle that reads this broker's counters.
+    pub fn probe(&self) -> Probe {
+        Probe {
+            events: self.events.clone(),
+        }
+    }
+
+    /// Serves Prometheus text on `listener` (`GET /metrics`) until shutdown.
+    pub fn serve_metrics<L: Listener>(&mut self, listener: L) -> io::Result<SocketAddr> {
+        let addr = listener.local_addr()?;
+        let task = metrics_http::MetricsResponder {
+            listener,
+            probe: self.probe(),
+            shutdown: self.shutdown.subscribe(),
+        };
+        self.metrics_task = Some(tokio::spawn(task.run()));
+        tracing::info!(%addr, "serving metrics on http://{addr}/metrics");
+        Ok(addr)
+    }
+
     /// Replaces the ACL of listener `listener` (its index in the start's list): what its
     /// clients may do from the next check on. `None`: everything is allowed.
     pub async fn set_acl(&self, listener: u16, acl: Option<Arc<Acl>>) {
@@ -312,6 +406,9 @@ impl Server {
     pub async fn shutdown_checked(mut self) -> (Stats, Option<String>) {
         let _ = self.shutdown.send(true);
         for task in self.accept_tasks {
+            let _ = task.await;
+        }
+        if let Some(task) = self.metrics_task {
             let _ = task.await;
         }
         let stats = self.broker_task.await.unwrap_or_default();
@@ -345,6 +442,7 @@ impl Server {
 
 struct AcceptLoop<L: Listener> {
     listener: L,
+    metrics: Arc<ListenerMetrics>,
     /// The listener's index: what the core's per-listener settings are keyed by.
     index: u16,
     transport: Transport,
@@ -379,10 +477,12 @@ impl<L: Listener> AcceptLoop<L> {
             let open = self.shared.open_connections.fetch_add(1, Ordering::SeqCst) + 1;
             let guard = OpenConnection(self.shared.clone());
             if open > self.connections_max {
+                self.metrics.refused_at_limit();
                 tracing::warn!(%peer, limit = self.connections_max, "refusing connection: connection limit reached");
                 drop((stream, guard));
                 continue;
             }
+            let socket = self.metrics.accepted();
             let conn = ConnId(self.shared.next_conn.fetch_add(1, Ordering::SeqCst));
             let opening = Opening {
                 conn,
@@ -395,13 +495,15 @@ impl<L: Listener> AcceptLoop<L> {
                 password_checks: self.shared.password_checks.clone(),
                 outbound_queue_packets_max: self.outbound_queue_packets_max,
                 packet_bytes_max: self.packet_bytes_max,
+                metrics: self.metrics.clone(),
+                hostile: self.shared.hostile.clone(),
             };
             let span =
                 tracing::info_span!("conn", id = %conn, %peer, scheme = self.transport.scheme());
             tokio::spawn(
                 async move {
                     opening.run(stream).await;
-                    drop(guard);
+                    drop((socket, guard));
                 }
                 .instrument(span),
             );
@@ -422,6 +524,8 @@ struct Opening {
     password_checks: Arc<Semaphore>,
     outbound_queue_packets_max: usize,
     packet_bytes_max: usize,
+    metrics: Arc<ListenerMetrics>,
+    hostile: Arc<HostileLog>,
 }
 
 impl Opening {
@@ -440,10 +544,14 @@ impl Opening {
         let (stream, identity) = match upgraded {
             Ok(Ok(upgraded)) => upgraded,
             Ok(Err(error)) => {
-                tracing::info!(%conn, %error, "handshake failed");
+                self.metrics.handshake_failed();
+                tracing::debug!(%conn, %error, "handshake failed");
+                self.hostile
+                    .offence(self.peer, &format_args!("handshake failed: {error}"));
                 return;
             }
             Err(_) => {
+                self.metrics.handshake_failed();
                 tracing::info!(%conn, "handshake not finished within the connect timeout");
                 return;
             }
@@ -477,6 +585,7 @@ impl Opening {
             packet_bytes_max: self.packet_bytes_max,
             password_file: self.password_file,
             password_checks: self.password_checks,
+            metrics: self.metrics,
         }
         .run()
         .await;
@@ -487,6 +596,7 @@ impl Opening {
 fn start_store(
     broker: &mut Broker,
     mut persistence: Persistence,
+    metrics: Arc<DriverMetrics>,
 ) -> Result<(StoreLink, oneshot::Receiver<String>, JoinHandle<()>), StoreError> {
     let snapshot = persistence.store.load()?;
     broker.restore(snapshot, persistence.wall_clock_ms, Instant::ZERO);
@@ -502,6 +612,7 @@ fn start_store(
             blocking_commits: persistence.blocking_commits,
             failed: failed_tx,
             full: full_tx,
+            metrics,
         }
         .run(),
     );

@@ -10,11 +10,13 @@
 //! disk: the task says so (the broker then refuses new persistent work) and tries the same
 //! commit again every second, with whatever arrived meanwhile, until there is room.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::core::StoreOp;
-use std::time::Duration;
-
+use crate::metrics::DriverMetrics;
 use crate::store::{Store, StoreError};
 
 /// How many batches one commit takes at most, so one commit's latency stays bounded.
@@ -35,6 +37,8 @@ pub(super) struct StorageTask {
     pub failed: oneshot::Sender<String>,
     /// Whether the disk is full (commits are being retried).
     pub full: watch::Sender<bool>,
+    /// Commit durations and sizes.
+    pub metrics: Arc<DriverMetrics>,
 }
 
 impl StorageTask {
@@ -66,7 +70,13 @@ impl StorageTask {
                     }
                 }
             }
+            let ops: usize = group.iter().map(Vec::len).sum();
+            let started = tokio::time::Instant::now();
             let (back, result) = commit(store, &mut group, self.blocking_commits).await;
+            match &result {
+                Ok(()) => self.metrics.store.committed(ops, started.elapsed()),
+                Err(_) => self.metrics.store.commit_failed(),
+            }
             store = match (back, result) {
                 (Some(back), Ok(())) => {
                     group.clear();

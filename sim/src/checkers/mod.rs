@@ -11,8 +11,11 @@
 //! - `retained.rs`: the retained store as a model (never stale, converges to the last value);
 //! - `session.rs`: the session-present flag across reconnects;
 //! - `will.rs`: wills published on abnormal ends, never twice;
+//! - `counters.rs`: the broker's own counters account for every delivery (read from the
+//!   broker after the last step, not from what clients saw);
 //! - `model.rs`: what several checkers share (subscriptions held, links and connections).
 
+mod counters;
 mod delivery;
 mod model;
 mod qos;
@@ -64,6 +67,7 @@ pub const CHECKERS: &[(&str, Check)] = &[
     ("session-present", session::present_flag),
     ("will-never-twice", will::never_twice),
     ("will-on-abnormal-end", will::on_abnormal_end),
+    ("deliveries-accounted", counters::deliveries_accounted),
     ("client-errors", client_errors),
 ];
 

@@ -950,3 +950,29 @@ fn a_will_missing_after_an_abnormal_end_is_caught() {
     let other = build(false, Some("partition dd <-> broker"));
     assert!(will::on_abnormal_end(&with_will(), &other).is_err());
 }
+
+#[test]
+fn a_delivery_the_counters_cannot_place_is_caught() {
+    let mut sample = tern::core::Sample::default();
+    sample.stats.deliveries = 3;
+    sample.stats.messages_sent.count(QoS::AtLeastOnce);
+    sample.stats.qos0_dropped_offline = 1;
+    sample.queued_messages = 1;
+    let mut trace = Trace {
+        broker_counters: Some(sample.clone()),
+        ..Trace::default()
+    };
+    assert!(counters::deliveries_accounted(&two(), &trace).is_ok());
+    // One lost without a count.
+    sample.queued_messages = 0;
+    trace.broker_counters = Some(sample.clone());
+    let (message, _) = counters::deliveries_accounted(&two(), &trace).unwrap_err();
+    assert!(message.contains("1 deliveries unaccounted"), "{message}");
+    // One counted twice.
+    sample.queued_messages = 2;
+    trace.broker_counters = Some(sample);
+    assert!(counters::deliveries_accounted(&two(), &trace).is_err());
+    // A broker that was down at the end has nothing to judge.
+    trace.broker_counters = None;
+    assert!(counters::deliveries_accounted(&two(), &trace).is_ok());
+}

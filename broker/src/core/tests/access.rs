@@ -504,3 +504,33 @@ fn a_login_on_a_listener_that_is_gone_fails_closed() {
     h.send(conn, subscribe(2, "t", QoS::AtMostOnce));
     assert_eq!(suback_codes(&h.take(conn)), [ReasonCode::Success]);
 }
+
+/// `$SYS` is readable by anyone without an ACL ([MQTT-4.7.2-1] keeps it from `#`); with one,
+/// only by those it names (wildcard rules do not reach `$` topics).
+#[test]
+fn sys_values_reach_those_the_acl_lets_read_them_and_never_hash() {
+    let mut open = Harness::new();
+    let all = open.client(connect(V5, "all", true));
+    open.subscribe(all, "#", QoS::AtMostOnce);
+    let sys = open.client(connect(V5, "sys", true));
+    open.subscribe(sys, "$SYS/#", QoS::AtMostOnce);
+    open.broker
+        .publish_system("$SYS/broker/version", Bytes::from_static(b"v"), open.now);
+    open.pump();
+    assert!(open.take(all).is_empty(), "# matched a $SYS topic");
+    assert_eq!(payloads(&open.take(sys)), ["v"]);
+
+    let mut h =
+        with_acl("user ops\ntopic read $SYS/#\ntopic readwrite #\nuser dev\ntopic readwrite #\n");
+    let ops = h.client(login(V5, "ops", "ops", "x"));
+    let dev = h.client(login(V5, "dev", "dev", "x"));
+    h.send(ops, subscribe(1, "$SYS/#", QoS::AtMostOnce));
+    assert_eq!(suback_codes(&h.take(ops)), [ReasonCode::Success]);
+    h.send(dev, subscribe(1, "$SYS/#", QoS::AtMostOnce));
+    assert_eq!(suback_codes(&h.take(dev)), [ReasonCode::NotAuthorized]);
+    h.broker
+        .publish_system("$SYS/broker/version", Bytes::from_static(b"v"), h.now);
+    h.pump();
+    assert_eq!(payloads(&h.take(ops)), ["v"]);
+    assert!(h.take(dev).is_empty());
+}

@@ -406,3 +406,29 @@ fn a_restored_session_gets_the_expiry_cap_of_the_broker_now() {
         "kept beyond the cap the broker has now"
     );
 }
+
+#[test]
+fn sys_values_are_retained_but_never_stored() {
+    let mut h = Harness::persistent(Config::default());
+    h.broker.publish_system(
+        "$SYS/broker/uptime",
+        Bytes::from_static(b"5 seconds"),
+        h.now,
+    );
+    h.pump();
+    assert!(h.uncommitted.is_empty(), "a batch for a $SYS value");
+    // Retained: a later subscriber gets it at once.
+    let sub = h.client(connect(V3, "watcher", true));
+    h.send(sub, subscribe(1, "$SYS/broker/#", QoS::AtMostOnce));
+    let got = publishes(&h.take(sub));
+    assert_eq!(got.len(), 1);
+    assert!(got[0].retain);
+    assert_eq!(&got[0].payload[..], b"5 seconds");
+    // Gone after a restart, until the new process publishes its own.
+    h.commit();
+    h.restart(secs(1));
+    let sub = h.client(connect(V3, "watcher", true));
+    h.send(sub, subscribe(1, "$SYS/broker/#", QoS::AtMostOnce));
+    let packets = h.take(sub);
+    assert!(matches!(packets[..], [Packet::SubAck(_)]), "{packets:?}");
+}
