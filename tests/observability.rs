@@ -292,3 +292,30 @@ async fn sys_topics_move_with_traffic_and_never_reach_hash_subscribers() {
     server.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The README's tables name every metric and every `$SYS` topic the broker serves.
+#[test]
+fn the_readme_lists_every_metric_and_sys_topic() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    for name in tern::metrics::prometheus::names() {
+        assert!(
+            readme.contains(&format!("`{name}`")),
+            "{name} is not in the README"
+        );
+    }
+    for topic in tern::metrics::sys::topics() {
+        let name = topic.strip_prefix("$SYS/broker/").unwrap();
+        let listed = readme.contains(&format!("`{name}`"))
+            || name.strip_prefix("load/").is_some_and(|load| {
+                // The load rows name the series with brace lists.
+                let series = load.rsplit_once('/').map_or(load, |(s, _)| s);
+                let (kind, direction) = series.split_once('/').unwrap_or((series, ""));
+                readme.contains(&format!("load/{kind}/"))
+                    || readme.contains("load/{messages,publish,bytes}/{received,sent}")
+                        && ["messages", "publish", "bytes"].contains(&kind)
+                        && ["received", "sent"].contains(&direction)
+            });
+        assert!(listed, "{topic} is not in the README");
+    }
+}

@@ -358,3 +358,111 @@ fn logs_to_a_pipe_have_no_colour_codes() {
     );
     assert!(output.stdout.is_empty(), "logs on stdout");
 }
+
+/// The `tern` of an operator: JSON logs with one line per connect and per disconnect (client
+/// id, address, listener, protocol, reason), and `/metrics` on the `[metrics]` address.
+#[test]
+fn json_logs_name_each_connect_and_disconnect_and_metrics_are_served() {
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let dir = std::env::temp_dir().join(format!("tern-json-logs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("tern.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "log_format = \"json\"\n[metrics]\nbind = \"{metrics}\"\n[persistence]\nenabled = false\n[[listener]]\nbind = \"{addr}\"\n"
+        ),
+    )
+    .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args(["--config", config.to_str().unwrap()])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stream = connect(addr);
+    match exchange(&mut stream, v5_connect("json-logs", true)) {
+        Packet::ConnAck(ack) => assert_eq!(ack.reason_code, ReasonCode::Success),
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+    let local = stream.local_addr().unwrap();
+    write_packet(&mut stream, Packet::Disconnect(Disconnect::normal()));
+    // The broker closes after the DISCONNECT.
+    let mut rest = Vec::new();
+    let _ = stream.read_to_end(&mut rest);
+
+    let mut http = connect(metrics);
+    http.write_all(b"GET /metrics HTTP/1.1\r\nHost: tern\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    http.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+    assert!(
+        response.contains("\ntern_connections_accepted_total 1\n"),
+        "{response}"
+    );
+    assert!(response.contains("\ntern_disconnections_total{by=\"client\"} 1\n"));
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    let find = |message: &str| {
+        lines
+            .iter()
+            .find(|l| l["fields"]["message"] == message)
+            .unwrap_or_else(|| panic!("no {message:?} line in {stderr}"))
+    };
+    for message in ["client connected", "client disconnected"] {
+        let fields = &find(message)["fields"];
+        assert_eq!(fields["client_id"], "json-logs", "{fields}");
+        assert_eq!(fields["addr"], local.to_string().as_str(), "{fields}");
+        assert_eq!(fields["listener"], 0, "{fields}");
+        assert_eq!(fields["protocol"], 5, "{fields}");
+    }
+    let reason = &find("client disconnected")["fields"]["reason"];
+    assert_eq!(reason, "client sent DISCONNECT (Success)");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A client that sends garbage again and again gets one warning line per minute, not one per
+/// connection: the log cannot be flooded from one address.
+#[test]
+fn repeated_hostile_input_from_one_address_is_warned_about_once() {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let child = Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args(["--listen", &addr, "--in-memory"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let addr: SocketAddr = addr.parse().unwrap();
+    for _ in 0..50 {
+        let mut stream = connect(addr);
+        // Packet type 0 is reserved: malformed at the first byte.
+        stream.write_all(&[0x00, 0x00]).unwrap();
+        let mut rest = Vec::new();
+        let _ = stream.read_to_end(&mut rest);
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let warnings = stderr.matches("hostile input").count();
+    assert_eq!(warnings, 1, "{stderr}");
+    assert!(stderr.contains("malformed packet"), "{stderr}");
+}

@@ -43,14 +43,17 @@ pub enum Ending<'a> {
     Shutdown,
 }
 
-impl Ending<'_> {
-    pub fn reason(&self) -> &str {
+/// The reason as the disconnect log line gives it.
+impl std::fmt::Display for Ending<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Ending::Disconnect(code) => code.description(),
-            Ending::Lost => "connection lost",
-            Ending::Closed(why) => why,
-            Ending::Refused => "CONNECT refused",
-            Ending::Shutdown => "server shutting down",
+            Ending::Disconnect(code) => {
+                write!(f, "client sent DISCONNECT ({})", code.description())
+            }
+            Ending::Lost => f.write_str("connection lost without DISCONNECT"),
+            Ending::Closed(why) => write!(f, "closed by the broker: {why}"),
+            Ending::Refused => f.write_str("CONNECT refused"),
+            Ending::Shutdown => f.write_str("server shutting down"),
         }
     }
 }

@@ -641,7 +641,6 @@ impl Broker {
             Ending::Closed(_) | Ending::Shutdown => self.stats.connections_closed += 1,
             Ending::Refused => {}
         }
-        let reason = ending.reason();
         if connection.session().is_some() {
             tracing::info!(
                 %conn,
@@ -649,11 +648,11 @@ impl Broker {
                 addr = %connection.origin.peer_text(),
                 listener = connection.origin.listener,
                 protocol = connection.version.level(),
-                reason,
+                reason = %ending,
                 "client disconnected"
             );
         } else {
-            tracing::debug!(%conn, addr = %connection.origin.peer_text(), reason, "connection ended before CONNACK");
+            tracing::debug!(%conn, addr = %connection.origin.peer_text(), reason = %ending, "connection ended before CONNACK");
         }
         Some(connection)
     }
