@@ -96,6 +96,9 @@ pub struct Plan {
     pub steps: Vec<Step>,
     /// The broker keeps its state in a store on its simulated disk.
     pub persistence: bool,
+    /// The broker publishes its `$SYS` tree every second (retained messages of its own,
+    /// inputs of their own between the clients').
+    pub sys_tree: bool,
 }
 
 /// Simulated time a run ends calm for: longer than the checkers' bounds (5 s).
@@ -123,8 +126,15 @@ impl Plan {
         let _ = writeln!(y, "name: {name}");
         let _ = writeln!(y, "goal: {}", quoted(goal));
         let _ = writeln!(y, "seed: {}", self.seed);
+        let mut broker = Vec::new();
         if self.persistence {
-            let _ = writeln!(y, "broker: {{ persistence: true }}");
+            broker.push("persistence: true");
+        }
+        if self.sys_tree {
+            broker.push("sys_interval: 1s");
+        }
+        if !broker.is_empty() {
+            let _ = writeln!(y, "broker: {{ {} }}", broker.join(", "));
         }
         let _ = writeln!(y, "clients:");
         for c in &self.clients {
@@ -258,6 +268,7 @@ mod tests {
     fn any_text_survives_the_round_trip_through_yaml() {
         let awkward = "a \"quoted\" \\ line\nwith\ttabs # and $ and +/#: {x}";
         let plan = Plan {
+            sys_tree: true,
             seed: 3,
             clients: vec![Client {
                 name: "c1".into(),
