@@ -28,21 +28,6 @@ fn scenario_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// The broker's last crash or restart step was a crash, or a failed fsync stopped it.
-fn broker_down_at_end(scenario: &Scenario) -> bool {
-    use tern_sim::scenario::{DiskFault, Step};
-    let mut down = false;
-    for step in &scenario.steps {
-        match step {
-            Step::Crash(host) if host == "broker" => down = true,
-            Step::Restart(host) if host == "broker" => down = false,
-            Step::Disk(DiskFault::FailFsync) => down = true,
-            _ => {}
-        }
-    }
-    down
-}
-
 fn replay(name: &str, path: &Path) -> Result<(), Failed> {
     let scenario = Scenario::load(path).map_err(|e| e.to_string())?;
     let extra: u64 = std::env::var("TERN_SIM_SEEDS")
@@ -84,13 +69,6 @@ fn replay(name: &str, path: &Path) -> Result<(), Failed> {
             ..Options::default()
         },
     );
-    // The delivery account was judged: the counters were read, unless the broker is down at
-    // the end (crashed and not restarted, or stopped by a failed fsync).
-    if observed.trace.broker_counters.is_none() && !broker_down_at_end(&scenario) {
-        return Err(
-            format!("{name}: the broker's counters were not read after the last step").into(),
-        );
-    }
     let snapshot = name.replace('/', "__");
     let snapshots = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/snapshots");
     let checked = std::panic::catch_unwind(|| {

@@ -3,9 +3,11 @@
 //! A client that sends garbage a thousand times a second must not write a thousand log lines
 //! a second (filling the disk, or hiding everything else): the first offence from an address
 //! in a window is logged, the rest are counted and the count goes with the next line logged
-//! for that address. The memory is bounded: at most [`ADDRESSES_MAX`] addresses are
-//! remembered, and a new one pushes out the one whose window began first. Pure data with the
-//! time passed in, so the core can use it and the simulation replays it.
+//! for that address. An IPv6 client is one /64 (a host gets a whole /64 to pick addresses
+//! from), and all addresses together get at most [`LINES_PER_SECOND_MAX`] lines a second, so
+//! rotating addresses does not help either. The memory is bounded: at most [`ADDRESSES_MAX`]
+//! addresses are remembered, and a new one pushes out the one whose window began first. Pure
+//! data with the time passed in, so the core can use it and the simulation replays it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -16,11 +18,16 @@ pub const WINDOW_MS: u64 = 60_000;
 /// Addresses remembered at once.
 pub const ADDRESSES_MAX: usize = 4096;
 
+/// Warning lines a second, all addresses together.
+pub const LINES_PER_SECOND_MAX: u32 = 10;
+
 #[derive(Debug, Default)]
 pub struct HostileWarnings {
     windows: BTreeMap<IpAddr, Window>,
     /// The same windows by start, oldest first: which one to forget when full.
     by_start: BTreeSet<(u64, IpAddr)>,
+    /// The second lines were last logged in, and how many.
+    this_second: (u64, u32),
 }
 
 #[derive(Debug)]
@@ -33,11 +40,18 @@ impl HostileWarnings {
     /// Records an offence from `addr` at `now_ms`. `Some(n)`: log it, saying `n` more
     /// offences from this address were not logged since its last line. `None`: stay quiet.
     pub fn offence(&mut self, addr: IpAddr, now_ms: u64) -> Option<u64> {
+        let addr = client_of(addr);
+        let second = now_ms / 1000;
+        if self.this_second.0 != second {
+            self.this_second = (second, 0);
+        }
+        let quiet = self.this_second.1 >= LINES_PER_SECOND_MAX;
         if let Some(window) = self.windows.get_mut(&addr) {
-            if now_ms < window.start_ms.saturating_add(WINDOW_MS) {
+            if quiet || now_ms < window.start_ms.saturating_add(WINDOW_MS) {
                 window.suppressed += 1;
                 return None;
             }
+            self.this_second.1 += 1;
             let suppressed = window.suppressed;
             self.by_start.remove(&(window.start_ms, addr));
             self.by_start.insert((now_ms, addr));
@@ -52,18 +66,46 @@ impl HostileWarnings {
                 self.windows.remove(&oldest);
             }
         }
+        // Over the global budget a new address starts its window unlogged: its next offence
+        // after the window says how many there were.
         self.windows.insert(
             addr,
             Window {
                 start_ms: now_ms,
-                suppressed: 0,
+                suppressed: u64::from(quiet),
             },
         );
         self.by_start.insert((now_ms, addr));
         debug_assert_eq!(self.windows.len(), self.by_start.len());
         assert!(self.windows.len() <= ADDRESSES_MAX);
+        if quiet {
+            return None;
+        }
+        self.this_second.1 += 1;
         Some(0)
     }
+}
+
+/// The client an address stands for: itself for IPv4, its /64 for IPv6 (an IPv4 address
+/// mapped into IPv6 is the IPv4 address).
+fn client_of(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V4(_) => addr,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+        },
+    }
+}
+
+/// The warning line (the same from the core and the driver).
+pub fn warn(addr: &dyn std::fmt::Display, what: &dyn std::fmt::Display, suppressed: u64) {
+    tracing::warn!(
+        %addr,
+        %what,
+        suppressed,
+        "hostile input (one line per address per minute; `suppressed` more since the last)"
+    );
 }
 
 #[cfg(test)]
@@ -89,16 +131,47 @@ mod tests {
     }
 
     #[test]
+    fn all_addresses_together_get_a_few_lines_a_second() {
+        let mut w = HostileWarnings::default();
+        let logged = (0..100).filter(|n| w.offence(ip(*n), 0).is_some()).count();
+        assert_eq!(logged, LINES_PER_SECOND_MAX as usize);
+        // The next second has a budget again; an address silenced by the budget is logged
+        // after its window, with its count.
+        assert_eq!(w.offence(ip(1000), 1000), Some(0));
+        assert_eq!(w.offence(ip(99), WINDOW_MS), Some(1));
+    }
+
+    #[test]
+    fn an_ipv6_host_is_its_slash_64() {
+        let mut w = HostileWarnings::default();
+        let host =
+            |low: u64| IpAddr::from(((0x2001_0db8_u128 << 96) | u128::from(low)).to_be_bytes());
+        assert_eq!(w.offence(host(1), 0), Some(0));
+        for low in 2..50 {
+            assert_eq!(
+                w.offence(host(low), 0),
+                None,
+                "another address of the same /64"
+            );
+        }
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        assert_eq!(w.offence(mapped, 0), Some(0));
+        assert_eq!(w.offence("10.0.0.1".parse().unwrap(), 0), None);
+    }
+
+    #[test]
     fn a_flood_of_addresses_keeps_memory_bounded() {
         let mut w = HostileWarnings::default();
+        // One per second: within the global budget.
         for n in 0..(ADDRESSES_MAX as u32 * 3) {
-            assert_eq!(w.offence(ip(n), u64::from(n)), Some(0));
+            assert_eq!(w.offence(ip(n), u64::from(n) * 1000), Some(0));
         }
         assert_eq!(w.windows.len(), ADDRESSES_MAX);
         assert_eq!(w.by_start.len(), ADDRESSES_MAX);
         // The newest are remembered, the oldest forgotten (and so logged again).
         let newest = ADDRESSES_MAX as u32 * 3 - 1;
-        assert_eq!(w.offence(ip(newest), u64::from(newest) + 1), None);
-        assert_eq!(w.offence(ip(0), u64::from(newest) + 1), Some(0));
+        let later = u64::from(newest) * 1000 + 1;
+        assert_eq!(w.offence(ip(newest), later), None);
+        assert_eq!(w.offence(ip(0), later + 1000), Some(0));
     }
 }

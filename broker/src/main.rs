@@ -18,6 +18,7 @@ use tern::config::{Config, LogFormat};
 use tern::net::tls;
 use tern::net::{Endpoint, Persistence, Reloadable, Server, Transport};
 use tern::store::RedbStore;
+use tracing_appender::non_blocking::ErrorCounter;
 use tracing_subscriber::EnvFilter;
 
 use reload::ListenerFiles;
@@ -91,7 +92,7 @@ fn main() -> anyhow::Result<()> {
         .thread_stack_size(tern::net::WORKER_STACK_BYTES)
         .build()
         .context("starting the runtime")?;
-    let served = runtime.block_on(serve(config));
+    let served = runtime.block_on(serve(config, log.error_counter.clone()));
     let dropped = log.error_counter.dropped_lines();
     if dropped > 0 {
         tracing::warn!(
@@ -107,7 +108,7 @@ fn main() -> anyhow::Result<()> {
 /// The log writer's thread and its count of lines it had to drop.
 struct Logging {
     guard: tracing_appender::non_blocking::WorkerGuard,
-    error_counter: tracing_appender::non_blocking::ErrorCounter,
+    error_counter: ErrorCounter,
 }
 
 /// Logs go to stderr through a writer thread: a slow terminal or a full pipe never blocks the
@@ -134,7 +135,7 @@ fn init_logging(format: LogFormat) -> Logging {
     }
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(config: Config, log_drops: ErrorCounter) -> anyhow::Result<()> {
     if !config.core.users.is_empty() {
         tracing::warn!(
             "[auth] users holds plain-text passwords: move them to a password file \
@@ -185,6 +186,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     };
     let mut server =
         Server::start_with_store(endpoints, config.core, Box::new(OsEntropy), persistence)?;
+    server.count_log_drops(move || log_drops.dropped_lines() as u64);
     if let Some(listener) = metrics {
         server.serve_metrics(listener)?;
     }

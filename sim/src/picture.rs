@@ -59,7 +59,7 @@ pub fn svg(trace: &Trace, blamed: Option<usize>) -> String {
         .min(trace.entries.len() - ROWS_MAX);
     let window = Trace {
         entries: trace.entries[start..start + ROWS_MAX].to_vec(),
-        broker_counters: None,
+        broker_counters: Default::default(),
     };
     draw(&window, blamed.map(|b| b - start))
 }

@@ -45,9 +45,20 @@ pub struct Entry {
 #[derive(Debug, Default, Clone)]
 pub struct Trace {
     pub entries: Vec<Entry>,
-    /// The broker's counters read after the last step (none if it was down then). Not part
-    /// of the rendered trace: the checkers judge them (`checkers/counters.rs`).
-    pub broker_counters: Option<tern::core::Sample>,
+    /// The broker's counters read after the last step. Not part of the rendered trace: the
+    /// checkers judge them (`checkers/counters.rs`).
+    pub broker_counters: BrokerCounters,
+}
+
+/// What the director got when it asked the broker for its counters after the last step.
+#[derive(Debug, Default, Clone)]
+pub enum BrokerCounters {
+    /// The broker was down (crashed, or stopped by a disk fault): nothing to judge.
+    #[default]
+    BrokerDown,
+    Read(Box<tern::core::Sample>),
+    /// The broker was up and did not answer.
+    Unanswered,
 }
 
 fn reason(code: ReasonCode) -> String {

@@ -25,7 +25,7 @@ use crate::contain;
 use crate::disk::SimDisk;
 use crate::listener::TurmoilListener;
 use crate::scenario::*;
-use crate::trace::{Event, Trace};
+use crate::trace::{BrokerCounters, Event, Trace};
 
 /// Simulated time a run may take at most; a scenario that needs more is a bug in the file.
 const SIMULATION_MAX: Duration = Duration::from_secs(3600);
@@ -192,6 +192,7 @@ fn run_here(scenario: &Scenario, options: &Options) -> Outcome {
         consumed: BTreeSet::new(),
         anchor: BTreeMap::new(),
         probe,
+        disk_stopped: false,
     };
     let mut simulated = Duration::ZERO;
     let stopped = contain::capturing_panics(|| {
@@ -350,6 +351,9 @@ struct Director<'a, 's> {
     trace: Rc<RefCell<Trace>>,
     /// Reads the running broker's counters (replaced at each broker start).
     probe: Rc<RefCell<Option<Probe>>>,
+    /// A disk fault that stops the broker (failed fsync, torn write) happened since its last
+    /// start: it may have stopped serving.
+    disk_stopped: bool,
     next_packet_id: BTreeMap<String, u16>,
     /// Trace entries (received PUBLISHes) already matched by an `expect`: each message
     /// matches one expectation.
@@ -376,18 +380,24 @@ fn qos(q: u8) -> Result<QoS, String> {
 }
 
 impl Director<'_, '_> {
-    /// Runs the steps in order; stops at the first that fails (its number and why).
     /// The broker's counters after the last step: asked through its probe, the simulation run
     /// on until it answers. What clients do meanwhile is not part of the run: the trace is cut
-    /// back to where the steps ended. None if the broker is down.
-    fn broker_counters(&mut self) -> Option<tern::core::Sample> {
-        let mut answer = self.probe.borrow().as_ref()?.request()?;
+    /// back to where the steps ended.
+    fn broker_counters(&mut self) -> BrokerCounters {
+        let down = !self.sim.is_host_running("broker") || self.disk_stopped;
+        if down {
+            return BrokerCounters::BrokerDown;
+        }
+        let asked = self.probe.borrow().as_ref().and_then(Probe::request);
+        let Some(mut answer) = asked else {
+            return BrokerCounters::Unanswered;
+        };
         let steps_ended = self.trace.borrow().entries.len();
-        let mut counters = None;
+        let mut counters = BrokerCounters::Unanswered;
         for _ in 0..COUNTERS_WAIT_TICKS {
             match answer.try_recv() {
                 Ok(snapshot) => {
-                    counters = Some(snapshot.core);
+                    counters = BrokerCounters::Read(Box::new(snapshot.core));
                     break;
                 }
                 Err(oneshot::error::TryRecvError::Closed) => break,
@@ -402,6 +412,7 @@ impl Director<'_, '_> {
         counters
     }
 
+    /// Runs the steps in order; stops at the first that fails (its number and why).
     fn run_steps(&mut self) -> Result<(), (usize, String)> {
         let steps = &self.scenario.steps;
         for (index, step) in steps.iter().enumerate() {
@@ -595,6 +606,7 @@ impl Director<'_, '_> {
             .disk
             .as_ref()
             .ok_or("a disk fault needs `broker: { persistence: true }`")?;
+        self.disk_stopped |= matches!(fault, DiskFault::FailFsync | DiskFault::TearWrite);
         match fault {
             DiskFault::FailFsync => disk.set_fail_sync(true),
             DiskFault::Full => disk.set_full(true),

@@ -60,3 +60,23 @@ fn runs_with_a_broker_crash_replay_bit_for_bit() {
         "too few generated plans crash the broker: {checked}"
     );
 }
+
+/// The delivery account is really judged: a run whose broker is up at the end has its
+/// counters read, they balance, and a delivery was made (so there was something to count).
+#[test]
+fn the_broker_counters_are_read_after_the_last_step() {
+    use tern_sim::trace::BrokerCounters;
+    use tern_sim::world::{run, Options};
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../scenarios/qos1/held-then-released.yaml"
+    );
+    let scenario = Scenario::load(std::path::Path::new(path)).unwrap();
+    let outcome = run(&scenario, &Options::default());
+    assert!(outcome.failure.is_none(), "{:?}", outcome.failure);
+    let BrokerCounters::Read(counters) = &outcome.trace.broker_counters else {
+        panic!("not read: {:?}", outcome.trace.broker_counters);
+    };
+    assert!(counters.stats.deliveries > 0, "{counters:#?}");
+    assert_eq!(counters.unaccounted_deliveries(), 0);
+}

@@ -267,17 +267,20 @@ impl Broker {
     /// The counters and the gauges counted on demand: O(sessions + subscriptions), for a
     /// scrape or a `$SYS` interval, not for every input.
     pub fn sample(&self) -> Sample {
-        let sessions = self.sessions.values();
-        Sample {
+        let mut sample = Sample {
             stats: self.stats.clone(),
             connections: self.conns.len(),
-            clients_connected: self.sessions.values().filter(|s| s.conn.is_some()).count(),
             sessions: self.sessions.len(),
-            subscriptions: sessions.clone().map(|s| s.subscriptions.len()).sum(),
             retained_messages: self.retained.len(),
-            queued_messages: sessions.clone().map(Session::queued_len).sum(),
-            inflight_messages: sessions.map(Session::inflight_len).sum(),
+            ..Sample::default()
+        };
+        for session in self.sessions.values() {
+            sample.clients_connected += usize::from(session.conn.is_some());
+            sample.subscriptions += session.subscriptions.len();
+            sample.queued_messages += session.queued_len();
+            sample.inflight_messages += session.inflight_len();
         }
+        sample
     }
 
     /// Logs hostile input from `conn`'s address, at most one line per address and window
@@ -292,13 +295,7 @@ impl Broker {
             .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |peer| peer.ip());
         let now_ms = u64::try_from(now.since_epoch().as_millis()).unwrap_or(u64::MAX);
         if let Some(suppressed) = self.hostile.offence(ip, now_ms) {
-            tracing::warn!(
-                %conn,
-                addr = %connection.origin.peer_text(),
-                what,
-                suppressed,
-                "hostile input (one line per address per minute; `suppressed` more since the last)"
-            );
+            crate::log_limit::warn(&connection.origin.peer_text(), &what, suppressed);
         }
     }
 
@@ -522,8 +519,9 @@ impl Broker {
         for conn in self.out.take_overflowed() {
             if self.conns.contains_key(&conn) {
                 self.stats.slow_consumers_disconnected += 1;
-                tracing::warn!(%conn, "closing: outbound queue full, the client is not reading");
-                self.close(conn, None, "outbound queue full (slow consumer)", true, now);
+                let why = "outbound queue full (slow consumer: it sends requests and does not read the answers)";
+                self.warn_hostile(conn, why, now);
+                self.close(conn, None, why, true, now);
             }
         }
         let batch = self.journal.cut();

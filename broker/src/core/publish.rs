@@ -359,10 +359,13 @@ impl Broker {
     /// subscriber that may read it (a `#` filter never matches it: [MQTT-4.7.2-1]). Not a
     /// message received (the counters count clients' messages), and never made durable: it
     /// is rebuilt after a restart.
-    pub fn publish_system(&mut self, topic: &str, payload: Bytes, now: Instant) {
-        debug_assert!(topic.starts_with("$SYS/"), "{topic} is not a $SYS topic");
+    ///
+    /// Returns whether it was retained (the memory budget may refuse it): one that was not
+    /// should be published again, even unchanged.
+    pub fn publish_system(&mut self, topic: &str, payload: Bytes, now: Instant) -> bool {
+        debug_assert!(is_sys(topic), "{topic} is not a $SYS topic");
         let Ok(topic) = ByteStr::new(topic) else {
-            return;
+            return false;
         };
         let message = Message::new(
             topic,
@@ -376,8 +379,10 @@ impl Broker {
         let message = Arc::new(message);
         self.purge_expired_retained(now);
         let plan = self.plan(&message);
+        let refused_before = self.stats.retained_refused;
         self.fan_out(message, plan, now);
         self.after_input(now);
+        self.stats.retained_refused == refused_before
     }
 
     /// [`Broker::route`] with the plan already made (the publisher's memory check needs it).
@@ -446,7 +451,8 @@ impl Broker {
                 .get(&message.publisher)
                 .copied()
                 .filter(|id| self.sessions.get(id).is_some_and(|s| s.params.bridge));
-            self.deliver_shared(group, message.clone(), bridge, now, now);
+            // A group no member could take is counted (`shared_unclaimed`).
+            let _ = self.deliver_shared(group, message.clone(), bridge, now, now);
         }
     }
 
@@ -454,7 +460,10 @@ impl Broker {
     /// limits and the broker-wide memory budget; a message that does not fit is not retained
     /// (counted) and the old one stays.
     pub(super) fn store_retained(&mut self, message: &Arc<Message>) {
-        if self.journal.full() {
+        // `$SYS` values (the broker's, or a bridge's state) are not kept over a restart, so
+        // a full disk does not concern them, and they do not take clients' retained room.
+        let durable = !is_sys(&message.topic);
+        if durable && self.journal.full() {
             // The store's disk is full: a retained message (a QoS 0 one gets here; QoS 1/2
             // were refused before routing) is not taken, so it cannot pile up batches.
             self.stats.retained_refused += 1;
@@ -462,14 +471,15 @@ impl Broker {
         }
         let limits = &self.config.limits;
         let held = self.stats.held_bytes();
-        let (outcome, change) = self.retained.retain(
-            message.clone(),
-            limits.retained_messages_max,
-            limits.retained_bytes_max,
-            |growth| held + growth <= limits.memory_bytes_max,
-        );
-        // `$SYS` values (the broker's, or a bridge's state) are not kept over a restart.
-        let durable = !message.topic.starts_with("$SYS/");
+        let (count_max, bytes_max) = match durable {
+            true => (limits.retained_messages_max, limits.retained_bytes_max),
+            false => (usize::MAX, usize::MAX),
+        };
+        let (outcome, change) =
+            self.retained
+                .retain(message.clone(), count_max, bytes_max, |growth| {
+                    held + growth <= limits.memory_bytes_max
+                });
         let op = match outcome {
             RetainOutcome::Refused => {
                 self.stats.retained_refused += 1;
@@ -543,7 +553,7 @@ impl Broker {
 
     /// Gives a message to one member of a shared subscription group, at the QoS and with the
     /// options of that member's subscription (spec: [MQTT-4.8.2-3]). `exclude` is a member
-    /// handing the message back.
+    /// handing the message back. Returns whether a member took it.
     fn deliver_shared(
         &mut self,
         group: GroupId,
@@ -551,7 +561,7 @@ impl Broker {
         exclude: Option<SessionId>,
         enqueued_at: Instant,
         now: Instant,
-    ) {
+    ) -> bool {
         let sessions = &self.sessions;
         let connected = |id: SessionId| sessions.get(&id).is_some_and(|s| s.conn.is_some());
         // A member that may not read the topic is never chosen.
@@ -567,10 +577,10 @@ impl Broker {
             self.shared.pick_among(group, exclude, reader, connected)
         else {
             self.stats.shared_unclaimed += 1;
-            return;
+            return false;
         };
         let Some(session) = self.sessions.get_mut(&session_id) else {
-            return;
+            return false;
         };
         let options = subscription.options;
         let qos = message.qos.min(options.qos);
@@ -596,6 +606,7 @@ impl Broker {
             &mut self.stats,
             &mut self.journal,
         );
+        true
     }
 
     /// A member of shared subscriptions lost its connection (`to_connected_only`) or its
@@ -639,13 +650,24 @@ impl Broker {
         );
         for item in taken {
             self.stats.shared_handed_back += 1;
-            self.deliver_shared(
+            let delivered = self.deliver_shared(
                 item.group,
                 item.message,
                 Some(session_id),
                 item.enqueued_at,
                 now,
             );
+            // A member may be there and yet not take it (none may read its topic).
+            match (item.queued, delivered) {
+                (true, true) => self.stats.deliveries_moved += 1,
+                (true, false) => self.stats.shared_dropped_no_member += 1,
+                (false, _) => {}
+            }
         }
     }
+}
+
+/// A topic of the `$SYS` tree: the broker's own values, never stored.
+pub(super) fn is_sys(topic: &str) -> bool {
+    topic.starts_with("$SYS/")
 }

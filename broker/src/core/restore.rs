@@ -9,6 +9,7 @@
 use std::time::Duration;
 
 use super::durable::{Journal, Snapshot, StoreOp, StoredSession, WallMs};
+use super::publish::is_sys;
 use super::session::{DeliveryParams, Queued, Session};
 use super::subscriptions::Subscription;
 use super::{Broker, Instant, SessionId, Timer};
@@ -25,8 +26,9 @@ impl Broker {
         let mut gone = Vec::new();
         for stored in snapshot.retained {
             let message = self.journal.message(stored, now);
-            if message.is_expired(now) {
-                // Expired while the broker was down: out of the store too.
+            if message.is_expired(now) || is_sys(&message.topic) {
+                // Expired while the broker was down: out of the store too. So is a `$SYS`
+                // value an older version stored (they are the running broker's, never kept).
                 gone.push(message.topic.clone());
             } else {
                 // One beyond limits lowered since is not served, but stays in the store.

@@ -77,6 +77,8 @@ pub struct SharedHandBack {
     pub group: GroupId,
     pub message: Arc<Message>,
     pub enqueued_at: Instant,
+    /// It was still queued (not sent): in the delivery account it is moved, or dropped.
+    pub queued: bool,
 }
 
 /// What the current connection told us about how to send to it.
@@ -614,6 +616,7 @@ impl Session {
                     group,
                     message: entry.item.message.clone(),
                     enqueued_at: now,
+                    queued: false,
                 });
                 freed += entry.charged;
                 gone.push(entry.key);
@@ -631,12 +634,12 @@ impl Session {
             match entry.1.group {
                 Some(group) if can_move(group) => {
                     self.unqueued(&entry, stats, journal);
-                    stats.deliveries_moved += 1;
                     let (_, item) = entry;
                     taken.push(SharedHandBack {
                         group,
                         message: item.message,
                         enqueued_at: item.enqueued_at,
+                        queued: true,
                     });
                 }
                 _ => kept.push_back(entry),

@@ -42,10 +42,10 @@ pub struct Stats {
     pub takeovers: u64,
     /// Connections the client ended with DISCONNECT.
     pub disconnects: u64,
-    /// Connections the network ended (no DISCONNECT): the will is published.
+    /// Connections the network ended (no DISCONNECT), before or after CONNECT.
     pub connections_lost: u64,
     /// Connections the broker ended (protocol error, keep alive, slow consumer, takeover,
-    /// connect timeout, shutdown), CONNACK refusals excluded.
+    /// connect timeout, shutdown), before or after CONNECT; CONNACK refusals excluded.
     pub connections_closed: u64,
     /// Of `connections_closed`: the client was silent for 1.5 times its keep alive.
     pub keep_alive_timeouts: u64,
@@ -58,7 +58,9 @@ pub struct Stats {
     pub messages_received: PerQos,
     /// Their payload bytes.
     pub publish_bytes_received: u64,
-    /// Deliveries sent for the first time, by the QoS they were sent with.
+    /// Deliveries sent for the first time, by the QoS they were sent with (a QoS 2 delivery
+    /// to a stored session counts when it enters the window, even if the PUBLISH waits for
+    /// the store: it has left the queue).
     pub messages_sent: PerQos,
     /// Their payload bytes.
     pub publish_bytes_sent: u64,
@@ -76,6 +78,8 @@ pub struct Stats {
     pub messages_discarded: u64,
     /// Messages for a shared group that no member could take (none may read the topic).
     pub shared_unclaimed: u64,
+    /// Queued deliveries of a member that went away that no other member could take.
+    pub shared_dropped_no_member: u64,
     /// QoS 0 messages for a disconnected session with QoS 0 queueing off.
     pub qos0_dropped_offline: u64,
     /// Messages dropped because a session queue was full.
@@ -140,6 +144,7 @@ impl Stats {
             + self.messages_dropped_expired
             + self.messages_dropped_too_large
             + self.messages_dropped_memory
+            + self.shared_dropped_no_member
     }
 }
 

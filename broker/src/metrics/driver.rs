@@ -4,7 +4,7 @@
 //! a sample is taken.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 /// One listener's counters.
@@ -229,6 +229,17 @@ pub struct DriverMetrics {
     pub store: StoreMetrics,
     /// Times the core waited for room in a connection's outbound queue (a slow reader).
     outbound_waits: AtomicU64,
+    /// Reads the log writer's count of dropped lines, when the owner gave one.
+    log_drops: OnceLock<LogDrops>,
+}
+
+/// How the log writer's dropped lines are read (a function: the writer is the binary's).
+struct LogDrops(Box<dyn Fn() -> u64 + Send + Sync>);
+
+impl std::fmt::Debug for LogDrops {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LogDrops")
+    }
 }
 
 impl DriverMetrics {
@@ -241,7 +252,13 @@ impl DriverMetrics {
                 .collect(),
             store: StoreMetrics::default(),
             outbound_waits: AtomicU64::new(0),
+            log_drops: OnceLock::new(),
         }
+    }
+
+    /// Reads dropped log lines with `dropped` from now on (the first call wins).
+    pub fn count_log_drops(&self, dropped: Box<dyn Fn() -> u64 + Send + Sync>) {
+        let _ = self.log_drops.set(LogDrops(dropped));
     }
 
     pub fn outbound_wait(&self) {
@@ -253,6 +270,7 @@ impl DriverMetrics {
             listeners: self.listeners.iter().map(|l| l.sample()).collect(),
             store: self.store.sample(),
             outbound_waits: self.outbound_waits.load(Ordering::Relaxed),
+            log_lines_dropped: self.log_drops.get().map_or(0, |read| (read.0)()),
             event_queue_depth: 0,
             store_batches_pending: 0,
         }
@@ -265,6 +283,8 @@ pub struct DriverSample {
     pub listeners: Vec<ListenerSample>,
     pub store: StoreSample,
     pub outbound_waits: u64,
+    /// Log lines the log writer dropped because it could not keep up.
+    pub log_lines_dropped: u64,
     /// Events from connection tasks waiting for the core.
     pub event_queue_depth: u64,
     /// Batches handed to the store and not yet durable.

@@ -12,7 +12,7 @@ use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 
-use super::{HistogramSample, Snapshot, VERSION};
+use super::{HistogramSample, Snapshot};
 
 /// The content type of [`encode`]'s output for each format.
 pub const PROMETHEUS_CONTENT_TYPE: &str =
@@ -121,27 +121,98 @@ fn core_series(s: &Snapshot) -> Vec<Series> {
         )
     };
     vec![
-        counter("tern_connections_accepted", "CONNECTs answered with a successful CONNACK.", st.connections_accepted),
-        counter("tern_connections_refused", "CONNECTs answered with a refusing CONNACK.", st.connections_refused),
-        counter("tern_bridge_connections_accepted", "Connections accepted from other brokers' bridges.", st.bridge_connections_accepted),
-        counter("tern_takeovers", "Connections closed because another took their client id.", st.takeovers),
+        counter(
+            "tern_connections_accepted",
+            "CONNECTs answered with a successful CONNACK.",
+            st.connections_accepted,
+        ),
+        counter(
+            "tern_connections_refused",
+            "CONNECTs answered with a refusing CONNACK.",
+            st.connections_refused,
+        ),
+        counter(
+            "tern_bridge_connections_accepted",
+            "Connections accepted from other brokers' bridges.",
+            st.bridge_connections_accepted,
+        ),
+        counter(
+            "tern_takeovers",
+            "Connections closed because another took their client id.",
+            st.takeovers,
+        ),
         family(
             "tern_disconnections",
-            "Connections that ended, by who ended them: the client (DISCONNECT), the network, the broker.",
-            by("by", &[("client", st.disconnects), ("network", st.connections_lost), ("broker", st.connections_closed)]),
+            "Connections that ended, by who ended them (DISCONNECT, network, broker).",
+            by(
+                "by",
+                &[
+                    ("client", st.disconnects),
+                    ("network", st.connections_lost),
+                    ("broker", st.connections_closed),
+                ],
+            ),
         ),
-        counter("tern_keep_alive_timeouts", "Connections closed for a silent client (1.5 times its keep alive).", st.keep_alive_timeouts),
-        counter("tern_malformed_packets", "Packets the codec refused (the connection is closed).", st.malformed_packets),
-        counter("tern_packets_received", "MQTT packets of every type received.", st.packets_received),
-        counter("tern_packets_sent", "MQTT packets of every type sent.", st.packets_sent),
-        family("tern_messages_received", "Application messages received (PUBLISH and wills), by QoS.", per_qos(&st.messages_received)),
-        family("tern_messages_sent", "Deliveries sent for the first time, by QoS.", per_qos(&st.messages_sent)),
-        bytes(counter("tern_publish_received", "Payload bytes of the messages received.", st.publish_bytes_received)),
-        bytes(counter("tern_publish_sent", "Payload bytes of the deliveries sent.", st.publish_bytes_sent)),
-        counter("tern_messages_resent", "PUBLISHes sent again (DUP) after a reconnect or restart.", st.messages_resent),
-        counter("tern_deliveries", "Messages handed to a session (one per receiving session).", st.deliveries),
-        counter("tern_deliveries_restored", "Queued deliveries read back from the store at start.", st.deliveries_restored),
-        counter("tern_deliveries_moved", "Queued shared-subscription deliveries moved to another member.", st.deliveries_moved),
+        counter(
+            "tern_keep_alive_timeouts",
+            "Connections closed for a silent client (1.5 times its keep alive).",
+            st.keep_alive_timeouts,
+        ),
+        counter(
+            "tern_malformed_packets",
+            "Packets the codec refused (the connection is closed).",
+            st.malformed_packets,
+        ),
+        counter(
+            "tern_packets_received",
+            "MQTT packets of every type received.",
+            st.packets_received,
+        ),
+        counter(
+            "tern_packets_sent",
+            "MQTT packets of every type sent.",
+            st.packets_sent,
+        ),
+        family(
+            "tern_messages_received",
+            "Application messages received (PUBLISH and wills), by QoS.",
+            per_qos(&st.messages_received),
+        ),
+        family(
+            "tern_messages_sent",
+            "Deliveries sent for the first time, by QoS.",
+            per_qos(&st.messages_sent),
+        ),
+        bytes(counter(
+            "tern_publish_received",
+            "Payload bytes of the messages received.",
+            st.publish_bytes_received,
+        )),
+        bytes(counter(
+            "tern_publish_sent",
+            "Payload bytes of the deliveries sent.",
+            st.publish_bytes_sent,
+        )),
+        counter(
+            "tern_messages_resent",
+            "PUBLISHes sent again (DUP) after a reconnect or restart.",
+            st.messages_resent,
+        ),
+        counter(
+            "tern_deliveries",
+            "Messages handed to a session (one per receiving session).",
+            st.deliveries,
+        ),
+        counter(
+            "tern_deliveries_restored",
+            "Queued deliveries read back from the store at start.",
+            st.deliveries_restored,
+        ),
+        counter(
+            "tern_deliveries_moved",
+            "Queued shared-subscription deliveries moved to another member.",
+            st.deliveries_moved,
+        ),
         family(
             "tern_messages_dropped",
             "Deliveries not made, by reason.",
@@ -156,33 +227,115 @@ fn core_series(s: &Snapshot) -> Vec<Series> {
                     ("offline_qos0", st.qos0_dropped_offline),
                     ("session_ended", st.messages_discarded),
                     ("not_authorized", st.deliveries_denied),
-                    ("no_shared_member", st.shared_unclaimed),
+                    (
+                        "no_shared_member",
+                        st.shared_unclaimed + st.shared_dropped_no_member,
+                    ),
                 ],
             ),
         ),
         family(
             "tern_publishes_refused",
-            "QoS 1/2 PUBLISHes refused, by reason.",
-            by("reason", &[("memory", st.publishes_refused_memory), ("store_full", st.publishes_refused_store_full), ("not_authorized", st.publishes_denied)]),
+            "PUBLISHes refused (v5: a reason code; 3.x: closed, or acked and dropped).",
+            by(
+                "reason",
+                &[
+                    ("memory", st.publishes_refused_memory),
+                    ("store_full", st.publishes_refused_store_full),
+                    ("not_authorized", st.publishes_denied),
+                ],
+            ),
         ),
-        counter("tern_retained_refused", "Retained messages not stored (limits, memory, full store).", st.retained_refused),
-        counter("tern_wills_published", "Wills published.", st.wills_published),
-        counter("tern_logins_failed", "CONNECTs refused for their credentials.", st.logins_failed),
-        counter("tern_authentications_failed", "Enhanced authentications (SCRAM) that failed.", st.authentications_failed),
-        counter("tern_subscriptions_denied", "SUBSCRIBE filters the ACL did not allow.", st.subscriptions_denied),
-        counter("tern_persistent_work_refused", "Persistent CONNECTs and subscriptions refused for a full store.", st.persistent_work_refused_store_full),
-        counter("tern_shared_handed_back", "Shared-subscription messages moved from a member that went away.", st.shared_handed_back),
-        counter("tern_slow_consumers_disconnected", "Connections closed for not reading their replies.", st.slow_consumers_disconnected),
-        gauge("tern_connections", "Open MQTT connections (including those before CONNECT).", s.core.connections),
-        gauge("tern_clients_connected", "Sessions with a connection.", s.core.clients_connected),
-        gauge("tern_sessions", "Sessions, connected or not.", s.core.sessions),
-        gauge("tern_subscriptions", "Subscriptions of all sessions.", s.core.subscriptions),
-        gauge("tern_retained_messages", "Retained messages.", s.core.retained_messages),
-        bytes(gauge("tern_retained", "Bytes of retained messages.", st.retained_bytes)),
-        gauge("tern_queued_messages", "Deliveries waiting in session queues.", s.core.queued_messages),
-        bytes(gauge("tern_queued", "Bytes of queued deliveries.", st.queued_bytes)),
-        gauge("tern_inflight_messages", "Deliveries sent and not yet acknowledged.", s.core.inflight_messages),
-        bytes(gauge("tern_inflight", "Bytes of unacknowledged deliveries.", st.inflight_bytes)),
+        counter(
+            "tern_retained_refused",
+            "Retained messages not stored (limits, memory, full store).",
+            st.retained_refused,
+        ),
+        counter(
+            "tern_wills_published",
+            "Wills published.",
+            st.wills_published,
+        ),
+        counter(
+            "tern_logins_failed",
+            "CONNECTs refused for their credentials.",
+            st.logins_failed,
+        ),
+        counter(
+            "tern_authentications_failed",
+            "Enhanced authentications (SCRAM) that failed.",
+            st.authentications_failed,
+        ),
+        counter(
+            "tern_subscriptions_denied",
+            "SUBSCRIBE filters the ACL did not allow.",
+            st.subscriptions_denied,
+        ),
+        counter(
+            "tern_persistent_work_refused",
+            "Persistent CONNECTs and subscriptions refused for a full store.",
+            st.persistent_work_refused_store_full,
+        ),
+        counter(
+            "tern_shared_handed_back",
+            "Shared-subscription messages moved from a member that went away.",
+            st.shared_handed_back,
+        ),
+        counter(
+            "tern_slow_consumers_disconnected",
+            "Connections closed for not reading their replies.",
+            st.slow_consumers_disconnected,
+        ),
+        gauge(
+            "tern_connections",
+            "Open MQTT connections (including those before CONNECT).",
+            s.core.connections,
+        ),
+        gauge(
+            "tern_clients_connected",
+            "Sessions with a connection.",
+            s.core.clients_connected,
+        ),
+        gauge(
+            "tern_sessions",
+            "Sessions, connected or not.",
+            s.core.sessions,
+        ),
+        gauge(
+            "tern_subscriptions",
+            "Subscriptions of all sessions.",
+            s.core.subscriptions,
+        ),
+        gauge(
+            "tern_retained_messages",
+            "Retained messages.",
+            s.core.retained_messages,
+        ),
+        bytes(gauge(
+            "tern_retained",
+            "Bytes of retained messages.",
+            st.retained_bytes,
+        )),
+        gauge(
+            "tern_queued_messages",
+            "Deliveries waiting in session queues.",
+            s.core.queued_messages,
+        ),
+        bytes(gauge(
+            "tern_queued",
+            "Bytes of queued deliveries.",
+            st.queued_bytes,
+        )),
+        gauge(
+            "tern_inflight_messages",
+            "Deliveries sent and not yet acknowledged.",
+            s.core.inflight_messages,
+        ),
+        bytes(gauge(
+            "tern_inflight",
+            "Bytes of unacknowledged deliveries.",
+            st.inflight_bytes,
+        )),
     ]
 }
 
@@ -236,6 +389,11 @@ fn driver_series(s: &Snapshot) -> Vec<Series> {
             "Times the core waited for room in a connection's outbound queue.",
             d.outbound_waits,
         ),
+        counter(
+            "tern_log_lines_dropped",
+            "Log lines dropped because the log writer could not keep up.",
+            d.log_lines_dropped,
+        ),
         gauge(
             "tern_event_queue_depth",
             "Events from connections waiting for the core.",
@@ -279,7 +437,10 @@ fn driver_series(s: &Snapshot) -> Vec<Series> {
             name: "tern_build_info",
             unit: None,
             help: "The broker's version (always 1).",
-            values: Values::Gauge(vec![(vec![("version", VERSION.to_owned())], 1)]),
+            values: Values::Gauge(vec![(
+                vec![("version", env!("CARGO_PKG_VERSION").to_owned())],
+                1,
+            )]),
         },
     ]
 }

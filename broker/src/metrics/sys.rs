@@ -118,6 +118,12 @@ impl SysTree {
         changed
     }
 
+    /// `topic`'s last value did not reach the retained store: the next update publishes it
+    /// whether it changed or not.
+    pub fn forget(&mut self, topic: &str) {
+        self.published.remove(topic);
+    }
+
     /// Mosquitto's damped averages: each interval, `load = rate + e^(-interval/window) *
     /// (load - rate)`, with `rate` the interval's count per minute.
     fn update_loads(&mut self, snapshot: &Snapshot) -> Vec<(String, String)> {

@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit};
 
 use super::{Event, Outbound};
 use crate::core::{Broker, Instant, Output, Stats, StoreOp};
@@ -30,6 +30,8 @@ const SHUTDOWN_STORE_WAIT: std::time::Duration = std::time::Duration::from_secs(
 pub(super) struct BrokerTask {
     pub broker: Broker,
     pub events: mpsc::Receiver<Event>,
+    /// Snapshot requests (`Probe`): served even while events wait for the store.
+    pub samples: mpsc::Receiver<oneshot::Sender<Snapshot>>,
     pub shutdown: watch::Receiver<bool>,
     pub start: tokio::time::Instant,
     /// The storage task's ends, when persistence is on.
@@ -116,6 +118,9 @@ impl BrokerTask {
                         break;
                     }
                 },
+                Some(reply) = self.samples.recv() => {
+                    let _ = reply.send(self.snapshot());
+                }
                 event = self.events.recv(), if room => {
                     let Some(event) = event else { break };
                     let now = self.now();
@@ -146,9 +151,6 @@ impl BrokerTask {
                             conns.remove(&conn);
                             stashed.remove(&conn);
                             self.broker.connection_closed(conn, now);
-                        }
-                        Event::Sample { reply } => {
-                            let _ = reply.send(self.snapshot());
                         }
                     }
                 }
@@ -198,7 +200,10 @@ impl BrokerTask {
         let snapshot = self.snapshot();
         let now = self.now();
         for (topic, payload) in sys.update(&snapshot) {
-            self.broker.publish_system(&topic, payload, now);
+            if !self.broker.publish_system(&topic, payload, now) {
+                // Refused (the memory budget): tried again next interval, even unchanged.
+                sys.forget(&topic);
+            }
         }
     }
 

@@ -67,6 +67,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> ConnectionTask<S> {
             metrics,
         } = self;
         let (mut reader, mut writer) = tokio::io::split(stream);
+        let written = Written {
+            wake: &wake,
+            events: &events,
+            conn,
+            metrics: &metrics,
+        };
         let mut read_buf = BytesMut::with_capacity(4096);
         let mut write_buf = BytesMut::with_capacity(4096);
         // Until CONNECT names the version, 3.1.1 framing is used (CONNECT itself carries its level).
@@ -86,7 +92,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> ConnectionTask<S> {
                         linger(&mut reader, conn).await;
                         break;
                     };
-                    let mut out = Writer { writer: &mut writer, buf: &mut write_buf, wake: &wake, events: &events, conn, metrics: &metrics };
+                    let mut out = Writer { writer: &mut writer, buf: &mut write_buf, to: &written };
                     if !out.write(packet, &mut outbound, version).await {
                         break;
                     }
@@ -126,7 +132,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> ConnectionTask<S> {
                                                 // next turn of the task's loop finishes it.
                                                 break 'read;
                                             };
-                                            let mut out = Writer { writer: &mut writer, buf: &mut write_buf, wake: &wake, events: &events, conn, metrics: &metrics };
+                                            let mut out = Writer { writer: &mut writer, buf: &mut write_buf, to: &written };
                                             if !out.write(first, &mut outbound, version).await {
                                                 return;
                                             }
@@ -143,7 +149,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> ConnectionTask<S> {
                                             let Some(first) = next else {
                                                 break 'read;
                                             };
-                                            let mut out = Writer { writer: &mut writer, buf: &mut write_buf, wake: &wake, events: &events, conn, metrics: &metrics };
+                                            let mut out = Writer { writer: &mut writer, buf: &mut write_buf, to: &written };
                                             if !out.write(first, &mut outbound, version).await {
                                                 return;
                                             }
@@ -176,14 +182,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> ConnectionTask<S> {
     }
 }
 
-/// The write half of a connection task, with what a write needs around it.
-struct Writer<'a, W> {
-    writer: &'a mut W,
-    buf: &'a mut BytesMut,
+/// Whom a connection's writes concern besides the socket: the broker task waiting to hear
+/// of one, and the listener's counters.
+#[derive(Clone, Copy)]
+struct Written<'a> {
     wake: &'a AtomicBool,
     events: &'a mpsc::Sender<Event>,
     conn: ConnId,
     metrics: &'a ListenerMetrics,
+}
+
+/// The write half of a connection task, with what a write needs around it.
+struct Writer<'a, W> {
+    writer: &'a mut W,
+    buf: &'a mut BytesMut,
+    to: &'a Written<'a>,
 }
 
 impl<W: AsyncWrite + Unpin> Writer<'_, W> {
@@ -196,7 +209,12 @@ impl<W: AsyncWrite + Unpin> Writer<'_, W> {
         outbound: &mut mpsc::Receiver<Packet>,
         version: ProtocolVersion,
     ) -> bool {
-        let conn = self.conn;
+        let Written {
+            wake,
+            events,
+            conn,
+            metrics,
+        } = *self.to;
         if !encode_batch(first, outbound, version, self.buf, conn) {
             return false;
         }
@@ -207,17 +225,17 @@ impl<W: AsyncWrite + Unpin> Writer<'_, W> {
         };
         match tokio::time::timeout(WRITE_STALL_TIMEOUT, write).await {
             Ok(Ok(())) => {
-                self.metrics.sent(self.buf.len());
+                metrics.sent(self.buf.len());
                 self.buf.clear();
-                !(self.wake.swap(false, Ordering::SeqCst)
-                    && self.events.send(Event::Writable { conn }).await.is_err())
+                !(wake.swap(false, Ordering::SeqCst)
+                    && events.send(Event::Writable { conn }).await.is_err())
             }
             Ok(Err(error)) => {
                 tracing::debug!(%conn, %error, "write failed");
                 false
             }
             Err(_) => {
-                self.metrics.write_stalled();
+                metrics.write_stalled();
                 tracing::info!(%conn, "closing: peer stopped reading (write stalled)");
                 false
             }

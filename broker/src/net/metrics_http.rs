@@ -2,9 +2,11 @@
 //! browser, and no more (one request per connection, no keep-alive, no request bodies, no
 //! framework). It runs over the same [`Listener`] trait as MQTT.
 //!
-//! Everything is bounded: the request head (8 KiB), the time to send it, the connections
-//! served at once (beyond that a socket is closed at once), and the wait for the broker's
-//! answer (503 after it).
+//! Everything is bounded: the request head (8 KiB), the time a connection may take from
+//! accept to the last byte of the answer, the connections served at once (beyond that a socket
+//! is closed at once), and the wait for the broker's answer (503 after it). Scrapes within a
+//! second of each other share one snapshot, so scraping in a loop cannot take the core's time
+//! (a snapshot walks every session).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +16,7 @@ use tokio::sync::{watch, Semaphore};
 
 use super::{Listener, Probe};
 use crate::metrics::prometheus::{encode, OPENMETRICS_CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE};
+use crate::metrics::Snapshot;
 
 /// The request line and headers may take this much at most.
 const REQUEST_HEAD_BYTES_MAX: usize = 8 * 1024;
@@ -23,6 +26,15 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const CONNECTIONS_MAX: usize = 16;
 /// How long a scrape waits for the broker task to answer.
 const SAMPLE_TIMEOUT: Duration = Duration::from_secs(5);
+/// A connection's whole life, from accept to the last byte written: a client that does not
+/// read the answer gives its slot back after this.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long one snapshot serves every scrape.
+const SNAPSHOT_REUSE: Duration = Duration::from_secs(1);
+
+/// The last snapshot and when it was taken, shared by the scrapes; the lock also makes
+/// concurrent scrapes wait for one snapshot instead of each asking for its own.
+type SnapshotCache = tokio::sync::Mutex<Option<(tokio::time::Instant, Arc<Snapshot>)>>;
 
 pub(super) struct MetricsResponder<L> {
     pub listener: L,
@@ -33,6 +45,7 @@ pub(super) struct MetricsResponder<L> {
 impl<L: Listener> MetricsResponder<L> {
     pub async fn run(mut self) {
         let serving = Arc::new(Semaphore::new(CONNECTIONS_MAX));
+        let cache = Arc::new(SnapshotCache::default());
         loop {
             let accepted = tokio::select! {
                 biased;
@@ -48,8 +61,10 @@ impl<L: Listener> MetricsResponder<L> {
                 continue;
             };
             let probe = self.probe.clone();
+            let cache = cache.clone();
             tokio::spawn(async move {
-                serve(stream, &probe).await;
+                let _ =
+                    tokio::time::timeout(CONNECTION_TIMEOUT, serve(stream, &probe, &cache)).await;
                 drop(permit);
             });
         }
@@ -57,12 +72,16 @@ impl<L: Listener> MetricsResponder<L> {
 }
 
 /// Answers one request and closes.
-async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, probe: &Probe) {
+async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    probe: &Probe,
+    cache: &SnapshotCache,
+) {
     let response = match tokio::time::timeout(REQUEST_TIMEOUT, read_head(&mut stream)).await {
         Err(_) | Ok(Err(ReadError::Closed)) => return,
         Ok(Err(ReadError::TooLarge)) => Response::error(431, "request head too large"),
         Ok(Ok(head)) => match parse(&head) {
-            Ok(request) => respond(&request, probe).await,
+            Ok(request) => respond(&request, probe, cache).await,
             Err(response) => response,
         },
     };
@@ -142,8 +161,8 @@ fn parse(head: &[u8]) -> Result<Request, Response> {
     })
 }
 
-async fn respond(request: &Request, probe: &Probe) -> Response {
-    let Ok(Some(snapshot)) = tokio::time::timeout(SAMPLE_TIMEOUT, probe.snapshot()).await else {
+async fn respond(request: &Request, probe: &Probe, cache: &SnapshotCache) -> Response {
+    let Some(snapshot) = snapshot(probe, cache).await else {
         return Response::error(503, "the broker did not answer");
     };
     let content_type = if request.openmetrics {
@@ -157,6 +176,23 @@ async fn respond(request: &Request, probe: &Probe) -> Response {
         body: encode(&snapshot, request.openmetrics),
         head_only: request.head_only,
     }
+}
+
+/// A snapshot at most [`SNAPSHOT_REUSE`] old.
+async fn snapshot(probe: &Probe, cache: &SnapshotCache) -> Option<Arc<Snapshot>> {
+    let mut cached = cache.lock().await;
+    if let Some((at, snapshot)) = cached.as_ref() {
+        if at.elapsed() < SNAPSHOT_REUSE {
+            return Some(snapshot.clone());
+        }
+    }
+    let fresh = tokio::time::timeout(SAMPLE_TIMEOUT, probe.snapshot())
+        .await
+        .ok()
+        .flatten()?;
+    let fresh = Arc::new(fresh);
+    *cached = Some((tokio::time::Instant::now(), fresh.clone()));
+    Some(fresh)
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -241,6 +277,32 @@ mod tests {
                 .unwrap()
                 .openmetrics
         );
+    }
+
+    /// Scrapes in a loop cost the core one snapshot a second, not one each.
+    #[tokio::test]
+    async fn scrapes_within_a_second_share_one_snapshot() {
+        let (requests, mut asked) = tokio::sync::mpsc::channel(4);
+        let probe = Probe { requests };
+        let answered = tokio::spawn(async move {
+            let mut count = 0;
+            while let Some(reply) = asked.recv().await {
+                count += 1;
+                let _ = reply.send(Snapshot::default());
+            }
+            count
+        });
+        let cache = SnapshotCache::default();
+        for _ in 0..5 {
+            assert!(snapshot(&probe, &cache).await.is_some());
+        }
+        // A second later (made so, not waited for) the next scrape asks again.
+        if let Some((at, _)) = cache.lock().await.as_mut() {
+            *at = at.checked_sub(SNAPSHOT_REUSE).unwrap();
+        }
+        assert!(snapshot(&probe, &cache).await.is_some());
+        drop(probe);
+        assert_eq!(answered.await.unwrap(), 2);
     }
 
     #[test]

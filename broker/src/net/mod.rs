@@ -86,11 +86,11 @@ pub(crate) enum Event {
     Closed {
         conn: ConnId,
     },
-    /// A scrape or a test wants every counter now.
-    Sample {
-        reply: oneshot::Sender<Snapshot>,
-    },
 }
+
+/// Snapshot requests waiting for the broker task at most (scrapes share one, see
+/// `metrics_http.rs`, so more than a few means they are piling up).
+const SAMPLE_REQUESTS_MAX: usize = 16;
 
 /// The broker task's end of one connection's outbound queue.
 pub(crate) struct Outbound {
@@ -125,12 +125,7 @@ impl HostileLog {
         // still a valid map.
         let mut warnings = self.warnings.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(suppressed) = warnings.offence(peer.ip(), now_ms) {
-            tracing::warn!(
-                %peer,
-                %what,
-                suppressed,
-                "hostile input (one line per address per minute; `suppressed` more since the last)"
-            );
+            crate::log_limit::warn(&peer, what, suppressed);
         }
     }
 }
@@ -215,28 +210,31 @@ pub struct Server {
     storage_task: Option<JoinHandle<()>>,
     /// The HTTP responder of `/metrics`, when one was asked for.
     metrics_task: Option<JoinHandle<()>>,
+    probe: Probe,
+    metrics: Arc<DriverMetrics>,
 }
 
 /// Asks a running broker for its counters: the `/metrics` responder's, and tests' and the
-/// simulation's way to read them.
+/// simulation's way to read them. Requests have a queue of their own, which the broker task
+/// serves even while it takes no events (the store behind): that is when they matter most.
 #[derive(Clone)]
 pub struct Probe {
-    events: mpsc::Sender<Event>,
+    requests: mpsc::Sender<oneshot::Sender<Snapshot>>,
 }
 
 impl Probe {
     /// Every counter now; None once the broker has stopped.
     pub async fn snapshot(&self) -> Option<Snapshot> {
         let (reply, answer) = oneshot::channel();
-        self.events.send(Event::Sample { reply }).await.ok()?;
+        self.requests.send(reply).await.ok()?;
         answer.await.ok()
     }
 
     /// Asks without waiting (from outside the broker's runtime, as the simulation's director
-    /// does); None when the broker's queue is full or it has stopped.
+    /// does); None when the request queue is full or the broker has stopped.
     pub fn request(&self) -> Option<oneshot::Receiver<Snapshot>> {
         let (reply, answer) = oneshot::channel();
-        self.events.try_send(Event::Sample { reply }).ok()?;
+        self.requests.try_send(reply).ok()?;
         Some(answer)
     }
 }
@@ -280,6 +278,7 @@ impl Server {
             return Err(io::Error::other("more than 65535 listeners").into());
         }
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE_EVENTS_MAX);
+        let (samples_tx, samples_rx) = mpsc::channel(SAMPLE_REQUESTS_MAX);
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let shared = Arc::new(Shared::default());
         let limits = config.limits.clone();
@@ -307,6 +306,7 @@ impl Server {
             BrokerTask {
                 broker,
                 events: events_rx,
+                samples: samples_rx,
                 shutdown: shutdown_rx.clone(),
                 start,
                 store,
@@ -341,6 +341,10 @@ impl Server {
         }
         Ok(Server {
             metrics_task: None,
+            probe: Probe {
+                requests: samples_tx,
+            },
+            metrics,
             local_addrs,
             events: events_tx,
             shutdown: shutdown_tx,
@@ -370,9 +374,13 @@ impl Server {
 
     /// A handle that reads this broker's counters.
     pub fn probe(&self) -> Probe {
-        Probe {
-            events: self.events.clone(),
-        }
+        self.probe.clone()
+    }
+
+    /// Counts the log lines the log writer had to drop (`tern_log_lines_dropped_total`): the
+    /// binary's non-blocking writer knows, the server does not.
+    pub fn count_log_drops(&self, dropped: impl Fn() -> u64 + Send + Sync + 'static) {
+        self.metrics.count_log_drops(Box::new(dropped));
     }
 
     /// Serves Prometheus text on `listener` (`GET /metrics`) until shutdown.
@@ -478,7 +486,8 @@ impl<L: Listener> AcceptLoop<L> {
             let guard = OpenConnection(self.shared.clone());
             if open > self.connections_max {
                 self.metrics.refused_at_limit();
-                tracing::warn!(%peer, limit = self.connections_max, "refusing connection: connection limit reached");
+                let why = format_args!("connection limit ({}) reached", self.connections_max);
+                self.shared.hostile.offence(peer, &why);
                 drop((stream, guard));
                 continue;
             }
@@ -552,7 +561,9 @@ impl Opening {
             }
             Err(_) => {
                 self.metrics.handshake_failed();
-                tracing::info!(%conn, "handshake not finished within the connect timeout");
+                tracing::debug!(%conn, "handshake not finished within the connect timeout");
+                let why = "TLS or WebSocket handshake not finished within the connect timeout";
+                self.hostile.offence(self.peer, &why);
                 return;
             }
         };

@@ -9,11 +9,19 @@
 
 use super::Violation;
 use crate::scenario::Scenario;
-use crate::trace::Trace;
+use crate::trace::{BrokerCounters, Trace};
 
 pub fn deliveries_accounted(_scenario: &Scenario, trace: &Trace) -> Result<(), Violation> {
-    let Some(counters) = &trace.broker_counters else {
-        return Ok(());
+    let last = trace.entries.len().saturating_sub(1);
+    let counters = match &trace.broker_counters {
+        BrokerCounters::Read(counters) => counters,
+        BrokerCounters::BrokerDown => return Ok(()),
+        BrokerCounters::Unanswered => {
+            return Err((
+                "the broker was up after the last step and did not give its counters".into(),
+                last,
+            ))
+        }
     };
     let unaccounted = counters.unaccounted_deliveries();
     if unaccounted == 0 {
@@ -33,6 +41,6 @@ pub fn deliveries_accounted(_scenario: &Scenario, trace: &Trace) -> Result<(), V
             s.deliveries_moved,
             counters.queued_messages
         ),
-        trace.entries.len().saturating_sub(1),
+        last,
     ))
 }

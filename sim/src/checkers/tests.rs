@@ -12,7 +12,7 @@ use tern::types::{PacketId, QoS};
 use super::model::Fault;
 use super::*;
 use crate::scenario::Scenario;
-use crate::trace::{Event, Trace};
+use crate::trace::{BrokerCounters, Event, Trace};
 
 fn scenario(clients: &str) -> Scenario {
     let text = format!("goal: g\nclients:\n{clients}steps: []\n");
@@ -959,20 +959,22 @@ fn a_delivery_the_counters_cannot_place_is_caught() {
     sample.stats.qos0_dropped_offline = 1;
     sample.queued_messages = 1;
     let mut trace = Trace {
-        broker_counters: Some(sample.clone()),
+        broker_counters: BrokerCounters::Read(Box::new(sample.clone())),
         ..Trace::default()
     };
     assert!(counters::deliveries_accounted(&two(), &trace).is_ok());
     // One lost without a count.
     sample.queued_messages = 0;
-    trace.broker_counters = Some(sample.clone());
+    trace.broker_counters = BrokerCounters::Read(Box::new(sample.clone()));
     let (message, _) = counters::deliveries_accounted(&two(), &trace).unwrap_err();
     assert!(message.contains("1 deliveries unaccounted"), "{message}");
     // One counted twice.
     sample.queued_messages = 2;
-    trace.broker_counters = Some(sample);
+    trace.broker_counters = BrokerCounters::Read(Box::new(sample));
     assert!(counters::deliveries_accounted(&two(), &trace).is_err());
-    // A broker that was down at the end has nothing to judge.
-    trace.broker_counters = None;
+    // A broker that was down at the end has nothing to judge; one that was up must answer.
+    trace.broker_counters = BrokerCounters::BrokerDown;
     assert!(counters::deliveries_accounted(&two(), &trace).is_ok());
+    trace.broker_counters = BrokerCounters::Unanswered;
+    assert!(counters::deliveries_accounted(&two(), &trace).is_err());
 }
