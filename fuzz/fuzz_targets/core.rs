@@ -13,7 +13,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
 use tern::codec::*;
-use tern::core::{Broker, Config, ConnId, Instant, Output};
+use tern::core::{Broker, Config, ConnId, Instant, Origin, Output};
 use tern::types::{PacketId, QoS};
 
 const CONNS: u8 = 8;
@@ -184,6 +184,8 @@ impl Run {
         // What waits stays within the budget (sends to ready clients are never refused).
         let waiting = stats.queued_bytes + stats.retained_bytes;
         assert!(waiting <= self.broker.limits().memory_bytes_max);
+        // Every delivery is sent, dropped (counted), discarded, moved or still queued.
+        assert_eq!(self.broker.sample().unaccounted_deliveries(), 0);
     }
 
     fn step(&mut self, input: &mut Input) {
@@ -193,7 +195,7 @@ impl Run {
                 let conn = ConnId(self.next_conn);
                 self.open.insert(conn);
                 self.queued.insert(conn, 0);
-                self.broker.connection_opened(conn, self.now);
+                self.broker.connection_opened(conn, Origin::default(), self.now);
             }
             1..=3 => {
                 if let Some(conn) = self.conn(input) {
