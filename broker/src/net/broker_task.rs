@@ -158,16 +158,17 @@ impl BrokerTask {
             }
             // Deadlines are checked after every event too: the select is biased towards
             // events, and a steady stream of them must not hold timers back.
-            let now = self.now();
+            // One clock read per turn: this loop turns once per event.
+            let clock = tokio::time::Instant::now();
+            let now = Instant::from_since_epoch(clock - self.start);
             if self.broker.poll_timeout().is_some_and(|at| at <= now) {
                 self.broker.timeout(now);
             }
-            if let Some(due) = next_sys.filter(|due| *due <= tokio::time::Instant::now()) {
+            if let Some(due) = next_sys.filter(|due| *due <= clock) {
                 self.publish_sys(&mut sys);
                 // A broker busy for longer than an interval publishes once, not once per
                 // interval missed.
-                let next = due + self.sys_interval;
-                next_sys = Some(next.max(tokio::time::Instant::now()));
+                next_sys = Some((due + self.sys_interval).max(clock));
             }
             self.dispatch(&mut conns, &mut mismatches);
         }
