@@ -10,6 +10,16 @@ use bytes::BytesMut;
 use tern::codec::*;
 use tern::types::{PacketId, QoS};
 
+/// SIGTERM, then everything it wrote.
+fn terminate(child: Child) -> std::process::Output {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    child.wait_with_output().unwrap()
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -405,12 +415,7 @@ fn json_logs_name_each_connect_and_disconnect_and_metrics_are_served() {
     );
     assert!(response.contains("\ntern_disconnections_total{by=\"client\"} 1\n"));
 
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let output = child.wait_with_output().unwrap();
+    let output = terminate(child);
     assert!(output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     let lines: Vec<serde_json::Value> = stderr
@@ -455,12 +460,7 @@ fn repeated_hostile_input_from_one_address_is_warned_about_once() {
         let mut rest = Vec::new();
         let _ = stream.read_to_end(&mut rest);
     }
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let output = child.wait_with_output().unwrap();
+    let output = terminate(child);
     let stderr = String::from_utf8_lossy(&output.stderr);
     let warnings = stderr.matches("hostile input").count();
     assert_eq!(warnings, 1, "{stderr}");

@@ -1,7 +1,7 @@
 //! Connection and session life cycle: CONNECT and CONNACK, takeover, keep alive, DISCONNECT,
 //! wills, session expiry, and every way a connection ends.
 
-use super::connection::Ending;
+use super::connection::{client_line, Ending};
 use crate::planted::{self, PlantedBug};
 use std::sync::Arc;
 
@@ -320,12 +320,9 @@ impl Broker {
             self.stats.bridge_connections_accepted += 1;
         }
         if let Some(connection) = self.conns.get(&conn) {
-            tracing::info!(
-                %conn,
-                %client_id,
-                addr = %connection.origin.peer_text(),
-                listener = connection.origin.listener,
-                protocol = version.level(),
+            client_line!(
+                conn,
+                connection,
                 user = connection.login.user.as_ref().map_or("", |u| u.as_str()),
                 bridge,
                 session_present,
@@ -460,12 +457,9 @@ impl Broker {
         let Some(connection) = self.forget_connection(conn, Ending::Refused) else {
             return;
         };
-        tracing::info!(
-            %conn,
-            client_id = %connection.client_id,
-            addr = %connection.origin.peer_text(),
-            listener = connection.origin.listener,
-            protocol = connection.version.level(),
+        client_line!(
+            conn,
+            connection,
             reason = reason.description(),
             why,
             "refusing CONNECT"

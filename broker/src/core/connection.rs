@@ -28,6 +28,22 @@ pub enum ConnState {
     Active { session: SessionId },
 }
 
+/// Logs an `info` line about a client with the fields every such line has (connection, client
+/// id, address, listener, protocol level), then `$rest` (more fields and the message).
+macro_rules! client_line {
+    ($conn:expr, $connection:expr, $($rest:tt)*) => {
+        tracing::info!(
+            conn = %$conn,
+            client_id = %$connection.client_id,
+            addr = %$connection.origin.peer_text(),
+            listener = $connection.origin.listener,
+            protocol = $connection.version.level(),
+            $($rest)*
+        )
+    };
+}
+pub(super) use client_line;
+
 /// How a connection ended: which counter moves and what its log line says.
 #[derive(Debug, Clone, Copy)]
 pub enum Ending<'a> {

@@ -55,7 +55,7 @@ use crate::log_limit::HostileWarnings;
 pub use crate::types::ConnId;
 use crate::types::QoS;
 use access::AccessRules;
-use connection::{ConnState, Connection, Ending};
+use connection::{client_line, ConnState, Connection, Ending};
 use durable::Journal;
 use outbox::Outbox;
 use retained::RetainedStore;
@@ -640,15 +640,7 @@ impl Broker {
             Ending::Refused => {}
         }
         if connection.session().is_some() {
-            tracing::info!(
-                %conn,
-                client_id = %connection.client_id,
-                addr = %connection.origin.peer_text(),
-                listener = connection.origin.listener,
-                protocol = connection.version.level(),
-                reason = %ending,
-                "client disconnected"
-            );
+            client_line!(conn, connection, reason = %ending, "client disconnected");
         } else {
             tracing::debug!(%conn, addr = %connection.origin.peer_text(), reason = %ending, "connection ended before CONNACK");
         }
