@@ -352,7 +352,8 @@ struct Director<'a, 's> {
     /// Reads the running broker's counters (replaced at each broker start).
     probe: Rc<RefCell<Option<Probe>>>,
     /// A disk fault that stops the broker (failed fsync, torn write) happened since its last
-    /// start: it may have stopped serving.
+    /// start: it may have stopped serving. (One that did stop has no host running any more;
+    /// this covers the moment before it notices.)
     disk_stopped: bool,
     next_packet_id: BTreeMap<String, u16>,
     /// Trace entries (received PUBLISHes) already matched by an `expect`: each message
@@ -587,6 +588,10 @@ impl Director<'_, '_> {
                 // Also after a broker that stopped by itself (a failed fsync): what no fsync
                 // covered may be gone.
                 self.crash_disk(host);
+                if host == "broker" {
+                    // The new process serves until a disk fault stops it again.
+                    self.disk_stopped = false;
+                }
                 self.sim.bounce(host.as_str());
                 self.fault(format!("restart {host}"));
                 self.run_for(Duration::from_millis(10))

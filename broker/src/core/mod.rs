@@ -294,8 +294,8 @@ impl Broker {
             .peer
             .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |peer| peer.ip());
         let now_ms = u64::try_from(now.since_epoch().as_millis()).unwrap_or(u64::MAX);
-        if let Some(suppressed) = self.hostile.offence(ip, now_ms) {
-            crate::log_limit::warn(&connection.origin.peer_text(), &what, suppressed);
+        if let Some(line) = self.hostile.offence(ip, now_ms) {
+            crate::log_limit::warn(&connection.origin.peer_text(), &what, line);
         }
     }
 

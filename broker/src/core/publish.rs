@@ -363,7 +363,7 @@ impl Broker {
     /// Returns whether it was retained (the memory budget may refuse it): one that was not
     /// should be published again, even unchanged.
     pub fn publish_system(&mut self, topic: &str, payload: Bytes, now: Instant) -> bool {
-        debug_assert!(is_sys(topic), "{topic} is not a $SYS topic");
+        debug_assert!(topic.starts_with("$SYS/"), "{topic} is not a $SYS topic");
         let Ok(topic) = ByteStr::new(topic) else {
             return false;
         };
@@ -379,21 +379,27 @@ impl Broker {
         let message = Arc::new(message);
         self.purge_expired_retained(now);
         let plan = self.plan(&message);
-        let refused_before = self.stats.retained_refused;
-        self.fan_out(message, plan, now);
+        let retained = self.fan_out(message, plan, now, Durability::NeverStored);
         self.after_input(now);
-        self.stats.retained_refused == refused_before
+        retained
     }
 
     /// [`Broker::route`] with the plan already made (the publisher's memory check needs it).
     fn route_planned(&mut self, message: Arc<Message>, plan: Plan, now: Instant) {
         self.stats.messages_received.count(message.qos);
         self.stats.publish_bytes_received += message.payload.len() as u64;
-        self.fan_out(message, plan, now);
+        self.fan_out(message, plan, now, Durability::Stored);
     }
 
     /// Stores `message` if retained and hands it to the sessions and groups of `plan`.
-    fn fan_out(&mut self, message: Arc<Message>, plan: Plan, now: Instant) {
+    /// Returns false if it was to be retained and the retained store refused it.
+    fn fan_out(
+        &mut self,
+        message: Arc<Message>,
+        plan: Plan,
+        now: Instant,
+        durability: Durability,
+    ) -> bool {
         let Plan {
             deliveries,
             groups,
@@ -410,9 +416,10 @@ impl Broker {
                 compacted = true;
             }
         };
+        let mut retained = true;
         if message.retain {
             hold(&mut message);
-            self.store_retained(&message);
+            retained = self.store_retained(&message, durability);
         }
         for (session_id, delivery) in deliveries {
             let Some(session) = self.sessions.get_mut(&session_id) else {
@@ -451,35 +458,39 @@ impl Broker {
                 .get(&message.publisher)
                 .copied()
                 .filter(|id| self.sessions.get(id).is_some_and(|s| s.params.bridge));
-            // A group no member could take is counted (`shared_unclaimed`).
-            let _ = self.deliver_shared(group, message.clone(), bridge, now, now);
+            if !self.deliver_shared(group, message.clone(), bridge, now, now) {
+                self.stats.shared_unclaimed += 1;
+            }
         }
+        retained
     }
 
     /// spec: [MQTT-3.3.1-5] [MQTT-3.3.1-7] 3.1.1; [MQTT-3.3.1-5] 5.0. Within the retained
     /// limits and the broker-wide memory budget; a message that does not fit is not retained
-    /// (counted) and the old one stays.
-    pub(super) fn store_retained(&mut self, message: &Arc<Message>) {
-        // `$SYS` values (the broker's, or a bridge's state) are not kept over a restart, so
-        // a full disk does not concern them, and they do not take clients' retained room.
-        let durable = !is_sys(&message.topic);
+    /// (counted, false) and the old one stays.
+    pub(super) fn store_retained(
+        &mut self,
+        message: &Arc<Message>,
+        durability: Durability,
+    ) -> bool {
+        // The broker's `$SYS` values are not kept over a restart, so a full disk does not
+        // concern them; every other limit does.
+        let durable = durability == Durability::Stored;
         if durable && self.journal.full() {
             // The store's disk is full: a retained message (a QoS 0 one gets here; QoS 1/2
             // were refused before routing) is not taken, so it cannot pile up batches.
             self.stats.retained_refused += 1;
-            return;
+            return false;
         }
         let limits = &self.config.limits;
         let held = self.stats.held_bytes();
-        let (count_max, bytes_max) = match durable {
-            true => (limits.retained_messages_max, limits.retained_bytes_max),
-            false => (usize::MAX, usize::MAX),
-        };
-        let (outcome, change) =
-            self.retained
-                .retain(message.clone(), count_max, bytes_max, |growth| {
-                    held + growth <= limits.memory_bytes_max
-                });
+        let (outcome, change) = self.retained.retain(
+            message.clone(),
+            limits.retained_messages_max,
+            limits.retained_bytes_max,
+            |growth| held + growth <= limits.memory_bytes_max,
+        );
+        let stored = outcome != RetainOutcome::Refused;
         let op = match outcome {
             RetainOutcome::Refused => {
                 self.stats.retained_refused += 1;
@@ -501,6 +512,7 @@ impl Broker {
         }
         self.stats.retained_bytes = self.stats.retained_bytes.saturating_add_signed(change);
         debug_assert_eq!(self.stats.retained_bytes, self.retained.bytes());
+        stored
     }
 
     /// One delivery per session, at the highest granted QoS of its matching subscriptions
@@ -576,7 +588,6 @@ impl Broker {
         let Some((session_id, subscription)) =
             self.shared.pick_among(group, exclude, reader, connected)
         else {
-            self.stats.shared_unclaimed += 1;
             return false;
         };
         let Some(session) = self.sessions.get_mut(&session_id) else {
@@ -626,25 +637,34 @@ impl Broker {
         let Some(session) = self.sessions.get(&session_id) else {
             return;
         };
-        let groups = session.shared_groups();
-        if groups.is_empty() {
+        let held = session.shared_topics();
+        if held.is_empty() {
             return;
         }
+        // Only what another member can take moves: one that may read the topic, and, while
+        // this session lives, is connected. The rest stays (and is not lost).
         let sessions = &self.sessions;
-        let can_take = |id: SessionId| {
-            id != session_id
-                && (!to_connected_only || sessions.get(&id).is_some_and(|s| s.conn.is_some()))
-        };
-        let movable: BTreeSet<GroupId> = groups
+        let access = &self.access;
+        let checking = access.any();
+        let movable: BTreeSet<(GroupId, ByteStr)> = held
             .into_iter()
-            .filter(|group| self.shared.has_member(*group, can_take))
+            .filter(|(group, topic)| {
+                self.shared.has_member(*group, |id: SessionId| {
+                    let Some(member) = sessions.get(&id) else {
+                        return false;
+                    };
+                    id != session_id
+                        && (!to_connected_only || member.conn.is_some())
+                        && (!checking || access.may_read(member, topic))
+                })
+            })
             .collect();
         let Some(session) = self.sessions.get_mut(&session_id) else {
             return;
         };
         let taken = session.take_shared(
             now,
-            |group| movable.contains(&group),
+            |group, topic| movable.contains(&(group, topic.clone())),
             &mut self.stats,
             &mut self.journal,
         );
@@ -657,7 +677,8 @@ impl Broker {
                 item.enqueued_at,
                 now,
             );
-            // A member may be there and yet not take it (none may read its topic).
+            // Checked above, so a miss is a bug; counted (and the account kept) all the same.
+            debug_assert!(delivered, "a shared message found no member after all");
             match (item.queued, delivered) {
                 (true, true) => self.stats.deliveries_moved += 1,
                 (true, false) => self.stats.shared_dropped_no_member += 1,
@@ -667,7 +688,11 @@ impl Broker {
     }
 }
 
-/// A topic of the `$SYS` tree: the broker's own values, never stored.
-pub(super) fn is_sys(topic: &str) -> bool {
-    topic.starts_with("$SYS/")
+/// Whether a retained message goes to the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Durability {
+    /// A client's (or a will): kept over a restart.
+    Stored,
+    /// The broker's own `$SYS` values: rebuilt by the next process.
+    NeverStored,
 }

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use super::durable::{Journal, Snapshot, StoreOp, StoredSession, WallMs};
-use super::publish::is_sys;
+use super::publish::Durability;
 use super::session::{DeliveryParams, Queued, Session};
 use super::subscriptions::Subscription;
 use super::{Broker, Instant, SessionId, Timer};
@@ -26,13 +26,12 @@ impl Broker {
         let mut gone = Vec::new();
         for stored in snapshot.retained {
             let message = self.journal.message(stored, now);
-            if message.is_expired(now) || is_sys(&message.topic) {
-                // Expired while the broker was down: out of the store too. So is a `$SYS`
-                // value an older version stored (they are the running broker's, never kept).
+            if message.is_expired(now) {
+                // Expired while the broker was down: out of the store too.
                 gone.push(message.topic.clone());
             } else {
                 // One beyond limits lowered since is not served, but stays in the store.
-                self.store_retained(&message);
+                self.store_retained(&message, Durability::Stored);
             }
         }
         // What storing them journalled is in the store already; what expired leaves it.

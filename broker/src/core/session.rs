@@ -587,11 +587,12 @@ impl Session {
         self.skip_resends = true;
     }
 
-    /// The shared-subscription groups of the messages this session holds.
-    pub fn shared_groups(&self) -> BTreeSet<GroupId> {
-        let inflight = self.inflight.iter().filter_map(|entry| entry.item.group);
-        let queued = self.queue.iter().filter_map(|(_, item)| item.group);
-        inflight.chain(queued).collect()
+    /// The shared-subscription groups and topics of the messages this session holds.
+    pub fn shared_topics(&self) -> BTreeSet<(GroupId, ByteStr)> {
+        let held = self.inflight.iter().map(|entry| &entry.item);
+        let held = held.chain(self.queue.iter().map(|(_, item)| item));
+        held.filter_map(|item| Some((item.group?, item.message.topic.clone())))
+            .collect()
     }
 
     /// Takes out the messages given to this session by a shared subscription that it has not
@@ -601,7 +602,7 @@ impl Session {
     pub fn take_shared(
         &mut self,
         now: Instant,
-        can_move: impl Fn(GroupId) -> bool,
+        can_move: impl Fn(GroupId, &ByteStr) -> bool,
         stats: &mut Stats,
         journal: &mut Journal,
     ) -> Vec<SharedHandBack> {
@@ -611,7 +612,10 @@ impl Session {
         self.inflight.retain(|entry| match entry.item.group {
             // A QoS 2 delivery that has begun stays with its member, even if its session
             // ends (spec: [MQTT-4.8.2-4] [MQTT-4.8.2-5], v5); QoS 1 may be sent again elsewhere.
-            Some(group) if entry.state == Awaiting::PubAck && can_move(group) => {
+            Some(group)
+                if entry.state == Awaiting::PubAck
+                    && can_move(group, &entry.item.message.topic) =>
+            {
                 taken.push(SharedHandBack {
                     group,
                     message: entry.item.message.clone(),
@@ -632,7 +636,7 @@ impl Session {
         let mut kept = VecDeque::with_capacity(self.queue.len());
         for entry in std::mem::take(&mut self.queue) {
             match entry.1.group {
-                Some(group) if can_move(group) => {
+                Some(group) if can_move(group, &entry.1.message.topic) => {
                     self.unqueued(&entry, stats, journal);
                     let (_, item) = entry;
                     taken.push(SharedHandBack {

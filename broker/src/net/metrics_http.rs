@@ -32,9 +32,10 @@ const CONNECTION_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long one snapshot serves every scrape.
 const SNAPSHOT_REUSE: Duration = Duration::from_secs(1);
 
-/// The last snapshot and when it was taken, shared by the scrapes; the lock also makes
-/// concurrent scrapes wait for one snapshot instead of each asking for its own.
-type SnapshotCache = tokio::sync::Mutex<Option<(tokio::time::Instant, Arc<Snapshot>)>>;
+/// The last answer (a snapshot, or none: the broker did not answer in time) and when it came,
+/// shared by the scrapes; the lock also makes concurrent scrapes wait for one answer instead
+/// of each asking for its own.
+type SnapshotCache = tokio::sync::Mutex<Option<(tokio::time::Instant, Option<Arc<Snapshot>>)>>;
 
 pub(super) struct MetricsResponder<L> {
     pub listener: L,
@@ -178,21 +179,30 @@ async fn respond(request: &Request, probe: &Probe, cache: &SnapshotCache) -> Res
     }
 }
 
-/// A snapshot at most [`SNAPSHOT_REUSE`] old.
+/// A snapshot at most [`SNAPSHOT_REUSE`] old, within twice [`SAMPLE_TIMEOUT`] (waiting for
+/// the lock included). A broker that did not answer is not asked again for a second either: the
+/// scrapes queued behind the failed one get their 503 at once.
 async fn snapshot(probe: &Probe, cache: &SnapshotCache) -> Option<Arc<Snapshot>> {
-    let mut cached = cache.lock().await;
-    if let Some((at, snapshot)) = cached.as_ref() {
-        if at.elapsed() < SNAPSHOT_REUSE {
-            return Some(snapshot.clone());
+    let ask = async {
+        let mut cached = cache.lock().await;
+        if let Some((at, answer)) = cached.as_ref() {
+            if at.elapsed() < SNAPSHOT_REUSE {
+                return answer.clone();
+            }
         }
-    }
-    let fresh = tokio::time::timeout(SAMPLE_TIMEOUT, probe.snapshot())
+        let answer = tokio::time::timeout(SAMPLE_TIMEOUT, probe.snapshot())
+            .await
+            .ok()
+            .flatten()
+            .map(Arc::new);
+        *cached = Some((tokio::time::Instant::now(), answer.clone()));
+        answer
+    };
+    // Room for the one ahead in the queue to fail (and cache its failure) and for this one.
+    tokio::time::timeout(SAMPLE_TIMEOUT * 2, ask)
         .await
         .ok()
-        .flatten()?;
-    let fresh = Arc::new(fresh);
-    *cached = Some((tokio::time::Instant::now(), fresh.clone()));
-    Some(fresh)
+        .flatten()
 }
 
 #[derive(Debug, PartialEq, Eq)]

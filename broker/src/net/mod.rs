@@ -124,8 +124,8 @@ impl HostileLog {
         // A poisoned lock only means another task panicked while holding it; the map is
         // still a valid map.
         let mut warnings = self.warnings.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(suppressed) = warnings.offence(peer.ip(), now_ms) {
-            crate::log_limit::warn(&peer, what, suppressed);
+        if let Some(line) = warnings.offence(peer.ip(), now_ms) {
+            crate::log_limit::warn(&peer, what, line);
         }
     }
 }
