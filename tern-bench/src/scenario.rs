@@ -94,7 +94,12 @@ pub async fn run(plan: &Plan) -> anyhow::Result<Report> {
     let login = |role: &str, i: usize| Login {
         client_id: format!("{}-{role}-{i}", plan.prefix.replace('/', "-")),
         version: plan.version,
-        keep_alive: 60,
+        // Subscribers ping when silent; publishers never pause long before they end.
+        keep_alive: if role == "sub" {
+            subscriber::KEEP_ALIVE_SECS
+        } else {
+            60
+        },
     };
     let mut subscribers = Vec::new();
     for (i, (filter, _)) in routes.subscribers.iter().enumerate() {

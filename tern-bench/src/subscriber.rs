@@ -17,6 +17,10 @@ use crate::ledger::Ledger;
 use crate::progress::Progress;
 use crate::stamp::Stamp;
 
+/// Subscribers connect with this keep alive (seconds) and ping after half of it in silence.
+pub const KEEP_ALIVE_SECS: u16 = 4;
+const PING_AFTER_SILENCE: Duration = Duration::from_secs(KEEP_ALIVE_SECS as u64 / 2);
+
 #[derive(Debug, Clone)]
 pub struct SubscriberSpec {
     /// By publisher index: that publisher's progress and this subscriber's slot in it (None:
@@ -61,6 +65,12 @@ pub async fn run(
             return Ok(received);
         }
         tokio::select! {
+            // What a client does at half its keep alive (and a broker may hold what it has
+            // for a client until the client says something).
+            _ = tokio::time::sleep(PING_AFTER_SILENCE) => {
+                writer.queue(&Packet::PingReq);
+                writer.flush().await?;
+            }
             read = reader.fill() => {
                 read?;
                 while let Some(packet) = reader.try_next()? {
