@@ -105,6 +105,13 @@ cell() {
     fi
     stop
   done
+  # A run that failed its verification (or did not finish) fails the cell: no median hides it.
+  local failed
+  failed=$(printf '%s\n' "${values[@]}" | grep -c FAILED || true)
+  if [ "$failed" -gt 0 ]; then
+    echo "FAILED ($failed of $RUNS)"
+    return
+  fi
   printf '%s\n' "${values[@]}" | sort -n | awk '{v[NR]=$0} END {print v[int((NR+1)/2)]}'
 }
 

@@ -17,7 +17,8 @@ use crate::ledger::Ledger;
 use crate::progress::Progress;
 use crate::stamp::Stamp;
 
-/// Subscribers connect with this keep alive (seconds) and ping after half of it in silence.
+/// Subscribers connect with this keep alive (seconds) and ping when they have sent nothing for
+/// half of it (at QoS 0 a subscriber sends nothing else).
 pub const KEEP_ALIVE_SECS: u16 = 4;
 const PING_AFTER_SILENCE: Duration = Duration::from_secs(KEEP_ALIVE_SECS as u64 / 2);
 
@@ -57,6 +58,7 @@ pub async fn run(
         measured: 0,
         latency_us: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds"),
     };
+    let mut last_sent = Instant::now();
     loop {
         if owed
             .borrow()
@@ -65,18 +67,22 @@ pub async fn run(
             return Ok(received);
         }
         tokio::select! {
-            // What a client does at half its keep alive (and a broker may hold what it has
-            // for a client until the client says something).
-            _ = tokio::time::sleep(PING_AFTER_SILENCE) => {
+            // What a client does at half its keep alive: the keep alive counts what the
+            // client sends, not what it receives.
+            _ = tokio::time::sleep_until((last_sent + PING_AFTER_SILENCE).into()) => {
                 writer.queue(&Packet::PingReq);
                 writer.flush().await?;
+                last_sent = Instant::now();
             }
             read = reader.fill() => {
                 read?;
                 while let Some(packet) = reader.try_next()? {
                     deliver(packet, &spec, &mut received, &mut writer)?;
                 }
-                writer.flush().await?;
+                if writer.queued() > 0 {
+                    writer.flush().await?;
+                    last_sent = Instant::now();
+                }
             }
             changed = owed.changed() => {
                 if changed.is_err() {
