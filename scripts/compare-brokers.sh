@@ -42,12 +42,15 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 port=18900
 
 # Each broker tuned for throughput as its documentation suggests, with no persistence.
+# Mosquitto's queue is unlimited: with max_queued_messages 10000, 2.0.11 logs "Outgoing
+# messages are being dropped" and drops acknowledged QoS 1/2 fan-in messages although the
+# bench keeps at most publishers x window (800) outstanding.
 cat >"$work/mosquitto.conf" <<EOF
 listener $port 127.0.0.1
 allow_anonymous true
 persistence false
 max_inflight_messages 100
-max_queued_messages 10000
+max_queued_messages 0
 set_tcp_nodelay true
 EOF
 cat >"$work/rumqttd.toml" <<EOF
@@ -70,6 +73,11 @@ next_connection_delay_ms = 0
 EOF
 
 start() {
+  # A broker left over from an earlier run must not answer for this one.
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    echo "error: something already listens on 127.0.0.1:$port" >&2
+    exit 1
+  fi
   case $1 in
     tern) RUST_LOG=warn "$TERN" --listen "127.0.0.1:$port" --in-memory >"$work/broker.log" 2>&1 & ;;
     mosquitto) "$MOSQUITTO" -c "$work/mosquitto.conf" >"$work/broker.log" 2>&1 & ;;
@@ -77,7 +85,9 @@ start() {
   esac
   pid=$!
   for _ in $(seq 100); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return; fi
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && kill -0 "$pid" 2>/dev/null; then
+      return
+    fi
     sleep 0.1
   done
   echo "error: $1 did not listen on $port" >&2
@@ -148,9 +158,10 @@ echo "$stamp"
 readme=benches/README.md
 begin='<!-- compare-brokers:begin -->'
 end='<!-- compare-brokers:end -->'
-if grep -q "$begin" "$readme" 2>/dev/null; then
-  awk -v b="$begin" -v e="$end" -v t="$table"$'\n\n'"$stamp" '
-    $0 == b { print; print t; skip = 1; next }
+# Both markers or nothing: a missing end marker must not swallow the rest of the file.
+if grep -qxF "$begin" "$readme" 2>/dev/null && grep -qxF "$end" "$readme"; then
+  TABLE="$table"$'\n\n'"$stamp" awk -v b="$begin" -v e="$end" '
+    $0 == b { print; print ENVIRON["TABLE"]; skip = 1; next }
     $0 == e { skip = 0 }
     !skip { print }' "$readme" >"$work/readme" && cp "$work/readme" "$readme"
   echo "== written into $readme" >&2

@@ -14,6 +14,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
+/// Buffers start this small and grow with the load: the idle scenario holds thousands.
+const BUFFER_START_BYTES: usize = 1024;
+
 pub struct Reader {
     half: OwnedReadHalf,
     buf: BytesMut,
@@ -43,12 +46,12 @@ pub async fn connect(addr: SocketAddr, login: &Login) -> anyhow::Result<(Reader,
     let (read, write) = stream.into_split();
     let mut reader = Reader {
         half: read,
-        buf: BytesMut::with_capacity(64 * 1024),
+        buf: BytesMut::with_capacity(BUFFER_START_BYTES),
         version: login.version,
     };
     let mut writer = Writer {
         half: write,
-        buf: BytesMut::with_capacity(64 * 1024),
+        buf: BytesMut::with_capacity(BUFFER_START_BYTES),
         version: login.version,
     };
     let client_id = mqtt_string(&login.client_id)?;

@@ -56,13 +56,30 @@ struct Track {
     highest: Option<u64>,
     duplicates: u64,
     out_of_order: u64,
+    /// A publisher this subscriber must not hear from.
+    misrouted: bool,
+}
+
+impl Track {
+    fn misroute() -> Track {
+        Track {
+            misrouted: true,
+            ..Track::default()
+        }
+    }
 }
 
 /// One subscriber's record.
 #[derive(Debug, Default, Clone)]
 pub struct Ledger {
     tracks: Vec<Track>,
+    wrong_qos: u64,
+    misrouted: u64,
 }
+
+/// A sequence number no run reaches (a million messages a second for over an hour): a stamp
+/// beyond it is corrupt, and is not allowed to size the seen-set.
+const SEQ_MAX: u64 = 1 << 32;
 
 /// The judgement of one subscriber's record against what the publishers sent.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -74,11 +91,21 @@ pub struct Verdict {
     pub duplicates: u64,
     /// Messages that came after a later one of the same publisher.
     pub out_of_order: u64,
+    /// Deliveries at another QoS than the run's (a broker that downgrades).
+    pub wrong_qos: u64,
+    /// Messages from a publisher this subscriber does not hear, or with a stamp no publisher
+    /// of the run wrote.
+    pub misrouted: u64,
+    /// Messages still unacknowledged by the broker when the publishers gave up waiting.
+    pub unacknowledged: u64,
 }
 
 impl Verdict {
     /// What fails a run at `qos`: any loss or reordering at QoS 1/2, any duplicate at QoS 2.
     pub fn failed(&self, qos: QoS) -> bool {
+        if self.wrong_qos > 0 || self.misrouted > 0 || self.unacknowledged > 0 {
+            return true;
+        }
         match qos {
             QoS::AtMostOnce => false,
             QoS::AtLeastOnce => self.lost > 0 || self.out_of_order > 0,
@@ -91,17 +118,41 @@ impl Verdict {
         self.lost += other.lost;
         self.duplicates += other.duplicates;
         self.out_of_order += other.out_of_order;
+        self.wrong_qos += other.wrong_qos;
+        self.misrouted += other.misrouted;
+        self.unacknowledged += other.unacknowledged;
     }
 }
 
 impl Ledger {
-    /// Records message `seq` of `publisher`; true if it is new.
-    pub fn record(&mut self, publisher: u32, seq: u64) -> bool {
-        let index = publisher as usize;
-        if self.tracks.len() <= index {
-            self.tracks.resize(index + 1, Track::default());
+    /// For a subscriber that hears `publishers` (by index; others are misrouted).
+    pub fn new(publishers: usize, heard: &[u32]) -> Ledger {
+        let mut tracks = vec![None; publishers];
+        for p in heard {
+            tracks[*p as usize] = Some(Track::default());
         }
-        let track = &mut self.tracks[index];
+        Ledger {
+            tracks: tracks
+                .into_iter()
+                .map(|t| t.unwrap_or(Track::misroute()))
+                .collect(),
+            wrong_qos: 0,
+            misrouted: 0,
+        }
+    }
+
+    /// A delivery came at another QoS than the run's.
+    pub fn wrong_qos(&mut self) {
+        self.wrong_qos += 1;
+    }
+
+    /// Records message `seq` of `publisher`; true if it is new (and owed to this subscriber).
+    pub fn record(&mut self, publisher: u32, seq: u64) -> bool {
+        let track = self.tracks.get_mut(publisher as usize);
+        let Some(track) = track.filter(|t| !t.misrouted && seq < SEQ_MAX) else {
+            self.misrouted += 1;
+            return false;
+        };
         if !track.seen.insert(seq) {
             track.duplicates += 1;
             return false;
@@ -122,7 +173,11 @@ impl Ledger {
     /// delivered to this subscriber.
     pub fn verdict(&self, expected: &[(u32, &SeqSet)]) -> Verdict {
         let empty = Track::default();
-        let mut verdict = Verdict::default();
+        let mut verdict = Verdict {
+            wrong_qos: self.wrong_qos,
+            misrouted: self.misrouted,
+            ..Verdict::default()
+        };
         for (publisher, must) in expected {
             let track = self.tracks.get(*publisher as usize).unwrap_or(&empty);
             verdict.received += track.seen.len();
@@ -148,7 +203,7 @@ mod tests {
 
     #[test]
     fn a_missing_message_is_lost_and_fails_qos1() {
-        let mut ledger = Ledger::default();
+        let mut ledger = Ledger::new(1, &[0]);
         for seq in (0..100).filter(|s| *s != 42) {
             assert!(ledger.record(0, seq));
         }
@@ -165,7 +220,7 @@ mod tests {
 
     #[test]
     fn duplicates_fail_qos2_only_and_reordering_fails_both() {
-        let mut ledger = Ledger::default();
+        let mut ledger = Ledger::new(4, &[3]);
         for seq in [0, 1, 1, 2] {
             ledger.record(3, seq);
         }
@@ -174,13 +229,35 @@ mod tests {
         assert_eq!((verdict.duplicates, verdict.lost), (1, 0));
         assert!(!verdict.failed(QoS::AtLeastOnce));
         assert!(verdict.failed(QoS::ExactlyOnce));
-        let mut reordered = Ledger::default();
+        let mut reordered = Ledger::new(1, &[0]);
         for seq in [0, 2, 1] {
             reordered.record(0, seq);
         }
         let verdict = reordered.verdict(&[(0, &acked)]);
         assert_eq!(verdict.out_of_order, 1);
         assert!(verdict.failed(QoS::AtLeastOnce));
+    }
+
+    #[test]
+    fn misrouted_corrupt_and_downgraded_deliveries_fail_any_qos() {
+        let mut ledger = Ledger::new(3, &[1]);
+        assert!(!ledger.record(0, 0), "publisher 0 is not heard here");
+        assert!(!ledger.record(9, 0), "no publisher 9");
+        assert!(!ledger.record(1, u64::MAX), "a corrupt sequence number");
+        assert!(ledger.record(1, 0));
+        ledger.wrong_qos();
+        let acked = set(0..1);
+        let verdict = ledger.verdict(&[(1, &acked)]);
+        assert_eq!(
+            (verdict.misrouted, verdict.wrong_qos, verdict.lost),
+            (3, 1, 0)
+        );
+        assert!(verdict.failed(QoS::AtMostOnce));
+        let unacknowledged = Verdict {
+            unacknowledged: 1,
+            ..Verdict::default()
+        };
+        assert!(unacknowledged.failed(QoS::AtLeastOnce));
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //! ```
 //!
 //! Exit status 1 when a QoS 1/2 message the broker acknowledged did not reach a subscriber,
-//! a QoS 2 message came twice, or a publisher's messages came out of order.
+//! a QoS 2 message came twice, a publisher's messages came out of order, a delivery came at
+//! another QoS or to the wrong subscriber, or a message was never acknowledged; 2 when the run
+//! could not be made (a refused connection or subscription, a closed socket).
 
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -84,7 +86,14 @@ enum ShapeArg {
     },
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() {
+    if let Err(error) = run() {
+        eprintln!("error: {error:#}");
+        std::process::exit(2);
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     let args = Args::parse();
     let shape = match args.shape {
         ShapeArg::FanIn { publishers } => Shape::FanIn { publishers },

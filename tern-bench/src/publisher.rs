@@ -46,6 +46,8 @@ pub struct Published {
     pub sent: u64,
     /// The messages the broker acknowledged (QoS 1: PUBACK, QoS 2: PUBCOMP); QoS 0: all sent.
     pub acked: SeqSet,
+    /// Still waiting for the broker's acknowledgement when the drain ran out (fails the run).
+    pub unacknowledged: u64,
 }
 
 /// The flows under way: packet id to sequence number.
@@ -123,6 +125,7 @@ pub async fn run(
             return Ok(published);
         }
         if Instant::now() >= drain_until {
+            published.unacknowledged = window.inflight.len() as u64;
             return Ok(published);
         }
         let window_open = window.inflight.len() < window_max
@@ -132,9 +135,13 @@ pub async fn run(
             // Only the write batch was full: go on sending.
             continue;
         }
+        // At a fixed rate the next due time matters only if the window has room; otherwise
+        // progress or an acknowledgement wakes the publisher (not a spin on a past due time).
+        let room =
+            window.inflight.len() < window_max && outstanding(published.sent) < window_max as u64;
         let wake = if sending {
             match interval {
-                Some(_) if window.inflight.len() < window_max => next_due.min(spec.stop),
+                Some(_) if room => next_due.min(spec.stop),
                 _ => spec.stop,
             }
         } else {

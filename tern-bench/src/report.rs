@@ -80,6 +80,13 @@ impl fmt::Display for Report {
                 "verified      {} received, {} lost, {} duplicates, {} out of order",
                 v.received, v.lost, v.duplicates, v.out_of_order
             )?;
+            if v.wrong_qos + v.misrouted + v.unacknowledged > 0 {
+                writeln!(
+                    f,
+                    "wrong         {} at another QoS, {} misrouted, {} never acknowledged",
+                    v.wrong_qos, v.misrouted, v.unacknowledged
+                )?;
+            }
         }
         if let Some(cpu) = self.broker_cpu {
             writeln!(f, "broker cpu    {:.0}% of one core", cpu * 100.0)?;

@@ -124,6 +124,9 @@ pub async fn run(plan: &Plan) -> anyhow::Result<Report> {
         owed_by_subscriber.push(owed_tx);
         let spec = SubscriberSpec {
             progress: progress.slots_of(i, routes.publishers.len()),
+            heard: routes.subscribers[i].1.clone(),
+            publishers: routes.publishers.len(),
+            qos: plan.qos,
             start,
             measure_from,
             measure_until: stop,
@@ -230,11 +233,16 @@ async fn subscribe(
         filters: vec![(mqtt_string(filter)?, SubscriptionOptions::new(qos))],
     }));
     writer.flush().await?;
+    // The QoS asked for, not a lower one: a QoS 2 run over QoS 1 subscriptions would pass
+    // its exactly-once check without testing it.
     match reader.next().await? {
-        Some(Packet::SubAck(ack)) if !ack.reason_codes.iter().any(|c| c.is_error()) => {
+        Some(Packet::SubAck(ack)) if ack.reason_codes.iter().all(|c| *c as u8 == qos as u8) => {
             Ok((reader, writer))
         }
-        other => bail!("subscription to {filter} refused: {other:?}"),
+        other => bail!(
+            "subscription to {filter} at QoS {} not granted: {other:?}",
+            qos as u8
+        ),
     }
 }
 
@@ -256,7 +264,10 @@ fn report(
     received: Vec<(usize, Received)>,
     usage: Option<(f64, u64)>,
 ) -> Report {
-    let mut verdict = Verdict::default();
+    let mut verdict = Verdict {
+        unacknowledged: published.iter().map(|(_, p)| p.unacknowledged).sum(),
+        ..Verdict::default()
+    };
     let mut latency_us = Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
     let mut measured = 0;
     for (i, got) in received {

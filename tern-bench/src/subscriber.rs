@@ -27,6 +27,11 @@ pub struct SubscriberSpec {
     /// By publisher index: that publisher's progress and this subscriber's slot in it (None:
     /// a publisher this subscriber does not hear).
     pub progress: Vec<Option<(Arc<Progress>, usize)>>,
+    /// The publishers this subscriber hears (by index), of how many in the run.
+    pub heard: Vec<u32>,
+    pub publishers: usize,
+    /// The QoS every delivery must have.
+    pub qos: QoS,
     pub start: Instant,
     /// Deliveries between these count for throughput and latency (the warm-up is before).
     pub measure_from: Instant,
@@ -54,7 +59,7 @@ pub async fn run(
     mut owed: watch::Receiver<Option<u64>>,
 ) -> anyhow::Result<Received> {
     let mut received = Received {
-        ledger: Ledger::default(),
+        ledger: Ledger::new(spec.publishers, &spec.heard),
         measured: 0,
         latency_us: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds"),
     };
@@ -106,6 +111,9 @@ fn deliver(
                 bail!("a message without a stamp on {}", publish.topic);
             };
             let now = Instant::now();
+            if publish.qos != spec.qos {
+                received.ledger.wrong_qos();
+            }
             if received.ledger.record(stamp.publisher, stamp.seq) {
                 let heard = spec.progress.get(stamp.publisher as usize);
                 if let Some(Some((progress, slot))) = heard {
