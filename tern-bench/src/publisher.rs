@@ -162,6 +162,17 @@ pub async fn run(
     }
 }
 
+/// An error if the broker refused the message this acknowledgement is about.
+fn refused(ack: &Ack) -> anyhow::Result<()> {
+    if ack.reason_code.is_error() {
+        bail!(
+            "the broker refused a message: {}",
+            ack.reason_code.description()
+        );
+    }
+    Ok(())
+}
+
 /// Completes one step of a QoS flow.
 fn acknowledge(
     packet: Packet,
@@ -171,12 +182,7 @@ fn acknowledge(
 ) -> anyhow::Result<()> {
     match packet {
         Packet::PubAck(ack) | Packet::PubComp(ack) => {
-            if ack.reason_code.is_error() {
-                bail!(
-                    "the broker refused a message: {}",
-                    ack.reason_code.description()
-                );
-            }
+            refused(&ack)?;
             match window.inflight.remove(&ack.packet_id.get()) {
                 Some(seq) => {
                     published.acked.insert(seq);
@@ -185,12 +191,7 @@ fn acknowledge(
             }
         }
         Packet::PubRec(ack) => {
-            if ack.reason_code.is_error() {
-                bail!(
-                    "the broker refused a message: {}",
-                    ack.reason_code.description()
-                );
-            }
+            refused(&ack)?;
             writer.queue(&Packet::PubRel(Ack::new(ack.packet_id)));
         }
         Packet::Disconnect(d) => bail!("the broker disconnected: {}", d.reason_code.description()),

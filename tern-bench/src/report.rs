@@ -28,6 +28,11 @@ pub struct Report {
     pub bytes_per_connection: Option<f64>,
 }
 
+/// Publish-to-delivery latency in microseconds: 1 µs to a minute, 3 significant digits.
+pub fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")
+}
+
 impl Report {
     pub fn msgs_per_second(&self) -> f64 {
         if self.seconds > 0.0 {

@@ -19,7 +19,7 @@ use crate::ledger::{SeqSet, Verdict};
 use crate::procstat;
 use crate::progress::Progress;
 use crate::publisher::{self, Published, PublisherSpec};
-use crate::report::Report;
+use crate::report::{latency_histogram, Report};
 use crate::subscriber::{self, Received, SubscriberSpec};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -268,7 +268,7 @@ fn report(
         unacknowledged: published.iter().map(|(_, p)| p.unacknowledged).sum(),
         ..Verdict::default()
     };
-    let mut latency_us = Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+    let mut latency_us = latency_histogram();
     let mut measured = 0;
     for (i, got) in received {
         let heard = &routes.subscribers[i].1;

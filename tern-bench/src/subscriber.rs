@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use crate::conn::{Reader, Writer};
 use crate::ledger::Ledger;
 use crate::progress::Progress;
+use crate::report::latency_histogram;
 use crate::stamp::Stamp;
 
 /// Subscribers connect with this keep alive (seconds) and ping when they have sent nothing for
@@ -61,7 +62,7 @@ pub async fn run(
     let mut received = Received {
         ledger: Ledger::new(spec.publishers, &spec.heard),
         measured: 0,
-        latency_us: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds"),
+        latency_us: latency_histogram(),
     };
     let mut last_sent = Instant::now();
     loop {
