@@ -299,10 +299,6 @@ impl DriverSample {
     pub fn bytes_sent(&self) -> u64 {
         self.listeners.iter().map(|l| l.bytes_sent).sum()
     }
-
-    pub fn sockets_open(&self) -> u64 {
-        self.listeners.iter().map(|l| l.open).sum()
-    }
 }
 
 #[cfg(test)]
