@@ -7,13 +7,13 @@
 //! storage task and keeps a connection's read tickets while its replies wait for the store.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit};
 
-use super::{Event, Outbound};
+use super::outbound::{OutboundSender, TrySendError};
+use super::Event;
 use crate::core::{Broker, Instant, Output, Stats, StoreOp};
 use crate::metrics::sys::SysTree;
 use crate::metrics::{DriverMetrics, Snapshot};
@@ -82,7 +82,7 @@ impl BrokerTask {
     }
 
     pub async fn run(mut self) -> Stats {
-        let mut conns: BTreeMap<ConnId, Outbound> = BTreeMap::new();
+        let mut conns: BTreeMap<ConnId, OutboundSender> = BTreeMap::new();
         let mut mismatches = 0;
         // Read tickets of connections whose replies wait for the store: returned when they
         // are released (see `Broker::holds_replies_for`), so each connection has at most its
@@ -143,7 +143,7 @@ impl BrokerTask {
                         Event::Writable { conn } => {
                             // The outbox is empty between events, so the free room is exact.
                             if let Some(outbound) = conns.get(&conn) {
-                                let free = outbound.sender.capacity();
+                                let free = outbound.free();
                                 self.broker.outbound_room(conn, free, now);
                             }
                         }
@@ -213,7 +213,7 @@ impl BrokerTask {
     /// may never take it (what was not acknowledged stays the clients' to resend).
     async fn wait_for_store(
         &mut self,
-        conns: &mut BTreeMap<ConnId, Outbound>,
+        conns: &mut BTreeMap<ConnId, OutboundSender>,
         mismatches: &mut u64,
     ) {
         let deadline = tokio::time::Instant::now() + SHUTDOWN_STORE_WAIT;
@@ -237,7 +237,7 @@ impl BrokerTask {
     /// Wake-up requests are answered once the outputs are out, when the free room read from
     /// the channel is exact: at once if more than a quarter of the queue is free, otherwise by
     /// the connection task after its next write.
-    fn dispatch(&mut self, conns: &mut BTreeMap<ConnId, Outbound>, mismatches: &mut u64) {
+    fn dispatch(&mut self, conns: &mut BTreeMap<ConnId, OutboundSender>, mismatches: &mut u64) {
         let mut wakes = Vec::new();
         loop {
             while let Some(output) = self.broker.poll_output() {
@@ -246,9 +246,9 @@ impl BrokerTask {
                         let Some(outbound) = conns.get(&conn) else {
                             continue;
                         };
-                        match outbound.sender.try_send(packet) {
+                        match outbound.try_send(packet) {
                             Ok(()) => {}
-                            Err(mpsc::error::TrySendError::Full(_)) => {
+                            Err(TrySendError::Full) => {
                                 // The core's count says there was room: a bug, not a client.
                                 tracing::error!(%conn, "outbound queue full against the core's count; closing");
                                 *mismatches += 1;
@@ -256,7 +256,7 @@ impl BrokerTask {
                                 let now = self.now();
                                 self.broker.connection_closed(conn, now);
                             }
-                            Err(mpsc::error::TrySendError::Closed(_)) => {
+                            Err(TrySendError::Closed) => {
                                 // The task ended; its Closed event is on the way.
                             }
                         }
@@ -285,13 +285,13 @@ impl BrokerTask {
                 let Some(outbound) = conns.get(&conn) else {
                     continue;
                 };
-                outbound.wake.store(true, Ordering::SeqCst);
-                let free = outbound.sender.capacity();
+                outbound.ask_wake();
+                let free = outbound.free();
                 // Answered at once whenever the real room is above the core's reserve: the core
                 // then sends (using it up) or asks no more, so this cannot loop; at or below the
                 // reserve the connection task answers after its next write.
-                if free > outbound.sender.max_capacity() / 4 {
-                    outbound.wake.store(false, Ordering::SeqCst);
+                if free > outbound.capacity() / 4 {
+                    outbound.cancel_wake();
                     self.broker.outbound_room(conn, free, now);
                     answered = true;
                 }

@@ -4,7 +4,6 @@
 //! encodes what the core sends back. It never makes a protocol decision: even a malformed
 //! packet is reported to the core, which decides what to send before closing.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +11,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, Semaphore};
 
+use super::outbound::OutboundReceiver;
 use super::transport::Reloadable;
 use super::Event;
 use crate::auth::password_file::PasswordFile;
@@ -34,9 +34,7 @@ pub(super) struct ConnectionTask<S> {
     pub conn: ConnId,
     pub stream: S,
     pub events: mpsc::Sender<Event>,
-    pub outbound: mpsc::Receiver<Packet>,
-    /// The broker task waits to hear when this connection has written (see `Outbound`).
-    pub wake: Arc<AtomicBool>,
+    pub outbound: OutboundReceiver,
     /// Packets forwarded to the core and not yet handled, at most an eighth of the outbound
     /// queue: each may produce a reply, and the core keeps a quarter of the queue for replies,
     /// so a client that pipelines requests (100,000 PINGREQs in one read) is slowed down to
@@ -53,194 +51,270 @@ pub(super) struct ConnectionTask<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> ConnectionTask<S> {
-    pub async fn run(self) {
+    /// The task's life. What it holds while it waits for either side is all an idle
+    /// connection costs (besides the core's state), so the steps that wait for anything else
+    /// (forwarding a read, writing a batch, lingering) run as boxed futures of their own:
+    /// inline, their state would be part of every idle connection's task.
+    ///
+    /// Boxed: moved out of at once, it would otherwise stay in the task's state twice.
+    pub async fn run(self: Box<Self>) {
         let ConnectionTask {
             conn,
             stream,
             events,
             mut outbound,
-            wake,
             tickets,
             packet_bytes_max,
             password_file,
             password_checks,
             metrics,
-        } = self;
-        let (mut reader, mut writer) = tokio::io::split(stream);
-        let written = Written {
-            wake: &wake,
-            events: &events,
+        } = *self;
+        let (mut reader, writer) = tokio::io::split(stream);
+        let mut link = Link {
             conn,
-            metrics: &metrics,
+            events,
+            tickets,
+            packet_bytes_max,
+            password_file,
+            password_checks,
+            metrics,
+            writer,
+            // Empty while the connection is quiet: see `read_more` and `Link::write`.
+            write_buf: BytesMut::new(),
+            // Until CONNECT names the version, 3.1.1 framing is used (CONNECT itself carries
+            // its level).
+            version: ProtocolVersion::V3_1_1,
+            credentials_checked: false,
         };
-        let mut read_buf = BytesMut::with_capacity(4096);
-        let mut write_buf = BytesMut::with_capacity(4096);
-        // Until CONNECT names the version, 3.1.1 framing is used (CONNECT itself carries its level).
-        let mut version = ProtocolVersion::V3_1_1;
+        let mut read_buf = BytesMut::new();
         let mut reading = true;
-        // Only the first CONNECT is checked: a second one is a protocol error the core
-        // answers anyway, and must not cost another slow hash.
-        let mut credentials_checked = false;
         loop {
             tokio::select! {
                 biased;
                 packet = outbound.recv() => {
                     let Some(packet) = packet else {
                         // The core closed the connection: everything it sent was received before
-                        // the channel closed, and has been written.
-                        let _ = writer.shutdown().await;
-                        linger(&mut reader, conn).await;
+                        // the queue closed, and has been written.
+                        let _ = link.writer.shutdown().await;
+                        Box::pin(linger(&mut reader, conn)).await;
                         break;
                     };
-                    let mut out = Writer { writer: &mut writer, buf: &mut write_buf, to: &written };
-                    if !out.write(packet, &mut outbound, version).await {
+                    if !Box::pin(link.write(packet, &mut outbound)).await {
                         break;
                     }
                 }
-                read = reader.read_buf(&mut read_buf), if reading => {
+                read = read_more(&mut reader, &mut read_buf), if reading => {
                     match read {
                         Ok(0) => break,
                         Err(error) => {
                             tracing::debug!(%conn, %error, "read failed");
                             break;
                         }
-                        Ok(read) => metrics.received(read),
+                        Ok(read) => link.metrics.received(read),
                     }
-                    'read: loop {
-                        match decode(&mut read_buf, version, packet_bytes_max) {
-                            Ok(Some(packet)) => {
-                                if let Packet::Connect(connect) = &packet {
-                                    version = connect.protocol;
-                                    if let (Some(file), false) = (&password_file, credentials_checked) {
-                                        credentials_checked = true;
-                                        if let Some(valid) = check_password(file, connect, &password_checks).await {
-                                            if events.send(Event::CredentialsChecked { conn, valid }).await.is_err() {
-                                                return;
-                                            }
-                                        }
-                                    }
-                                }
-                                // One read can hold thousands of packets, and the events channel
-                                // may be full: what the core sends meanwhile is written first, so
-                                // the outbound queue drains while the read is being forwarded.
-                                let ticket = loop {
-                                    tokio::select! {
-                                        biased;
-                                        next = outbound.recv() => {
-                                            let Some(first) = next else {
-                                                // The core closed the connection: the
-                                                // next turn of the task's loop finishes it.
-                                                break 'read;
-                                            };
-                                            let mut out = Writer { writer: &mut writer, buf: &mut write_buf, to: &written };
-                                            if !out.write(first, &mut outbound, version).await {
-                                                return;
-                                            }
-                                        }
-                                        ticket = tickets.clone().acquire_owned() => {
-                                            break ticket.expect("the semaphore is never closed");
-                                        }
-                                    }
-                                };
-                                let permit = loop {
-                                    tokio::select! {
-                                        biased;
-                                        next = outbound.recv() => {
-                                            let Some(first) = next else {
-                                                break 'read;
-                                            };
-                                            let mut out = Writer { writer: &mut writer, buf: &mut write_buf, to: &written };
-                                            if !out.write(first, &mut outbound, version).await {
-                                                return;
-                                            }
-                                        }
-                                        permit = events.reserve() => match permit {
-                                            Ok(permit) => break permit,
-                                            Err(_) => return,
-                                        },
-                                    }
-                                };
-                                permit.send(Event::Packet { conn, packet, ticket });
-                            }
-                            Ok(None) => break,
-                            Err(error) => {
-                                // Stop reading; the core answers and closes the connection.
-                                reading = false;
-                                read_buf = BytesMut::new();
-                                if events.send(Event::DecodeFailed { conn, error }).await.is_err() {
-                                    return;
-                                }
-                                break;
-                            }
+                    match Box::pin(link.forward(&mut read_buf, &mut outbound)).await {
+                        Forwarded::All => {}
+                        Forwarded::Malformed => {
+                            // Stop reading; the core answers and closes the connection.
+                            reading = false;
+                            read_buf = BytesMut::new();
                         }
+                        Forwarded::TaskEnds => return,
                     }
                 }
             }
         }
         // Whatever ended the task, the core hears of it; it ignores connections it closed itself.
-        let _ = events.send(Event::Closed { conn }).await;
+        let _ = Box::pin(link.events.send(Event::Closed { conn })).await;
     }
 }
 
-/// Whom a connection's writes concern besides the socket: the broker task waiting to hear
-/// of one, and the listener's counters.
-#[derive(Clone, Copy)]
-struct Written<'a> {
-    wake: &'a AtomicBool,
-    events: &'a mpsc::Sender<Event>,
+/// How forwarding what one read brought ended.
+enum Forwarded {
+    /// Every whole packet went to the core (or the core closed the connection meanwhile: the
+    /// task's next turn finds the queue closed).
+    All,
+    /// A packet was malformed; the core was told.
+    Malformed,
+    /// A write failed or the broker task is gone.
+    TaskEnds,
+}
+
+/// A connection task's state besides the read half and its buffer.
+struct Link<W> {
     conn: ConnId,
-    metrics: &'a ListenerMetrics,
+    events: mpsc::Sender<Event>,
+    tickets: Arc<Semaphore>,
+    packet_bytes_max: usize,
+    password_file: Option<Arc<Reloadable<PasswordFile>>>,
+    password_checks: Arc<Semaphore>,
+    metrics: Arc<ListenerMetrics>,
+    writer: W,
+    write_buf: BytesMut,
+    version: ProtocolVersion,
+    /// Only the first CONNECT is checked: a second one is a protocol error the core answers
+    /// anyway, and must not cost another slow hash.
+    credentials_checked: bool,
 }
 
-/// The write half of a connection task, with what a write needs around it.
-struct Writer<'a, W> {
-    writer: &'a mut W,
-    buf: &'a mut BytesMut,
-    to: &'a Written<'a>,
-}
+impl<W: AsyncWrite + Unpin> Link<W> {
+    /// Decodes the whole packets in `read_buf` and hands each to the core, with a ticket.
+    async fn forward(
+        &mut self,
+        read_buf: &mut BytesMut,
+        outbound: &mut OutboundReceiver,
+    ) -> Forwarded {
+        let conn = self.conn;
+        loop {
+            let packet = match decode(read_buf, self.version, self.packet_bytes_max) {
+                Ok(Some(packet)) => packet,
+                Ok(None) => return Forwarded::All,
+                Err(error) => {
+                    if self
+                        .events
+                        .send(Event::DecodeFailed { conn, error })
+                        .await
+                        .is_err()
+                    {
+                        return Forwarded::TaskEnds;
+                    }
+                    return Forwarded::Malformed;
+                }
+            };
+            if let Packet::Connect(connect) = &packet {
+                self.version = connect.protocol;
+                if !self.connect_checked(connect).await {
+                    return Forwarded::TaskEnds;
+                }
+            }
+            let tickets = self.tickets.clone();
+            let ticket = match self.while_writing(tickets.acquire_owned(), outbound).await {
+                Ok(ticket) => ticket.expect("the semaphore is never closed"),
+                Err(stop) => return stop,
+            };
+            let events = self.events.clone();
+            let permit = match self.while_writing(events.reserve(), outbound).await {
+                Ok(Ok(permit)) => permit,
+                Ok(Err(_)) => return Forwarded::TaskEnds,
+                Err(stop) => return stop,
+            };
+            permit.send(Event::Packet {
+                conn,
+                packet,
+                ticket,
+            });
+        }
+    }
 
-impl<W: AsyncWrite + Unpin> Writer<'_, W> {
+    /// Checks the first CONNECT's credentials against the listener's password file, if it
+    /// has one, and tells the core the verdict. False if the broker task is gone.
+    async fn connect_checked(&mut self, connect: &Connect) -> bool {
+        let (Some(file), false) = (&self.password_file, self.credentials_checked) else {
+            return true;
+        };
+        self.credentials_checked = true;
+        let Some(valid) = check_password(file, connect, &self.password_checks).await else {
+            return true;
+        };
+        let conn = self.conn;
+        self.events
+            .send(Event::CredentialsChecked { conn, valid })
+            .await
+            .is_ok()
+    }
+
+    /// Waits for `wanted`, writing what the core sends meanwhile. One read can hold thousands
+    /// of packets, and the events channel may be full: what the core sends while the read is
+    /// being forwarded is written first, so the outbound queue drains.
+    async fn while_writing<T>(
+        &mut self,
+        wanted: impl std::future::Future<Output = T>,
+        outbound: &mut OutboundReceiver,
+    ) -> Result<T, Forwarded> {
+        tokio::pin!(wanted);
+        loop {
+            tokio::select! {
+                biased;
+                next = outbound.recv() => {
+                    // The core closed the connection: the task's next turn finishes it.
+                    let Some(first) = next else { return Err(Forwarded::All) };
+                    if !self.write(first, outbound).await {
+                        return Err(Forwarded::TaskEnds);
+                    }
+                }
+                got = &mut wanted => return Ok(got),
+            }
+        }
+    }
+
     /// Encodes `first` and what else is queued (up to a batch), writes it, and tells the broker
     /// task if it was waiting to hear of a write. Returns false when the task must end (write
     /// failed or stalled, the broker task is gone, a packet could not be encoded).
-    async fn write(
-        &mut self,
-        first: Packet,
-        outbound: &mut mpsc::Receiver<Packet>,
-        version: ProtocolVersion,
-    ) -> bool {
-        let Written {
-            wake,
-            events,
-            conn,
-            metrics,
-        } = *self.to;
-        if !encode_batch(first, outbound, version, self.buf, conn) {
+    async fn write(&mut self, first: Packet, outbound: &mut OutboundReceiver) -> bool {
+        let conn = self.conn;
+        if !encode_batch(first, outbound, self.version, &mut self.write_buf, conn) {
             return false;
         }
         // Flushed too: TLS and WebSocket streams hold written bytes until then.
         let write = async {
-            self.writer.write_all(self.buf).await?;
+            self.writer.write_all(&self.write_buf).await?;
             self.writer.flush().await
         };
         match tokio::time::timeout(WRITE_STALL_TIMEOUT, write).await {
             Ok(Ok(())) => {
-                metrics.sent(self.buf.len());
-                self.buf.clear();
-                !(wake.swap(false, Ordering::SeqCst)
-                    && events.send(Event::Writable { conn }).await.is_err())
+                self.metrics.sent(self.write_buf.len());
+                if outbound.is_empty() {
+                    // Nothing more to write for now: an idle connection holds no buffer.
+                    self.write_buf = BytesMut::new();
+                } else {
+                    self.write_buf.clear();
+                }
+                !(outbound.take_wake() && self.events.send(Event::Writable { conn }).await.is_err())
             }
             Ok(Err(error)) => {
                 tracing::debug!(%conn, %error, "write failed");
                 false
             }
             Err(_) => {
-                metrics.write_stalled();
+                self.metrics.write_stalled();
                 tracing::info!(%conn, "closing: peer stopped reading (write stalled)");
                 false
             }
         }
     }
+}
+
+/// What a read asks the socket for while the connection is quiet (nothing partial held).
+const QUIET_READ_BYTES: usize = 64;
+
+/// The read buffer's room while the connection is busy (the last read filled what it had, or
+/// part of a packet is held).
+const BUSY_READ_BYTES: usize = 4096;
+
+/// Reads what the socket has into `buf`. A quiet connection (`buf` empty) waits with no
+/// buffer at all: it reads into a small array in the task and allocates only what arrived,
+/// or the busy size when that read was full (more is waiting). Thousands of idle clients
+/// would otherwise each hold a buffer of the busy size for nothing.
+async fn read_more<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buf: &mut BytesMut,
+) -> std::io::Result<usize> {
+    if buf.is_empty() {
+        let mut quiet = [0u8; QUIET_READ_BYTES];
+        let read = reader.read(&mut quiet).await?;
+        let capacity = if read == QUIET_READ_BYTES {
+            BUSY_READ_BYTES
+        } else {
+            read
+        };
+        *buf = BytesMut::with_capacity(capacity);
+        buf.extend_from_slice(&quiet[..read]);
+        return Ok(read);
+    }
+    if buf.capacity() - buf.len() < BUSY_READ_BYTES / 4 {
+        buf.reserve(BUSY_READ_BYTES);
+    }
+    reader.read_buf(buf).await
 }
 
 /// Checks `connect`'s user name and password against `file` on the blocking pool (argon2id
@@ -290,7 +364,7 @@ async fn linger<R: AsyncRead + Unpin>(reader: &mut R, conn: ConnId) {
 /// packet cannot be encoded (a bug in the core: it only builds encodable packets).
 fn encode_batch(
     first: Packet,
-    outbound: &mut mpsc::Receiver<Packet>,
+    outbound: &mut OutboundReceiver,
     version: ProtocolVersion,
     write_buf: &mut BytesMut,
     conn: ConnId,
@@ -302,7 +376,7 @@ fn encode_batch(
             return false;
         }
         if write_buf.len() < WRITE_BATCH_BYTES {
-            next = outbound.try_recv().ok();
+            next = outbound.try_recv();
         }
     }
     true

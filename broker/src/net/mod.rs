@@ -8,13 +8,14 @@ mod broker_task;
 mod connection;
 mod listener;
 mod metrics_http;
+mod outbound;
 mod storage_task;
 pub mod tls;
 pub mod transport;
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,6 +38,7 @@ use crate::store::{Store, StoreError};
 use crate::types::ConnId;
 use broker_task::{BrokerTask, StoreLink};
 use connection::ConnectionTask;
+use outbound::OutboundSender;
 use storage_task::StorageTask;
 
 /// Events from connection tasks to the broker task. The channel is bounded: when the core
@@ -54,7 +56,7 @@ pub(crate) enum Event {
     /// A connection finished its TLS and WebSocket handshakes.
     Opened {
         conn: ConnId,
-        outbound: Outbound,
+        outbound: OutboundSender,
         origin: Origin,
     },
     /// The user name and password of the CONNECT that follows were checked against the
@@ -91,14 +93,6 @@ pub(crate) enum Event {
 /// Snapshot requests waiting for the broker task at most (scrapes share one, see
 /// `metrics_http.rs`, so more than a few means they are piling up).
 const SAMPLE_REQUESTS_MAX: usize = 16;
-
-/// The broker task's end of one connection's outbound queue.
-pub(crate) struct Outbound {
-    pub sender: mpsc::Sender<Packet>,
-    /// Set by the broker task when the core waits for room; the connection task clears it and
-    /// sends [`Event::Writable`] after its next write.
-    pub wake: Arc<AtomicBool>,
-}
 
 /// State shared by the accept loops and the connection tasks.
 pub(crate) struct Shared {
@@ -509,9 +503,13 @@ impl<L: Listener> AcceptLoop<L> {
             };
             let span =
                 tracing::info_span!("conn", id = %conn, %peer, scheme = self.transport.scheme());
+            // Boxed, and gone once open: see `Opening::open`.
+            let open = Box::pin(opening.open(stream));
             tokio::spawn(
                 async move {
-                    opening.run(stream).await;
+                    if let Some(task) = open.await {
+                        task.run().await;
+                    }
                     drop((socket, guard));
                 }
                 .instrument(span),
@@ -538,16 +536,26 @@ struct Opening {
 }
 
 impl Opening {
-    async fn run<S>(self, stream: S)
+    /// Runs the handshakes and announces the connection to the broker task; returns the task
+    /// that serves it, or None if the connection ended (or the broker is gone). What this step
+    /// holds (the handshakes' state is ~11 KiB) is freed before the connection's long life,
+    /// in which its task's size is what an idle connection costs.
+    async fn open<S>(self, stream: S) -> Option<Box<ConnectionTask<transport::MqttStream<S>>>>
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let conn = self.conn;
         // A WebSocket message holds at least one packet; a little more room for framing.
         let message_bytes_max = self.packet_bytes_max.saturating_add(1024);
+        // Boxed: the TLS and WebSocket handshakes' state is ~11 KiB, and inline it would stay
+        // part of this task for the connection's whole life (an idle connection's largest cost).
         let upgraded = tokio::time::timeout(
             self.connect_timeout,
-            transport::upgrade(stream, &self.transport, message_bytes_max),
+            Box::pin(transport::upgrade(
+                stream,
+                &self.transport,
+                message_bytes_max,
+            )),
         )
         .await;
         let (stream, identity) = match upgraded {
@@ -557,22 +565,17 @@ impl Opening {
                 tracing::debug!(%conn, %error, "handshake failed");
                 self.hostile
                     .offence(self.peer, &format_args!("handshake failed: {error}"));
-                return;
+                return None;
             }
             Err(_) => {
                 self.metrics.handshake_failed();
                 tracing::debug!(%conn, "handshake not finished within the connect timeout");
                 let why = "TLS or WebSocket handshake not finished within the connect timeout";
                 self.hostile.offence(self.peer, &why);
-                return;
+                return None;
             }
         };
-        let (outbound_tx, outbound_rx) = mpsc::channel(self.outbound_queue_packets_max);
-        let wake = Arc::new(AtomicBool::new(false));
-        let outbound = Outbound {
-            sender: outbound_tx,
-            wake: wake.clone(),
-        };
+        let (outbound, outbound_rx) = outbound::queue(self.outbound_queue_packets_max);
         let origin = Origin {
             listener: self.index,
             identity,
@@ -583,23 +586,18 @@ impl Opening {
             outbound,
             origin,
         };
-        if self.events.send(opened).await.is_err() {
-            return;
-        }
-        ConnectionTask {
+        self.events.send(opened).await.ok()?;
+        Some(Box::new(ConnectionTask {
             conn,
             stream,
             events: self.events,
             outbound: outbound_rx,
-            wake,
             tickets: Arc::new(Semaphore::new((self.outbound_queue_packets_max / 8).max(1))),
             packet_bytes_max: self.packet_bytes_max,
             password_file: self.password_file,
             password_checks: self.password_checks,
             metrics: self.metrics,
-        }
-        .run()
-        .await;
+        }))
     }
 }
 
@@ -633,4 +631,47 @@ fn start_store(
         full: full_rx,
     };
     Ok((link, failed_rx, task))
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection's task holds this much for as long as the connection lives, busy or idle:
+    /// with 10,000 idle clients, every 100 bytes here are a megabyte. It was 11 KiB while the
+    /// TLS and WebSocket handshakes' state was part of it (issue 15).
+    #[tokio::test]
+    async fn a_connection_task_is_small() {
+        let (events, _) = mpsc::channel(1);
+        let metrics = Arc::new(ListenerMetrics::new("test".into()));
+        let opening = Opening {
+            conn: ConnId(1),
+            peer: SocketAddr::from(([127, 0, 0, 1], 1)),
+            index: 0,
+            transport: Transport {
+                tls: None,
+                websocket_path: None,
+            },
+            password_file: None,
+            connect_timeout: Duration::from_secs(1),
+            events,
+            password_checks: Arc::new(Semaphore::new(1)),
+            outbound_queue_packets_max: 8,
+            packet_bytes_max: 1024,
+            metrics,
+            hostile: Arc::new(HostileLog {
+                started: tokio::time::Instant::now(),
+                warnings: Default::default(),
+            }),
+        };
+        let (stream, _peer) = tokio::io::duplex(64);
+        let open = Box::pin(opening.open(stream));
+        let task = async move {
+            if let Some(task) = open.await {
+                task.run().await;
+            }
+        };
+        let bytes = std::mem::size_of_val(&task);
+        eprintln!("connection task future: {bytes} bytes");
+        assert!(bytes <= 768, "a connection's task holds {bytes} bytes");
+    }
 }
