@@ -210,8 +210,10 @@ impl Broker {
             None => {
                 let id = SessionId(self.next_session_id);
                 self.next_session_id += 1;
-                self.sessions
-                    .insert(id, Session::new(client_id.clone(), params, expiry_secs));
+                self.sessions.insert(
+                    id,
+                    Box::new(Session::new(client_id.clone(), params, expiry_secs)),
+                );
                 self.by_client_id.insert(client_id.clone(), id);
                 id
             }
@@ -272,11 +274,13 @@ impl Broker {
         connection.keep_alive = Duration::from_secs(u64::from(keep_alive));
         // Held until the connection ends (and the will delay after): copied out of the
         // CONNECT's read buffer, which may be megabytes of padding.
-        connection.will = connect.will.map(|will| Will {
-            topic: owned(&will.topic),
-            payload: Bytes::copy_from_slice(&will.payload),
-            properties: owned_properties(&will.properties),
-            ..will
+        connection.will = connect.will.map(|will| {
+            Box::new(Will {
+                topic: owned(&will.topic),
+                payload: Bytes::copy_from_slice(&will.payload),
+                properties: owned_properties(&will.properties),
+                ..will
+            })
         });
         connection.connect_expiry_was_zero = requested_expiry == 0;
         connection.problem_information = connect
@@ -525,11 +529,11 @@ impl Broker {
         if let (true, Some(will)) = (publish_will, connection.will) {
             let delay = will.properties.will_delay_interval().unwrap_or(0);
             if delay == 0 || !connection.version.is_v5() {
-                self.publish_will(&connection.client_id, will, now);
+                self.publish_will(&connection.client_id, *will, now);
             } else {
                 let at = now + Duration::from_secs(u64::from(delay));
                 let session = self.sessions.get_mut(&session_id).expect("checked above");
-                session.pending_will = Some((will, at));
+                session.pending_will = Some(Box::new((*will, at)));
                 self.timers.schedule(at, Timer::WillDelay(session_id));
             }
         }
@@ -573,7 +577,8 @@ impl Broker {
             self.by_client_id.remove(&session.client_id);
         }
         tracing::debug!(client_id = %session.client_id, "session ended");
-        if let Some((will, _)) = session.pending_will {
+        if let Some(pending) = session.pending_will {
+            let (will, _) = *pending;
             self.publish_will(&session.client_id, will, now);
         }
     }
@@ -656,9 +661,12 @@ impl Broker {
         let Some(session) = self.sessions.get_mut(&session_id) else {
             return;
         };
-        let due = matches!(&session.pending_will, Some((_, at)) if *at <= now);
+        let due = session
+            .pending_will
+            .as_ref()
+            .is_some_and(|pending| pending.1 <= now);
         if due && session.conn.is_none() {
-            let (will, _) = session.pending_will.take().expect("checked above");
+            let (will, _) = *session.pending_will.take().expect("checked above");
             session.save(&mut self.journal);
             let client_id = session.client_id.clone();
             self.publish_will(&client_id, will, now);

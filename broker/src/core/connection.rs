@@ -92,7 +92,8 @@ pub struct Connection {
     pub keep_alive: Duration,
     pub last_activity: Instant,
     /// Published if the connection ends without a normal DISCONNECT.
-    pub will: Option<Will>,
+    /// Boxed: most connections have none, and this is held for every connection.
+    pub will: Option<Box<Will>>,
     /// Client-to-broker topic aliases (v5), at most `Limits::topic_alias_max` of them.
     pub topic_aliases: BTreeMap<u16, ByteStr>,
     /// Session Expiry Interval from CONNECT was 0 (v5): DISCONNECT may not raise it.

@@ -17,6 +17,7 @@
 mod access;
 mod alias;
 mod auth;
+mod compact_map;
 mod connect;
 mod connection;
 mod durable;
@@ -32,7 +33,7 @@ mod subscribe;
 pub mod subscriptions;
 pub mod time;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 pub use access::{reserved_for_the_broker, ListenerAccess, Login, Origin, LOGIN_FAILURE_DELAY};
@@ -186,8 +187,10 @@ pub struct Broker {
     /// Enhanced authentication methods, by method name.
     authenticators: Vec<Box<dyn Authenticator>>,
     entropy: Box<dyn Entropy>,
-    conns: BTreeMap<ConnId, Connection>,
-    sessions: BTreeMap<SessionId, Session>,
+    // Boxed values: a B-tree node holds eleven values inline and is about half full, so
+    // inline each connection and session would cost nearly twice its size (idle memory).
+    conns: BTreeMap<ConnId, Box<Connection>>,
+    sessions: BTreeMap<SessionId, Box<Session>>,
     by_client_id: BTreeMap<ByteStr, SessionId>,
     subscriptions: SubscriptionTree,
     shared: SharedSubscriptions,
@@ -319,7 +322,7 @@ impl Broker {
         if let ConnState::AwaitingConnect { deadline } = connection.state {
             self.timers.schedule(deadline, Timer::ConnectTimeout(conn));
         }
-        let previous = self.conns.insert(conn, connection);
+        let previous = self.conns.insert(conn, Box::new(connection));
         assert!(previous.is_none(), "connection id {conn} reused");
         self.out.open(conn);
     }
@@ -328,7 +331,7 @@ impl Broker {
     /// `free` more packets. Whatever was waiting for room is sent.
     pub fn outbound_room(&mut self, conn: ConnId, free: usize, now: Instant) {
         self.out.set_room(conn, free);
-        if let Some(session) = self.conns.get(&conn).and_then(Connection::session) {
+        if let Some(session) = self.conns.get(&conn).and_then(|c| c.session()) {
             self.pump_session(session, now);
         }
         self.after_input(now);
@@ -597,6 +600,10 @@ impl Broker {
                 retained::Next::Message(message) => message,
                 retained::Next::Exhausted => {
                     session.retained.pop_front();
+                    if session.retained.is_empty() {
+                        // Its storage too: most sessions walk once, at their first SUBSCRIBE.
+                        session.retained = VecDeque::new();
+                    }
                     continue;
                 }
                 retained::Next::Paused => continue,
@@ -644,7 +651,7 @@ impl Broker {
         } else {
             tracing::debug!(%conn, addr = %connection.origin.peer_text(), reason = %ending, "connection ended before CONNACK");
         }
-        Some(connection)
+        Some(*connection)
     }
 
     /// Pending timers: at most two per connection and three per session (the proptest checks).
@@ -763,3 +770,16 @@ fn fit(mut packet: Packet, version: ProtocolVersion, max: Option<u32>) -> Packet
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod size_tests {
+    /// Every connected client holds one of each for as long as it is connected, idle or not
+    /// (10,000 idle clients: every 100 bytes here are a megabyte). Rare parts (wills) are
+    /// boxed to keep these down; see issue 15's note for the whole per-connection account.
+    #[test]
+    fn per_client_state_stays_small() {
+        let session = std::mem::size_of::<super::session::Session>();
+        let connection = std::mem::size_of::<super::connection::Connection>();
+        assert!(session <= 400, "a session is {session} bytes");
+        assert!(connection <= 296, "a connection is {connection} bytes");
+    }
+}

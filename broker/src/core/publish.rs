@@ -9,7 +9,7 @@ use bytes::Bytes;
 use super::durable::StoreOp;
 use super::message::Message;
 use super::retained::RetainOutcome;
-use super::session::{Queued, Session};
+use super::session::Queued;
 use super::shared::GroupId;
 use super::time::Instant;
 use super::{reason_string, Broker, ConnId, SessionId};
@@ -244,7 +244,7 @@ impl Broker {
     /// of a stored session (its id is stored until PUBREL), or it goes at QoS 1/2 to a stored
     /// session (or to a shared group, whose chosen member may be one).
     fn needs_store(&self, message: &Message, plan: &Plan, publisher: SessionId) -> bool {
-        let stored = |id: &SessionId| self.sessions.get(id).is_some_and(Session::is_stored);
+        let stored = |id: &SessionId| self.sessions.get(id).is_some_and(|s| s.is_stored());
         message.retain
             || (message.qos == QoS::ExactlyOnce && stored(&publisher))
             || !plan.groups.is_empty()

@@ -103,7 +103,7 @@ impl Broker {
         }
         if let Some((will, at)) = record.pending_will {
             let at = self.journal.instant_of(at, now);
-            session.pending_will = Some((will, at));
+            session.pending_will = Some(Box::new((will, at)));
             self.timers.schedule(at, Timer::WillDelay(session_id));
         }
         if expiry_secs != u32::MAX {
@@ -119,6 +119,6 @@ impl Broker {
             }
         }
         self.by_client_id.insert(record.client_id, session_id);
-        self.sessions.insert(session_id, session);
+        self.sessions.insert(session_id, Box::new(session));
     }
 }

@@ -5,11 +5,12 @@
 //! packet ids the client has published but not yet released. Every queue here is bounded by
 //! `Limits`; what overflows is dropped and counted, never buffered without bound.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use super::access::Login;
 use super::alias::{AliasUse, OutboundAliases};
+use super::compact_map::CompactMap;
 use super::durable::{EntryRecord, EntryState, Journal, SessionRecord, StoreOp};
 use super::message::Message;
 use super::outbox::Outbox;
@@ -107,7 +108,7 @@ pub struct Session {
     pub expiry_secs: u32,
     /// When the disconnected session ends, if it does.
     pub expires_at: Option<Instant>,
-    pub subscriptions: BTreeMap<ByteStr, Subscription>,
+    pub subscriptions: CompactMap<ByteStr, Subscription>,
     pub inflight: VecDeque<Inflight>,
     /// Messages waiting for the window, each with its store key.
     pub queue: VecDeque<(u64, Queued)>,
@@ -129,7 +130,8 @@ pub struct Session {
     /// Inbound QoS 2 packet ids received but not yet released by PUBREL.
     pub awaiting_pubrel: BTreeSet<PacketId>,
     /// A will waiting for its delay interval (v5) after the connection ended.
-    pub pending_will: Option<(Will, Instant)>,
+    /// Boxed: rare, and this is held for every session.
+    pub pending_will: Option<Box<(Will, Instant)>>,
     /// Broker-to-client topic aliases of the current connection.
     pub aliases: OutboundAliases,
     /// Walks through the retained messages of new subscriptions, fed in slices as the client
@@ -156,7 +158,7 @@ impl Session {
             params,
             expiry_secs,
             expires_at: None,
-            subscriptions: BTreeMap::new(),
+            subscriptions: CompactMap::default(),
             inflight: VecDeque::new(),
             queue: VecDeque::new(),
             next_key: 0,
@@ -801,7 +803,7 @@ impl Session {
             pending_will: self
                 .pending_will
                 .as_ref()
-                .map(|(will, at)| (will.clone(), journal.to_wall(*at))),
+                .map(|pending| (pending.0.clone(), journal.to_wall(pending.1))),
         }
     }
 

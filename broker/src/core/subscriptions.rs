@@ -15,11 +15,12 @@
 //! collide and turn every lookup into a list scan.
 
 use crate::planted::{self, PlantedBug};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::hash::BuildHasher;
 
 use smallvec::SmallVec;
 
+use super::compact_map::CompactMap;
 use super::SessionId;
 use crate::codec::SubscriptionOptions;
 
@@ -62,7 +63,7 @@ struct Node<K, V> {
     children: HashMap<Box<str>, Node<K, V>, TreeHasher>,
     single: Option<Box<Node<K, V>>>,
     multi: Option<Box<Node<K, V>>>,
-    subscribers: BTreeMap<K, V>,
+    subscribers: CompactMap<K, V>,
 }
 
 impl<K, V> Node<K, V> {
@@ -71,7 +72,7 @@ impl<K, V> Node<K, V> {
             children: HashMap::with_hasher(hasher),
             single: None,
             multi: None,
-            subscribers: BTreeMap::new(),
+            subscribers: CompactMap::default(),
         }
     }
 
@@ -261,13 +262,13 @@ impl<K: Ord + Copy, V> SubscriptionTree<K, V> {
             if wildcards_allowed {
                 // '#' also matches the parent level: "a/#" matches "a".
                 if let Some(multi) = &node.multi {
-                    for (session, subscription) in &multi.subscribers {
+                    for (session, subscription) in multi.subscribers.iter() {
                         visit(*session, subscription);
                     }
                 }
             }
             let Some(level) = levels.get(depth) else {
-                for (session, subscription) in &node.subscribers {
+                for (session, subscription) in node.subscribers.iter() {
                     visit(*session, subscription);
                 }
                 continue;
@@ -296,12 +297,12 @@ fn planted_recursive_match<K: Copy + Ord, V>(
 ) {
     let wildcards_allowed = !(dollar && depth == 0);
     if let Some(multi) = node.multi.as_ref().filter(|_| wildcards_allowed) {
-        for (session, subscription) in &multi.subscribers {
+        for (session, subscription) in multi.subscribers.iter() {
             visit(*session, subscription);
         }
     }
     let Some(level) = levels.get(depth) else {
-        for (session, subscription) in &node.subscribers {
+        for (session, subscription) in node.subscribers.iter() {
             visit(*session, subscription);
         }
         return;
