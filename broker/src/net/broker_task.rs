@@ -24,6 +24,10 @@ use crate::types::ConnId;
 /// disk. Each input makes at most one batch.
 const PENDING_BATCHES_MAX: u64 = 4096;
 
+/// Events handled in one turn of the broker task's loop at most; timers, the store's news and
+/// snapshot requests are looked at between turns.
+const EVENTS_PER_TURN_MAX: usize = 64;
+
 /// How long shutdown waits for the store to take what it was given.
 const SHUTDOWN_STORE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -123,35 +127,17 @@ impl BrokerTask {
                 }
                 event = self.events.recv(), if room => {
                     let Some(event) = event else { break };
+                    // What else is queued is taken in the same turn (up to a bound, so timers
+                    // and the store are not held back): one select and one clock read for a
+                    // batch of events, not for each.
                     let now = self.now();
-                    match event {
-                        Event::Opened { conn, outbound, origin } => {
-                            conns.insert(conn, outbound);
-                            self.broker.connection_opened(conn, origin, now);
+                    self.handle(event, now, &mut conns, &mut stashed, &mut mismatches);
+                    for _ in 1..EVENTS_PER_TURN_MAX {
+                        if self.broker.pending_batches() >= PENDING_BATCHES_MAX {
+                            break;
                         }
-                        Event::CredentialsChecked { conn, valid } => {
-                            self.broker.credentials_checked(conn, valid);
-                        }
-                        Event::AclChanged { listener, acl } => self.broker.set_acl(listener, acl),
-                        Event::Packet { conn, packet, ticket } => {
-                            self.broker.packet_received(conn, packet, now);
-                            if self.broker.holds_replies_for(conn) {
-                                stashed.entry(conn).or_default().push(ticket);
-                            }
-                        }
-                        Event::DecodeFailed { conn, error } => self.broker.decode_failed(conn, &error, now),
-                        Event::Writable { conn } => {
-                            // The outbox is empty between events, so the free room is exact.
-                            if let Some(outbound) = conns.get(&conn) {
-                                let free = outbound.free();
-                                self.broker.outbound_room(conn, free, now);
-                            }
-                        }
-                        Event::Closed { conn } => {
-                            conns.remove(&conn);
-                            stashed.remove(&conn);
-                            self.broker.connection_closed(conn, now);
-                        }
+                        let Ok(event) = self.events.try_recv() else { break };
+                        self.handle(event, now, &mut conns, &mut stashed, &mut mismatches);
                     }
                 }
                 _ = sleep_until(deadline) => {}
@@ -182,6 +168,56 @@ impl BrokerTask {
         let mut stats = self.broker.stats().clone();
         stats.outbound_count_mismatches = mismatches;
         stats
+    }
+
+    /// Hands one event to the core. Its outputs wait for the end of the turn, so that what
+    /// several events send to one connection goes out in one write; but the room a `Writable`
+    /// event reports is exact only with the outbox empty, so that one dispatches first.
+    fn handle(
+        &mut self,
+        event: Event,
+        now: Instant,
+        conns: &mut BTreeMap<ConnId, OutboundSender>,
+        stashed: &mut BTreeMap<ConnId, Vec<OwnedSemaphorePermit>>,
+        mismatches: &mut u64,
+    ) {
+        match event {
+            Event::Opened {
+                conn,
+                outbound,
+                origin,
+            } => {
+                conns.insert(conn, outbound);
+                self.broker.connection_opened(conn, origin, now);
+            }
+            Event::CredentialsChecked { conn, valid } => {
+                self.broker.credentials_checked(conn, valid);
+            }
+            Event::AclChanged { listener, acl } => self.broker.set_acl(listener, acl),
+            Event::Packet {
+                conn,
+                packet,
+                ticket,
+            } => {
+                self.broker.packet_received(conn, packet, now);
+                if self.broker.holds_replies_for(conn) {
+                    stashed.entry(conn).or_default().push(ticket);
+                }
+            }
+            Event::DecodeFailed { conn, error } => self.broker.decode_failed(conn, &error, now),
+            Event::Writable { conn } => {
+                self.dispatch(conns, mismatches);
+                if let Some(outbound) = conns.get(&conn) {
+                    let free = outbound.free();
+                    self.broker.outbound_room(conn, free, now);
+                }
+            }
+            Event::Closed { conn } => {
+                conns.remove(&conn);
+                stashed.remove(&conn);
+                self.broker.connection_closed(conn, now);
+            }
+        }
     }
 
     /// Every counter now: the core's, the driver's, and this task's queue depths.

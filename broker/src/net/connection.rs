@@ -4,7 +4,10 @@
 //! encodes what the core sends back. It never makes a protocol decision: even a malformed
 //! packet is reported to the core, which decides what to send before closing.
 
+use std::future::poll_fn;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -15,7 +18,7 @@ use super::outbound::OutboundReceiver;
 use super::transport::Reloadable;
 use super::Event;
 use crate::auth::password_file::PasswordFile;
-use crate::codec::{decode, encode, Connect, Packet, ProtocolVersion};
+use crate::codec::{decode, encode, Connect, DecodeError, Packet, ProtocolVersion};
 use crate::metrics::ListenerMetrics;
 use crate::types::ConnId;
 
@@ -81,6 +84,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> ConnectionTask<S> {
             writer,
             // Empty while the connection is quiet: see `read_more` and `Link::write`.
             write_buf: BytesMut::new(),
+            write_pos: 0,
             // Until CONNECT names the version, 3.1.1 framing is used (CONNECT itself carries
             // its level).
             version: ProtocolVersion::V3_1_1,
@@ -99,7 +103,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> ConnectionTask<S> {
                         Box::pin(linger(&mut reader, conn)).await;
                         break;
                     };
-                    if !Box::pin(link.write(packet, &mut outbound)).await {
+                    if !(link.encode(packet, &mut outbound) && link.write_out(&mut outbound).await) {
                         break;
                     }
                 }
@@ -112,7 +116,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> ConnectionTask<S> {
                         }
                         Ok(read) => link.metrics.received(read),
                     }
-                    match Box::pin(link.forward(&mut read_buf, &mut outbound)).await {
+                    let Some(stuck) = link.forward_now(&mut read_buf) else {
+                        continue;
+                    };
+                    match Box::pin(link.forward(stuck, &mut read_buf, &mut outbound)).await {
                         Forwarded::All => {}
                         Forwarded::Malformed => {
                             // Stop reading; the core answers and closes the connection.
@@ -127,6 +134,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> ConnectionTask<S> {
         // Whatever ended the task, the core hears of it; it ignores connections it closed itself.
         let _ = Box::pin(link.events.send(Event::Closed { conn })).await;
     }
+}
+
+/// A packet that could not be forwarded at once, or the decoding error that ended the read.
+enum Stuck {
+    Packet(Packet),
+    Malformed(DecodeError),
 }
 
 /// How forwarding what one read brought ended.
@@ -151,6 +164,8 @@ struct Link<W> {
     metrics: Arc<ListenerMetrics>,
     writer: W,
     write_buf: BytesMut,
+    /// Bytes of `write_buf` written so far.
+    write_pos: usize,
     version: ProtocolVersion,
     /// Only the first CONNECT is checked: a second one is a protocol error the core answers
     /// anyway, and must not cost another slow hash.
@@ -158,24 +173,48 @@ struct Link<W> {
 }
 
 impl<W: AsyncWrite + Unpin> Link<W> {
-    /// Decodes the whole packets in `read_buf` and hands each to the core, with a ticket.
+    /// Hands the core every whole packet in `read_buf` that can go without waiting: a ticket
+    /// and room in the events queue free now, and not a CONNECT (its credentials may need
+    /// checking). Returns what must wait, if anything; [`Link::forward`] takes it from there.
+    fn forward_now(&mut self, read_buf: &mut BytesMut) -> Option<Stuck> {
+        loop {
+            let packet = match decode(read_buf, self.version, self.packet_bytes_max) {
+                Ok(Some(packet)) => packet,
+                Ok(None) => return None,
+                Err(error) => return Some(Stuck::Malformed(error)),
+            };
+            if matches!(packet, Packet::Connect(_)) {
+                return Some(Stuck::Packet(packet));
+            }
+            let Ok(ticket) = self.tickets.clone().try_acquire_owned() else {
+                return Some(Stuck::Packet(packet));
+            };
+            let Ok(permit) = self.events.try_reserve() else {
+                return Some(Stuck::Packet(packet));
+            };
+            let conn = self.conn;
+            permit.send(Event::Packet {
+                conn,
+                packet,
+                ticket,
+            });
+        }
+    }
+
+    /// Forwards `stuck` and the rest of `read_buf`, waiting for tickets and room in the events
+    /// queue as needed (writing meanwhile, see [`Link::while_writing`]).
     async fn forward(
         &mut self,
+        mut stuck: Stuck,
         read_buf: &mut BytesMut,
         outbound: &mut OutboundReceiver,
     ) -> Forwarded {
         let conn = self.conn;
         loop {
-            let packet = match decode(read_buf, self.version, self.packet_bytes_max) {
-                Ok(Some(packet)) => packet,
-                Ok(None) => return Forwarded::All,
-                Err(error) => {
-                    if self
-                        .events
-                        .send(Event::DecodeFailed { conn, error })
-                        .await
-                        .is_err()
-                    {
+            let packet = match stuck {
+                Stuck::Packet(packet) => packet,
+                Stuck::Malformed(error) => {
+                    if !tell(&self.events, Event::DecodeFailed { conn, error }).await {
                         return Forwarded::TaskEnds;
                     }
                     return Forwarded::Malformed;
@@ -203,6 +242,10 @@ impl<W: AsyncWrite + Unpin> Link<W> {
                 packet,
                 ticket,
             });
+            match self.forward_now(read_buf) {
+                None => return Forwarded::All,
+                Some(next) => stuck = next,
+            }
         }
     }
 
@@ -251,16 +294,34 @@ impl<W: AsyncWrite + Unpin> Link<W> {
     /// task if it was waiting to hear of a write. Returns false when the task must end (write
     /// failed or stalled, the broker task is gone, a packet could not be encoded).
     async fn write(&mut self, first: Packet, outbound: &mut OutboundReceiver) -> bool {
+        // Encoded before the first wait: `first` is not kept in this future's state (which is
+        // part of the task's).
+        self.encode(first, outbound) && self.write_out(outbound).await
+    }
+
+    /// Encodes `first` and what else is queued, up to a batch. False if a packet cannot be
+    /// encoded (a bug in the core: it only builds encodable packets).
+    fn encode(&mut self, first: Packet, outbound: &mut OutboundReceiver) -> bool {
+        self.write_pos = 0;
+        encode_batch(
+            first,
+            outbound,
+            self.version,
+            &mut self.write_buf,
+            self.conn,
+        )
+    }
+
+    /// Writes the encoded batch (see [`Link::write`]).
+    async fn write_out(&mut self, outbound: &mut OutboundReceiver) -> bool {
         let conn = self.conn;
-        if !encode_batch(first, outbound, self.version, &mut self.write_buf, conn) {
-            return false;
-        }
-        // Flushed too: TLS and WebSocket streams hold written bytes until then.
-        let write = async {
-            self.writer.write_all(&self.write_buf).await?;
-            self.writer.flush().await
+        // Most writes finish at once; one that waits goes on in a boxed future, with the stall
+        // timer (a clock read and a timer-wheel entry, paid only then).
+        let written = match poll_fn(|cx| Poll::Ready(self.poll_write_out(cx))).await {
+            Poll::Ready(result) => Ok(result),
+            Poll::Pending => Box::pin(self.finish_write()).await,
         };
-        match tokio::time::timeout(WRITE_STALL_TIMEOUT, write).await {
+        match written {
             Ok(Ok(())) => {
                 self.metrics.sent(self.write_buf.len());
                 if outbound.is_empty() {
@@ -269,7 +330,17 @@ impl<W: AsyncWrite + Unpin> Link<W> {
                 } else {
                     self.write_buf.clear();
                 }
-                !(outbound.take_wake() && self.events.send(Event::Writable { conn }).await.is_err())
+                if !outbound.take_wake() {
+                    return true;
+                }
+                match self.events.try_send(Event::Writable { conn }) {
+                    Ok(()) => true,
+                    Err(mpsc::error::TrySendError::Closed(_)) => false,
+                    // Boxed: rare, and the event is not kept in this future's state.
+                    Err(mpsc::error::TrySendError::Full(event)) => {
+                        Box::pin(self.events.send(event)).await.is_ok()
+                    }
+                }
             }
             Ok(Err(error)) => {
                 tracing::debug!(%conn, %error, "write failed");
@@ -281,6 +352,37 @@ impl<W: AsyncWrite + Unpin> Link<W> {
                 false
             }
         }
+    }
+
+    /// Writes what is left of the batch, then flushes (TLS and WebSocket streams hold written
+    /// bytes until then).
+    fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        while self.write_pos < self.write_buf.len() {
+            let rest = &self.write_buf[self.write_pos..];
+            match ready!(Pin::new(&mut self.writer).poll_write(cx, rest)) {
+                Ok(0) => return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into())),
+                Ok(written) => self.write_pos += written,
+                Err(error) => return Poll::Ready(Err(error)),
+            }
+        }
+        Pin::new(&mut self.writer).poll_flush(cx)
+    }
+
+    /// A write that had to wait: the rest, within [`WRITE_STALL_TIMEOUT`].
+    async fn finish_write(&mut self) -> Result<std::io::Result<()>, tokio::time::error::Elapsed> {
+        let rest = poll_fn(|cx| self.poll_write_out(cx));
+        tokio::time::timeout(WRITE_STALL_TIMEOUT, rest).await
+    }
+}
+
+/// Sends `event` to the broker task: at once if its queue has room, otherwise in a boxed
+/// future (waiting for room is rare, and inline its state would be part of every task).
+/// False if the broker task is gone.
+async fn tell(events: &mpsc::Sender<Event>, event: Event) -> bool {
+    match events.try_send(event) {
+        Ok(()) => true,
+        Err(mpsc::error::TrySendError::Closed(_)) => false,
+        Err(mpsc::error::TrySendError::Full(event)) => Box::pin(events.send(event)).await.is_ok(),
     }
 }
 

@@ -11,10 +11,10 @@
 //! sends more than fits; `try_send` refusing a packet means that count was wrong.
 
 use std::collections::VecDeque;
+use std::future::poll_fn;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-
-use tokio::sync::Notify;
+use std::task::{Poll, Waker};
 
 use crate::codec::Packet;
 
@@ -29,9 +29,9 @@ pub(crate) fn queue(capacity: usize) -> (OutboundSender, OutboundReceiver) {
             packets: VecDeque::new(),
             sender_alive: true,
             receiver_alive: true,
+            receiver_waker: None,
         }),
         capacity,
-        sent: Notify::new(),
         wake: AtomicBool::new(false),
     });
     (
@@ -45,8 +45,6 @@ pub(crate) fn queue(capacity: usize) -> (OutboundSender, OutboundReceiver) {
 struct Shared {
     state: Mutex<State>,
     capacity: usize,
-    /// Wakes the receiver after a send, or when the sender is gone.
-    sent: Notify,
     /// Set by the broker task when the core waits for room; the connection task clears it and
     /// tells the broker task after its next write.
     wake: AtomicBool,
@@ -56,6 +54,10 @@ struct State {
     packets: VecDeque<Packet>,
     sender_alive: bool,
     receiver_alive: bool,
+    /// The receiver waiting for a packet (or for the sender to go). One consumer, so one
+    /// waker: lighter than a `Notify`, whose waiter list cost a lock and a list update each
+    /// time the connection task's select dropped an unfinished `recv`.
+    receiver_waker: Option<Waker>,
 }
 
 impl Shared {
@@ -96,8 +98,11 @@ impl OutboundSender {
             return Err(TrySendError::Full);
         }
         state.packets.push_back(packet);
+        let waker = state.receiver_waker.take();
         drop(state);
-        self.shared.sent.notify_one();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
         Ok(())
     }
 
@@ -123,8 +128,13 @@ impl OutboundSender {
 
 impl Drop for OutboundSender {
     fn drop(&mut self) {
-        self.shared.lock().sender_alive = false;
-        self.shared.sent.notify_one();
+        let mut state = self.shared.lock();
+        state.sender_alive = false;
+        let waker = state.receiver_waker.take();
+        drop(state);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
     }
 }
 
@@ -137,22 +147,25 @@ impl OutboundReceiver {
     /// The next packet; `None` once the sender is gone and the queue is empty. While it waits,
     /// the queue holds no storage.
     pub async fn recv(&mut self) -> Option<Packet> {
-        loop {
-            {
-                let mut state = self.shared.lock();
-                if let Some(packet) = state.packets.pop_front() {
-                    return Some(packet);
-                }
-                if !state.sender_alive {
-                    return None;
-                }
-                if state.packets.capacity() > 0 {
-                    state.packets = VecDeque::new();
-                }
+        poll_fn(|cx| {
+            let mut state = self.shared.lock();
+            if let Some(packet) = state.packets.pop_front() {
+                return Poll::Ready(Some(packet));
             }
-            // A send between the check above and this wait leaves a permit: no wake-up is lost.
-            self.shared.sent.notified().await;
-        }
+            if !state.sender_alive {
+                return Poll::Ready(None);
+            }
+            if state.packets.capacity() > 0 {
+                state.packets = VecDeque::new();
+            }
+            // Under the lock: a send after this sees the waker, so no wake-up is lost.
+            match &mut state.receiver_waker {
+                Some(waker) if waker.will_wake(cx.waker()) => {}
+                slot => *slot = Some(cx.waker().clone()),
+            }
+            Poll::Pending
+        })
+        .await
     }
 
     /// The next packet if one is queued now.
@@ -174,6 +187,7 @@ impl Drop for OutboundReceiver {
     fn drop(&mut self) {
         let mut state = self.shared.lock();
         state.receiver_alive = false;
+        state.receiver_waker = None;
         // What was queued will never be written; free it now, not when the sender goes.
         state.packets = VecDeque::new();
     }
