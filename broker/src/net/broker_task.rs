@@ -53,6 +53,19 @@ pub(super) struct StoreLink {
     pub full: watch::Receiver<bool>,
 }
 
+/// Read tickets (see `ConnectionTask::tickets`) the broker task holds back, so that each
+/// connection has at most its tickets' worth of replies not yet in its outbound queue, well
+/// inside the queue's reserve.
+#[derive(Default)]
+struct HeldTickets {
+    /// Of connections whose replies wait for the store: returned when those are released
+    /// (see `Broker::holds_replies_for`).
+    stashed: BTreeMap<ConnId, Vec<OwnedSemaphorePermit>>,
+    /// Of packets handled this turn: returned after the turn's dispatch, when their replies
+    /// are in the queues (returned at once, a connection could send more within the turn).
+    spent: Vec<OwnedSemaphorePermit>,
+}
+
 /// What the storage task has to say.
 enum StoreNews {
     /// Every batch up to this one is durable.
@@ -88,10 +101,7 @@ impl BrokerTask {
     pub async fn run(mut self) -> Stats {
         let mut conns: BTreeMap<ConnId, OutboundSender> = BTreeMap::new();
         let mut mismatches = 0;
-        // Read tickets of connections whose replies wait for the store: returned when they
-        // are released (see `Broker::holds_replies_for`), so each connection has at most its
-        // tickets' worth of requests waiting, well inside its outbound queue's reserve.
-        let mut stashed: BTreeMap<ConnId, Vec<OwnedSemaphorePermit>> = BTreeMap::new();
+        let mut tickets = HeldTickets::default();
         // What restoring the store produced (see `Broker::restore`).
         self.dispatch(&mut conns, &mut mismatches);
         let mut sys = SysTree::default();
@@ -113,7 +123,7 @@ impl BrokerTask {
                     StoreNews::Durable(batch) => {
                         self.broker.durable(batch);
                         let broker = &self.broker;
-                        stashed.retain(|conn, _| broker.holds_replies_for(*conn));
+                        tickets.stashed.retain(|conn, _| broker.holds_replies_for(*conn));
                     }
                     StoreNews::Full(full) => self.broker.store_full(full),
                     StoreNews::Stopped => {
@@ -131,20 +141,20 @@ impl BrokerTask {
                     // and the store are not held back): one select and one clock read for a
                     // batch of events, not for each.
                     let now = self.now();
-                    self.handle(event, now, &mut conns, &mut stashed, &mut mismatches);
+                    self.handle(event, now, &mut conns, &mut tickets, &mut mismatches);
                     for _ in 1..EVENTS_PER_TURN_MAX {
                         if self.broker.pending_batches() >= PENDING_BATCHES_MAX {
                             break;
                         }
                         let Ok(event) = self.events.try_recv() else { break };
-                        self.handle(event, now, &mut conns, &mut stashed, &mut mismatches);
+                        self.handle(event, now, &mut conns, &mut tickets, &mut mismatches);
                     }
                 }
                 _ = sleep_until(deadline) => {}
             }
             // Deadlines are checked after every event too: the select is biased towards
             // events, and a steady stream of them must not hold timers back.
-            // One clock read per turn: this loop turns once per event.
+            // One clock read per turn (a turn handles up to `EVENTS_PER_TURN_MAX` events).
             let clock = tokio::time::Instant::now();
             let now = Instant::from_since_epoch(clock - self.start);
             if self.broker.poll_timeout().is_some_and(|at| at <= now) {
@@ -157,6 +167,7 @@ impl BrokerTask {
                 next_sys = Some((due + self.sys_interval).max(clock));
             }
             self.dispatch(&mut conns, &mut mismatches);
+            tickets.spent.clear();
         }
         self.wait_for_store(&mut conns, &mut mismatches).await;
         tracing::info!("shutting down: disconnecting {} clients", conns.len());
@@ -178,7 +189,7 @@ impl BrokerTask {
         event: Event,
         now: Instant,
         conns: &mut BTreeMap<ConnId, OutboundSender>,
-        stashed: &mut BTreeMap<ConnId, Vec<OwnedSemaphorePermit>>,
+        tickets: &mut HeldTickets,
         mismatches: &mut u64,
     ) {
         match event {
@@ -201,7 +212,9 @@ impl BrokerTask {
             } => {
                 self.broker.packet_received(conn, packet, now);
                 if self.broker.holds_replies_for(conn) {
-                    stashed.entry(conn).or_default().push(ticket);
+                    tickets.stashed.entry(conn).or_default().push(ticket);
+                } else {
+                    tickets.spent.push(ticket);
                 }
             }
             Event::DecodeFailed { conn, error } => self.broker.decode_failed(conn, &error, now),
@@ -214,7 +227,7 @@ impl BrokerTask {
             }
             Event::Closed { conn } => {
                 conns.remove(&conn);
-                stashed.remove(&conn);
+                tickets.stashed.remove(&conn);
                 self.broker.connection_closed(conn, now);
             }
         }

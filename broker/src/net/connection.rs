@@ -90,7 +90,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> ConnectionTask<S> {
             version: ProtocolVersion::V3_1_1,
             credentials_checked: false,
         };
-        let mut read_buf = BytesMut::new();
+        let mut read_buf = ReadBuffer::default();
         let mut reading = true;
         loop {
             tokio::select! {
@@ -99,15 +99,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> ConnectionTask<S> {
                     let Some(packet) = packet else {
                         // The core closed the connection: everything it sent was received before
                         // the queue closed, and has been written.
-                        let _ = link.writer.shutdown().await;
-                        Box::pin(linger(&mut reader, conn)).await;
+                        Box::pin(close(&mut link.writer, &mut reader, conn)).await;
                         break;
                     };
                     if !(link.encode(packet, &mut outbound) && link.write_out(&mut outbound).await) {
                         break;
                     }
                 }
-                read = read_more(&mut reader, &mut read_buf), if reading => {
+                read = read_buf.read_more(&mut reader), if reading => {
                     match read {
                         Ok(0) => break,
                         Err(error) => {
@@ -116,17 +115,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> ConnectionTask<S> {
                         }
                         Ok(read) => link.metrics.received(read),
                     }
-                    let Some(stuck) = link.forward_now(&mut read_buf) else {
+                    let Some(stuck) = link.forward_now(&mut read_buf.buf) else {
                         continue;
                     };
-                    match Box::pin(link.forward(stuck, &mut read_buf, &mut outbound)).await {
+                    match Box::pin(link.forward(stuck, &mut read_buf.buf, &mut outbound)).await {
                         Forwarded::All => {}
                         Forwarded::Malformed => {
                             // Stop reading; the core answers and closes the connection.
                             reading = false;
-                            read_buf = BytesMut::new();
+                            read_buf = ReadBuffer::default();
                         }
-                        Forwarded::TaskEnds => return,
+                        // Closed is still sent: the core must drop the connection now, not at
+                        // its keep-alive timeout (or never, with keep alive 0).
+                        Forwarded::WriteFailed => break,
+                        Forwarded::BrokerGone => return,
                     }
                 }
             }
@@ -149,8 +151,10 @@ enum Forwarded {
     All,
     /// A packet was malformed; the core was told.
     Malformed,
-    /// A write failed or the broker task is gone.
-    TaskEnds,
+    /// A write (of what the core sent meanwhile) failed or stalled.
+    WriteFailed,
+    /// The broker task is gone.
+    BrokerGone,
 }
 
 /// A connection task's state besides the read half and its buffer.
@@ -215,7 +219,7 @@ impl<W: AsyncWrite + Unpin> Link<W> {
                 Stuck::Packet(packet) => packet,
                 Stuck::Malformed(error) => {
                     if !tell(&self.events, Event::DecodeFailed { conn, error }).await {
-                        return Forwarded::TaskEnds;
+                        return Forwarded::BrokerGone;
                     }
                     return Forwarded::Malformed;
                 }
@@ -223,7 +227,7 @@ impl<W: AsyncWrite + Unpin> Link<W> {
             if let Packet::Connect(connect) = &packet {
                 self.version = connect.protocol;
                 if !self.connect_checked(connect).await {
-                    return Forwarded::TaskEnds;
+                    return Forwarded::BrokerGone;
                 }
             }
             let tickets = self.tickets.clone();
@@ -234,7 +238,7 @@ impl<W: AsyncWrite + Unpin> Link<W> {
             let events = self.events.clone();
             let permit = match self.while_writing(events.reserve(), outbound).await {
                 Ok(Ok(permit)) => permit,
-                Ok(Err(_)) => return Forwarded::TaskEnds,
+                Ok(Err(_)) => return Forwarded::BrokerGone,
                 Err(stop) => return stop,
             };
             permit.send(Event::Packet {
@@ -282,7 +286,7 @@ impl<W: AsyncWrite + Unpin> Link<W> {
                     // The core closed the connection: the task's next turn finishes it.
                     let Some(first) = next else { return Err(Forwarded::All) };
                     if !self.write(first, outbound).await {
-                        return Err(Forwarded::TaskEnds);
+                        return Err(Forwarded::WriteFailed);
                     }
                 }
                 got = &mut wanted => return Ok(got),
@@ -393,30 +397,41 @@ const QUIET_READ_BYTES: usize = 64;
 /// part of a packet is held).
 const BUSY_READ_BYTES: usize = 4096;
 
-/// Reads what the socket has into `buf`. A quiet connection (`buf` empty) waits with no
-/// buffer at all: it reads into a small array in the task and allocates only what arrived,
-/// or the busy size when that read was full (more is waiting). Thousands of idle clients
-/// would otherwise each hold a buffer of the busy size for nothing.
-async fn read_more<R: AsyncRead + Unpin>(
-    reader: &mut R,
-    buf: &mut BytesMut,
-) -> std::io::Result<usize> {
-    if buf.is_empty() {
-        let mut quiet = [0u8; QUIET_READ_BYTES];
-        let read = reader.read(&mut quiet).await?;
-        let capacity = if read == QUIET_READ_BYTES {
-            BUSY_READ_BYTES
-        } else {
-            read
-        };
-        *buf = BytesMut::with_capacity(capacity);
-        buf.extend_from_slice(&quiet[..read]);
-        return Ok(read);
+/// The read side of a connection: its buffer, and whether the socket may have more.
+#[derive(Default)]
+struct ReadBuffer {
+    buf: BytesMut,
+    /// The last read filled all the room it was given: more is probably waiting.
+    busy: bool,
+}
+
+impl ReadBuffer {
+    /// Reads what the socket has. A quiet connection (nothing held, and the last read was
+    /// short) waits with no buffer at all: it reads into a small array in the task and
+    /// allocates only what arrived, or the busy size when that read was full. Thousands of
+    /// idle clients would otherwise each hold a buffer (up to a whole large packet's) for
+    /// nothing. A busy one reads into its buffer, so a flood of small packets costs one
+    /// read per buffer, not one per 64 bytes.
+    async fn read_more<R: AsyncRead + Unpin>(&mut self, reader: &mut R) -> std::io::Result<usize> {
+        if self.buf.is_empty() && !self.busy {
+            // Given back before waiting (the last read's allocation, perhaps a large packet's).
+            self.buf = BytesMut::new();
+            let mut quiet = [0u8; QUIET_READ_BYTES];
+            let read = reader.read(&mut quiet).await?;
+            self.busy = read == QUIET_READ_BYTES;
+            let capacity = if self.busy { BUSY_READ_BYTES } else { read };
+            self.buf = BytesMut::with_capacity(capacity);
+            self.buf.extend_from_slice(&quiet[..read]);
+            return Ok(read);
+        }
+        if self.buf.capacity() - self.buf.len() < BUSY_READ_BYTES / 4 {
+            self.buf.reserve(BUSY_READ_BYTES);
+        }
+        let room = self.buf.capacity() - self.buf.len();
+        let read = reader.read_buf(&mut self.buf).await?;
+        self.busy = read == room;
+        Ok(read)
     }
-    if buf.capacity() - buf.len() < BUSY_READ_BYTES / 4 {
-        buf.reserve(BUSY_READ_BYTES);
-    }
-    reader.read_buf(buf).await
 }
 
 /// Checks `connect`'s user name and password against `file` on the blocking pool (argon2id
@@ -438,6 +453,23 @@ async fn check_password(
     let check = tokio::task::spawn_blocking(move || file.verify(&user, &password));
     // A check that panicked counts as a failed login.
     Some(check.await.unwrap_or(false))
+}
+
+/// Shuts the write side (within [`WRITE_STALL_TIMEOUT`]: TLS writes its close message, and a
+/// peer that stopped reading must not hold the task), then lingers.
+async fn close<W: AsyncWrite + Unpin, R: AsyncRead + Unpin>(
+    writer: &mut W,
+    reader: &mut R,
+    conn: ConnId,
+) {
+    if tokio::time::timeout(WRITE_STALL_TIMEOUT, writer.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::debug!(%conn, "shutting the write side stalled");
+        return;
+    }
+    linger(reader, conn).await;
 }
 
 /// Reads and discards what the client still sends after the broker shut its side, until the
@@ -482,4 +514,147 @@ fn encode_batch(
         }
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+
+    use tokio::io::ReadBuf;
+
+    use super::*;
+    use crate::codec::Ack;
+    use crate::types::PacketId;
+
+    /// Serves `data` in reads of whatever room is offered; counts the reads; then waits.
+    struct Source {
+        data: Vec<u8>,
+        reads: usize,
+    }
+
+    impl AsyncRead for Source {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            if self.data.is_empty() {
+                return Poll::Pending;
+            }
+            let n = buf.remaining().min(self.data.len());
+            buf.put_slice(&self.data[..n]);
+            self.data.drain(..n);
+            self.reads += 1;
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// A backlog of 4-byte acknowledgements tiles the quiet read's 64 bytes exactly; it must
+    /// still be read a buffer at a time, not 64 bytes at a time.
+    #[tokio::test]
+    async fn a_flood_of_small_packets_is_read_a_buffer_at_a_time() {
+        let mut source = Source {
+            data: [0x40, 2, 0, 1].repeat(4096),
+            reads: 0,
+        };
+        let mut read = ReadBuffer::default();
+        let mut total = 0;
+        while total < 4 * 4096 {
+            total += read.read_more(&mut source).await.unwrap();
+            read.buf.clear(); // every byte decoded
+        }
+        assert!(source.reads <= 6, "{} reads for 16 KiB", source.reads);
+    }
+
+    /// After a short read is consumed, the next wait holds no buffer, however large the last
+    /// read was.
+    #[tokio::test]
+    async fn a_quiet_connection_waits_without_a_buffer() {
+        let mut source = Source {
+            data: vec![0x40; 3000],
+            reads: 0,
+        };
+        let mut read = ReadBuffer::default();
+        let mut total = 0;
+        while total < 3000 {
+            total += read.read_more(&mut source).await.unwrap();
+        }
+        assert!(!read.busy, "the last read was short");
+        read.buf.clear();
+        let waited =
+            tokio::time::timeout(Duration::from_millis(5), read.read_more(&mut source)).await;
+        assert!(waited.is_err(), "nothing more to read");
+        assert_eq!(read.buf.capacity(), 0, "a buffer held while waiting");
+    }
+
+    /// Takes at most 3 bytes per write and waits (waking itself) every other call.
+    struct Trickle {
+        got: Vec<u8>,
+        calls: usize,
+    }
+
+    impl AsyncWrite for Trickle {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.calls += 1;
+            if self.calls % 2 == 0 {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            let n = buf.len().min(3);
+            self.got.extend_from_slice(&buf[..n]);
+            Poll::Ready(Ok(n))
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// A batch written in pieces, with waits between them, arrives whole and in order.
+    #[tokio::test]
+    async fn a_partial_write_continues_where_it_stopped() {
+        let (events, _events_rx) = mpsc::channel(8);
+        let mut link = Link {
+            conn: ConnId(1),
+            events,
+            tickets: Arc::new(Semaphore::new(1)),
+            packet_bytes_max: 1024,
+            password_file: None,
+            password_checks: Arc::new(Semaphore::new(1)),
+            metrics: Arc::new(ListenerMetrics::new("test".into())),
+            writer: Trickle {
+                got: Vec::new(),
+                calls: 0,
+            },
+            write_buf: BytesMut::new(),
+            write_pos: 0,
+            version: ProtocolVersion::V3_1_1,
+            credentials_checked: false,
+        };
+        let (sender, mut outbound) = super::super::outbound::queue(8);
+        let ack = |id| Packet::PubAck(Ack::new(PacketId::new(id).unwrap()));
+        for id in 2..=5 {
+            sender.try_send(ack(id)).unwrap();
+        }
+        assert!(link.write(ack(1), &mut outbound).await);
+        let mut want = BytesMut::new();
+        for id in 1..=5 {
+            encode(&ack(id), ProtocolVersion::V3_1_1, &mut want).unwrap();
+        }
+        assert_eq!(link.writer.got, want.to_vec());
+        assert!(link.writer.calls > 10, "the writer took it in pieces");
+        assert_eq!(
+            link.write_buf.capacity(),
+            0,
+            "the buffer kept after the queue emptied"
+        );
+    }
 }
