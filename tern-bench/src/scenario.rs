@@ -340,7 +340,10 @@ async fn idle(plan: &Plan, connections: u32) -> anyhow::Result<Report> {
     // Let the broker settle (buffers released, tasks parked) before reading its memory.
     tokio::time::sleep(plan.warmup.max(Duration::from_secs(2))).await;
     let after = procstat::read(pid)?;
+    // A broker that had dropped connections would look cheap: every one must still answer.
+    confirm_open(&mut held).await?;
     hold(&mut held, plan.seconds).await?;
+    confirm_open(&mut held).await?;
     let growth = after.rss_bytes.saturating_sub(before.rss_bytes) as f64;
     Ok(Report {
         scenario: "idle".into(),
@@ -358,17 +361,40 @@ async fn idle(plan: &Plan, connections: u32) -> anyhow::Result<Report> {
     })
 }
 
-/// Keeps the connections open for `seconds`, pinging every 30 s (keep alive is 60).
+/// How long a held connection may take to answer a PINGREQ.
+const PING_ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Pings every held connection (all at once, then reads the answers): an error names how many
+/// did not answer with a PINGRESP. Run after the memory sample, so it does not disturb it.
+pub async fn confirm_open(held: &mut [(Reader, Writer)]) -> anyhow::Result<()> {
+    for (_, writer) in held.iter_mut() {
+        writer.queue(&Packet::PingReq);
+        writer.flush().await?;
+    }
+    let mut silent = 0usize;
+    for (reader, _) in held.iter_mut() {
+        let answer = tokio::time::timeout(PING_ANSWER_TIMEOUT, reader.next()).await;
+        if !matches!(answer, Ok(Ok(Some(Packet::PingResp)))) {
+            silent += 1;
+        }
+    }
+    anyhow::ensure!(
+        silent == 0,
+        "{silent} of {} idle connections did not answer a PINGREQ: the broker closed them or stopped answering",
+        held.len()
+    );
+    Ok(())
+}
+
+/// Keeps the connections open for `seconds`, pinging every 30 s (keep alive is 60) and
+/// requiring the answers.
 async fn hold(held: &mut [(Reader, Writer)], seconds: Duration) -> anyhow::Result<()> {
     let until = Instant::now() + seconds;
     while Instant::now() < until {
         let next = (Instant::now() + Duration::from_secs(30)).min(until);
         tokio::time::sleep_until(next.into()).await;
         if next < until {
-            for (_, writer) in held.iter_mut() {
-                writer.queue(&Packet::PingReq);
-                writer.flush().await?;
-            }
+            confirm_open(held).await?;
         }
     }
     Ok(())

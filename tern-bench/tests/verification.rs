@@ -139,3 +139,31 @@ async fn the_binary_exits_non_zero_on_a_lost_message() {
         server.shutdown().await;
     }
 }
+
+/// The idle scenario's check that its connections are still open fails when the broker has
+/// closed one (here by a takeover: a new connection with the same client id), and passes
+/// while all are open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_idle_connection_is_noticed() {
+    use tern_bench::conn::{connect, Login};
+    use tern_bench::scenario::confirm_open;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = Server::start(vec![listener], tern::core::Config::default()).unwrap();
+    let addr = server.local_addrs()[0];
+    let login = |id: &str| Login {
+        client_id: id.into(),
+        version: ProtocolVersion::V3_1_1,
+        keep_alive: 60,
+    };
+    let mut held = vec![
+        connect(addr, &login("idle-a")).await.unwrap(),
+        connect(addr, &login("idle-b")).await.unwrap(),
+    ];
+    confirm_open(&mut held).await.unwrap();
+    let _taker = connect(addr, &login("idle-b")).await.unwrap();
+    let error = confirm_open(&mut held).await.unwrap_err().to_string();
+    assert!(error.starts_with("1 of 2 idle connections"), "{error}");
+    drop(held);
+    server.shutdown().await;
+}
