@@ -284,7 +284,7 @@ impl BrokerTask {
     /// Carries out the core's outputs. The core counts the room in each outbound queue and
     /// never sends more than fits (see `core/outbox.rs`); the slow-consumer policy is its.
     /// Wake-up requests are answered once the outputs are out, when the free room read from
-    /// the channel is exact: at once if more than a quarter of the queue is free, otherwise by
+    /// the queue is exact: at once if more than a quarter of the queue is free, otherwise by
     /// the connection task after its next write.
     fn dispatch(&mut self, conns: &mut BTreeMap<ConnId, OutboundSender>, mismatches: &mut u64) {
         let mut wakes = Vec::new();

@@ -4,7 +4,7 @@
 //! encodes what the core sends back. It never makes a protocol decision: even a malformed
 //! packet is reported to the core, which decides what to send before closing.
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
@@ -82,7 +82,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> ConnectionTask<S> {
             password_checks,
             metrics,
             writer,
-            // Empty while the connection is quiet: see `read_more` and `Link::write`.
+            // Empty while the connection is quiet (see `Link::write_out`).
             write_buf: BytesMut::new(),
             write_pos: 0,
             // Until CONNECT names the version, 3.1.1 framing is used (CONNECT itself carries
@@ -134,7 +134,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> ConnectionTask<S> {
             }
         }
         // Whatever ended the task, the core hears of it; it ignores connections it closed itself.
-        let _ = Box::pin(link.events.send(Event::Closed { conn })).await;
+        tell(&link.events, Event::Closed { conn }).await;
     }
 }
 
@@ -264,10 +264,7 @@ impl<W: AsyncWrite + Unpin> Link<W> {
             return true;
         };
         let conn = self.conn;
-        self.events
-            .send(Event::CredentialsChecked { conn, valid })
-            .await
-            .is_ok()
+        tell(&self.events, Event::CredentialsChecked { conn, valid }).await
     }
 
     /// Waits for `wanted`, writing what the core sends meanwhile. One read can hold thousands
@@ -285,7 +282,7 @@ impl<W: AsyncWrite + Unpin> Link<W> {
                 next = outbound.recv() => {
                     // The core closed the connection: the task's next turn finishes it.
                     let Some(first) = next else { return Err(Forwarded::All) };
-                    if !self.write(first, outbound).await {
+                    if !(self.encode(first, outbound) && self.write_out(outbound).await) {
                         return Err(Forwarded::WriteFailed);
                     }
                 }
@@ -294,29 +291,29 @@ impl<W: AsyncWrite + Unpin> Link<W> {
         }
     }
 
-    /// Encodes `first` and what else is queued (up to a batch), writes it, and tells the broker
-    /// task if it was waiting to hear of a write. Returns false when the task must end (write
-    /// failed or stalled, the broker task is gone, a packet could not be encoded).
-    async fn write(&mut self, first: Packet, outbound: &mut OutboundReceiver) -> bool {
-        // Encoded before the first wait: `first` is not kept in this future's state (which is
-        // part of the task's).
-        self.encode(first, outbound) && self.write_out(outbound).await
-    }
-
-    /// Encodes `first` and what else is queued, up to a batch. False if a packet cannot be
-    /// encoded (a bug in the core: it only builds encodable packets).
+    /// Encodes `first` and what else is queued, up to a batch, for [`Link::write_out`]. False
+    /// if a packet cannot be encoded (a bug in the core: it only builds encodable packets).
+    /// Kept apart from the write so that no future holds `first` (the task's state is what an
+    /// idle connection costs).
     fn encode(&mut self, first: Packet, outbound: &mut OutboundReceiver) -> bool {
         self.write_pos = 0;
-        encode_batch(
-            first,
-            outbound,
-            self.version,
-            &mut self.write_buf,
-            self.conn,
-        )
+        let mut next = Some(first);
+        while let Some(packet) = next.take() {
+            if let Err(error) = encode(&packet, self.version, &mut self.write_buf) {
+                let conn = self.conn;
+                tracing::error!(%conn, %error, packet = %packet.packet_type(), "cannot encode packet; closing");
+                return false;
+            }
+            if self.write_buf.len() < WRITE_BATCH_BYTES {
+                next = outbound.try_recv();
+            }
+        }
+        true
     }
 
-    /// Writes the encoded batch (see [`Link::write`]).
+    /// Writes the encoded batch, and tells the broker task if it was waiting to hear of a
+    /// write. False when the task must end (the write failed or stalled, the broker task is
+    /// gone).
     async fn write_out(&mut self, outbound: &mut OutboundReceiver) -> bool {
         let conn = self.conn;
         // Most writes finish at once; one that waits goes on in a boxed future, with the stall
@@ -337,14 +334,7 @@ impl<W: AsyncWrite + Unpin> Link<W> {
                 if !outbound.take_wake() {
                     return true;
                 }
-                match self.events.try_send(Event::Writable { conn }) {
-                    Ok(()) => true,
-                    Err(mpsc::error::TrySendError::Closed(_)) => false,
-                    // Boxed: rare, and the event is not kept in this future's state.
-                    Err(mpsc::error::TrySendError::Full(event)) => {
-                        Box::pin(self.events.send(event)).await.is_ok()
-                    }
-                }
+                tell(&self.events, Event::Writable { conn }).await
             }
             Ok(Err(error)) => {
                 tracing::debug!(%conn, %error, "write failed");
@@ -380,13 +370,20 @@ impl<W: AsyncWrite + Unpin> Link<W> {
 }
 
 /// Sends `event` to the broker task: at once if its queue has room, otherwise in a boxed
-/// future (waiting for room is rare, and inline its state would be part of every task).
-/// False if the broker task is gone.
-async fn tell(events: &mpsc::Sender<Event>, event: Event) -> bool {
-    match events.try_send(event) {
-        Ok(()) => true,
-        Err(mpsc::error::TrySendError::Closed(_)) => false,
-        Err(mpsc::error::TrySendError::Full(event)) => Box::pin(events.send(event)).await.is_ok(),
+/// future (waiting for room is rare). The future returned does not hold the event: inline in
+/// the connection task, it would otherwise be part of every idle connection's state. Resolves
+/// to false if the broker task is gone.
+fn tell(events: &mpsc::Sender<Event>, event: Event) -> impl Future<Output = bool> + Send + '_ {
+    let waiting = match events.try_send(event) {
+        Ok(()) => Ok(true),
+        Err(mpsc::error::TrySendError::Closed(_)) => Ok(false),
+        Err(mpsc::error::TrySendError::Full(event)) => Err(Box::pin(events.send(event))),
+    };
+    async move {
+        match waiting {
+            Ok(sent) => sent,
+            Err(send) => send.await.is_ok(),
+        }
     }
 }
 
@@ -492,28 +489,6 @@ async fn linger<R: AsyncRead + Unpin>(reader: &mut R, conn: ConnId) {
     if drained != Ok(true) {
         tracing::debug!(%conn, discarded, "client did not close after the broker did");
     }
-}
-
-/// Encodes `first` and whatever else is already queued, up to a batch. Returns false if a
-/// packet cannot be encoded (a bug in the core: it only builds encodable packets).
-fn encode_batch(
-    first: Packet,
-    outbound: &mut OutboundReceiver,
-    version: ProtocolVersion,
-    write_buf: &mut BytesMut,
-    conn: ConnId,
-) -> bool {
-    let mut next = Some(first);
-    while let Some(packet) = next.take() {
-        if let Err(error) = encode(&packet, version, write_buf) {
-            tracing::error!(%conn, %error, packet = %packet.packet_type(), "cannot encode packet; closing");
-            return false;
-        }
-        if write_buf.len() < WRITE_BATCH_BYTES {
-            next = outbound.try_recv();
-        }
-    }
-    true
 }
 
 #[cfg(test)]
@@ -644,7 +619,7 @@ mod tests {
         for id in 2..=5 {
             sender.try_send(ack(id)).unwrap();
         }
-        assert!(link.write(ack(1), &mut outbound).await);
+        assert!(link.encode(ack(1), &mut outbound) && link.write_out(&mut outbound).await);
         let mut want = BytesMut::new();
         for id in 1..=5 {
             encode(&ack(id), ProtocolVersion::V3_1_1, &mut want).unwrap();
