@@ -29,9 +29,25 @@ struct Paho {
     task: AbortHandle,
 }
 
+/// How long a dropped client's last handle is kept off Paho's threads (see `Drop for Paho`).
+const LAST_HANDLE_DELAY: Duration = Duration::from_millis(500);
+
 impl Drop for Paho {
     fn drop(&mut self) {
         self.task.abort();
+        // Paho's C library destroys a client when its last handle goes, and the token of a
+        // request holds a handle too, released by the request's callback on Paho's receive
+        // thread. If that one is the last, the client is destroyed on that thread while it
+        // holds the library's global lock, and every Paho call deadlocks: it hung the matrix
+        // (MQTTAsync_destroy called from MQTTAsync_rcv; the watchdog's exit status 1 seen in
+        // CI). A handle kept a while on the blocking pool makes sure the last one goes there.
+        let client = self.client.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn_blocking(move || {
+                std::thread::sleep(LAST_HANDLE_DELAY);
+                drop(client);
+            });
+        }
     }
 }
 
