@@ -11,6 +11,11 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
+# A clean clone gains nothing from incremental compilation (nothing to reuse) and its cache
+# costs gigabytes of disk; a developer can still set CARGO_INCREMENTAL=1.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+echo "== disk free before building: $(df -h . | awk 'NR==2 {print $4}')"
+
 # paho-mqtt (conformance tests) builds the Paho C library from source with cmake, with
 # OpenSSL for its TLS columns.
 if ! command -v cmake >/dev/null 2>&1 || ! dpkg -s libssl-dev >/dev/null 2>&1; then
