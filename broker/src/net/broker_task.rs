@@ -10,9 +10,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::outbound::{OutboundSender, TrySendError};
+use super::tickets::Ticket;
 use super::Event;
 use crate::core::{Broker, Instant, Output, Stats, StoreOp};
 use crate::metrics::sys::SysTree;
@@ -60,10 +61,10 @@ pub(super) struct StoreLink {
 struct HeldTickets {
     /// Of connections whose replies wait for the store: returned when those are released
     /// (see `Broker::holds_replies_for`).
-    stashed: BTreeMap<ConnId, Vec<OwnedSemaphorePermit>>,
+    stashed: BTreeMap<ConnId, Vec<Ticket>>,
     /// Of packets handled this turn: returned after the turn's dispatch, when their replies
     /// are in the queues (returned at once, a connection could send more within the turn).
-    spent: Vec<OwnedSemaphorePermit>,
+    spent: Vec<Ticket>,
 }
 
 /// What the storage task has to say.
@@ -82,6 +83,9 @@ async fn store_news(store: &mut Option<StoreLink>) -> StoreNews {
         return std::future::pending().await;
     };
     tokio::select! {
+        // Durability first: an unbiased select picks a random ready branch, and the
+        // simulation must replay the same order from the same seed.
+        biased;
         changed = link.durable.changed() => match changed {
             Ok(()) => StoreNews::Durable(*link.durable.borrow_and_update()),
             Err(_) => StoreNews::Stopped,

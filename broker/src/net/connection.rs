@@ -15,6 +15,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, Semaphore};
 
 use super::outbound::OutboundReceiver;
+use super::tickets::Tickets;
 use super::transport::Reloadable;
 use super::Event;
 use crate::auth::password_file::PasswordFile;
@@ -24,6 +25,12 @@ use crate::types::ConnId;
 
 /// Packets are written in batches of at most this many bytes.
 const WRITE_BATCH_BYTES: usize = 64 * 1024;
+
+/// What a batch's buffer starts with (it is released when the queue is empty, so each burst
+/// allocates it again): a dozen small packets fit, so a burst of acknowledgements costs one
+/// allocation, not a doubling series from 8 bytes. A peer that stops reading holds it (or
+/// its batch, if larger) until the write stall timeout.
+const WRITE_BUFFER_INITIAL_BYTES: usize = 1024;
 
 /// A write that makes no progress for this long means the peer stopped reading.
 pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -42,7 +49,7 @@ pub(super) struct ConnectionTask<S> {
     /// queue: each may produce a reply, and the core keeps a quarter of the queue for replies,
     /// so a client that pipelines requests (100,000 PINGREQs in one read) is slowed down to
     /// the core's pace instead of overflowing its queue with answers.
-    pub tickets: Arc<Semaphore>,
+    pub tickets: Tickets,
     pub packet_bytes_max: usize,
     /// The listener's password file: a CONNECT's credentials are checked here, off the
     /// core's task, and the verdict goes to the core just before the CONNECT.
@@ -161,7 +168,7 @@ enum Forwarded {
 struct Link<W> {
     conn: ConnId,
     events: mpsc::Sender<Event>,
-    tickets: Arc<Semaphore>,
+    tickets: Tickets,
     packet_bytes_max: usize,
     password_file: Option<Arc<Reloadable<PasswordFile>>>,
     password_checks: Arc<Semaphore>,
@@ -190,7 +197,7 @@ impl<W: AsyncWrite + Unpin> Link<W> {
             if matches!(packet, Packet::Connect(_)) {
                 return Some(Stuck::Packet(packet));
             }
-            let Ok(ticket) = self.tickets.clone().try_acquire_owned() else {
+            let Some(ticket) = self.tickets.try_take() else {
                 return Some(Stuck::Packet(packet));
             };
             let Ok(permit) = self.events.try_reserve() else {
@@ -230,9 +237,8 @@ impl<W: AsyncWrite + Unpin> Link<W> {
                     return Forwarded::BrokerGone;
                 }
             }
-            let tickets = self.tickets.clone();
-            let ticket = match self.while_writing(tickets.acquire_owned(), outbound).await {
-                Ok(ticket) => ticket.expect("the semaphore is never closed"),
+            let ticket = match self.while_writing(self.tickets.take(), outbound).await {
+                Ok(ticket) => ticket,
                 Err(stop) => return stop,
             };
             let events = self.events.clone();
@@ -297,6 +303,9 @@ impl<W: AsyncWrite + Unpin> Link<W> {
     /// idle connection costs).
     fn encode(&mut self, first: Packet, outbound: &mut OutboundReceiver) -> bool {
         self.write_pos = 0;
+        if self.write_buf.capacity() == 0 {
+            self.write_buf.reserve(WRITE_BUFFER_INITIAL_BYTES);
+        }
         let mut next = Some(first);
         while let Some(packet) = next.take() {
             if let Err(error) = encode(&packet, self.version, &mut self.write_buf) {
@@ -600,7 +609,7 @@ mod tests {
         let mut link = Link {
             conn: ConnId(1),
             events,
-            tickets: Arc::new(Semaphore::new(1)),
+            tickets: Tickets::new(1),
             packet_bytes_max: 1024,
             password_file: None,
             password_checks: Arc::new(Semaphore::new(1)),

@@ -10,6 +10,7 @@ mod listener;
 mod metrics_http;
 mod outbound;
 mod storage_task;
+mod tickets;
 pub mod tls;
 pub mod transport;
 
@@ -19,7 +20,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
@@ -40,6 +41,7 @@ use broker_task::{BrokerTask, StoreLink};
 use connection::ConnectionTask;
 use outbound::OutboundSender;
 use storage_task::StorageTask;
+use tickets::Tickets;
 
 /// Events from connection tasks to the broker task. The channel is bounded: when the core
 /// falls behind, connection tasks wait, and so do the clients behind them.
@@ -79,7 +81,7 @@ pub(crate) enum Event {
         packet: Packet,
         /// One of the connection's tickets, returned (dropped) once the core has handled the
         /// packet: see `ConnectionTask::tickets`.
-        ticket: OwnedSemaphorePermit,
+        ticket: tickets::Ticket,
     },
     DecodeFailed {
         conn: ConnId,
@@ -592,7 +594,7 @@ impl Opening {
             stream,
             events: self.events,
             outbound: outbound_rx,
-            tickets: Arc::new(Semaphore::new((self.outbound_queue_packets_max / 8).max(1))),
+            tickets: Tickets::new((self.outbound_queue_packets_max / 8).max(1)),
             packet_bytes_max: self.packet_bytes_max,
             password_file: self.password_file,
             password_checks: self.password_checks,

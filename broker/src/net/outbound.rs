@@ -18,6 +18,9 @@ use std::task::{Poll, Waker};
 
 use crate::codec::Packet;
 
+/// Room a queue takes at once when a burst outgrows its first few slots.
+const BURST_PACKETS: usize = 32;
+
 /// Creates a queue holding at most `capacity` packets.
 pub(crate) fn queue(capacity: usize) -> (OutboundSender, OutboundReceiver) {
     assert!(
@@ -96,6 +99,15 @@ impl OutboundSender {
         }
         if state.packets.len() >= self.shared.capacity {
             return Err(TrySendError::Full);
+        }
+        let slots = state.packets.capacity();
+        if state.packets.len() == slots && slots > 0 && slots < BURST_PACKETS {
+            // The storage is given back each time the queue empties. A packet or two (the
+            // common case, e.g. one delivery of a fan-out to many sessions) takes the default
+            // few slots; a burst that outgrows them gets room for a burst at once rather than
+            // growing 8, 16, 32 (each a reallocation of whole packets).
+            let room = self.shared.capacity.min(BURST_PACKETS);
+            state.packets.reserve(room - slots);
         }
         state.packets.push_back(packet);
         let waker = state.receiver_waker.take();
