@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 
 use libtest_mimic::{Arguments, Failed, Trial};
 use tern_sim::scenario::Scenario;
-use tern_sim::world::{self, Options, RANDOM_LATENCY_MAX};
+use tern_sim::scenario::RANDOM_LATENCY_MAX;
+use tern_sim::world::{self, Options};
 
 fn scenario_files(dir: &Path, out: &mut Vec<PathBuf>) {
     let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)

@@ -193,6 +193,7 @@ async fn serve(config: Config, log_drops: ErrorCounter) -> anyhow::Result<()> {
     let mut hangup = reload::hangups()?;
     let failure = loop {
         tokio::select! {
+            biased;
             signal = wait_for_signal() => {
                 signal?;
                 tracing::info!("signal received, shutting down");

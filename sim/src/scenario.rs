@@ -118,6 +118,18 @@ impl<'de> Deserialize<'de> for DurationSpec {
     }
 }
 
+/// Upper bound of link latency in runs with random latency (`tern-sim --random-latency`).
+/// Here, not in `world.rs`, because the checkers judge message timing against it and read
+/// only the trace and the scenario.
+pub const RANDOM_LATENCY_MAX: Duration = Duration::from_millis(20);
+
+/// The host that carries every client no fault names (a name no client may take). Turmoil
+/// steps every host's runtime and every link on every tick (links grow with the square of the
+/// hosts), so one host for all the clients that need no network of their own is what keeps
+/// large scenarios fast; a client that a partition, hold, latency, loss or crash step names
+/// gets a host of its own, since those act on hosts. The trace names clients, never hosts.
+pub const SHARED_HOST: &str = "clients";
+
 /// The longest text a `{ repeat, times }` may build: beyond any MQTT string or packet.
 const REPEATED_TEXT_BYTES_MAX: usize = 16 * 1024 * 1024;
 
@@ -728,7 +740,7 @@ impl Scenario {
                     "client name {name:?} must be a word without spaces"
                 ));
             }
-            if name == "broker" || name == crate::world::SHARED_HOST {
+            if name == "broker" || name == SHARED_HOST {
                 return Err(format!(
                     "{name:?} is the name of a simulated host; give the client another name"
                 ));

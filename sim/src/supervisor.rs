@@ -19,7 +19,8 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use crate::scenario::Scenario;
-use crate::world::{self, Options, RANDOM_LATENCY_MAX};
+use crate::scenario::RANDOM_LATENCY_MAX;
+use crate::world::{self, Options};
 
 /// Set in a worker that must echo trace entries to stderr as they are recorded.
 pub const ECHO_TRACE_ENV: &str = "TERN_SIM_ECHO_TRACE";

@@ -34,8 +34,6 @@ const ANSWER_WITHIN: Duration = Duration::from_secs(5);
 /// Simulated time per step. Turmoil polls every host on every step, idle or not, so the tick
 /// sets the cost of simulated time; 5 ms keeps packet timing finer than the link latency.
 const TICK: Duration = Duration::from_millis(5);
-/// Upper bound of link latency in runs with random latency.
-pub const RANDOM_LATENCY_MAX: Duration = Duration::from_millis(20);
 /// Link latency of a run without random latency.
 const FIXED_LATENCY: Duration = Duration::from_millis(5);
 /// How long a publish step lets its QoS flow run before going on (it never fails on it).
@@ -231,13 +229,6 @@ fn run_here(scenario: &Scenario, options: &Options) -> Outcome {
         failure,
     }
 }
-
-/// The host that carries every client no fault names. Turmoil steps every host's runtime and
-/// every link on every tick (links grow with the square of the hosts), so one host for all
-/// the clients that need no network of their own is what keeps large scenarios fast; a client
-/// that a partition, hold, latency, loss or crash step names gets a host of its own, since
-/// those act on hosts. The trace names clients, never hosts.
-pub const SHARED_HOST: &str = "clients";
 
 /// Clients that need a host of their own: those a fault step names.
 fn own_hosts(scenario: &Scenario) -> BTreeSet<String> {

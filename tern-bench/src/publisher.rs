@@ -150,6 +150,7 @@ pub async fn run(
         // QoS 0 gets no acknowledgements: only the subscribers' progress frees its window.
         let acks = spec.qos != QoS::AtMostOnce;
         tokio::select! {
+            biased;
             read = reader.fill(), if acks => {
                 read?;
                 while let Some(packet) = reader.try_next()? {

@@ -73,6 +73,7 @@ pub async fn run(
             return Ok(received);
         }
         tokio::select! {
+            biased;
             // What a client does at half its keep alive: the keep alive counts what the
             // client sends, not what it receives.
             _ = tokio::time::sleep_until((last_sent + PING_AFTER_SILENCE).into()) => {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use std::time::Duration;
 
+use super::access::Login;
 use super::alias::OutboundAliases;
 use super::connection::{ConnState, Connection};
 use super::message::{owned, owned_properties, Message};
@@ -23,6 +24,18 @@ use crate::types::QoS;
 
 /// MQTT 3.1 limits client identifiers to 23 characters.
 const V3_1_CLIENT_ID_BYTES_MAX: usize = 23;
+
+/// What this broker grants of what a CONNECT asked for (see [`Broker::grant`]).
+struct Granted {
+    client_id: ByteStr,
+    keep_alive: u16,
+    /// The session expiry the client asked for (0 matters apart from the granted one: a v5
+    /// DISCONNECT may not raise it from 0, [MQTT-3.14.2-2]).
+    requested_expiry: u32,
+    expiry_secs: u32,
+    /// The CONNACK's properties so far.
+    connack: Properties,
+}
 
 impl Broker {
     pub(super) fn handle_connect(&mut self, conn: ConnId, connect: Connect, now: Instant) {
@@ -52,17 +65,17 @@ impl Broker {
     }
 
     /// Applies a CONNECT that passed every check (and its authentication, whose closing
-    /// properties are `auth_properties`): session, CONNACK, resumed messages.
+    /// properties are `auth_properties`): session, CONNACK, resumed messages. The steps, in
+    /// order: what is granted, the refusals that must come before anything changes, takeover
+    /// and clean start, the session, the connection, the CONNACK.
     pub(super) fn accept_connect(
         &mut self,
         conn: ConnId,
-        connect: Connect,
+        mut connect: Connect,
         auth_properties: Properties,
         now: Instant,
     ) {
-        let version = connect.protocol;
-        let v5 = version.is_v5();
-        let mut connack_properties = Properties::new();
+        let v5 = connect.protocol.is_v5();
         // Checked here, once the login is final (enhanced authentication names the user only
         // when it ends).
         let login = self
@@ -79,7 +92,89 @@ impl Broker {
             );
             return;
         }
+        let mut granted = self.grant(&connect);
+        if let Err((reason, why)) = self.refusal_before_changes(&login, &granted, v5) {
+            self.refuse(conn, reason, why);
+            return;
+        }
+        let (resumed, taken_over) =
+            self.end_or_take_over(conn, &granted.client_id, connect.clean_start, now);
+        if resumed.is_none() && self.sessions.len() >= self.config.limits.sessions_max {
+            let reason = match (v5, &self.config.features.server_reference) {
+                (true, Some(_)) => ReasonCode::UseAnotherServer,
+                (true, None) => ReasonCode::QuotaExceeded,
+                (false, _) => ReasonCode::ServerUnavailable,
+            };
+            self.refuse(
+                conn,
+                reason,
+                "the broker holds its maximum number of sessions",
+            );
+            return;
+        }
+        let params = self.delivery_params(&connect);
+        let session_id = match resumed {
+            Some(id) => id,
+            None => self.new_session(&granted, params),
+        };
+        if v5 {
+            self.announce_capabilities(&granted.client_id, &connect, &mut granted.connack);
+        }
+        // spec: [MQTT-4.12.0-5] (v5): the method (and the final data) in the CONNACK.
+        granted.connack.0.extend(auth_properties.0);
+        let will = connect.will.take();
+        let Some(login) = self.activate_connection(conn, session_id, &granted, &connect, will)
+        else {
+            return;
+        };
+        if !v5 && !connect.bridge {
+            self.drop_options_it_cannot_have(session_id);
+        }
+        // spec: [MQTT-3.3.2-7]: aliases start afresh with each connection.
+        let client_alias_max = match v5 {
+            true => connect.properties.topic_alias_maximum().unwrap_or(0),
+            false => 0,
+        };
+        let aliases =
+            OutboundAliases::new(client_alias_max.min(self.config.limits.outbound_topic_alias_max));
+        let session = self
+            .sessions
+            .get_mut(&session_id)
+            .expect("session was just found or made");
+        session.attach(conn, params, login, granted.expiry_secs, aliases);
+        session.save(&mut self.journal);
+        self.timers.cancel(&Timer::SessionExpiry(session_id));
+        self.timers.cancel(&Timer::WillDelay(session_id));
+        // spec: [MQTT-3.2.2-1] [MQTT-3.2.2-2] [MQTT-3.2.2-3] 3.1.1; [MQTT-3.2.2-2] [MQTT-3.2.2-3] 5.0
+        let lost = !v5 && planted::active(PlantedBug::SessionPresentLostV3);
+        let session_present = resumed.is_some() && !lost;
+        self.send_connack(conn, session_present, granted, params.bridge);
+        #[cfg(feature = "planted-bugs")]
+        if taken_over && planted::active(PlantedBug::TakeoverDropsInflight) {
+            if let Some(session) = self.sessions.get_mut(&session_id) {
+                session.forget_resends();
+            }
+        }
+        #[cfg(not(feature = "planted-bugs"))]
+        let _ = taken_over;
+        if let Some(session) = self.sessions.get_mut(&session_id) {
+            session.resume(
+                now,
+                &self.config.limits,
+                &mut self.out,
+                &mut self.stats,
+                &mut self.journal,
+            );
+        }
+        self.feed_retained(session_id, now);
+    }
 
+    /// What this broker grants of what CONNECT asked for: the client id (assigned if empty),
+    /// keep alive and session expiry within their limits, with the CONNACK properties that
+    /// tell a v5 client so.
+    fn grant(&mut self, connect: &Connect) -> Granted {
+        let v5 = connect.protocol.is_v5();
+        let mut connack = Properties::new();
         let (client_id, assigned) = if connect.client_id.is_empty() {
             (self.assign_client_id(), true)
         } else {
@@ -89,17 +184,15 @@ impl Broker {
         };
         if assigned && v5 {
             // spec: [MQTT-3.1.3-7] [MQTT-3.2.2-16]
-            connack_properties.push(Property::AssignedClientIdentifier(client_id.clone()));
+            connack.push(Property::AssignedClientIdentifier(client_id.clone()));
         }
-
         let limits = &self.config.limits;
         let mut keep_alive = connect.keep_alive;
         let max = limits.keep_alive_max_secs;
         if v5 && max > 0 && (keep_alive == 0 || keep_alive > max) {
             keep_alive = max;
-            connack_properties.push(Property::ServerKeepAlive(max));
+            connack.push(Property::ServerKeepAlive(max));
         }
-
         let requested_expiry = if v5 {
             connect.properties.session_expiry_interval().unwrap_or(0)
         } else if connect.clean_start {
@@ -110,50 +203,70 @@ impl Broker {
         let expiry_secs = match limits.session_expiry_max_secs {
             max if requested_expiry > max => {
                 if v5 {
-                    connack_properties.push(Property::SessionExpiryInterval(max));
+                    connack.push(Property::SessionExpiryInterval(max));
                 }
                 max
             }
             _ => requested_expiry,
         };
+        Granted {
+            client_id,
+            keep_alive,
+            requested_expiry,
+            expiry_secs,
+            connack,
+        }
+    }
 
-        // Before anything changes: a refused CONNECT must not take over or end a session.
-        if expiry_secs > 0 && self.journal.full() {
+    /// The refusals that must come before anything changes: a refused CONNECT must not take
+    /// over or end a session.
+    fn refusal_before_changes(
+        &mut self,
+        login: &Login,
+        granted: &Granted,
+        v5: bool,
+    ) -> Result<(), (ReasonCode, &'static str)> {
+        if granted.expiry_secs > 0 && self.journal.full() {
             self.stats.persistent_work_refused_store_full += 1;
             let reason = if v5 {
                 ReasonCode::QuotaExceeded
             } else {
                 ReasonCode::ServerUnavailable
             };
-            self.refuse(
-                conn,
+            return Err((
                 reason,
                 "the broker's store is full: no persistent session now",
-            );
-            return;
+            ));
         }
         // A client id held by a session of another login (another user, or the same name on
         // another listener, where it may not be verified) is refused: taking it over would
         // end that client's connection and session, and resuming it would hand over a queue
         // routed under other read rights.
-        if let Some(owner) = self
+        let owner = self
             .by_client_id
-            .get(&client_id)
-            .and_then(|id| self.sessions.get(id))
-        {
-            if !owner.login.admits(&login) {
-                self.stats.logins_failed += 1;
-                self.refuse(
-                    conn,
-                    ReasonCode::NotAuthorized,
-                    "the client id belongs to a session of another login",
-                );
-                return;
-            }
+            .get(&granted.client_id)
+            .and_then(|id| self.sessions.get(id));
+        if owner.is_some_and(|owner| !owner.login.admits(login)) {
+            self.stats.logins_failed += 1;
+            return Err((
+                ReasonCode::NotAuthorized,
+                "the client id belongs to a session of another login",
+            ));
         }
-        // Session takeover (spec: [MQTT-3.1.4-2] 3.1.1, [MQTT-3.1.4-3] 5.0): the old connection
-        // is closed as an abnormal end, so its will follows the usual rules.
-        let existing = self.by_client_id.get(&client_id).copied();
+        Ok(())
+    }
+
+    /// Session takeover (spec: [MQTT-3.1.4-2] 3.1.1, [MQTT-3.1.4-3] 5.0) and clean start:
+    /// the session to resume, if any, and whether a connection was taken over.
+    fn end_or_take_over(
+        &mut self,
+        conn: ConnId,
+        client_id: &ByteStr,
+        clean_start: bool,
+        now: Instant,
+    ) -> (Option<SessionId>, bool) {
+        // The old connection is closed as an abnormal end, so its will follows the usual rules.
+        let existing = self.by_client_id.get(client_id).copied();
         let mut taken_over = false;
         if let Some(old_conn) = existing
             .and_then(|s| self.sessions.get(&s))
@@ -171,110 +284,111 @@ impl Broker {
             );
         }
         // The close above may have ended the old session.
-        let existing = self.by_client_id.get(&client_id).copied();
-        if let (Some(old), true) = (existing, connect.clean_start) {
+        let existing = self.by_client_id.get(client_id).copied();
+        if let (Some(old), true) = (existing, clean_start) {
             // spec: [MQTT-3.1.2-6] 3.1.1, [MQTT-3.1.2-4] 5.0
             self.end_session(old, now);
         }
-        let resumed = if connect.clean_start {
-            None
-        } else {
-            self.by_client_id.get(&client_id).copied()
+        let resumed = match clean_start {
+            true => None,
+            false => self.by_client_id.get(client_id).copied(),
         };
+        (resumed, taken_over)
+    }
 
-        if resumed.is_none() && self.sessions.len() >= self.config.limits.sessions_max {
-            let reason = match (v5, &self.config.features.server_reference) {
-                (true, Some(_)) => ReasonCode::UseAnotherServer,
-                (true, None) => ReasonCode::QuotaExceeded,
-                (false, _) => ReasonCode::ServerUnavailable,
-            };
-            self.refuse(
-                conn,
-                reason,
-                "the broker holds its maximum number of sessions",
-            );
-            return;
-        }
-
+    /// How to send to this client: our window lowered by its Receive Maximum, its Maximum
+    /// Packet Size, whether it is a bridge.
+    fn delivery_params(&self, connect: &Connect) -> DeliveryParams {
         let limits = &self.config.limits;
         let client_receive_max = connect.properties.receive_maximum().unwrap_or(u16::MAX);
-        let connect_alias_max = connect.properties.topic_alias_maximum().unwrap_or(0);
-        let params = DeliveryParams {
-            version,
+        DeliveryParams {
+            version: connect.protocol,
             inflight_max: limits.inflight_count_max.min(client_receive_max).max(1),
             packet_bytes_max: connect.properties.maximum_packet_size(),
             bridge: connect.bridge,
-        };
-        let session_id = match resumed {
-            Some(id) => id,
-            None => {
-                let id = SessionId(self.next_session_id);
-                self.next_session_id += 1;
-                self.sessions.insert(
-                    id,
-                    Box::new(Session::new(client_id.clone(), params, expiry_secs)),
-                );
-                self.by_client_id.insert(client_id.clone(), id);
-                id
-            }
-        };
-
-        if v5 {
-            let limits = &self.config.limits;
-            if limits.receive_maximum_count != u16::MAX {
-                connack_properties.push(Property::ReceiveMaximum(limits.receive_maximum_count));
-            }
-            connack_properties.push(Property::MaximumPacketSize(
-                limits.packet_bytes_max.min(u32::MAX as usize) as u32,
-            ));
-            if limits.topic_alias_max > 0 {
-                connack_properties.push(Property::TopicAliasMaximum(limits.topic_alias_max));
-            }
-            let features = &self.config.features;
-            if features.maximum_qos < QoS::ExactlyOnce {
-                // spec: [MQTT-3.2.2-9] (v5)
-                connack_properties.push(Property::MaximumQoS(features.maximum_qos));
-            }
-            if !features.retain_available {
-                connack_properties.push(Property::RetainAvailable(false));
-            }
-            let requested = connect
-                .properties
-                .request_response_information()
-                .unwrap_or(false);
-            // spec: [MQTT-3.1.2-28] (v5): only when asked for.
-            if let (true, Some(template)) = (requested, &features.response_information) {
-                let text = template.replace("{client_id}", client_id.as_str());
-                if let Ok(text) = ByteStr::new(&text) {
-                    connack_properties.push(Property::ResponseInformation(text));
-                }
-            }
-            // Said explicitly even where "available" is the default when absent, so a
-            // client's log shows what this broker does.
-            connack_properties.push(Property::WildcardSubscriptionAvailable(true));
-            connack_properties.push(Property::SubscriptionIdentifierAvailable(true));
-            connack_properties.push(Property::SharedSubscriptionAvailable(
-                self.config.features.shared_subscriptions,
-            ));
         }
+    }
 
-        // spec: [MQTT-4.12.0-5] (v5): the method (and the final data) in the CONNACK.
-        connack_properties.0.extend(auth_properties.0);
+    fn new_session(&mut self, granted: &Granted, params: DeliveryParams) -> SessionId {
+        let id = SessionId(self.next_session_id);
+        self.next_session_id += 1;
+        let login = Login::default(); // the connection's, given at `Session::attach`
+        let session = Session::new(
+            granted.client_id.clone(),
+            login,
+            params,
+            granted.expiry_secs,
+        );
+        self.sessions.insert(id, Box::new(session));
+        self.by_client_id.insert(granted.client_id.clone(), id);
+        id
+    }
 
-        let Some(connection) = self.conns.get_mut(&conn) else {
-            return;
-        };
-        connection.state = ConnState::Active {
-            session: session_id,
-        };
+    /// The v5 CONNACK properties that say what this broker supports and allows.
+    fn announce_capabilities(
+        &self,
+        client_id: &ByteStr,
+        connect: &Connect,
+        connack: &mut Properties,
+    ) {
+        let limits = &self.config.limits;
+        if limits.receive_maximum_count != u16::MAX {
+            connack.push(Property::ReceiveMaximum(limits.receive_maximum_count));
+        }
+        connack.push(Property::MaximumPacketSize(
+            limits.packet_bytes_max.min(u32::MAX as usize) as u32,
+        ));
+        if limits.topic_alias_max > 0 {
+            connack.push(Property::TopicAliasMaximum(limits.topic_alias_max));
+        }
+        let features = &self.config.features;
+        if features.maximum_qos < QoS::ExactlyOnce {
+            // spec: [MQTT-3.2.2-9] (v5)
+            connack.push(Property::MaximumQoS(features.maximum_qos));
+        }
+        if !features.retain_available {
+            connack.push(Property::RetainAvailable(false));
+        }
+        let requested = connect
+            .properties
+            .request_response_information()
+            .unwrap_or(false);
+        // spec: [MQTT-3.1.2-28] (v5): only when asked for.
+        if let (true, Some(template)) = (requested, &features.response_information) {
+            let text = template.replace("{client_id}", client_id.as_str());
+            if let Ok(text) = ByteStr::new(&text) {
+                connack.push(Property::ResponseInformation(text));
+            }
+        }
+        // Said explicitly even where "available" is the default when absent, so a client's
+        // log shows what this broker does.
+        connack.push(Property::WildcardSubscriptionAvailable(true));
+        connack.push(Property::SubscriptionIdentifierAvailable(true));
+        connack.push(Property::SharedSubscriptionAvailable(
+            features.shared_subscriptions,
+        ));
+    }
+
+    /// The connection becomes active on its session: what CONNECT said about it (keep alive,
+    /// `will`, v5 settings) and its keep-alive timer. Its login, for the session; `None` if
+    /// the connection is gone.
+    fn activate_connection(
+        &mut self,
+        conn: ConnId,
+        session: SessionId,
+        granted: &Granted,
+        connect: &Connect,
+        will: Option<Will>,
+    ) -> Option<Login> {
+        let connection = self.conns.get_mut(&conn)?;
+        connection.state = ConnState::Active { session };
         self.timers.cancel(&Timer::ConnectTimeout(conn));
         connection.auth_method = connect.properties.authentication_method().cloned();
-        let connection_login = connection.login.clone();
-        connection.client_id = client_id.clone();
-        connection.keep_alive = Duration::from_secs(u64::from(keep_alive));
+        connection.client_id = granted.client_id.clone();
+        connection.keep_alive = Duration::from_secs(u64::from(granted.keep_alive));
         // Held until the connection ends (and the will delay after): copied out of the
         // CONNECT's read buffer, which may be megabytes of padding.
-        connection.will = connect.will.map(|will| {
+        connection.will = will.map(|will| {
             Box::new(Will {
                 topic: owned(&will.topic),
                 payload: Bytes::copy_from_slice(&will.payload),
@@ -282,7 +396,7 @@ impl Broker {
                 ..will
             })
         });
-        connection.connect_expiry_was_zero = requested_expiry == 0;
+        connection.connect_expiry_was_zero = granted.requested_expiry == 0;
         connection.problem_information = connect
             .properties
             .request_problem_information()
@@ -292,34 +406,18 @@ impl Broker {
         {
             self.timers.schedule(deadline, Timer::KeepAlive(conn));
         }
+        Some(connection.login.clone())
+    }
 
-        if !v5 && !connect.bridge {
-            self.drop_options_it_cannot_have(session_id);
-        }
-        let session = self
-            .sessions
-            .get_mut(&session_id)
-            .expect("session was just found or made");
-        session.conn = Some(conn);
-        session.params = params;
-        session.login = connection_login;
-        session.expiry_secs = expiry_secs;
-        session.expires_at = None;
-        // spec: [MQTT-3.1.3-9] (v5): a will waiting for its delay is not sent once the session
-        // has a new connection.
-        session.pending_will = None;
-        session.save(&mut self.journal);
-        self.timers.cancel(&Timer::SessionExpiry(session_id));
-        self.timers.cancel(&Timer::WillDelay(session_id));
-        // spec: [MQTT-3.3.2-7]: aliases start afresh with each connection.
-        let client_alias_max = if v5 { connect_alias_max } else { 0 };
-        session.aliases =
-            OutboundAliases::new(client_alias_max.min(self.config.limits.outbound_topic_alias_max));
-        // spec: [MQTT-3.2.2-1] [MQTT-3.2.2-2] [MQTT-3.2.2-3] 3.1.1; [MQTT-3.2.2-2] [MQTT-3.2.2-3] 5.0
-        let lost = !v5 && planted::active(PlantedBug::SessionPresentLostV3);
-        let session_present = resumed.is_some() && !lost;
+    /// Counts the connection, logs it, and sends the CONNACK with what was granted.
+    fn send_connack(
+        &mut self,
+        conn: ConnId,
+        session_present: bool,
+        granted: Granted,
+        bridge: bool,
+    ) {
         self.stats.connections_accepted += 1;
-        let bridge = params.bridge;
         if bridge {
             self.stats.bridge_connections_accepted += 1;
         }
@@ -330,7 +428,7 @@ impl Broker {
                 user = connection.login.user.as_ref().map_or("", |u| u.as_str()),
                 bridge,
                 session_present,
-                keep_alive,
+                keep_alive = granted.keep_alive,
                 "client connected"
             );
         }
@@ -339,23 +437,9 @@ impl Broker {
             Packet::ConnAck(ConnAck {
                 session_present,
                 reason_code: ReasonCode::Success,
-                properties: connack_properties,
+                properties: granted.connack,
             }),
         );
-        #[cfg(feature = "planted-bugs")]
-        if taken_over && planted::active(PlantedBug::TakeoverDropsInflight) {
-            session.forget_resends();
-        }
-        #[cfg(not(feature = "planted-bugs"))]
-        let _ = taken_over;
-        session.resume(
-            now,
-            &self.config.limits,
-            &mut self.out,
-            &mut self.stats,
-            &mut self.journal,
-        );
-        self.feed_retained(session_id, now);
     }
 
     /// The checks that can refuse a CONNECT before any state changes.
@@ -524,7 +608,7 @@ impl Broker {
         let Some(session) = self.sessions.get_mut(&session_id) else {
             return;
         };
-        session.conn = None;
+        session.detach();
         self.hand_back_shared(session_id, true, now);
         if let (true, Some(will)) = (publish_will, connection.will) {
             let delay = will.properties.will_delay_interval().unwrap_or(0);
@@ -533,19 +617,19 @@ impl Broker {
             } else {
                 let at = now + Duration::from_secs(u64::from(delay));
                 let session = self.sessions.get_mut(&session_id).expect("checked above");
-                session.pending_will = Some(Box::new((*will, at)));
+                session.hold_will(*will, at);
                 self.timers.schedule(at, Timer::WillDelay(session_id));
             }
         }
         let Some(session) = self.sessions.get_mut(&session_id) else {
             return;
         };
-        match session.expiry_secs {
+        match session.expiry_secs() {
             0 => self.end_session(session_id, now),
             u32::MAX => session.save(&mut self.journal),
             secs => {
                 let at = now + Duration::from_secs(u64::from(secs));
-                session.expires_at = Some(at);
+                session.expire_at(at);
                 session.save(&mut self.journal);
                 self.timers.schedule(at, Timer::SessionExpiry(session_id));
             }
@@ -570,15 +654,14 @@ impl Broker {
             session.conn.is_none(),
             "ending a session that still has a connection"
         );
-        for filter in session.subscriptions.keys() {
+        for filter in session.filters() {
             self.forget_subscription(filter, session_id);
         }
         if self.by_client_id.get(&session.client_id) == Some(&session_id) {
             self.by_client_id.remove(&session.client_id);
         }
         tracing::debug!(client_id = %session.client_id, "session ended");
-        if let Some(pending) = session.pending_will {
-            let (will, _) = *pending;
+        if let Some(will) = session.take_held_will() {
             self.publish_will(&session.client_id, will, now);
         }
     }
@@ -619,7 +702,7 @@ impl Broker {
             }
             let capped = expiry.min(self.config.limits.session_expiry_max_secs);
             if let Some(session) = session_id.and_then(|id| self.sessions.get_mut(&id)) {
-                session.expiry_secs = capped;
+                session.set_expiry_secs(capped);
             }
         }
         // spec: [MQTT-3.14.4-3] 3.1.1 and 5.0: a normal DISCONNECT discards the will; 0x04 asks for it.
@@ -661,12 +744,7 @@ impl Broker {
         let Some(session) = self.sessions.get_mut(&session_id) else {
             return;
         };
-        let due = session
-            .pending_will
-            .as_ref()
-            .is_some_and(|pending| pending.1 <= now);
-        if due && session.conn.is_none() {
-            let (will, _) = *session.pending_will.take().expect("checked above");
+        if let Some(will) = session.take_due_will(now) {
             session.save(&mut self.journal);
             let client_id = session.client_id.clone();
             self.publish_will(&client_id, will, now);
@@ -677,7 +755,7 @@ impl Broker {
         let Some(session) = self.sessions.get(&session_id) else {
             return;
         };
-        if session.conn.is_none() && session.expires_at.is_some_and(|at| at <= now) {
+        if session.has_expired(now) {
             self.end_session(session_id, now);
         }
     }

@@ -33,7 +33,7 @@ mod subscribe;
 pub mod subscriptions;
 pub mod time;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 pub use access::{reserved_for_the_broker, ListenerAccess, Login, Origin, LOGIN_FAILURE_DELAY};
@@ -279,7 +279,7 @@ impl Broker {
         };
         for session in self.sessions.values() {
             sample.clients_connected += usize::from(session.conn.is_some());
-            sample.subscriptions += session.subscriptions.len();
+            sample.subscriptions += session.subscription_count();
             sample.queued_messages += session.queued_len();
             sample.inflight_messages += session.inflight_len();
         }
@@ -332,7 +332,7 @@ impl Broker {
     pub fn outbound_room(&mut self, conn: ConnId, free: usize, now: Instant) {
         self.out.set_room(conn, free);
         if let Some(session) = self.conns.get(&conn).and_then(|c| c.session()) {
-            self.pump_session(session, now);
+            self.send_queued_to(session, now);
         }
         self.after_input(now);
     }
@@ -537,11 +537,11 @@ impl Broker {
 
     /// Sends what `session` has waiting, as far as its window and outbound queue allow:
     /// resends, queued messages, then retained messages of new subscriptions.
-    fn pump_session(&mut self, session_id: SessionId, now: Instant) {
+    fn send_queued_to(&mut self, session_id: SessionId, now: Instant) {
         let Some(session) = self.sessions.get_mut(&session_id) else {
             return;
         };
-        session.pump(
+        session.send_queued(
             now,
             &self.config.limits,
             &mut self.out,
@@ -564,14 +564,14 @@ impl Broker {
                 return;
             };
             let Some(conn) = session.conn else { return };
-            if session.retained.is_empty() {
+            if session.retained_walk_count() == 0 {
                 return;
             }
             if session.ready_for_new(&self.out).is_none() {
                 if !self.out.has_room_for_delivery(conn) {
                     self.out.request_wake(conn);
                 }
-                // Otherwise the window or the queue is full: acknowledgements pump again.
+                // Otherwise the window or the queue is full: acknowledgements send more.
                 return;
             }
             let share = *session.retained_scan_share(millisecond, RETAINED_SCAN_SHARE_PER_MS);
@@ -583,7 +583,7 @@ impl Broker {
                 return;
             }
             let mut budget = allowed;
-            let pending = session.retained.front_mut().expect("checked above");
+            let pending = session.current_retained_walk().expect("checked above");
             let (next, freed) = self.retained.next(&mut pending.cursor, now, &mut budget);
             let (options, subscription_id) = (pending.options, pending.subscription_id);
             let looked = allowed - budget;
@@ -599,11 +599,7 @@ impl Broker {
             let message = match next {
                 retained::Next::Message(message) => message,
                 retained::Next::Exhausted => {
-                    session.retained.pop_front();
-                    if session.retained.is_empty() {
-                        // Its storage too: most sessions walk once, at their first SUBSCRIBE.
-                        session.retained = VecDeque::new();
-                    }
+                    session.finish_retained_walk();
                     continue;
                 }
                 retained::Next::Paused => continue,
@@ -668,7 +664,7 @@ impl Broker {
                     if !s.puback(ack.packet_id, &mut self.stats, &mut self.journal) {
                         tracing::debug!(%conn, id = %ack.packet_id, "PUBACK for an unknown packet id");
                     }
-                    self.pump_session(session, now);
+                    self.send_queued_to(session, now);
                 }
             }
             Packet::PubRec(ack) => {
@@ -681,7 +677,7 @@ impl Broker {
                     ) {
                         self.out.send(conn, pubrel);
                     }
-                    self.pump_session(session, now);
+                    self.send_queued_to(session, now);
                 }
             }
             Packet::PubRel(ack) => self.handle_pubrel(conn, session, ack.packet_id),
@@ -690,7 +686,7 @@ impl Broker {
                     if !s.pubcomp(ack.packet_id, &mut self.stats, &mut self.journal) {
                         tracing::debug!(%conn, id = %ack.packet_id, "PUBCOMP for an unknown packet id");
                     }
-                    self.pump_session(session, now);
+                    self.send_queued_to(session, now);
                 }
             }
             Packet::Subscribe(subscribe) => self.handle_subscribe(conn, session, subscribe, now),

@@ -149,7 +149,7 @@ impl Broker {
             && packet_id.is_some_and(|id| {
                 self.sessions
                     .get(&session_id)
-                    .is_some_and(|s| s.awaiting_pubrel.contains(&id))
+                    .is_some_and(|s| s.awaits_pubrel(id))
             });
         if qos != QoS::AtMostOnce && !owned_already {
             let id = packet_id.expect("the codec guarantees a packet id for QoS > 0");
@@ -175,7 +175,7 @@ impl Broker {
                 let Some(session) = self.sessions.get_mut(&session_id) else {
                     return;
                 };
-                if session.awaiting_pubrel.contains(&id) {
+                if session.awaits_pubrel(id) {
                     // A resend of a message we already own: acknowledge, never route twice
                     // (spec: [MQTT-4.3.3-2]).
                     self.out.send(conn, Packet::PubRec(Ack::new(id)));
@@ -186,7 +186,7 @@ impl Broker {
                 // the 16-bit id space is the bound. A v5 client was told Receive Maximum.
                 let v5 = session.params.version.is_v5();
                 let receive_max = usize::from(self.config.limits.receive_maximum_count);
-                if v5 && session.awaiting_pubrel.len() >= receive_max {
+                if v5 && session.awaiting_pubrel_count() >= receive_max {
                     self.close(
                         conn,
                         Some(ReasonCode::ReceiveMaximumExceeded),
@@ -196,7 +196,7 @@ impl Broker {
                     );
                     return;
                 }
-                session.awaiting_pubrel.insert(id);
+                session.await_pubrel(id);
                 session.save_incoming_id(id, true, &mut self.journal);
                 self.route_planned(message, plan, now);
                 self.out.send(conn, Packet::PubRec(Ack::new(id)));
@@ -317,7 +317,7 @@ impl Broker {
         let Some(session) = self.sessions.get_mut(&session_id) else {
             return;
         };
-        let known = session.awaiting_pubrel.remove(&packet_id);
+        let known = session.release_pubrel(packet_id);
         if known {
             session.save_incoming_id(packet_id, false, &mut self.journal);
         }

@@ -79,9 +79,9 @@ impl Broker {
         let expiry_secs = record
             .expiry_secs
             .min(self.config.limits.session_expiry_max_secs);
-        let mut session = Session::new(record.client_id.clone(), params, expiry_secs);
+        let login = record.login.clone();
+        let mut session = Session::new(record.client_id.clone(), login, params, expiry_secs);
         session.mark_stored();
-        session.login = record.login.clone();
         for (key, entry) in entries {
             let item = Queued {
                 message: self.journal.message(entry.message, now),
@@ -93,24 +93,24 @@ impl Broker {
             };
             session.restore_entry(key, item, entry.state, now, &mut self.stats);
         }
-        session.awaiting_pubrel.extend(incoming_ids);
+        session.restore_awaiting_pubrel(incoming_ids);
         let session_id = SessionId(self.next_session_id);
         self.next_session_id += 1;
         for (filter, options, id) in record.subscriptions {
             let subscription = Subscription { options, id };
-            session.subscriptions.insert(filter.clone(), subscription);
+            session.subscribe(filter.clone(), subscription);
             self.add_subscription(&filter, session_id, subscription);
         }
         if let Some((will, at)) = record.pending_will {
             let at = self.journal.instant_of(at, now);
-            session.pending_will = Some(Box::new((will, at)));
+            session.hold_will(will, at);
             self.timers.schedule(at, Timer::WillDelay(session_id));
         }
         if expiry_secs != u32::MAX {
             let cap = now + Duration::from_secs(u64::from(expiry_secs));
             let stored = record.expires_at.map(|at| self.journal.instant_of(at, now));
             let at = stored.map_or(cap, |at| at.min(cap));
-            session.expires_at = Some(at);
+            session.expire_at(at);
             self.timers.schedule(at, Timer::SessionExpiry(session_id));
             if stored != Some(at) {
                 // A new deadline (connected at the crash, or a cap lowered since): stored, so

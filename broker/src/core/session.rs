@@ -105,13 +105,17 @@ pub struct Session {
     pub params: DeliveryParams,
     /// Seconds the session outlives its connection: 0 ends it with the connection,
     /// `u32::MAX` never expires.
-    pub expiry_secs: u32,
-    /// When the disconnected session ends, if it does.
-    pub expires_at: Option<Instant>,
-    pub subscriptions: CompactMap<ByteStr, Subscription>,
-    pub inflight: VecDeque<Inflight>,
-    /// Messages waiting for the window, each with its store key.
-    pub queue: VecDeque<(u64, Queued)>,
+    expiry_secs: u32,
+    /// When the disconnected session ends, if it does (never while connected).
+    expires_at: Option<Instant>,
+    /// Its subscriptions by filter (at most `subscriptions_per_session_max`: `subscribe.rs`
+    /// refuses more); the subscription tree and shared groups mirror them.
+    subscriptions: CompactMap<ByteStr, Subscription>,
+    /// The in-flight window; `inflight_bytes` is what its entries are charged.
+    inflight: VecDeque<Inflight>,
+    /// Messages waiting for the window, each with its store key; `queued_bytes` is what they
+    /// are charged. Both sums are mirrored in `Stats`, so only this file changes them.
+    queue: VecDeque<(u64, Queued)>,
     /// The next store key (keys grow with each message the session takes).
     next_key: u64,
     /// The session is in the store: every change to it and to its QoS 1/2 messages is
@@ -127,16 +131,18 @@ pub struct Session {
     #[cfg(feature = "planted-bugs")]
     skip_resends: bool,
     last_packet_id: u16,
-    /// Inbound QoS 2 packet ids received but not yet released by PUBREL.
-    pub awaiting_pubrel: BTreeSet<PacketId>,
+    /// Inbound QoS 2 packet ids received but not yet released by PUBREL (bounded by the
+    /// Receive Maximum a v5 client was told, by the 16-bit id space for 3.x: `publish.rs`).
+    awaiting_pubrel: BTreeSet<PacketId>,
     /// A will waiting for its delay interval (v5) after the connection ended.
     /// Boxed: rare, and this is held for every session.
-    pub pending_will: Option<Box<(Will, Instant)>>,
+    pending_will: Option<Box<(Will, Instant)>>,
     /// Broker-to-client topic aliases of the current connection.
-    pub aliases: OutboundAliases,
+    aliases: OutboundAliases,
     /// Walks through the retained messages of new subscriptions, fed in slices as the client
-    /// takes them (`Broker::feed_retained`), with what each subscription asked for.
-    pub retained: VecDeque<PendingRetained>,
+    /// takes them (`Broker::feed_retained`), with what each subscription asked for. At most
+    /// one per filter; no storage once the last one ends.
+    retained_walks: VecDeque<PendingRetained>,
     /// The millisecond of this session's retained scan share, and what is left of it.
     retained_scan: (Option<u128>, usize),
 }
@@ -150,9 +156,14 @@ pub struct PendingRetained {
 }
 
 impl Session {
-    pub fn new(client_id: ByteStr, params: DeliveryParams, expiry_secs: u32) -> Session {
+    pub fn new(
+        client_id: ByteStr,
+        login: Login,
+        params: DeliveryParams,
+        expiry_secs: u32,
+    ) -> Session {
         Session {
-            login: Login::default(),
+            login,
             client_id,
             conn: None,
             params,
@@ -172,13 +183,180 @@ impl Session {
             awaiting_pubrel: BTreeSet::new(),
             pending_will: None,
             aliases: OutboundAliases::default(),
-            retained: VecDeque::new(),
+            retained_walks: VecDeque::new(),
             retained_scan: (None, 0),
         }
     }
 
     /// What is left of this session's share (`share_per_ms`) of the retained scan budget in
     /// `millisecond`; refilled when the millisecond changes.
+    /// The session gets a connection: how to send to it, whom its client logged in as, its
+    /// expiry, fresh topic aliases (spec: [MQTT-3.3.2-7]). It no longer expires, and a will
+    /// waiting for its delay is not sent (spec: [MQTT-3.1.3-9], v5).
+    pub fn attach(
+        &mut self,
+        conn: ConnId,
+        params: DeliveryParams,
+        login: Login,
+        expiry_secs: u32,
+        aliases: OutboundAliases,
+    ) {
+        self.conn = Some(conn);
+        self.params = params;
+        self.login = login;
+        self.expiry_secs = expiry_secs;
+        self.expires_at = None;
+        self.pending_will = None;
+        self.aliases = aliases;
+    }
+
+    /// True while a QoS 2 message with this id waits for its PUBREL.
+    pub fn awaits_pubrel(&self, packet_id: PacketId) -> bool {
+        self.awaiting_pubrel.contains(&packet_id)
+    }
+
+    pub fn awaiting_pubrel_count(&self) -> usize {
+        self.awaiting_pubrel.len()
+    }
+
+    /// A QoS 2 message was taken: its id waits for the PUBREL.
+    pub fn await_pubrel(&mut self, packet_id: PacketId) {
+        self.awaiting_pubrel.insert(packet_id);
+    }
+
+    /// The PUBREL came: false if the id was not waiting.
+    pub fn release_pubrel(&mut self, packet_id: PacketId) -> bool {
+        self.awaiting_pubrel.remove(&packet_id)
+    }
+
+    /// Ids read back from the store (`Broker::restore`).
+    pub fn restore_awaiting_pubrel(&mut self, ids: impl IntoIterator<Item = PacketId>) {
+        self.awaiting_pubrel.extend(ids);
+    }
+
+    /// Starts a walk through the retained messages for a subscription; a walk for the same
+    /// filter restarts (a repeated SUBSCRIBE must not run two).
+    pub fn start_retained_walk(&mut self, walk: PendingRetained) {
+        self.stop_retained_walk(walk.cursor.filter());
+        self.retained_walks.push_back(walk);
+    }
+
+    /// Stops the walk for `filter`, if one runs (UNSUBSCRIBE).
+    pub fn stop_retained_walk(&mut self, filter: &str) {
+        self.retained_walks.retain(|w| w.cursor.filter() != filter);
+        self.release_walks_if_done();
+    }
+
+    /// The walk to feed next, if any.
+    pub fn current_retained_walk(&mut self) -> Option<&mut PendingRetained> {
+        self.retained_walks.front_mut()
+    }
+
+    /// The current walk went through every retained message.
+    pub fn finish_retained_walk(&mut self) {
+        self.retained_walks.pop_front();
+        self.release_walks_if_done();
+    }
+
+    pub fn retained_walk_count(&self) -> usize {
+        self.retained_walks.len()
+    }
+
+    fn release_walks_if_done(&mut self) {
+        if self.retained_walks.is_empty() && self.retained_walks.capacity() > 0 {
+            // Its storage too: most sessions walk once, at their first SUBSCRIBE.
+            self.retained_walks = VecDeque::new();
+        }
+    }
+
+    /// The messages waiting for the window, oldest first (tests look inside).
+    #[cfg(test)]
+    pub fn queued(&self) -> impl Iterator<Item = &Queued> {
+        self.queue.iter().map(|(_, item)| item)
+    }
+
+    pub fn subscription_count(&self) -> usize {
+        self.subscriptions.len()
+    }
+
+    pub fn is_subscribed(&self, filter: &ByteStr) -> bool {
+        self.subscriptions.contains_key(filter)
+    }
+
+    /// Adds or replaces (spec: [MQTT-3.8.4-3]) a subscription: true if it replaced one.
+    pub fn subscribe(&mut self, filter: ByteStr, subscription: Subscription) -> bool {
+        self.subscriptions.insert(filter, subscription).is_some()
+    }
+
+    /// True if the session had the filter.
+    pub fn unsubscribe(&mut self, filter: &ByteStr) -> bool {
+        self.subscriptions.remove(filter).is_some()
+    }
+
+    pub fn filters(&self) -> impl Iterator<Item = &ByteStr> {
+        self.subscriptions.keys()
+    }
+
+    /// Clears No Local and Retain As Published, which a plain 3.x client cannot have; the
+    /// subscriptions changed, for the tree.
+    pub fn drop_v5_only_options(&mut self) -> Vec<(ByteStr, Subscription)> {
+        let mut changed = Vec::new();
+        for (filter, subscription) in self.subscriptions.iter_mut() {
+            let options = &mut subscription.options;
+            if options.no_local || options.retain_as_published {
+                options.no_local = false;
+                options.retain_as_published = false;
+                changed.push((filter.clone(), *subscription));
+            }
+        }
+        changed
+    }
+
+    /// The will held for its delay, taken whether due or not (the session ends).
+    pub fn take_held_will(&mut self) -> Option<Will> {
+        self.pending_will.take().map(|held| held.0)
+    }
+
+    /// Seconds the session outlives its connection (0: none; `u32::MAX`: forever).
+    pub fn expiry_secs(&self) -> u32 {
+        self.expiry_secs
+    }
+
+    /// True once a session without a connection has passed its expiry.
+    pub fn has_expired(&self, now: Instant) -> bool {
+        self.conn.is_none() && self.expires_at.is_some_and(|at| at <= now)
+    }
+
+    /// The connection ended; the session stays (or is ended by the caller).
+    pub fn detach(&mut self) {
+        self.conn = None;
+    }
+
+    /// The session now ends at `at` unless a connection comes first.
+    pub fn expire_at(&mut self, at: Instant) {
+        debug_assert!(self.conn.is_none(), "a connected session does not expire");
+        self.expires_at = Some(at);
+    }
+
+    /// A v5 DISCONNECT changed the expiry interval (the caller checks what it may be).
+    pub fn set_expiry_secs(&mut self, secs: u32) {
+        self.expiry_secs = secs;
+    }
+
+    /// Holds the will of the ended connection until `at` (its v5 delay interval).
+    pub fn hold_will(&mut self, will: Will, at: Instant) {
+        self.pending_will = Some(Box::new((will, at)));
+    }
+
+    /// The held will, once its delay has passed while the session has no connection.
+    pub fn take_due_will(&mut self, now: Instant) -> Option<Will> {
+        let due = self.pending_will.as_ref().is_some_and(|held| held.1 <= now);
+        if !due || self.conn.is_some() {
+            return None;
+        }
+        self.pending_will.take().map(|held| held.0)
+    }
+
     pub fn retained_scan_share(&mut self, millisecond: u128, share_per_ms: usize) -> &mut usize {
         if self.retained_scan.0 != Some(millisecond) {
             self.retained_scan = (Some(millisecond), share_per_ms);
@@ -293,7 +471,7 @@ impl Session {
             return;
         }
         if self.enqueue((key, item), limits, stats, journal) {
-            self.pump(now, limits, out, stats, journal);
+            self.send_queued(now, limits, out, stats, journal);
         }
     }
 
@@ -376,7 +554,7 @@ impl Session {
     /// connected: first in-flight messages not yet sent on this connection (after a resume),
     /// then queued messages. Expired and over-age messages are dropped on the way. If the
     /// outbound queue is what stops it, the driver is asked to say when it has room.
-    pub fn pump(
+    pub fn send_queued(
         &mut self,
         now: Instant,
         limits: &Limits,
@@ -547,7 +725,7 @@ impl Session {
             }
             self.resend_pending = !self.inflight.is_empty();
         }
-        self.pump(now, limits, out, stats, journal);
+        self.send_queued(now, limits, out, stats, journal);
     }
 
     /// Sends in-flight entries that the current connection has not seen, in order, while fewer

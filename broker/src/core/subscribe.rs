@@ -103,8 +103,8 @@ impl Broker {
                     ))
                 }
                 Ok(_)
-                    if !session.subscriptions.contains_key(&filter)
-                        && session.subscriptions.len()
+                    if !session.is_subscribed(&filter)
+                        && session.subscription_count()
                             >= self.config.limits.subscriptions_per_session_max =>
                 {
                     Some((
@@ -137,10 +137,7 @@ impl Broker {
                 id: subscription_id,
             };
             // spec: [MQTT-3.8.4-3] both: a repeated filter replaces the subscription.
-            let existed = session
-                .subscriptions
-                .insert(filter.clone(), subscription)
-                .is_some();
+            let existed = session.subscribe(filter.clone(), subscription);
             reason_codes.push(granted(options.qos));
             if let Ok(Some((share, inner))) = target {
                 self.shared.join(&share, &inner, session_id, subscription);
@@ -184,14 +181,13 @@ impl Broker {
         };
         for (filter, options) in retained_for {
             // A repeated SUBSCRIBE restarts the filter's walk rather than running two.
-            session.retained.retain(|p| p.cursor.filter() != &filter);
-            session.retained.push_back(PendingRetained {
+            session.start_retained_walk(PendingRetained {
                 cursor: self.retained.cursor(filter),
                 options,
                 subscription_id,
             });
         }
-        self.pump_session(session_id, now);
+        self.send_queued_to(session_id, now);
     }
 
     /// spec: [MQTT-3.10.4-1] [MQTT-3.10.4-4] [MQTT-3.10.4-5] [MQTT-3.10.4-6] 3.1.1;
@@ -208,8 +204,8 @@ impl Broker {
         let mut reason_codes = Vec::new();
         for filter in &unsubscribe.filters {
             let existed = self.sessions.get_mut(&session_id).is_some_and(|session| {
-                session.retained.retain(|p| p.cursor.filter() != filter);
-                session.subscriptions.remove(filter).is_some()
+                session.stop_retained_walk(filter);
+                session.unsubscribe(filter)
             });
             let planted = planted::active(PlantedBug::UnsubscribeLeavesWildcard)
                 && (filter.contains('#') || filter.contains('+'));
@@ -265,16 +261,7 @@ impl Broker {
         let Some(session) = self.sessions.get_mut(&session_id) else {
             return;
         };
-        let mut changed = Vec::new();
-        for (filter, subscription) in session.subscriptions.iter_mut() {
-            let options = &mut subscription.options;
-            if options.no_local || options.retain_as_published {
-                options.no_local = false;
-                options.retain_as_published = false;
-                changed.push((filter.clone(), *subscription));
-            }
-        }
-        for (filter, subscription) in changed {
+        for (filter, subscription) in session.drop_v5_only_options() {
             self.add_subscription(&filter, session_id, subscription);
         }
     }

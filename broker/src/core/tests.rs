@@ -179,7 +179,7 @@ impl Harness {
             }
         }
         self.broker.durable(last);
-        self.pump();
+        self.settle();
     }
 
     /// The broker process dies (what was not committed is lost) and starts again `after`
@@ -201,10 +201,10 @@ impl Harness {
             .expect("a persistent harness")
             .snapshot();
         self.broker.restore(snapshot, self.wall_at_zero, self.now);
-        self.pump();
+        self.settle();
     }
 
-    fn pump(&mut self) {
+    fn settle(&mut self) {
         loop {
             let wakes = self.drain_outputs();
             let capacity = self.broker.limits().outbound_queue_packets_max;
@@ -308,7 +308,7 @@ impl Harness {
 
     fn send(&mut self, conn: ConnId, packet: Packet) {
         self.broker.packet_received(conn, packet, self.now);
-        self.pump();
+        self.settle();
     }
 
     /// Opens a connection, sends CONNECT and returns the connection with the CONNACK (a
@@ -353,7 +353,7 @@ impl Harness {
 
     fn lose(&mut self, conn: ConnId) {
         self.broker.connection_closed(conn, self.now);
-        self.pump();
+        self.settle();
     }
 
     /// Lets `duration` pass as the driver does: waking the core at each deadline it asks
@@ -366,7 +366,7 @@ impl Harness {
                     assert!(deadline >= self.now, "a deadline in the past: {deadline:?}");
                     self.now = deadline;
                     self.broker.timeout(self.now);
-                    self.pump();
+                    self.settle();
                 }
                 _ => {
                     self.now = until;
@@ -1349,7 +1349,7 @@ fn decode_failures_close_only_that_connection_with_the_right_code() {
     let bad = h.client(connect(V5, "bad", true));
     h.broker
         .decode_failed(bad, &DecodeError::PublishQoS3, h.now);
-    h.pump();
+    h.settle();
     assert!(
         matches!(&h.take(bad)[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::MalformedPacket)
     );
@@ -1364,7 +1364,7 @@ fn decode_failures_close_only_that_connection_with_the_right_code() {
         },
         h.now,
     );
-    h.pump();
+    h.settle();
     match &h.take(fresh)[..] {
         // spec: [MQTT-3.1.2-2] (v3.1.1: return code 0x01)
         [Packet::ConnAck(ack)] => assert_eq!(ack.reason_code.to_v3_connack(), 1),
@@ -1378,7 +1378,7 @@ fn shutdown_tells_v5_clients_and_closes_everyone() {
     let a = h.client(connect(V5, "a", true));
     let b = h.client(connect(V3, "b", true));
     h.broker.shutdown();
-    h.pump();
+    h.settle();
     assert!(
         matches!(&h.take(a)[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::ServerShuttingDown)
     );
@@ -1547,7 +1547,7 @@ proptest! {
                 Step::Garbage(i) => {
                     if let Some(&conn) = conns.get(i) {
                         h.broker.decode_failed(conn, &DecodeError::ReservedPacketType, h.now);
-                        h.pump();
+                        h.settle();
                     }
                 }
                 Step::Lose(i) => {
@@ -1558,8 +1558,8 @@ proptest! {
                 Step::Advance(s) => h.advance(secs(s)),
             }
             for session in h.broker.sessions.values() {
-                prop_assert!(session.inflight.len() <= 2);
-                prop_assert!(session.queue.len() <= 3);
+                prop_assert!(session.inflight_len() <= 2);
+                prop_assert!(session.queued_len() <= 3);
             }
             prop_assert!(h.broker.conns.len() <= conns.len());
             // Timers are keyed: at most connect-timeout/keep-alive per connection and
@@ -1942,7 +1942,7 @@ fn an_invalid_connect_is_closed_without_connack() {
     let conn = h.open();
     h.broker
         .decode_failed(conn, &DecodeError::ConnectReservedFlag, h.now);
-    h.pump();
+    h.settle();
     assert!(h.is_closed(conn));
     assert!(h.take(conn).is_empty());
 }
@@ -2168,15 +2168,13 @@ fn unacknowledged_shared_messages_of_a_lost_member_go_to_another_member() {
     // b, connected, takes over what a had not acknowledged, at b's own QoS, behind what b
     // already has in flight.
     let queued: Vec<String> = h.broker.sessions[&SessionId(1)]
-        .queue
-        .iter()
-        .map(|(_, q)| String::from_utf8_lossy(&q.message.payload).into_owned())
+        .queued()
+        .map(|q| String::from_utf8_lossy(&q.message.payload).into_owned())
         .collect();
     assert_eq!(queued, ["4", "1", "3", "5"]);
     assert!(h.broker.sessions[&SessionId(1)]
-        .queue
-        .iter()
-        .all(|(_, q)| q.qos == QoS::ExactlyOnce));
+        .queued()
+        .all(|q| q.qos == QoS::ExactlyOnce));
     assert_eq!(h.broker.stats().shared_handed_back, 3);
     // a comes back: nothing is resent to it, and it is in the rotation again.
     let (a, ack) = h.connect(persistent);
@@ -2416,7 +2414,7 @@ fn v5_server_reference_redirects_when_full_moved_or_shutting_down() {
         Some("backup.example:1883")
     );
     h.broker.shutdown();
-    h.pump();
+    h.settle();
     assert!(matches!(&h.take(first)[..], [Packet::Disconnect(d)]
         if d.reason_code == ReasonCode::UseAnotherServer
             && d.properties.server_reference().is_some()));
@@ -3030,14 +3028,14 @@ fn a_wildcard_subscriber_gets_every_retained_message_at_its_pace() {
                 h.broker
                     .sessions
                     .values()
-                    .map(|s| s.retained.len())
+                    .map(|s| s.retained_walk_count())
                     .sum::<usize>()
             );
             // The client read everything: the driver reports an empty queue (and the walk has a
             // millisecond's scan budget more)...
             h.advance(Duration::from_millis(1));
             h.broker.outbound_room(sub, capacity, h.now);
-            h.pump();
+            h.settle();
             got.extend(publishes(&h.take(sub)));
             // ...and (QoS 1) acknowledges what it got, which moves the window.
             let ids: Vec<PacketId> = got
@@ -3092,7 +3090,7 @@ fn a_slow_consumer_loses_qos0_only_and_keeps_its_replies_and_aliases_true() {
     // Every alias the client is sent without a topic was introduced to it before.
     h.stalled.remove(&slow);
     h.broker.outbound_room(slow, capacity, h.now);
-    h.pump();
+    h.settle();
     for i in 0..100 {
         h.send(
             p,
@@ -3503,7 +3501,7 @@ fn all_retained_walks_together_take_at_most_the_scan_budget() {
         h.broker
             .packet_received(sub, subscribe(1, "r/+/x", QoS::AtMostOnce), h.now);
     }
-    h.pump();
+    h.settle();
     let finished = |h: &mut Harness| {
         subs.iter()
             .filter(|&&s| payloads(&h.take(s)).contains(&"far".to_string()))

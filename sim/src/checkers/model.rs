@@ -312,7 +312,7 @@ pub struct Faults {
 
 impl Faults {
     pub fn of(trace: &Trace) -> Faults {
-        let mut latency_max = crate::world::RANDOM_LATENCY_MAX;
+        let mut latency_max = crate::scenario::RANDOM_LATENCY_MAX;
         let faults: Vec<(usize, Duration, Fault)> = trace
             .entries
             .iter()

@@ -452,7 +452,7 @@ fn a_malformed_packet_behind_a_failed_login_does_not_hurry_the_refusal() {
         level: 9,
     };
     h.broker.decode_failed(conn, &error, h.now);
-    h.pump();
+    h.settle();
     assert!(
         h.take(conn).is_empty() && !h.is_closed(conn),
         "answered early"
@@ -516,7 +516,7 @@ fn sys_values_reach_those_the_acl_lets_read_them_and_never_hash() {
     open.subscribe(sys, "$SYS/#", QoS::AtMostOnce);
     open.broker
         .publish_system("$SYS/broker/version", Bytes::from_static(b"v"), open.now);
-    open.pump();
+    open.settle();
     assert!(open.take(all).is_empty(), "# matched a $SYS topic");
     assert_eq!(payloads(&open.take(sys)), ["v"]);
 
@@ -530,7 +530,7 @@ fn sys_values_reach_those_the_acl_lets_read_them_and_never_hash() {
     assert_eq!(suback_codes(&h.take(dev)), [ReasonCode::NotAuthorized]);
     h.broker
         .publish_system("$SYS/broker/version", Bytes::from_static(b"v"), h.now);
-    h.pump();
+    h.settle();
     assert_eq!(payloads(&h.take(ops)), ["v"]);
     assert!(h.take(dev).is_empty());
 }

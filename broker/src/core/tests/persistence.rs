@@ -415,7 +415,7 @@ fn sys_values_are_retained_but_never_stored() {
         Bytes::from_static(b"5 seconds"),
         h.now,
     );
-    h.pump();
+    h.settle();
     assert!(h.uncommitted.is_empty(), "a batch for a $SYS value");
     // Retained: a later subscriber gets it at once.
     let sub = h.client(connect(V3, "watcher", true));
