@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use tern::codec::*;
-use tern::core::subscriptions::{Subscription, SubscriptionTree};
+use tern::core::subscription_tree::{Subscription, SubscriptionTree};
 use tern::core::{Broker, Config, ConnId, Instant, SessionId};
 use tern::types::QoS;
 

@@ -306,73 +306,10 @@ impl Config {
             config.data_dir = None;
         }
         config.core.users = file.auth.users;
-        for (user, secret) in &file.auth.scram.users {
-            if secret.starts_with(CREDENTIAL_PREFIX) {
-                Credential::parse(secret)
-                    .map_err(|why| invalid("auth.scram.users", format!("user {user:?}: {why}")))?;
-            }
-        }
-        config.core.scram.users = file.auth.scram.users;
-        if let Some(iterations) = file.auth.scram.iterations {
-            let range = ITERATIONS_DEFAULT..=ITERATIONS_MAX;
-            if !range.contains(&iterations) {
-                return Err(invalid(
-                    "auth.scram.iterations",
-                    format!("{iterations} is outside {ITERATIONS_DEFAULT}..={ITERATIONS_MAX} (RFC 7677 asks for at least 4096)"),
-                ));
-            }
-            config.core.scram.iterations = iterations;
-        }
-        let l = file.limits;
-        let limits = &mut config.core.limits;
-        macro_rules! set {
-            ($($field:ident),*) => { $(if let Some(v) = l.$field { limits.$field = v; })* };
-        }
-        set!(
-            packet_bytes_max,
-            inflight_count_max,
-            receive_maximum_count,
-            queued_messages_max,
-            queued_bytes_max,
-            queue_qos0,
-            keep_alive_max_secs,
-            sessions_max,
-            subscriptions_per_session_max,
-            retained_messages_max,
-            retained_bytes_max,
-            memory_bytes_max,
-            topic_alias_max,
-            outbound_topic_alias_max,
-            client_id_bytes_max,
-            topic_levels_max,
-            connections_max,
-            outbound_queue_packets_max
-        );
-        if let Some(secs) = l.connect_timeout_secs {
-            limits.connect_timeout = Duration::from_secs(secs);
-        }
-        if let Some(secs) = l.queued_message_age_max_secs {
-            limits.queued_message_age_max = Duration::from_secs(secs);
-        }
-        if let Some(tenths) = l.keep_alive_grace_tenths {
-            limits.keep_alive_tenths = tenths;
-        }
-        if let Some(secs) = l.session_expiry_max_secs {
-            limits.session_expiry_max_secs = secs;
-        }
-        if let Some(policy) = l.queue_overflow {
-            limits.queue_overflow = match policy.as_str() {
-                "drop_oldest" => QueueOverflow::DropOldest,
-                "drop_newest" => QueueOverflow::DropNewest,
-                other => {
-                    return Err(invalid(
-                        "limits.queue_overflow",
-                        format!("{other:?} is not one of \"drop_oldest\", \"drop_newest\""),
-                    ))
-                }
-            };
-        }
-        validate(limits).map_err(|(field, message)| invalid(field, message))?;
+        read_scram(file.auth.scram, &mut config.core.scram)
+            .map_err(|(field, message)| invalid(field, message))?;
+        read_limits(file.limits, &mut config.core.limits)
+            .map_err(|(field, message)| invalid(field, message))?;
         read_features(file.features, &mut config.core.features)
             .map_err(|(field, message)| invalid(field, message))?;
         if let Some(format) = file.log_format {
@@ -478,6 +415,83 @@ fn read_listener(
         acl_file: section.acl_file.or_else(|| auth.acl_file.clone()),
     };
     Ok((listener, access))
+}
+
+/// `[auth.scram]`: stored credentials must parse; iterations within what RFC 7677 asks.
+fn read_scram(
+    section: ScramSection,
+    scram: &mut core::ScramConfig,
+) -> Result<(), (&'static str, String)> {
+    for (user, secret) in &section.users {
+        if secret.starts_with(CREDENTIAL_PREFIX) {
+            Credential::parse(secret)
+                .map_err(|why| ("auth.scram.users", format!("user {user:?}: {why}")))?;
+        }
+    }
+    scram.users = section.users;
+    if let Some(iterations) = section.iterations {
+        let range = ITERATIONS_DEFAULT..=ITERATIONS_MAX;
+        if !range.contains(&iterations) {
+            return Err((
+                "auth.scram.iterations",
+                format!("{iterations} is outside {ITERATIONS_DEFAULT}..={ITERATIONS_MAX} (RFC 7677 asks for at least 4096)"),
+            ));
+        }
+        scram.iterations = iterations;
+    }
+    Ok(())
+}
+
+/// `[limits]`: each value given replaces its default; then the limits are checked together.
+fn read_limits(l: LimitsSection, limits: &mut Limits) -> Result<(), (&'static str, String)> {
+    macro_rules! set {
+        ($($field:ident),*) => { $(if let Some(v) = l.$field { limits.$field = v; })* };
+    }
+    set!(
+        packet_bytes_max,
+        inflight_count_max,
+        receive_maximum_count,
+        queued_messages_max,
+        queued_bytes_max,
+        queue_qos0,
+        keep_alive_max_secs,
+        sessions_max,
+        subscriptions_per_session_max,
+        retained_messages_max,
+        retained_bytes_max,
+        memory_bytes_max,
+        topic_alias_max,
+        outbound_topic_alias_max,
+        client_id_bytes_max,
+        topic_levels_max,
+        connections_max,
+        outbound_queue_packets_max
+    );
+    if let Some(secs) = l.connect_timeout_secs {
+        limits.connect_timeout = Duration::from_secs(secs);
+    }
+    if let Some(secs) = l.queued_message_age_max_secs {
+        limits.queued_message_age_max = Duration::from_secs(secs);
+    }
+    if let Some(tenths) = l.keep_alive_grace_tenths {
+        limits.keep_alive_tenths = tenths;
+    }
+    if let Some(secs) = l.session_expiry_max_secs {
+        limits.session_expiry_max_secs = secs;
+    }
+    if let Some(policy) = l.queue_overflow {
+        limits.queue_overflow = match policy.as_str() {
+            "drop_oldest" => QueueOverflow::DropOldest,
+            "drop_newest" => QueueOverflow::DropNewest,
+            other => {
+                return Err((
+                    "limits.queue_overflow",
+                    format!("{other:?} is not one of \"drop_oldest\", \"drop_newest\""),
+                ))
+            }
+        };
+    }
+    validate(limits)
 }
 
 fn read_features(

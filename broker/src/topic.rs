@@ -1,6 +1,6 @@
 //! Topic names and topic filters (spec section 4.7): validation and single-filter matching.
 //!
-//! The subscription tree (`core::subscriptions`) does the fast many-filter match; the functions
+//! The subscription tree (`core::subscription_tree`) does the fast many-filter match; the functions
 //! here define what a valid filter is and what "matches" means, and the tree is tested against
 //! [`filter_matches`].
 

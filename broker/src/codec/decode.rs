@@ -157,6 +157,41 @@ fn topic_name(r: &mut Reader, field: &'static str) -> Result<ByteStr, DecodeErro
 }
 
 fn connect(r: &mut Reader) -> Result<Connect, DecodeError> {
+    let (protocol, bridge) = protocol_version(r)?;
+    let v5 = protocol.is_v5();
+    let flags = ConnectFlags::read(r, v5)?;
+    let keep_alive = r.u16("keep alive")?;
+    let properties = read_properties(r, v5, PropertyContext::Connect)?;
+    let client_id = r.string("client identifier")?;
+    let will = match flags.will {
+        Some((qos, retain)) => Some(will(r, v5, qos, retain)?),
+        None => None,
+    };
+    let username = if flags.username {
+        Some(r.string("user name")?)
+    } else {
+        None
+    };
+    let password = if flags.password {
+        Some(r.binary("password")?)
+    } else {
+        None
+    };
+    Ok(Connect {
+        protocol,
+        clean_start: flags.clean_start,
+        keep_alive,
+        properties,
+        client_id,
+        will,
+        username,
+        password,
+        bridge,
+    })
+}
+
+/// The protocol name and level: the version, and whether the client is a bridge.
+fn protocol_version(r: &mut Reader) -> Result<(ProtocolVersion, bool), DecodeError> {
     let name = r.string("protocol name")?;
     let level = r.u8("protocol level")?;
     // A bridge sets the top bit of a 3.x level (Mosquitto's `try_private`): 0x83, 0x84.
@@ -177,67 +212,63 @@ fn connect(r: &mut Reader) -> Result<Connect, DecodeError> {
             })
         }
     };
-    let v5 = protocol.is_v5();
-    let flags = r.u8("connect flags")?;
-    if flags & 0b0000_0001 != 0 {
-        return Err(DecodeError::ConnectReservedFlag);
-    }
-    let clean_start = flags & 0b0000_0010 != 0;
-    let will_flag = flags & 0b0000_0100 != 0;
-    let will_qos_bits = (flags >> 3) & 0b11;
-    let will_retain = flags & 0b0010_0000 != 0;
-    let has_password = flags & 0b0100_0000 != 0;
-    let has_username = flags & 0b1000_0000 != 0;
-    if !will_flag && will_qos_bits != 0 {
-        return Err(DecodeError::WillQoSWithoutWill);
-    }
-    if !will_flag && will_retain {
-        return Err(DecodeError::WillRetainWithoutWill);
-    }
-    let will_qos = QoS::from_bits(will_qos_bits).ok_or(DecodeError::WillQoS3)?;
-    if has_password && !has_username && !v5 {
-        return Err(DecodeError::PasswordWithoutUsername);
-    }
-    let keep_alive = r.u16("keep alive")?;
-    let properties = read_properties(r, v5, PropertyContext::Connect)?;
-    let client_id = r.string("client identifier")?;
-    let will = if will_flag {
-        let properties = read_properties(r, v5, PropertyContext::Will)?;
-        let topic = topic_name(r, "will topic")?;
-        if topic.is_empty() {
-            return Err(DecodeError::EmptyTopicName);
+    Ok((protocol, bridge))
+}
+
+/// The CONNECT flags byte, checked against the rules that tie its bits together.
+struct ConnectFlags {
+    clean_start: bool,
+    /// The will's QoS and retain flag, when there is a will.
+    will: Option<(QoS, bool)>,
+    username: bool,
+    password: bool,
+}
+
+impl ConnectFlags {
+    fn read(r: &mut Reader, v5: bool) -> Result<ConnectFlags, DecodeError> {
+        let flags = r.u8("connect flags")?;
+        if flags & 0b0000_0001 != 0 {
+            return Err(DecodeError::ConnectReservedFlag);
         }
-        let payload = r.binary("will payload")?;
-        Some(Will {
-            topic,
-            payload,
-            qos: will_qos,
-            retain: will_retain,
-            properties,
+        let clean_start = flags & 0b0000_0010 != 0;
+        let will_flag = flags & 0b0000_0100 != 0;
+        let will_qos_bits = (flags >> 3) & 0b11;
+        let will_retain = flags & 0b0010_0000 != 0;
+        let has_password = flags & 0b0100_0000 != 0;
+        let has_username = flags & 0b1000_0000 != 0;
+        if !will_flag && will_qos_bits != 0 {
+            return Err(DecodeError::WillQoSWithoutWill);
+        }
+        if !will_flag && will_retain {
+            return Err(DecodeError::WillRetainWithoutWill);
+        }
+        let will_qos = QoS::from_bits(will_qos_bits).ok_or(DecodeError::WillQoS3)?;
+        if has_password && !has_username && !v5 {
+            return Err(DecodeError::PasswordWithoutUsername);
+        }
+        Ok(ConnectFlags {
+            clean_start,
+            will: will_flag.then_some((will_qos, will_retain)),
+            username: has_username,
+            password: has_password,
         })
-    } else {
-        None
-    };
-    let username = if has_username {
-        Some(r.string("user name")?)
-    } else {
-        None
-    };
-    let password = if has_password {
-        Some(r.binary("password")?)
-    } else {
-        None
-    };
-    Ok(Connect {
-        protocol,
-        clean_start,
-        keep_alive,
+    }
+}
+
+/// The will's properties (v5), topic and payload.
+fn will(r: &mut Reader, v5: bool, qos: QoS, retain: bool) -> Result<Will, DecodeError> {
+    let properties = read_properties(r, v5, PropertyContext::Will)?;
+    let topic = topic_name(r, "will topic")?;
+    if topic.is_empty() {
+        return Err(DecodeError::EmptyTopicName);
+    }
+    let payload = r.binary("will payload")?;
+    Ok(Will {
+        topic,
+        payload,
+        qos,
+        retain,
         properties,
-        client_id,
-        will,
-        username,
-        password,
-        bridge,
     })
 }
 

@@ -59,6 +59,7 @@ fn first_byte(packet: &Packet) -> u8 {
     ((packet_type as u8) << 4) | flags
 }
 
+/// One arm per packet type: as long as the packet model (each arm is a few lines).
 fn write_body<S: Sink>(
     packet: &Packet,
     version: ProtocolVersion,

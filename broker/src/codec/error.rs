@@ -120,7 +120,8 @@ impl DecodeError {
     }
 
     /// The normative statement this error enforces, in the numbering of `version`'s spec.
-    /// `None` where the rule is in the spec's text but carries no statement id.
+    /// `None` where the rule is in the spec's text but carries no statement id. One arm per
+    /// error: as long as the list of errors.
     pub fn spec_id(&self, version: ProtocolVersion) -> Option<&'static str> {
         use DecodeError::*;
         let v5 = version.is_v5();

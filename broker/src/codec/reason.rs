@@ -87,7 +87,8 @@ impl ReasonCode {
 
     /// Whether the spec's table for `packet` lists this code
     /// (spec: [MQTT-3.2.2-8] [MQTT-3.4.2-1] [MQTT-3.5.2-1] [MQTT-3.6.2-1] [MQTT-3.7.2-1]
-    /// [MQTT-3.9.3-2] [MQTT-3.11.3-2] [MQTT-3.14.2-1] [MQTT-3.15.2-1]).
+    /// [MQTT-3.9.3-2] [MQTT-3.11.3-2] [MQTT-3.14.2-1] [MQTT-3.15.2-1]). As long as the spec's
+    /// table, which it copies row by row.
     pub fn allowed_in(self, packet: PacketType) -> bool {
         use ReasonCode::*;
         match packet {

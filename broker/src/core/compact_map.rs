@@ -138,7 +138,7 @@ impl<K: Ord, V> CompactMap<K, V> {
 mod tests {
     use super::*;
     use crate::codec::{ByteStr, SubscriptionOptions};
-    use crate::core::subscriptions::Subscription;
+    use crate::core::subscription_tree::Subscription;
 
     fn subscription(id: u32) -> Subscription {
         Subscription {

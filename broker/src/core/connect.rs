@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::access::Login;
 use super::alias::OutboundAliases;
-use super::connection::{ConnState, Connection};
+use super::connection::{Connection, Settled};
 use super::message::{owned, owned_properties, Message};
 use super::session::{DeliveryParams, Session};
 use super::time::Instant;
@@ -105,11 +105,8 @@ impl Broker {
                 (true, None) => ReasonCode::QuotaExceeded,
                 (false, _) => ReasonCode::ServerUnavailable,
             };
-            self.refuse(
-                conn,
-                reason,
-                "the broker holds its maximum number of sessions",
-            );
+            let why = "the broker holds its maximum number of sessions";
+            self.refuse(conn, reason, why);
             return;
         }
         let params = self.delivery_params(&connect);
@@ -127,24 +124,7 @@ impl Broker {
         else {
             return;
         };
-        if !v5 && !connect.bridge {
-            self.drop_options_it_cannot_have(session_id);
-        }
-        // spec: [MQTT-3.3.2-7]: aliases start afresh with each connection.
-        let client_alias_max = match v5 {
-            true => connect.properties.topic_alias_maximum().unwrap_or(0),
-            false => 0,
-        };
-        let aliases =
-            OutboundAliases::new(client_alias_max.min(self.config.limits.outbound_topic_alias_max));
-        let session = self
-            .sessions
-            .get_mut(&session_id)
-            .expect("session was just found or made");
-        session.attach(conn, params, login, granted.expiry_secs, aliases);
-        session.save(&mut self.journal);
-        self.timers.cancel(&Timer::SessionExpiry(session_id));
-        self.timers.cancel(&Timer::WillDelay(session_id));
+        self.attach_session(session_id, conn, params, login, &granted, &connect);
         // spec: [MQTT-3.2.2-1] [MQTT-3.2.2-2] [MQTT-3.2.2-3] 3.1.1; [MQTT-3.2.2-2] [MQTT-3.2.2-3] 5.0
         let lost = !v5 && planted::active(PlantedBug::SessionPresentLostV3);
         let session_present = resumed.is_some() && !lost;
@@ -167,6 +147,37 @@ impl Broker {
             );
         }
         self.feed_retained(session_id, now);
+    }
+
+    /// The session takes the connection: options a plain 3.x client cannot have go, fresh
+    /// topic aliases (spec: [MQTT-3.3.2-7]), no expiry or delayed will while connected.
+    fn attach_session(
+        &mut self,
+        session_id: SessionId,
+        conn: ConnId,
+        params: DeliveryParams,
+        login: Login,
+        granted: &Granted,
+        connect: &Connect,
+    ) {
+        let v5 = connect.protocol.is_v5();
+        if !v5 && !connect.bridge {
+            self.drop_options_it_cannot_have(session_id);
+        }
+        let client_alias_max = match v5 {
+            true => connect.properties.topic_alias_maximum().unwrap_or(0),
+            false => 0,
+        };
+        let alias_max = client_alias_max.min(self.config.limits.outbound_topic_alias_max);
+        let session = self
+            .sessions
+            .get_mut(&session_id)
+            .expect("session was just found or made");
+        let aliases = OutboundAliases::new(alias_max);
+        session.attach(conn, params, login, granted.expiry_secs, aliases);
+        session.save(&mut self.journal);
+        self.timers.cancel(&Timer::SessionExpiry(session_id));
+        self.timers.cancel(&Timer::WillDelay(session_id));
     }
 
     /// What this broker grants of what CONNECT asked for: the client id (assigned if empty),
@@ -381,27 +392,27 @@ impl Broker {
         will: Option<Will>,
     ) -> Option<Login> {
         let connection = self.conns.get_mut(&conn)?;
-        connection.state = ConnState::Active { session };
+        let properties = &connect.properties;
+        let settled = Settled {
+            client_id: granted.client_id.clone(),
+            keep_alive: Duration::from_secs(u64::from(granted.keep_alive)),
+            // Held until the connection ends (and the will delay after): copied out of the
+            // CONNECT's read buffer, which may be megabytes of padding.
+            will: will.map(|will| {
+                Box::new(Will {
+                    topic: owned(&will.topic),
+                    payload: Bytes::copy_from_slice(&will.payload),
+                    properties: owned_properties(&will.properties),
+                    ..will
+                })
+            }),
+            connect_expiry_was_zero: granted.requested_expiry == 0,
+            problem_information: properties.request_problem_information().unwrap_or(true),
+            packet_bytes_max: properties.maximum_packet_size(),
+            auth_method: properties.authentication_method().cloned(),
+        };
+        connection.activate(session, settled);
         self.timers.cancel(&Timer::ConnectTimeout(conn));
-        connection.auth_method = connect.properties.authentication_method().cloned();
-        connection.client_id = granted.client_id.clone();
-        connection.keep_alive = Duration::from_secs(u64::from(granted.keep_alive));
-        // Held until the connection ends (and the will delay after): copied out of the
-        // CONNECT's read buffer, which may be megabytes of padding.
-        connection.will = will.map(|will| {
-            Box::new(Will {
-                topic: owned(&will.topic),
-                payload: Bytes::copy_from_slice(&will.payload),
-                properties: owned_properties(&will.properties),
-                ..will
-            })
-        });
-        connection.connect_expiry_was_zero = granted.requested_expiry == 0;
-        connection.problem_information = connect
-            .properties
-            .request_problem_information()
-            .unwrap_or(true);
-        connection.packet_bytes_max = connect.properties.maximum_packet_size();
         if let Some(deadline) = connection.keep_alive_deadline(self.config.limits.keep_alive_tenths)
         {
             self.timers.schedule(deadline, Timer::KeepAlive(conn));

@@ -83,6 +83,18 @@ impl std::fmt::Debug for PendingAuth {
     }
 }
 
+/// What an accepted CONNECT says about its connection (see [`Connection::activate`]).
+pub struct Settled {
+    pub client_id: ByteStr,
+    /// Zero: keep alive off.
+    pub keep_alive: Duration,
+    pub will: Option<Box<Will>>,
+    pub connect_expiry_was_zero: bool,
+    pub problem_information: bool,
+    pub packet_bytes_max: Option<u32>,
+    pub auth_method: Option<ByteStr>,
+}
+
 #[derive(Debug)]
 pub struct Connection {
     pub state: ConnState,
@@ -94,8 +106,9 @@ pub struct Connection {
     /// Published if the connection ends without a normal DISCONNECT.
     /// Boxed: most connections have none, and this is held for every connection.
     pub will: Option<Box<Will>>,
-    /// Client-to-broker topic aliases (v5), at most `Limits::topic_alias_max` of them.
-    pub topic_aliases: BTreeMap<u16, ByteStr>,
+    /// Client-to-broker topic aliases (v5): keys 1..=`Limits::topic_alias_max`, so at most
+    /// that many (the caller checks the alias against the maximum first).
+    topic_aliases: BTreeMap<u16, ByteStr>,
     /// Session Expiry Interval from CONNECT was 0 (v5): DISCONNECT may not raise it.
     pub connect_expiry_was_zero: bool,
     /// Request Problem Information (v5): false suppresses reason strings on acks.
@@ -138,6 +151,29 @@ impl Connection {
             origin,
             password_valid: None,
         }
+    }
+
+    /// An accepted CONNECT settles what it says about the connection.
+    pub fn activate(&mut self, session: SessionId, settled: Settled) {
+        self.state = ConnState::Active { session };
+        self.client_id = settled.client_id;
+        self.keep_alive = settled.keep_alive;
+        self.will = settled.will;
+        self.connect_expiry_was_zero = settled.connect_expiry_was_zero;
+        self.problem_information = settled.problem_information;
+        self.packet_bytes_max = settled.packet_bytes_max;
+        self.auth_method = settled.auth_method;
+    }
+
+    /// The topic a client-to-broker alias stands for.
+    pub fn aliased_topic(&self, alias: u16) -> Option<&ByteStr> {
+        self.topic_aliases.get(&alias)
+    }
+
+    /// Sets (or replaces) what `alias` stands for; `alias` is at most `max`.
+    pub fn set_alias(&mut self, alias: u16, topic: ByteStr, max: u16) {
+        assert!(alias > 0 && alias <= max, "alias {alias} outside 1..={max}");
+        self.topic_aliases.insert(alias, topic);
     }
 
     pub fn session(&self) -> Option<SessionId> {

@@ -30,7 +30,7 @@ mod session;
 mod shared;
 mod stats;
 mod subscribe;
-pub mod subscriptions;
+pub mod subscription_tree;
 pub mod time;
 
 use std::collections::BTreeMap;
@@ -62,7 +62,7 @@ use outbox::Outbox;
 use retained::RetainedStore;
 use session::Session;
 use shared::SharedSubscriptions;
-use subscriptions::{SubscriptionTree, TreeHasher};
+use subscription_tree::{SubscriptionTree, TreeHasher};
 use time::TimerQueue;
 
 /// Identifies a session for its whole life (a new session for the same client id gets a new id).

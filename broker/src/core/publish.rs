@@ -34,6 +34,8 @@ struct Delivery {
 }
 
 impl Broker {
+    /// An inbound PUBLISH, step by step: the protocol checks (closing the connection on a
+    /// violation), the ACL, whether the broker can take it (memory, store), then the QoS flow.
     pub(super) fn handle_publish(
         &mut self,
         conn: ConnId,
@@ -41,83 +43,13 @@ impl Broker {
         mut publish: Publish,
         now: Instant,
     ) {
-        let features = &self.config.features;
-        let refusal = if publish.qos > features.maximum_qos {
-            Some((
-                ReasonCode::QoSNotSupported,
-                "PUBLISH above the broker's Maximum QoS",
-            ))
-        } else if publish.retain && !features.retain_available {
-            Some((
-                ReasonCode::RetainNotSupported,
-                "retained messages are not supported",
-            ))
-        } else {
-            None
-        };
-        if let Some((reason, why)) = refusal {
-            self.close(conn, Some(reason), why, true, now);
+        if let Err((reason, why)) = self.check_publish(conn, &mut publish) {
+            self.close(conn, Some(reason), &why, true, now);
             return;
         }
-        let Some(connection) = self.conns.get_mut(&conn) else {
+        let Some(connection) = self.conns.get(&conn) else {
             return;
         };
-        if connection.version.is_v5() {
-            if publish
-                .properties
-                .subscription_identifiers()
-                .next()
-                .is_some()
-            {
-                // spec: [MQTT-3.3.4-6]: subscription identifiers flow only from the server.
-                self.close(
-                    conn,
-                    Some(ReasonCode::ProtocolError),
-                    "PUBLISH from a client carries a subscription identifier",
-                    true,
-                    now,
-                );
-                return;
-            }
-            if let Some(alias) = publish.properties.topic_alias() {
-                if alias > self.config.limits.topic_alias_max {
-                    // spec: [MQTT-3.3.2-12]: only aliases up to our maximum are accepted.
-                    self.close(
-                        conn,
-                        Some(ReasonCode::TopicAliasInvalid),
-                        "topic alias above the maximum",
-                        true,
-                        now,
-                    );
-                    return;
-                }
-                if publish.topic.is_empty() {
-                    match connection.topic_aliases.get(&alias) {
-                        Some(topic) => publish.topic = topic.clone(),
-                        None => {
-                            self.close(
-                                conn,
-                                Some(ReasonCode::ProtocolError),
-                                "unknown topic alias with an empty topic",
-                                true,
-                                now,
-                            );
-                            return;
-                        }
-                    }
-                } else {
-                    connection
-                        .topic_aliases
-                        .insert(alias, publish.topic.clone());
-                }
-            }
-        }
-        let levels_max = self.config.limits.topic_levels_max;
-        if topic_levels(&publish.topic) > levels_max {
-            let why = format!("PUBLISH topic has more than {levels_max} levels");
-            self.close(conn, Some(ReasonCode::TopicNameInvalid), &why, true, now);
-            return;
-        }
         let client_id = connection.client_id.clone();
         // Only a `$` topic can be reserved, and only an ACL can deny anything else.
         let judged = self.access.any() || publish.topic.starts_with('$');
@@ -129,20 +61,16 @@ impl Broker {
             self.deny_publish(conn, publish.qos, publish.packet_id);
             return;
         }
-        let message = |p: Publish| {
-            Arc::new(Message::new(
-                p.topic,
-                p.payload,
-                p.qos,
-                p.retain,
-                &p.properties,
-                client_id,
-                now,
-            ))
-        };
-        let qos = publish.qos;
-        let packet_id = publish.packet_id;
-        let message = message(publish);
+        let (qos, packet_id) = (publish.qos, publish.packet_id);
+        let message = Arc::new(Message::new(
+            publish.topic,
+            publish.payload,
+            publish.qos,
+            publish.retain,
+            &publish.properties,
+            client_id,
+            now,
+        ));
         self.purge_expired_retained(now);
         let plan = self.plan(&message);
         let owned_already = qos == QoS::ExactlyOnce
@@ -153,14 +81,8 @@ impl Broker {
             });
         if qos != QoS::AtMostOnce && !owned_already {
             let id = packet_id.expect("the codec guarantees a packet id for QoS > 0");
-            if !self.can_hold(&message, &plan) {
-                self.stats.publishes_refused_memory += 1;
-                self.refuse_publish(conn, qos, id, "broker memory budget spent", now);
-                return;
-            }
-            if self.journal.full() && self.needs_store(&message, &plan, session_id) {
-                self.stats.publishes_refused_store_full += 1;
-                self.refuse_publish(conn, qos, id, "the broker's store is full", now);
+            if let Err(why) = self.can_take(&message, &plan, session_id) {
+                self.refuse_publish(conn, qos, id, why, now);
                 return;
             }
         }
@@ -172,37 +94,132 @@ impl Broker {
                 self.out.send(conn, Packet::PubAck(Ack::new(id)));
             }
             (QoS::ExactlyOnce, Some(id)) => {
-                let Some(session) = self.sessions.get_mut(&session_id) else {
-                    return;
-                };
-                if session.awaits_pubrel(id) {
-                    // A resend of a message we already own: acknowledge, never route twice
-                    // (spec: [MQTT-4.3.3-2]).
-                    self.out.send(conn, Packet::PubRec(Ack::new(id)));
-                    return;
-                }
-                // A 3.1.1 client cannot be told a limit, and common clients (MQTT.js, Paho C)
-                // keep publishing until their packet ids run out: only ids are held here, so
-                // the 16-bit id space is the bound. A v5 client was told Receive Maximum.
-                let v5 = session.params.version.is_v5();
-                let receive_max = usize::from(self.config.limits.receive_maximum_count);
-                if v5 && session.awaiting_pubrel_count() >= receive_max {
-                    self.close(
-                        conn,
-                        Some(ReasonCode::ReceiveMaximumExceeded),
-                        "more unreleased QoS 2 messages than Receive Maximum",
-                        true,
-                        now,
-                    );
-                    return;
-                }
-                session.await_pubrel(id);
-                session.save_incoming_id(id, true, &mut self.journal);
-                self.route_planned(message, plan, now);
-                self.out.send(conn, Packet::PubRec(Ack::new(id)));
+                self.take_exactly_once(conn, session_id, id, message, plan, now)
             }
             (_, None) => unreachable!("the codec guarantees a packet id for QoS > 0"),
         }
+    }
+
+    /// The rules a PUBLISH from a client must keep (a violation closes the connection): the
+    /// broker's Maximum QoS and Retain Available, v5 subscription identifiers and topic
+    /// aliases (an alias is resolved into `publish.topic` here), the topic's depth.
+    fn check_publish(
+        &mut self,
+        conn: ConnId,
+        publish: &mut Publish,
+    ) -> Result<(), (ReasonCode, String)> {
+        let features = &self.config.features;
+        if publish.qos > features.maximum_qos {
+            let why = "PUBLISH above the broker's Maximum QoS";
+            return Err((ReasonCode::QoSNotSupported, why.into()));
+        }
+        if publish.retain && !features.retain_available {
+            let why = "retained messages are not supported";
+            return Err((ReasonCode::RetainNotSupported, why.into()));
+        }
+        let Some(connection) = self.conns.get_mut(&conn) else {
+            return Ok(()); // gone: the caller finds nothing to do
+        };
+        if connection.version.is_v5() {
+            if publish
+                .properties
+                .subscription_identifiers()
+                .next()
+                .is_some()
+            {
+                // spec: [MQTT-3.3.4-6]: subscription identifiers flow only from the server.
+                let why = "PUBLISH from a client carries a subscription identifier";
+                return Err((ReasonCode::ProtocolError, why.into()));
+            }
+            if let Some(alias) = publish.properties.topic_alias() {
+                if alias > self.config.limits.topic_alias_max {
+                    // spec: [MQTT-3.3.2-12]: only aliases up to our maximum are accepted.
+                    let why = "topic alias above the maximum";
+                    return Err((ReasonCode::TopicAliasInvalid, why.into()));
+                }
+                if alias == 0 {
+                    // spec: [MQTT-3.3.2-8]: 0 is not an alias (the codec refuses it already;
+                    // checked here too because `Connection::set_alias` relies on it).
+                    let why = "topic alias 0";
+                    return Err((ReasonCode::TopicAliasInvalid, why.into()));
+                }
+                if publish.topic.is_empty() {
+                    let Some(topic) = connection.aliased_topic(alias) else {
+                        let why = "unknown topic alias with an empty topic";
+                        return Err((ReasonCode::ProtocolError, why.into()));
+                    };
+                    publish.topic = topic.clone();
+                } else {
+                    let max = self.config.limits.topic_alias_max;
+                    connection.set_alias(alias, publish.topic.clone(), max);
+                }
+            }
+        }
+        let levels_max = self.config.limits.topic_levels_max;
+        if topic_levels(&publish.topic) > levels_max {
+            let why = format!("PUBLISH topic has more than {levels_max} levels");
+            return Err((ReasonCode::TopicNameInvalid, why));
+        }
+        Ok(())
+    }
+
+    /// Whether the broker can take ownership of a QoS 1/2 message: memory for every copy it
+    /// may keep, and the store when it must be durable. Counted when not.
+    fn can_take(
+        &mut self,
+        message: &Message,
+        plan: &Plan,
+        session_id: SessionId,
+    ) -> Result<(), &'static str> {
+        if !self.can_hold(message, plan) {
+            self.stats.publishes_refused_memory += 1;
+            return Err("broker memory budget spent");
+        }
+        if self.journal.full() && self.needs_store(message, plan, session_id) {
+            self.stats.publishes_refused_store_full += 1;
+            return Err("the broker's store is full");
+        }
+        Ok(())
+    }
+
+    /// QoS 2 from the client: the message is routed once, when its id is first seen, and the
+    /// id held until PUBREL (spec: [MQTT-4.3.3-2]); every copy is answered with PUBREC.
+    fn take_exactly_once(
+        &mut self,
+        conn: ConnId,
+        session_id: SessionId,
+        id: PacketId,
+        message: Arc<Message>,
+        plan: Plan,
+        now: Instant,
+    ) {
+        let Some(session) = self.sessions.get_mut(&session_id) else {
+            return;
+        };
+        if session.awaits_pubrel(id) {
+            // A resend of a message we already own: acknowledge, never route twice.
+            self.out.send(conn, Packet::PubRec(Ack::new(id)));
+            return;
+        }
+        // A 3.1.1 client cannot be told a limit, and common clients (MQTT.js, Paho C) keep
+        // publishing until their packet ids run out: only ids are held here, so the 16-bit id
+        // space is the bound. A v5 client was told Receive Maximum.
+        let v5 = session.params.version.is_v5();
+        let receive_max = usize::from(self.config.limits.receive_maximum_count);
+        if v5 && session.awaiting_pubrel_count() >= receive_max {
+            self.close(
+                conn,
+                Some(ReasonCode::ReceiveMaximumExceeded),
+                "more unreleased QoS 2 messages than Receive Maximum",
+                true,
+                now,
+            );
+            return;
+        }
+        session.await_pubrel(id);
+        session.save_incoming_id(id, true, &mut self.journal);
+        self.route_planned(message, plan, now);
+        self.out.send(conn, Packet::PubRec(Ack::new(id)));
     }
 
     /// Whether the broker-wide memory budget can hold every copy of `message` that `plan`

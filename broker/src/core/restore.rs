@@ -11,7 +11,7 @@ use std::time::Duration;
 use super::durable::{Journal, Snapshot, StoreOp, StoredSession, WallMs};
 use super::publish::Durability;
 use super::session::{DeliveryParams, Queued, Session};
-use super::subscriptions::Subscription;
+use super::subscription_tree::Subscription;
 use super::{Broker, Instant, SessionId, Timer};
 
 impl Broker {

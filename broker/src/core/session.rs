@@ -17,7 +17,7 @@ use super::outbox::Outbox;
 use super::retained::RetainedCursor;
 use super::shared::GroupId;
 use super::stats::Stats;
-use super::subscriptions::Subscription;
+use super::subscription_tree::Subscription;
 use super::time::Instant;
 use super::ConnId;
 use crate::codec::{
@@ -188,8 +188,6 @@ impl Session {
         }
     }
 
-    /// What is left of this session's share (`share_per_ms`) of the retained scan budget in
-    /// `millisecond`; refilled when the millisecond changes.
     /// The session gets a connection: how to send to it, whom its client logged in as, its
     /// expiry, fresh topic aliases (spec: [MQTT-3.3.2-7]). It no longer expires, and a will
     /// waiting for its delay is not sent (spec: [MQTT-3.1.3-9], v5).
@@ -357,6 +355,8 @@ impl Session {
         self.pending_will.take().map(|held| held.0)
     }
 
+    /// What is left of this session's share (`share_per_ms`) of the retained scan budget in
+    /// `millisecond`; refilled when the millisecond changes.
     pub fn retained_scan_share(&mut self, millisecond: u128, share_per_ms: usize) -> &mut usize {
         if self.retained_scan.0 != Some(millisecond) {
             self.retained_scan = (Some(millisecond), share_per_ms);

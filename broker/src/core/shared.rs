@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::ops::Bound::{Excluded, Unbounded};
 
-use super::subscriptions::{Subscription, SubscriptionTree, TreeHasher};
+use super::subscription_tree::{Subscription, SubscriptionTree, TreeHasher};
 use super::SessionId;
 use crate::codec::ByteStr;
 

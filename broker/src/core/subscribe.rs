@@ -3,7 +3,7 @@
 
 use super::message::owned as owned_str;
 use super::session::PendingRetained;
-use super::subscriptions::Subscription;
+use super::subscription_tree::Subscription;
 use super::time::Instant;
 use super::{fit, reason_string, Abbreviated, Broker, ConnId, SessionId};
 use crate::codec::{
@@ -12,7 +12,7 @@ use crate::codec::{
 };
 use crate::planted::{self, PlantedBug};
 use crate::topic::{parse_shared, topic_levels, validate_filter};
-use crate::types::QoS;
+use crate::types::{PacketId, QoS};
 
 fn granted(qos: QoS) -> ReasonCode {
     match qos {
@@ -54,111 +54,159 @@ impl Broker {
             );
             return;
         }
-        let Some(session) = self.sessions.get_mut(&session_id) else {
+        if !self.sessions.contains_key(&session_id) {
             return;
-        };
+        }
         let subscription_id = subscribe.properties.subscription_identifiers().next();
         let mut reason_codes = Vec::with_capacity(subscribe.filters.len());
         let mut refusals: Vec<String> = Vec::new();
-        let mut retained_for: Vec<(ByteStr, SubscriptionOptions)> = Vec::new();
+        let mut walks = Vec::new();
         for (filter, options) in subscribe.filters {
             // Kept for the subscription's life: copied out of the SUBSCRIBE's read buffer.
             let filter = owned_str(&filter);
-            let target = parse_shared(&filter).and_then(|shared| {
-                let inner = shared.map_or(filter.as_str(), |(_, inner)| inner);
-                validate_filter(inner)?;
-                Ok(shared.map(owned))
-            });
-            let levels_max = self.config.limits.topic_levels_max;
-            let inner = match &target {
-                Ok(Some((_, inner))) => inner.as_str(),
-                _ => filter.as_str(),
-            };
-            let refusal = match &target {
-                Err(error) => Some((ReasonCode::TopicFilterInvalid, error.to_string())),
-                Ok(_) if topic_levels(&filter) > levels_max => Some((
-                    ReasonCode::TopicFilterInvalid,
-                    format!("more than {levels_max} topic levels"),
-                )),
-                Ok(_)
-                    if !self
-                        .access
-                        .allows_subscribe(&session.login, &session.client_id, inner) =>
-                {
-                    self.stats.subscriptions_denied += 1;
-                    Some((
-                        ReasonCode::NotAuthorized,
-                        "not authorized by the ACL".into(),
-                    ))
+            match self.subscribe_filter(session_id, filter.clone(), options, subscription_id) {
+                Ok((code, walk)) => {
+                    reason_codes.push(code);
+                    walks.extend(walk);
                 }
-                Ok(Some(_)) if !self.config.features.shared_subscriptions => Some((
-                    ReasonCode::SharedSubscriptionsNotSupported,
-                    "shared subscriptions are turned off".into(),
-                )),
-                Ok(_) if session.is_stored() && self.journal.full() => {
-                    self.stats.persistent_work_refused_store_full += 1;
-                    Some((
-                        ReasonCode::QuotaExceeded,
-                        "the broker's store is full".into(),
-                    ))
+                Err((code, why)) => {
+                    tracing::info!(%conn, filter = %Abbreviated(&filter), why, "subscription refused");
+                    // 3.1.1 has one failure code, 0x80, which the encoder maps every error to.
+                    reason_codes.push(code);
+                    refusals.push(format!("{}: {why}", Abbreviated(&filter)));
                 }
-                Ok(_)
-                    if !session.is_subscribed(&filter)
-                        && session.subscription_count()
-                            >= self.config.limits.subscriptions_per_session_max =>
-                {
-                    Some((
-                        ReasonCode::QuotaExceeded,
-                        "subscription limit reached".into(),
-                    ))
-                }
-                Ok(_) => None,
-            };
-            if let Some((reason, why)) = refusal {
-                tracing::info!(%conn, filter = %Abbreviated(&filter), why, "subscription refused");
-                // 3.1.1 has one failure code, 0x80, which the encoder maps every error to.
-                reason_codes.push(reason);
-                refusals.push(format!("{}: {why}", Abbreviated(&filter)));
-                continue;
-            }
-            // spec: [MQTT-3.2.2-10] (v5): a request above Maximum QoS is granted at the maximum.
-            let mut options = options;
-            options.qos = options.qos.min(self.config.features.maximum_qos);
-            if session.params.bridge {
-                // A bridge's subscriptions are No Local and Retain As Published, as Mosquitto
-                // makes its own: options the session keeps (and the store), so they hold while
-                // the bridge is away and after a restart. No Local is not allowed on a shared
-                // subscription; the shared choice skips the publishing bridge instead.
-                options.no_local = target.as_ref().is_ok_and(|t| t.is_none());
-                options.retain_as_published = true;
-            }
-            let subscription = Subscription {
-                options,
-                id: subscription_id,
-            };
-            // spec: [MQTT-3.8.4-3] both: a repeated filter replaces the subscription.
-            let existed = session.subscribe(filter.clone(), subscription);
-            reason_codes.push(granted(options.qos));
-            if let Ok(Some((share, inner))) = target {
-                self.shared.join(&share, &inner, session_id, subscription);
-                // Retained messages are not sent for shared subscriptions (MQTT 5 section 4.8.2).
-                continue;
-            }
-            self.subscriptions.insert(&filter, session_id, subscription);
-            let send_retained = match options.retain_handling {
-                // spec: [MQTT-3.3.1-9] (v5); [MQTT-3.3.1-6] 3.1.1
-                RetainHandling::SendAtSubscribe => true,
-                // spec: [MQTT-3.3.1-10] (v5)
-                RetainHandling::SendAtNewSubscribe => !existed,
-                // spec: [MQTT-3.3.1-11] (v5)
-                RetainHandling::DoNotSend => false,
-            };
-            if send_retained {
-                retained_for.push((filter, options));
             }
         }
+        let Some(session) = self.sessions.get_mut(&session_id) else {
+            return;
+        };
         session.save(&mut self.journal);
         let version = session.params.version;
+        self.send_suback(conn, version, subscribe.packet_id, reason_codes, &refusals);
+        // Every matching retained message is sent, none dropped for room (they are state, not
+        // a stream), in slices the client's window and socket pace (see `retained.rs`).
+        let Some(session) = self.sessions.get_mut(&session_id) else {
+            return;
+        };
+        for walk in walks {
+            // A repeated SUBSCRIBE restarts the filter's walk rather than running two.
+            session.start_retained_walk(walk);
+        }
+        self.send_queued_to(session_id, now);
+    }
+
+    /// One filter of a SUBSCRIBE: refused (the code and why), or subscribed (the code, and
+    /// the walk through retained messages it asks for, if any).
+    fn subscribe_filter(
+        &mut self,
+        session_id: SessionId,
+        filter: ByteStr,
+        mut options: SubscriptionOptions,
+        subscription_id: Option<u32>,
+    ) -> Result<(ReasonCode, Option<PendingRetained>), (ReasonCode, String)> {
+        let target = parse_shared(&filter).and_then(|shared| {
+            let inner = shared.map_or(filter.as_str(), |(_, inner)| inner);
+            validate_filter(inner)?;
+            Ok(shared.map(owned))
+        });
+        let shared = match target {
+            Ok(shared) => shared,
+            Err(error) => return Err((ReasonCode::TopicFilterInvalid, error.to_string())),
+        };
+        self.subscription_refusal(session_id, &filter, shared.as_ref())?;
+        let Some(session) = self.sessions.get_mut(&session_id) else {
+            return Err((ReasonCode::UnspecifiedError, "the session is gone".into()));
+        };
+        // spec: [MQTT-3.2.2-10] (v5): a request above Maximum QoS is granted at the maximum.
+        options.qos = options.qos.min(self.config.features.maximum_qos);
+        if session.params.bridge {
+            // A bridge's subscriptions are No Local and Retain As Published, as Mosquitto
+            // makes its own: options the session keeps (and the store), so they hold while
+            // the bridge is away and after a restart. No Local is not allowed on a shared
+            // subscription; the shared choice skips the publishing bridge instead.
+            options.no_local = shared.is_none();
+            options.retain_as_published = true;
+        }
+        let subscription = Subscription {
+            options,
+            id: subscription_id,
+        };
+        // spec: [MQTT-3.8.4-3] both: a repeated filter replaces the subscription.
+        let existed = session.subscribe(filter.clone(), subscription);
+        let code = granted(options.qos);
+        if let Some((share, inner)) = shared {
+            self.shared.join(&share, &inner, session_id, subscription);
+            // Retained messages are not sent for shared subscriptions (MQTT 5 section 4.8.2).
+            return Ok((code, None));
+        }
+        self.subscriptions.insert(&filter, session_id, subscription);
+        let send_retained = match options.retain_handling {
+            // spec: [MQTT-3.3.1-9] (v5); [MQTT-3.3.1-6] 3.1.1
+            RetainHandling::SendAtSubscribe => true,
+            // spec: [MQTT-3.3.1-10] (v5)
+            RetainHandling::SendAtNewSubscribe => !existed,
+            // spec: [MQTT-3.3.1-11] (v5)
+            RetainHandling::DoNotSend => false,
+        };
+        let walk = send_retained.then(|| PendingRetained {
+            cursor: self.retained.cursor(filter),
+            options,
+            subscription_id,
+        });
+        Ok((code, walk))
+    }
+
+    /// Why a valid filter may not be subscribed to now: too deep, the ACL, shared
+    /// subscriptions off, the store full, the session's subscription limit.
+    fn subscription_refusal(
+        &mut self,
+        session_id: SessionId,
+        filter: &ByteStr,
+        shared: Option<&(ByteStr, ByteStr)>,
+    ) -> Result<(), (ReasonCode, String)> {
+        let Some(session) = self.sessions.get(&session_id) else {
+            return Ok(()); // the caller finds it gone
+        };
+        let levels_max = self.config.limits.topic_levels_max;
+        if topic_levels(filter) > levels_max {
+            let why = format!("more than {levels_max} topic levels");
+            return Err((ReasonCode::TopicFilterInvalid, why));
+        }
+        let inner = shared.map_or(filter.as_str(), |(_, inner)| inner.as_str());
+        if !self
+            .access
+            .allows_subscribe(&session.login, &session.client_id, inner)
+        {
+            self.stats.subscriptions_denied += 1;
+            let why = "not authorized by the ACL";
+            return Err((ReasonCode::NotAuthorized, why.into()));
+        }
+        if shared.is_some() && !self.config.features.shared_subscriptions {
+            let why = "shared subscriptions are turned off";
+            return Err((ReasonCode::SharedSubscriptionsNotSupported, why.into()));
+        }
+        if session.is_stored() && self.journal.full() {
+            self.stats.persistent_work_refused_store_full += 1;
+            let why = "the broker's store is full";
+            return Err((ReasonCode::QuotaExceeded, why.into()));
+        }
+        let limit = self.config.limits.subscriptions_per_session_max;
+        if !session.is_subscribed(filter) && session.subscription_count() >= limit {
+            let why = "subscription limit reached";
+            return Err((ReasonCode::QuotaExceeded, why.into()));
+        }
+        Ok(())
+    }
+
+    /// The SUBACK, with the refusals explained where the client wants to hear why.
+    fn send_suback(
+        &mut self,
+        conn: ConnId,
+        version: ProtocolVersion,
+        packet_id: PacketId,
+        reason_codes: Vec<ReasonCode>,
+        refusals: &[String],
+    ) {
         let connection = self.conns.get(&conn);
         // spec: [MQTT-3.1.2-29] (v5): no reason string when the client asked for none.
         let explain = connection.is_some_and(|c| c.problem_information) && !refusals.is_empty();
@@ -169,25 +217,11 @@ impl Broker {
         };
         let max = connection.and_then(|c| c.packet_bytes_max);
         let suback = Packet::SubAck(SubAck {
-            packet_id: subscribe.packet_id,
+            packet_id,
             properties,
             reason_codes,
         });
         self.out.send(conn, fit(suback, version, max));
-        // Every matching retained message is sent, none dropped for room (they are state, not
-        // a stream), in slices the client's window and socket pace (see `retained.rs`).
-        let Some(session) = self.sessions.get_mut(&session_id) else {
-            return;
-        };
-        for (filter, options) in retained_for {
-            // A repeated SUBSCRIBE restarts the filter's walk rather than running two.
-            session.start_retained_walk(PendingRetained {
-                cursor: self.retained.cursor(filter),
-                options,
-                subscription_id,
-            });
-        }
-        self.send_queued_to(session_id, now);
     }
 
     /// spec: [MQTT-3.10.4-1] [MQTT-3.10.4-4] [MQTT-3.10.4-5] [MQTT-3.10.4-6] 3.1.1;

@@ -107,6 +107,8 @@ pub fn series(s: &Snapshot) -> Vec<Series> {
     all
 }
 
+/// The core's metrics. Long on purpose: one entry per metric, name, help and value side by
+/// side, so the list reads as the catalogue it is (split, it would be harder to check).
 fn core_series(s: &Snapshot) -> Vec<Series> {
     let st = &s.core.stats;
     let per_qos = |counts: &crate::core::PerQos| {
@@ -339,6 +341,7 @@ fn core_series(s: &Snapshot) -> Vec<Series> {
     ]
 }
 
+/// The driver's metrics: as long as its list of metrics, for the reason `core_series` is.
 fn driver_series(s: &Snapshot) -> Vec<Series> {
     let d = &s.driver;
     let per_listener = |read: fn(&super::ListenerSample) -> u64| -> Vec<(Labels, u64)> {

@@ -123,53 +123,21 @@ impl BrokerTask {
             tokio::select! {
                 biased;
                 _ = self.shutdown.changed() => break,
-                news = store_news(&mut self.store) => match news {
-                    StoreNews::Durable(batch) => {
-                        self.broker.durable(batch);
-                        let broker = &self.broker;
-                        tickets.stashed.retain(|conn, _| broker.holds_replies_for(*conn));
-                    }
-                    StoreNews::Full(full) => self.broker.store_full(full),
-                    StoreNews::Stopped => {
-                        tracing::error!("the store stopped: no longer serving");
-                        self.store = None;
+                news = store_news(&mut self.store) => {
+                    if !self.store_news_arrived(news, &mut tickets) {
                         break;
                     }
-                },
+                }
                 Some(reply) = self.samples.recv() => {
                     let _ = reply.send(self.snapshot());
                 }
                 event = self.events.recv(), if room => {
                     let Some(event) = event else { break };
-                    // What else is queued is taken in the same turn (up to a bound, so timers
-                    // and the store are not held back): one select and one clock read for a
-                    // batch of events, not for each.
-                    let now = self.now();
-                    self.handle(event, now, &mut conns, &mut tickets, &mut mismatches);
-                    for _ in 1..EVENTS_PER_TURN_MAX {
-                        if self.broker.pending_batches() >= PENDING_BATCHES_MAX {
-                            break;
-                        }
-                        let Ok(event) = self.events.try_recv() else { break };
-                        self.handle(event, now, &mut conns, &mut tickets, &mut mismatches);
-                    }
+                    self.handle_turn(event, &mut conns, &mut tickets, &mut mismatches);
                 }
                 _ = sleep_until(deadline) => {}
             }
-            // Deadlines are checked after every event too: the select is biased towards
-            // events, and a steady stream of them must not hold timers back.
-            // One clock read per turn (a turn handles up to `EVENTS_PER_TURN_MAX` events).
-            let clock = tokio::time::Instant::now();
-            let now = Instant::from_since_epoch(clock - self.start);
-            if self.broker.poll_timeout().is_some_and(|at| at <= now) {
-                self.broker.timeout(now);
-            }
-            if let Some(due) = next_sys.filter(|due| *due <= clock) {
-                self.publish_sys(&mut sys);
-                // A broker busy for longer than an interval publishes once, not once per
-                // interval missed.
-                next_sys = Some((due + self.sys_interval).max(clock));
-            }
+            self.run_due(&mut next_sys, &mut sys);
             self.dispatch(&mut conns, &mut mismatches);
             tickets.spent.clear();
         }
@@ -183,6 +151,65 @@ impl BrokerTask {
         let mut stats = self.broker.stats().clone();
         stats.outbound_count_mismatches = mismatches;
         stats
+    }
+
+    /// The storage task's news: false when the broker must stop serving.
+    fn store_news_arrived(&mut self, news: StoreNews, tickets: &mut HeldTickets) -> bool {
+        match news {
+            StoreNews::Durable(batch) => {
+                self.broker.durable(batch);
+                let broker = &self.broker;
+                tickets
+                    .stashed
+                    .retain(|conn, _| broker.holds_replies_for(*conn));
+            }
+            StoreNews::Full(full) => self.broker.store_full(full),
+            StoreNews::Stopped => {
+                tracing::error!("the store stopped: no longer serving");
+                self.store = None;
+                return false;
+            }
+        }
+        true
+    }
+
+    /// `first` and what else is queued, in one turn (up to a bound, so timers and the store
+    /// are not held back): one select and one clock read for a batch of events, not for each.
+    fn handle_turn(
+        &mut self,
+        first: Event,
+        conns: &mut BTreeMap<ConnId, OutboundSender>,
+        tickets: &mut HeldTickets,
+        mismatches: &mut u64,
+    ) {
+        let now = self.now();
+        self.handle(first, now, conns, tickets, mismatches);
+        for _ in 1..EVENTS_PER_TURN_MAX {
+            if self.broker.pending_batches() >= PENDING_BATCHES_MAX {
+                break;
+            }
+            let Ok(event) = self.events.try_recv() else {
+                break;
+            };
+            self.handle(event, now, conns, tickets, mismatches);
+        }
+    }
+
+    /// Timers and `$SYS`, when due. Checked after every turn, not only when the select's
+    /// sleep ends: the select is biased towards events, and a steady stream of them must not
+    /// hold timers back. One clock read per turn.
+    fn run_due(&mut self, next_sys: &mut Option<tokio::time::Instant>, sys: &mut SysTree) {
+        let clock = tokio::time::Instant::now();
+        let now = Instant::from_since_epoch(clock - self.start);
+        if self.broker.poll_timeout().is_some_and(|at| at <= now) {
+            self.broker.timeout(now);
+        }
+        if let Some(due) = next_sys.filter(|due| *due <= clock) {
+            self.publish_sys(sys);
+            // A broker busy for longer than an interval publishes once, not once per
+            // interval missed.
+            *next_sys = Some((due + self.sys_interval).max(clock));
+        }
     }
 
     /// Hands one event to the core. Its outputs wait for the end of the turn, so that what

@@ -5,7 +5,7 @@
 //! run the same code. No `tokio::net` type appears outside `listener.rs`.
 
 mod broker_task;
-mod connection;
+mod connection_task;
 mod listener;
 mod metrics_http;
 mod outbound;
@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-pub use connection::WRITE_STALL_TIMEOUT;
+pub use connection_task::WRITE_STALL_TIMEOUT;
 pub use listener::Listener;
 pub use transport::{Reloadable, Transport};
 
@@ -33,12 +33,13 @@ use crate::auth::password_file::PasswordFile;
 use crate::auth::{Entropy, OsEntropy};
 use crate::codec::{DecodeError, Packet};
 use crate::core::{self, Broker, Instant, Origin, Stats, WallMs};
+use crate::limits::Limits;
 use crate::log_limit::HostileWarnings;
 use crate::metrics::{DriverMetrics, ListenerMetrics, Snapshot};
 use crate::store::{Store, StoreError};
 use crate::types::ConnId;
 use broker_task::{BrokerTask, StoreLink};
-use connection::ConnectionTask;
+use connection_task::ConnectionTask;
 use outbound::OutboundSender;
 use storage_task::StorageTask;
 use tickets::Tickets;
@@ -315,20 +316,9 @@ impl Server {
             .into_iter()
             .enumerate()
             .map(|(index, endpoint)| {
-                let accept = AcceptLoop {
-                    metrics: metrics.listeners[index].clone(),
-                    listener: endpoint.listener,
-                    index: u16::try_from(index).expect("checked above"),
-                    transport: endpoint.transport,
-                    password_file: endpoint.password_file,
-                    connect_timeout: limits.connect_timeout,
-                    events: events_tx.clone(),
-                    shutdown: shutdown_rx.clone(),
-                    shared: shared.clone(),
-                    connections_max: limits.connections_max,
-                    outbound_queue_packets_max: limits.outbound_queue_packets_max,
-                    packet_bytes_max: limits.packet_bytes_max,
-                };
+                let index = u16::try_from(index).expect("checked above");
+                let channels = (events_tx.clone(), shutdown_rx.clone());
+                let accept = AcceptLoop::new(index, endpoint, &limits, &metrics, &shared, channels);
                 tokio::spawn(accept.run())
             })
             .collect();
@@ -462,6 +452,30 @@ struct AcceptLoop<L: Listener> {
 }
 
 impl<L: Listener> AcceptLoop<L> {
+    fn new(
+        index: u16,
+        endpoint: Endpoint<L>,
+        limits: &Limits,
+        metrics: &DriverMetrics,
+        shared: &Arc<Shared>,
+        (events, shutdown): (mpsc::Sender<Event>, watch::Receiver<bool>),
+    ) -> AcceptLoop<L> {
+        AcceptLoop {
+            metrics: metrics.listeners[usize::from(index)].clone(),
+            listener: endpoint.listener,
+            index,
+            transport: endpoint.transport,
+            password_file: endpoint.password_file,
+            connect_timeout: limits.connect_timeout,
+            events,
+            shutdown,
+            shared: shared.clone(),
+            connections_max: limits.connections_max,
+            outbound_queue_packets_max: limits.outbound_queue_packets_max,
+            packet_bytes_max: limits.packet_bytes_max,
+        }
+    }
+
     async fn run(mut self) {
         loop {
             let accepted = tokio::select! {

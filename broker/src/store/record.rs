@@ -155,65 +155,14 @@ pub fn decode_session(bytes: &[u8]) -> Result<SessionRecord, RecordError> {
     let count = input.u32("subscription count")?;
     let mut subscriptions = Vec::new();
     for _ in 0..count {
-        let filter = input.string("topic filter")?;
-        let mut options = SubscriptionOptions::new(input.qos()?);
-        options.no_local = input.flag("no local")?;
-        options.retain_as_published = input.flag("retain as published")?;
-        options.retain_handling = match input.u8("retain handling")? {
-            0 => RetainHandling::SendAtSubscribe,
-            1 => RetainHandling::SendAtNewSubscribe,
-            2 => RetainHandling::DoNotSend,
-            _ => {
-                return Err(RecordError::Invalid {
-                    field: "retain handling",
-                })
-            }
-        };
-        let id = input.optional_u32("subscription identifier")?;
-        subscriptions.push((filter, options, id));
+        subscriptions.push(decode_subscription(&mut input)?);
     }
     let pending_will = match input.u8("will flag")? {
         0 => None,
-        1 => {
-            let topic = input.string("will topic")?;
-            let payload = input.bytes("will payload")?;
-            let qos = input.qos()?;
-            let retain = input.flag("will retain")?;
-            let properties = input.properties(PropertyContext::Will)?;
-            let at = input.u64("will deadline")?;
-            let will = Will {
-                topic,
-                payload,
-                qos,
-                retain,
-                properties,
-            };
-            Some((will, at))
-        }
+        1 => Some(decode_pending_will(&mut input)?),
         _ => return Err(RecordError::Invalid { field: "will flag" }),
     };
-    let login = if input.buf.is_empty() {
-        Login {
-            unknown: true,
-            ..Login::default()
-        }
-    } else {
-        let listener = input.u16("login listener")?;
-        let user = match input.u8("login user flag")? {
-            0 => None,
-            1 => Some(input.string("login user")?),
-            _ => {
-                return Err(RecordError::Invalid {
-                    field: "login user flag",
-                })
-            }
-        };
-        Login {
-            listener,
-            user,
-            ..Login::default()
-        }
-    };
+    let login = decode_login(&mut input)?;
     input.finish()?;
     Ok(SessionRecord {
         client_id,
@@ -223,6 +172,70 @@ pub fn decode_session(bytes: &[u8]) -> Result<SessionRecord, RecordError> {
         subscriptions,
         pending_will,
         login,
+    })
+}
+
+type StoredSubscription = (ByteStr, SubscriptionOptions, Option<u32>);
+
+fn decode_subscription(input: &mut Reader) -> Result<StoredSubscription, RecordError> {
+    let filter = input.string("topic filter")?;
+    let mut options = SubscriptionOptions::new(input.qos()?);
+    options.no_local = input.flag("no local")?;
+    options.retain_as_published = input.flag("retain as published")?;
+    options.retain_handling = match input.u8("retain handling")? {
+        0 => RetainHandling::SendAtSubscribe,
+        1 => RetainHandling::SendAtNewSubscribe,
+        2 => RetainHandling::DoNotSend,
+        _ => {
+            return Err(RecordError::Invalid {
+                field: "retain handling",
+            })
+        }
+    };
+    let id = input.optional_u32("subscription identifier")?;
+    Ok((filter, options, id))
+}
+
+/// A will waiting for its delay, and its wall-clock deadline.
+fn decode_pending_will(input: &mut Reader) -> Result<(Will, u64), RecordError> {
+    let topic = input.string("will topic")?;
+    let payload = input.bytes("will payload")?;
+    let qos = input.qos()?;
+    let retain = input.flag("will retain")?;
+    let properties = input.properties(PropertyContext::Will)?;
+    let at = input.u64("will deadline")?;
+    let will = Will {
+        topic,
+        payload,
+        qos,
+        retain,
+        properties,
+    };
+    Ok((will, at))
+}
+
+/// The session's login; records written before logins were stored have none (unknown).
+fn decode_login(input: &mut Reader) -> Result<Login, RecordError> {
+    if input.buf.is_empty() {
+        return Ok(Login {
+            unknown: true,
+            ..Login::default()
+        });
+    }
+    let listener = input.u16("login listener")?;
+    let user = match input.u8("login user flag")? {
+        0 => None,
+        1 => Some(input.string("login user")?),
+        _ => {
+            return Err(RecordError::Invalid {
+                field: "login user flag",
+            })
+        }
+    };
+    Ok(Login {
+        listener,
+        user,
+        ..Login::default()
     })
 }
 

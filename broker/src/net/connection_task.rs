@@ -67,6 +67,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> ConnectionTask<S> {
     /// inline, their state would be part of every idle connection's task.
     ///
     /// Boxed: moved out of at once, it would otherwise stay in the task's state twice.
+    ///
+    /// Longer than most on purpose: its locals are the task's state, and each step moved into
+    /// an awaited helper would add that helper's future to the state every idle connection
+    /// holds (bounded by a test in `mod.rs`).
     pub async fn run(self: Box<Self>) {
         let ConnectionTask {
             conn,
