@@ -3,6 +3,9 @@
 //! - Every `tokio::select!` starts with `biased;`: unbiased, tokio polls the ready branches in
 //!   a random order, and a simulated run must replay the same way from the same seed
 //!   (docs/design.md, "Determinism rules").
+//! - A session's and a connection's state changes only through their own methods: no other
+//!   file of the core assigns to their fields (their invariants hold in one place). Reading
+//!   is allowed; the fields that carry a count or a bound are private anyway.
 
 use std::path::{Path, PathBuf};
 
@@ -104,4 +107,102 @@ fn the_select_rule_catches_an_unbiased_select() {
     );
     assert!(unbiased_selects("// every tokio::select! { here\nlet a = 1;").is_empty());
     assert!(unbiased_selects("let a = 1; // a select! {\nlet b = 2;").is_empty());
+}
+
+/// The fields of `Session` (core/session.rs) and `Connection` (core/connection.rs) that other
+/// files of the core may read but not write.
+const GUARDED_FIELDS: &[&str] = &[
+    // Session
+    "client_id",
+    "login",
+    "conn",
+    "params",
+    // Connection
+    "state",
+    "version",
+    "keep_alive",
+    "last_activity",
+    "will",
+    "connect_expiry_was_zero",
+    "problem_information",
+    "packet_bytes_max",
+    "auth_method",
+    "auth",
+    "origin",
+    "password_valid",
+];
+
+/// Lines (1-based) that assign to a guarded field of something other than `self`
+/// (`x.field = …`, `x.field += …`, `x.field.user = …`).
+fn guarded_writes(source: &str) -> Vec<usize> {
+    let mut found = Vec::new();
+    for (index, line) in source.lines().enumerate() {
+        let code = code_of(line);
+        for field in GUARDED_FIELDS {
+            let needle = format!(".{field}");
+            for (at, _) in code.match_indices(&needle) {
+                let owner: String = code[..at]
+                    .chars()
+                    .rev()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_')
+                    .collect();
+                if owner.is_empty() || owner == "fles" {
+                    continue; // `self.field` (reversed) or an expression's field
+                }
+                let rest = &code[at + needle.len()..];
+                if rest.starts_with(|c: char| c.is_alphanumeric() || c == '_') {
+                    continue; // a longer name (`.state_x`)
+                }
+                let rest =
+                    rest.trim_start_matches(|c: char| c == '.' || c.is_alphanumeric() || c == '_');
+                let rest = rest.trim_start();
+                let assigns = (rest.starts_with('=') && !rest.starts_with("=="))
+                    || rest.starts_with("+=")
+                    || rest.starts_with("-=");
+                if assigns && !rest.starts_with("=>") {
+                    found.push(index + 1);
+                }
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn session_and_connection_fields_are_written_only_by_their_own_files() {
+    let core = Path::new(env!("CARGO_MANIFEST_DIR")).join("broker/src/core");
+    let mut files = Vec::new();
+    rust_files(&core, &mut files);
+    files.retain(|f| {
+        let name = f.file_name().unwrap().to_str().unwrap();
+        // The owners, and the tests (which set up states directly).
+        !matches!(name, "session.rs" | "connection.rs" | "tests.rs")
+            && !f.to_string_lossy().contains("/tests/")
+    });
+    assert!(files.len() > 10, "found only {} core files", files.len());
+    let mut offences = Vec::new();
+    for file in &files {
+        let source = std::fs::read_to_string(file).unwrap();
+        for line in guarded_writes(&source) {
+            offences.push(format!("{}:{line}", file.display()));
+        }
+    }
+    assert!(
+        offences.is_empty(),
+        "a Session or Connection field written outside its own file: {offences:#?}"
+    );
+}
+
+/// The checker itself: it must flag writes through any binding and pass reads, comparisons
+/// and `self`'s own fields.
+#[test]
+fn the_field_rule_catches_a_write() {
+    assert_eq!(guarded_writes("    session.conn = None;"), vec![1]);
+    assert_eq!(guarded_writes("x;\n    c.login.user = None;"), vec![2]);
+    assert_eq!(guarded_writes("    connection.keep_alive += d;"), vec![1]);
+    assert!(guarded_writes("    self.state = 1;").is_empty());
+    assert!(guarded_writes("    if connection.version == v {").is_empty());
+    assert!(guarded_writes("    let v = connection.version; // c.state = x").is_empty());
+    assert!(guarded_writes("    match c.state { X => 1 }").is_empty());
+    assert!(guarded_writes("    c.states = 1;").is_empty());
 }

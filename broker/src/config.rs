@@ -349,55 +349,12 @@ fn read_listener(
             format!("{:?} is not an address: {e}", section.bind),
         )
     })?;
-    let websocket = match section.protocol.as_deref() {
-        None | Some("mqtt") => false,
-        Some("websocket") => true,
-        Some(other) => {
-            return Err((
-                "listener.protocol",
-                format!("{other:?} is not one of \"mqtt\", \"websocket\""),
-            ))
-        }
-    };
-    let websocket_path = match (websocket, section.websocket_path) {
-        (false, Some(_)) => {
-            return Err((
-                "listener.websocket_path",
-                "needs protocol = \"websocket\"".into(),
-            ))
-        }
-        (false, None) => None,
-        (true, None) => Some(DEFAULT_WEBSOCKET_PATH.to_owned()),
-        (true, Some(path)) if path.starts_with('/') => Some(path),
-        (true, Some(path)) => {
-            return Err((
-                "listener.websocket_path",
-                format!("{path:?} must start with /"),
-            ))
-        }
-    };
-    let mut use_identity_as_username = false;
-    let tls = match section.tls {
-        None => None,
-        Some(tls) => {
-            if (tls.require_certificate || tls.use_identity_as_username)
-                && tls.client_ca_file.is_none()
-            {
-                return Err((
-                    "listener.tls.client_ca_file",
-                    "require_certificate and use_identity_as_username need a client_ca_file".into(),
-                ));
-            }
-            use_identity_as_username = tls.use_identity_as_username;
-            Some(TlsFiles {
-                cert_file: tls.cert_file,
-                key_file: tls.key_file,
-                client_ca_file: tls.client_ca_file,
-                // A certificate whose identity is the user name is needed, not optional.
-                require_certificate: tls.require_certificate || tls.use_identity_as_username,
-            })
-        }
-    };
+    let websocket_path = read_websocket_path(section.protocol.as_deref(), section.websocket_path)?;
+    let use_identity_as_username = section
+        .tls
+        .as_ref()
+        .is_some_and(|tls| tls.use_identity_as_username);
+    let tls = section.tls.map(read_tls).transpose()?;
     let password_file = section.password_file.or_else(|| auth.password_file.clone());
     let access = core::ListenerAccess {
         allow_anonymous: section
@@ -415,6 +372,53 @@ fn read_listener(
         acl_file: section.acl_file.or_else(|| auth.acl_file.clone()),
     };
     Ok((listener, access))
+}
+
+/// `protocol` and `websocket_path`: the WebSocket path, if the listener speaks WebSocket.
+fn read_websocket_path(
+    protocol: Option<&str>,
+    path: Option<String>,
+) -> Result<Option<String>, (&'static str, String)> {
+    let websocket = match protocol {
+        None | Some("mqtt") => false,
+        Some("websocket") => true,
+        Some(other) => {
+            return Err((
+                "listener.protocol",
+                format!("{other:?} is not one of \"mqtt\", \"websocket\""),
+            ))
+        }
+    };
+    match (websocket, path) {
+        (false, Some(_)) => Err((
+            "listener.websocket_path",
+            "needs protocol = \"websocket\"".into(),
+        )),
+        (false, None) => Ok(None),
+        (true, None) => Ok(Some(DEFAULT_WEBSOCKET_PATH.to_owned())),
+        (true, Some(path)) if path.starts_with('/') => Ok(Some(path)),
+        (true, Some(path)) => Err((
+            "listener.websocket_path",
+            format!("{path:?} must start with /"),
+        )),
+    }
+}
+
+/// `[listener.tls]`: the files, and whether a client certificate is required.
+fn read_tls(tls: TlsSection) -> Result<TlsFiles, (&'static str, String)> {
+    if (tls.require_certificate || tls.use_identity_as_username) && tls.client_ca_file.is_none() {
+        return Err((
+            "listener.tls.client_ca_file",
+            "require_certificate and use_identity_as_username need a client_ca_file".into(),
+        ));
+    }
+    Ok(TlsFiles {
+        cert_file: tls.cert_file,
+        key_file: tls.key_file,
+        client_ca_file: tls.client_ca_file,
+        // A certificate whose identity is the user name is needed, not optional.
+        require_certificate: tls.require_certificate || tls.use_identity_as_username,
+    })
 }
 
 /// `[auth.scram]`: stored credentials must parse; iterations within what RFC 7677 asks.

@@ -171,7 +171,7 @@ impl Broker {
     /// over on `conn` against the listener's password file.
     pub fn credentials_checked(&mut self, conn: ConnId, valid: bool) {
         if let Some(connection) = self.conns.get_mut(&conn) {
-            connection.password_valid = Some(valid);
+            connection.set_password_verdict(valid);
         }
     }
 
@@ -283,7 +283,7 @@ impl Broker {
         };
         self.stats.logins_failed += 1;
         tracing::info!(%conn, client_id = %connection.client_id, addr = %connection.origin.peer_text(), why, "login failed");
-        connection.state = ConnState::Refusing { reason, why };
+        connection.refuse_later(reason, why);
         self.timers.cancel(&Timer::ConnectTimeout(conn));
         self.timers
             .schedule(now + LOGIN_FAILURE_DELAY, Timer::LoginRefusal(conn));

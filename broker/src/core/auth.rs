@@ -43,15 +43,7 @@ impl Broker {
         let Some(connection) = self.conns.get_mut(&conn) else {
             return;
         };
-        let ConnState::AwaitingConnect { deadline } = connection.state else {
-            unreachable!("CONNECT is handled only while awaiting it");
-        };
-        connection.auth_method = Some(method);
-        connection.auth = Some(PendingAuth(exchange));
-        connection.state = ConnState::Authenticating {
-            deadline,
-            connect: Box::new(connect),
-        };
+        connection.begin_connect_auth(method, exchange, connect);
         self.connect_auth_step(conn, step, now);
     }
 
@@ -94,7 +86,7 @@ impl Broker {
                 };
                 let exchange = authenticator.begin(&mut *self.entropy);
                 if let Some(connection) = self.conns.get_mut(&conn) {
-                    connection.auth = Some(PendingAuth(exchange));
+                    connection.set_auth(Some(exchange));
                 }
             }
             other => {
@@ -156,17 +148,7 @@ impl Broker {
                 );
             }
             AuthStep::Success { user, data } => {
-                connection.auth = None;
-                let state = std::mem::replace(
-                    &mut connection.state,
-                    ConnState::AwaitingConnect { deadline: now },
-                );
-                let ConnState::Authenticating { connect, deadline } = state else {
-                    unreachable!("connect_auth_step runs while authenticating");
-                };
-                connection.state = ConnState::AwaitingConnect { deadline };
-                // The method names the user the ACL judges.
-                connection.login.user = ByteStr::new(&user).ok();
+                let connect = connection.finish_connect_auth(ByteStr::new(&user).ok());
                 tracing::info!(%conn, %user, method = %method, "enhanced authentication succeeded");
                 self.accept_connect(conn, *connect, auth_properties(&method, data), now);
             }
@@ -193,7 +175,7 @@ impl Broker {
                 auth_properties(&method, Some(data)),
             ),
             AuthStep::Success { user, data } => {
-                connection.auth = None;
+                connection.set_auth(None);
                 tracing::info!(%conn, %user, method = %method, "re-authentication succeeded");
                 self.send_auth(conn, ReasonCode::Success, auth_properties(&method, data));
             }

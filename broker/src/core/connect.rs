@@ -41,7 +41,7 @@ impl Broker {
     pub(super) fn handle_connect(&mut self, conn: ConnId, connect: Connect, now: Instant) {
         let version = connect.protocol;
         if let Some(c) = self.conns.get_mut(&conn) {
-            c.version = version;
+            c.set_version(version);
         }
         if let Err((reason, why)) = self.check_connect(&connect) {
             self.refuse(conn, reason, why);
@@ -55,7 +55,7 @@ impl Broker {
             }
         };
         if let Some(c) = self.conns.get_mut(&conn) {
-            c.login = login;
+            c.set_login(login);
         }
         if let Some(method) = connect.properties.authentication_method().cloned() {
             self.begin_connect_auth(conn, connect, method, now);
@@ -129,23 +129,28 @@ impl Broker {
         let lost = !v5 && planted::active(PlantedBug::SessionPresentLostV3);
         let session_present = resumed.is_some() && !lost;
         self.send_connack(conn, session_present, granted, params.bridge);
+        self.resume_session(session_id, taken_over, now);
+    }
+
+    /// After the CONNACK: what the session has in flight and queued goes out, then the
+    /// retained messages its subscriptions still wait for.
+    fn resume_session(&mut self, session_id: SessionId, taken_over: bool, now: Instant) {
+        let Some(session) = self.sessions.get_mut(&session_id) else {
+            return;
+        };
         #[cfg(feature = "planted-bugs")]
         if taken_over && planted::active(PlantedBug::TakeoverDropsInflight) {
-            if let Some(session) = self.sessions.get_mut(&session_id) {
-                session.forget_resends();
-            }
+            session.forget_resends();
         }
         #[cfg(not(feature = "planted-bugs"))]
         let _ = taken_over;
-        if let Some(session) = self.sessions.get_mut(&session_id) {
-            session.resume(
-                now,
-                &self.config.limits,
-                &mut self.out,
-                &mut self.stats,
-                &mut self.journal,
-            );
-        }
+        session.resume(
+            now,
+            &self.config.limits,
+            &mut self.out,
+            &mut self.stats,
+            &mut self.journal,
+        );
         self.feed_retained(session_id, now);
     }
 

@@ -165,6 +165,73 @@ impl Connection {
         self.auth_method = settled.auth_method;
     }
 
+    /// The packet just received was the client's latest activity (keep alive).
+    pub fn touch(&mut self, now: Instant) {
+        self.last_activity = now;
+    }
+
+    /// CONNECT names the protocol version (before it is checked: a refusal speaks it).
+    pub fn set_version(&mut self, version: ProtocolVersion) {
+        self.version = version;
+    }
+
+    /// Whom the client logs in as, once its credentials passed.
+    pub fn set_login(&mut self, login: Login) {
+        self.login = login;
+    }
+
+    /// The driver's verdict on the CONNECT's password.
+    pub fn set_password_verdict(&mut self, valid: bool) {
+        self.password_valid = Some(valid);
+    }
+
+    /// A login failed: the refusal waits for the fixed delay.
+    pub fn refuse_later(&mut self, reason: ReasonCode, why: &'static str) {
+        self.state = ConnState::Refusing { reason, why };
+    }
+
+    /// Enhanced authentication starts at CONNECT: the CONNECT waits for its end.
+    pub fn begin_connect_auth(
+        &mut self,
+        method: ByteStr,
+        exchange: Box<dyn AuthExchange>,
+        connect: Connect,
+    ) {
+        let ConnState::AwaitingConnect { deadline } = self.state else {
+            unreachable!("CONNECT is handled only while awaiting it");
+        };
+        self.auth_method = Some(method);
+        self.auth = Some(PendingAuth(exchange));
+        self.state = ConnState::Authenticating {
+            deadline,
+            connect: Box::new(connect),
+        };
+    }
+
+    /// Enhanced authentication at CONNECT succeeded as `user`: the CONNECT it held, to be
+    /// accepted; the connection awaits it again until then.
+    pub fn finish_connect_auth(&mut self, user: Option<ByteStr>) -> Box<Connect> {
+        self.auth = None;
+        let state = std::mem::replace(
+            &mut self.state,
+            ConnState::AwaitingConnect {
+                deadline: self.last_activity,
+            },
+        );
+        let ConnState::Authenticating { connect, deadline } = state else {
+            unreachable!("finish_connect_auth runs while authenticating");
+        };
+        self.state = ConnState::AwaitingConnect { deadline };
+        // The method names the user the ACL judges.
+        self.login.user = user;
+        connect
+    }
+
+    /// A re-authentication starts (or one ends: `None`).
+    pub fn set_auth(&mut self, exchange: Option<Box<dyn AuthExchange>>) {
+        self.auth = exchange.map(PendingAuth);
+    }
+
     /// The topic a client-to-broker alias stands for.
     pub fn aliased_topic(&self, alias: u16) -> Option<&ByteStr> {
         self.topic_aliases.get(&alias)

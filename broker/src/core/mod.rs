@@ -343,7 +343,7 @@ impl Broker {
             // Closed by the core already; the driver may still deliver what was in flight.
             return;
         };
-        connection.last_activity = now;
+        connection.touch(now);
         self.stats.packets_received += 1;
         // Its replies wait for whatever this packet makes durable.
         self.journal.hold(conn);

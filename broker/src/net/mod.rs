@@ -280,12 +280,7 @@ impl Server {
         let shared = Arc::new(Shared::default());
         let limits = config.limits.clone();
         let sys_interval = config.sys_interval;
-        let names = endpoints
-            .iter()
-            .zip(&local_addrs)
-            .map(|(endpoint, addr)| format!("{}://{addr}", endpoint.transport.scheme()))
-            .collect();
-        let metrics = Arc::new(DriverMetrics::new(names));
+        let metrics = Arc::new(listener_metrics(&endpoints, &local_addrs));
         let mut broker = Broker::with_entropy(config, entropy);
         for (index, endpoint) in endpoints.iter().enumerate() {
             let index = u16::try_from(index).expect("checked above");
@@ -325,11 +320,12 @@ impl Server {
         for addr in &local_addrs {
             tracing::info!(%addr, "listening for MQTT");
         }
+        let probe = Probe {
+            requests: samples_tx,
+        };
         Ok(Server {
             metrics_task: None,
-            probe: Probe {
-                requests: samples_tx,
-            },
+            probe,
             metrics,
             local_addrs,
             events: events_tx,
@@ -432,6 +428,16 @@ impl Server {
             .and_then(|failed| failed.try_recv().ok());
         (stats, failed)
     }
+}
+
+/// The driver's counters, a set per listener named by its URL (`mqtts://127.0.0.1:8883`).
+fn listener_metrics<L: Listener>(endpoints: &[Endpoint<L>], addrs: &[SocketAddr]) -> DriverMetrics {
+    let names = endpoints
+        .iter()
+        .zip(addrs)
+        .map(|(endpoint, addr)| format!("{}://{addr}", endpoint.transport.scheme()))
+        .collect();
+    DriverMetrics::new(names)
 }
 
 struct AcceptLoop<L: Listener> {
