@@ -132,40 +132,95 @@ const GUARDED_FIELDS: &[&str] = &[
     "password_valid",
 ];
 
-/// Lines (1-based) that assign to a guarded field of something other than `self`
-/// (`x.field = …`, `x.field += …`, `x.field.user = …`).
+/// Methods that change what they are called on (a field written through them).
+const MUTATING_CALLS: &[&str] = &[
+    "as_mut",
+    "take",
+    "insert",
+    "push",
+    "push_back",
+    "push_front",
+    "pop",
+    "pop_front",
+    "pop_back",
+    "remove",
+    "clear",
+    "retain",
+    "get_mut",
+    "iter_mut",
+    "extend",
+    "replace",
+    "get_or_insert",
+    "get_or_insert_with",
+    "drain",
+    "append",
+    "truncate",
+];
+
+/// Lines (1-based) that write a guarded field of something other than `self`:
+/// `x.field = …` (and `op=`), `x.field.part = …`, `&mut x.field`, `x.field.take()` and the
+/// other calls in [`MUTATING_CALLS`]; `x` may be a name or an expression (`…get_mut(id)?`).
 fn guarded_writes(source: &str) -> Vec<usize> {
     let mut found = Vec::new();
     for (index, line) in source.lines().enumerate() {
+        // The scan knows names, not types: a field of the same name on another type (a
+        // `Connect` packet's `will`) is marked as such on its line.
+        if line.contains("house-rules: another type") {
+            continue;
+        }
         let code = code_of(line);
         for field in GUARDED_FIELDS {
             let needle = format!(".{field}");
             for (at, _) in code.match_indices(&needle) {
-                let owner: String = code[..at]
+                let before = &code[..at];
+                let owner: String = before
                     .chars()
                     .rev()
                     .take_while(|c| c.is_alphanumeric() || *c == '_')
                     .collect();
-                if owner.is_empty() || owner == "fles" {
-                    continue; // `self.field` (reversed) or an expression's field
+                let expression = owner.is_empty() && before.ends_with([')', ']', '?']);
+                if (owner.is_empty() && !expression) || owner == "fles" {
+                    continue; // `self.field` (reversed), or not a field access
                 }
-                let rest = &code[at + needle.len()..];
-                if rest.starts_with(|c: char| c.is_alphanumeric() || c == '_') {
+                let after = &code[at + needle.len()..];
+                if after.starts_with(|c: char| c.is_alphanumeric() || c == '_') {
                     continue; // a longer name (`.state_x`)
                 }
-                let rest =
-                    rest.trim_start_matches(|c: char| c == '.' || c.is_alphanumeric() || c == '_');
-                let rest = rest.trim_start();
-                let assigns = (rest.starts_with('=') && !rest.starts_with("=="))
-                    || rest.starts_with("+=")
-                    || rest.starts_with("-=");
-                if assigns && !rest.starts_with("=>") {
+                let borrowed = before
+                    .trim_end_matches(|c: char| c.is_alphanumeric() || "_.()?[]".contains(c))
+                    .ends_with("&mut ");
+                if borrowed || writes_after(after) {
                     found.push(index + 1);
                 }
             }
         }
     }
     found
+}
+
+/// Whether what follows `x.field` writes it: an assignment (to it or a part of it) or a
+/// mutating call on it or a part of it.
+fn writes_after(mut rest: &str) -> bool {
+    loop {
+        rest = rest.trim_start();
+        if let Some(after_dot) = rest.strip_prefix('.') {
+            let name: String = after_dot
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            let call = after_dot[name.len()..].trim_start().starts_with('(');
+            if call {
+                return MUTATING_CALLS.contains(&name.as_str());
+            }
+            rest = &after_dot[name.len()..];
+            continue;
+        }
+        let assigns = rest.starts_with('=') && !rest.starts_with("==") && !rest.starts_with("=>");
+        let compound = ["+=", "-=", "*=", "/=", "|=", "&=", "^=", "%=", "<<=", ">>="]
+            .iter()
+            .any(|op| rest.starts_with(op));
+        return assigns || compound;
+    }
 }
 
 #[test]
@@ -205,4 +260,18 @@ fn the_field_rule_catches_a_write() {
     assert!(guarded_writes("    let v = connection.version; // c.state = x").is_empty());
     assert!(guarded_writes("    match c.state { X => 1 }").is_empty());
     assert!(guarded_writes("    c.states = 1;").is_empty());
+    assert_eq!(guarded_writes("    let a = c.auth.as_mut();"), vec![1]);
+    assert_eq!(
+        guarded_writes("    std::mem::replace(&mut c.state, s);"),
+        vec![1]
+    );
+    assert_eq!(
+        guarded_writes("    conns.get_mut(&id).unwrap().state = s;"),
+        vec![1]
+    );
+    assert_eq!(guarded_writes("    c.flags |= 1; c.version |= 1;"), vec![1]);
+    assert_eq!(guarded_writes("    s.login.user.take();"), vec![1]);
+    assert!(guarded_writes("    let u = s.login.user.as_ref();").is_empty());
+    assert!(guarded_writes("    if c.auth.is_some() {").is_empty());
+    assert!(guarded_writes("    p.will.take(); // house-rules: another type").is_empty());
 }

@@ -29,8 +29,8 @@ struct Paho {
     task: AbortHandle,
 }
 
-/// How long a dropped client's last handle is kept off Paho's threads (see `Drop for Paho`).
-const LAST_HANDLE_DELAY: Duration = Duration::from_millis(500);
+/// A handle to every Paho client the process made, kept until it exits (see `Drop for Paho`).
+static KEPT: std::sync::Mutex<Vec<paho::AsyncClient>> = std::sync::Mutex::new(Vec::new());
 
 impl Drop for Paho {
     fn drop(&mut self) {
@@ -38,16 +38,16 @@ impl Drop for Paho {
         // Paho's C library destroys a client when its last handle goes, and the token of a
         // request holds a handle too, released by the request's callback on Paho's receive
         // thread. If that one is the last, the client is destroyed on that thread while it
-        // holds the library's global lock, and every Paho call deadlocks: it hung the matrix
-        // (MQTTAsync_destroy called from MQTTAsync_rcv; the watchdog's exit status 1 seen in
-        // CI). A handle kept a while on the blocking pool makes sure the last one goes there.
-        let client = self.client.clone();
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn_blocking(move || {
-                std::thread::sleep(LAST_HANDLE_DELAY);
-                drop(client);
-            });
-        }
+        // holds the library's global lock, and every Paho call deadlocks (gdb: MQTTAsync_destroy
+        // from TokenInner::on_failure5 on MQTTAsync_rcv, every other thread waiting for the
+        // lock; it hung the matrix until its watchdog). Keeping a handle for a while was not
+        // enough: a failure callback can come later. So no Paho client is ever destroyed: a
+        // handle stays here until the process exits. The cases disconnect their clients or
+        // sever them at the proxy; none relies on destruction to close a connection, and the
+        // matrix makes a few hundred clients at most.
+        KEPT.lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(self.client.clone());
     }
 }
 

@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 
-use super::connection::{ConnState, PendingAuth};
+use super::connection::ConnState;
 use super::time::Instant;
 use super::{fit, Broker, ConnId};
 use crate::auth::AuthStep;
@@ -96,11 +96,13 @@ impl Broker {
             }
         }
         let data = auth.properties.authentication_data().cloned();
-        let Some(PendingAuth(exchange)) = self.conns.get_mut(&conn).and_then(|c| c.auth.as_mut())
+        let Some(step) = self
+            .conns
+            .get_mut(&conn)
+            .and_then(|c| c.auth_step(data.as_deref().unwrap_or_default()))
         else {
             return;
         };
-        let step = exchange.step(data.as_deref().unwrap_or_default());
         if authenticating {
             self.connect_auth_step(conn, step, now);
         } else {

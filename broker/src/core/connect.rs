@@ -119,7 +119,7 @@ impl Broker {
         }
         // spec: [MQTT-4.12.0-5] (v5): the method (and the final data) in the CONNACK.
         granted.connack.0.extend(auth_properties.0);
-        let will = connect.will.take();
+        let will = connect.will.take(); // house-rules: another type (the CONNECT packet)
         let Some(login) = self.activate_connection(conn, session_id, &granted, &connect, will)
         else {
             return;

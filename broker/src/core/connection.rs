@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::access::{Login, Origin};
 use super::time::Instant;
 use super::SessionId;
-use crate::auth::AuthExchange;
+use crate::auth::{AuthExchange, AuthStep};
 use crate::codec::{ByteStr, Connect, ProtocolVersion, ReasonCode, Will};
 
 #[derive(Debug)]
@@ -225,6 +225,12 @@ impl Connection {
         // The method names the user the ACL judges.
         self.login.user = user;
         connect
+    }
+
+    /// The next step of the exchange under way, given the client's data; `None` if none is.
+    pub fn auth_step(&mut self, data: &[u8]) -> Option<AuthStep> {
+        let PendingAuth(exchange) = self.auth.as_mut()?;
+        Some(exchange.step(data))
     }
 
     /// A re-authentication starts (or one ends: `None`).
