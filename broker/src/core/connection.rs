@@ -155,6 +155,10 @@ impl Connection {
 
     /// An accepted CONNECT settles what it says about the connection.
     pub fn activate(&mut self, session: SessionId, settled: Settled) {
+        debug_assert!(
+            matches!(self.state, ConnState::AwaitingConnect { .. }),
+            "only a connection awaiting its CONNECT is activated"
+        );
         self.state = ConnState::Active { session };
         self.client_id = settled.client_id;
         self.keep_alive = settled.keep_alive;

@@ -199,6 +199,11 @@ impl Session {
         expiry_secs: u32,
         aliases: OutboundAliases,
     ) {
+        // A takeover closes the old connection (and detaches it) before the new one attaches.
+        debug_assert!(
+            self.conn.is_none(),
+            "a session has one connection at a time"
+        );
         self.conn = Some(conn);
         self.params = params;
         self.login = login;
@@ -219,7 +224,11 @@ impl Session {
 
     /// A QoS 2 message was taken: its id waits for the PUBREL.
     pub fn await_pubrel(&mut self, packet_id: PacketId) {
-        self.awaiting_pubrel.insert(packet_id);
+        let fresh = self.awaiting_pubrel.insert(packet_id);
+        debug_assert!(
+            fresh,
+            "a QoS 2 id taken twice (the caller checks `awaits_pubrel`)"
+        );
     }
 
     /// The PUBREL came: false if the id was not waiting.
@@ -237,6 +246,10 @@ impl Session {
     pub fn start_retained_walk(&mut self, walk: PendingRetained) {
         self.stop_retained_walk(walk.cursor.filter());
         self.retained_walks.push_back(walk);
+        debug_assert!(
+            self.retained_walks.len() <= self.subscriptions.len(),
+            "at most one walk per subscribed filter"
+        );
     }
 
     /// Stops the walk for `filter`, if one runs (UNSUBSCRIBE).
