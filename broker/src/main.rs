@@ -136,22 +136,7 @@ fn init_logging(format: LogFormat) -> Logging {
 }
 
 async fn serve(config: Config, log_drops: ErrorCounter) -> anyhow::Result<()> {
-    if !config.core.users.is_empty() {
-        tracing::warn!(
-            "[auth] users holds plain-text passwords: move them to a password file \
-             (`tern passwd --create FILE USER`, then password_file = \"FILE\")"
-        );
-    }
-    for (listener, access) in config.listeners.iter().zip(&config.core.listeners) {
-        if listener.acl_file.is_some() && !access.password_file && !access.use_identity_as_username
-        {
-            tracing::warn!(
-                addr = %listener.bind,
-                "an ACL without a password file or client certificates: clients are judged by \
-                 the user names they claim"
-            );
-        }
-    }
+    warn_about_weak_settings(&config);
     let mut endpoints = Vec::new();
     let mut files = Vec::new();
     for (index, listener) in config.listeners.iter().enumerate() {
@@ -159,23 +144,7 @@ async fn serve(config: Config, log_drops: ErrorCounter) -> anyhow::Result<()> {
         endpoints.push(endpoint);
         files.push(listener_files);
     }
-    let persistence = match &config.data_dir {
-        Some(dir) => {
-            let store = RedbStore::open(dir)?;
-            tracing::info!(dir = %dir.display(), "persistence on: acknowledged messages survive restarts and crashes");
-            Some(Persistence {
-                store: Box::new(store),
-                wall_clock_ms: wall_clock_ms(),
-                blocking_commits: true,
-            })
-        }
-        None => {
-            tracing::warn!(
-                "persistence off (--in-memory): sessions and messages end with the process"
-            );
-            None
-        }
-    };
+    let persistence = open_store(&config)?;
     let metrics = match config.metrics_bind {
         Some(addr) => Some(
             tokio::net::TcpListener::bind(addr)
@@ -209,6 +178,41 @@ async fn serve(config: Config, log_drops: ErrorCounter) -> anyhow::Result<()> {
         Some(error) => Err(anyhow::anyhow!("the store failed: {error}")),
         None => Ok(()),
     }
+}
+
+/// Settings that work but leave clients less protected than they may think.
+fn warn_about_weak_settings(config: &Config) {
+    if !config.core.users.is_empty() {
+        tracing::warn!(
+            "[auth] users holds plain-text passwords: move them to a password file \
+             (`tern passwd --create FILE USER`, then password_file = \"FILE\")"
+        );
+    }
+    for (listener, access) in config.listeners.iter().zip(&config.core.listeners) {
+        if listener.acl_file.is_some() && !access.password_file && !access.use_identity_as_username
+        {
+            tracing::warn!(
+                addr = %listener.bind,
+                "an ACL without a password file or client certificates: clients are judged by \
+                 the user names they claim"
+            );
+        }
+    }
+}
+
+/// The store in the data directory, or none with `--in-memory`.
+fn open_store(config: &Config) -> anyhow::Result<Option<Persistence>> {
+    let Some(dir) = &config.data_dir else {
+        tracing::warn!("persistence off (--in-memory): sessions and messages end with the process");
+        return Ok(None);
+    };
+    let store = RedbStore::open(dir)?;
+    tracing::info!(dir = %dir.display(), "persistence on: acknowledged messages survive restarts and crashes");
+    Ok(Some(Persistence {
+        store: Box::new(store),
+        wall_clock_ms: wall_clock_ms(),
+        blocking_commits: true,
+    }))
 }
 
 /// Binds one listener and reads its certificates, password file and ACL: any error stops the
