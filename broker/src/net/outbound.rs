@@ -110,11 +110,7 @@ impl OutboundSender {
             state.packets.reserve(room - slots);
         }
         state.packets.push_back(packet);
-        let waker = state.receiver_waker.take();
-        drop(state);
-        if let Some(waker) = waker {
-            waker.wake();
-        }
+        wake_receiver(state);
         Ok(())
     }
 
@@ -142,11 +138,17 @@ impl Drop for OutboundSender {
     fn drop(&mut self) {
         let mut state = self.shared.lock();
         state.sender_alive = false;
-        let waker = state.receiver_waker.take();
-        drop(state);
-        if let Some(waker) = waker {
-            waker.wake();
-        }
+        wake_receiver(state);
+    }
+}
+
+/// Wakes the receiver if it waits, after letting go of the lock (a woken task may run at once
+/// on another thread and want it).
+fn wake_receiver(mut state: MutexGuard<'_, State>) {
+    let waker = state.receiver_waker.take();
+    drop(state);
+    if let Some(waker) = waker {
+        waker.wake();
     }
 }
 
