@@ -29,26 +29,30 @@ struct Paho {
     task: AbortHandle,
 }
 
-/// A handle to every Paho client the process made, kept until it exits (see `Drop for Paho`).
+/// A handle to every Paho client the process made, kept until it exits (see [`keep`]).
 static KEPT: std::sync::Mutex<Vec<paho::AsyncClient>> = std::sync::Mutex::new(Vec::new());
 
 impl Drop for Paho {
     fn drop(&mut self) {
         self.task.abort();
-        // Paho's C library destroys a client when its last handle goes, and the token of a
-        // request holds a handle too, released by the request's callback on Paho's receive
-        // thread. If that one is the last, the client is destroyed on that thread while it
-        // holds the library's global lock, and every Paho call deadlocks (gdb: MQTTAsync_destroy
-        // from TokenInner::on_failure5 on MQTTAsync_rcv, every other thread waiting for the
-        // lock; it hung the matrix until its watchdog). Keeping a handle for a while was not
-        // enough: a failure callback can come later. So no Paho client is ever destroyed: a
-        // handle stays here until the process exits. The cases disconnect their clients or
-        // sever them at the proxy; none relies on destruction to close a connection, and the
-        // matrix makes a few hundred clients at most.
-        KEPT.lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .push(self.client.clone());
     }
+}
+
+/// Keeps a handle to `client` until the process exits, so that Paho never destroys it.
+///
+/// Paho's C library destroys a client when its last handle goes, and the token of a request
+/// holds a handle too, released by the request's callback on Paho's receive thread. If that
+/// one is the last, the client is destroyed on that thread while it holds the library's
+/// global lock, and every Paho call deadlocks (gdb: MQTTAsync_destroy from
+/// TokenInner::on_failure5 on MQTTAsync_rcv, every other thread waiting for the lock; it hung
+/// the matrix until its watchdog). Keeping a handle for a while after a drop was not enough: a
+/// failure callback can come later. The cases disconnect their clients or sever them at the
+/// proxy; none relies on destruction to close a connection, and the matrix makes a few
+/// hundred clients at most.
+fn keep(client: &paho::AsyncClient) {
+    KEPT.lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .push(client.clone());
 }
 
 fn properties(props: &Props) -> anyhow::Result<paho::Properties> {
@@ -201,6 +205,9 @@ pub async fn connect(
         .mqtt_version(mqtt_version)
         .persistence(None)
         .create_client()?;
+    // From the start: a CONNECT that fails (a refused login, a moved broker, a case timing
+    // out) drops this handle before any `Paho` exists.
+    keep(&client);
     let stream = client.get_stream(1024);
     let connect = connect_options(&options, v5, net)?;
     let response = client.connect(connect).await.context("paho connect")?;
