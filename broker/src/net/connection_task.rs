@@ -11,7 +11,7 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::{mpsc, Semaphore};
 
 use super::outbound::OutboundReceiver;
@@ -83,7 +83,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> ConnectionTask<S> {
             password_checks,
             metrics,
         } = *self;
-        let (mut reader, writer) = tokio::io::split(stream);
         let mut link = Link {
             conn,
             events,
@@ -92,7 +91,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> ConnectionTask<S> {
             password_file,
             password_checks,
             metrics,
-            writer,
+            stream,
             // Empty while the connection is quiet (see `Link::write_out`).
             write_buf: BytesMut::new(),
             write_pos: 0,
@@ -104,28 +103,52 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> ConnectionTask<S> {
         let mut read_buf = ReadBuffer::default();
         let mut reading = true;
         loop {
-            tokio::select! {
-                biased;
-                packet = outbound.recv() => {
-                    let Some(packet) = packet else {
-                        // The core closed the connection: everything it sent was received before
-                        // the queue closed, and has been written.
-                        Box::pin(close(&mut link.writer, &mut reader, conn)).await;
+            // Polled by hand rather than with `select!`, which keeps both branches' futures
+            // (a read's among them) alive while a branch runs. What woke the task is dealt
+            // with in this statement, before anything is awaited: no future holds a packet.
+            let ready = match poll_fn(|cx| {
+                if let Poll::Ready(packet) = outbound.poll_recv(cx) {
+                    return Poll::Ready(Turn::Sent(packet));
+                }
+                if reading {
+                    return read_buf
+                        .poll_read_more(&mut link.stream, cx)
+                        .map(Turn::Read);
+                }
+                Poll::Pending
+            })
+            .await
+            {
+                // The core closed the connection: everything it sent was received before the
+                // queue closed, and has been written.
+                Turn::Sent(None) => Ready::Closed,
+                Turn::Sent(Some(packet)) => {
+                    if !link.encode(packet, &mut outbound) {
                         break;
-                    };
-                    if !(link.encode(packet, &mut outbound) && link.write_out(&mut outbound).await) {
+                    }
+                    Ready::Write
+                }
+                Turn::Read(Ok(0)) => break,
+                Turn::Read(Err(error)) => {
+                    tracing::debug!(%conn, %error, "read failed");
+                    break;
+                }
+                Turn::Read(Ok(read)) => {
+                    link.metrics.received(read);
+                    Ready::Read
+                }
+            };
+            match ready {
+                Ready::Closed => {
+                    Box::pin(close(&mut link.stream, conn)).await;
+                    break;
+                }
+                Ready::Write => {
+                    if !link.write_out(&mut outbound).await {
                         break;
                     }
                 }
-                read = read_buf.read_more(&mut reader), if reading => {
-                    match read {
-                        Ok(0) => break,
-                        Err(error) => {
-                            tracing::debug!(%conn, %error, "read failed");
-                            break;
-                        }
-                        Ok(read) => link.metrics.received(read),
-                    }
+                Ready::Read => {
                     let Some(stuck) = link.forward_now(&mut read_buf.buf) else {
                         continue;
                     };
@@ -147,6 +170,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> ConnectionTask<S> {
         // Whatever ended the task, the core hears of it; it ignores connections it closed itself.
         tell(&link.events, Event::Closed { conn }).await;
     }
+}
+
+/// What woke the connection task: the core sent a packet (`None`: it closed the connection),
+/// or a read finished.
+enum Turn {
+    Sent(Option<Packet>),
+    Read(std::io::Result<usize>),
+}
+
+/// What the task does next about a [`Turn`]: the core closed the connection, a batch is
+/// encoded and waits to be written, or a read brought bytes to forward.
+enum Ready {
+    Closed,
+    Write,
+    Read,
 }
 
 /// A packet that could not be forwarded at once, or the decoding error that ended the read.
@@ -177,7 +215,8 @@ struct Link<W> {
     password_file: Option<Arc<Reloadable<PasswordFile>>>,
     password_checks: Arc<Semaphore>,
     metrics: Arc<ListenerMetrics>,
-    writer: W,
+    /// The connection's stream, unsplit: one task reads and writes it, in turn.
+    stream: W,
     write_buf: BytesMut,
     /// Bytes of `write_buf` written so far.
     write_pos: usize,
@@ -366,13 +405,13 @@ impl<W: AsyncWrite + Unpin> Link<W> {
     fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         while self.write_pos < self.write_buf.len() {
             let rest = &self.write_buf[self.write_pos..];
-            match ready!(Pin::new(&mut self.writer).poll_write(cx, rest)) {
+            match ready!(Pin::new(&mut self.stream).poll_write(cx, rest)) {
                 Ok(0) => return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into())),
                 Ok(written) => self.write_pos += written,
                 Err(error) => return Poll::Ready(Err(error)),
             }
         }
-        Pin::new(&mut self.writer).poll_flush(cx)
+        Pin::new(&mut self.stream).poll_flush(cx)
     }
 
     /// A write that had to wait: the rest, within [`WRITE_STALL_TIMEOUT`].
@@ -417,30 +456,41 @@ struct ReadBuffer {
 
 impl ReadBuffer {
     /// Reads what the socket has. A quiet connection (nothing held, and the last read was
-    /// short) waits with no buffer at all: it reads into a small array in the task and
+    /// short) waits with no buffer at all: it reads into a small array on the stack and
     /// allocates only what arrived, or the busy size when that read was full. Thousands of
     /// idle clients would otherwise each hold a buffer (up to a whole large packet's) for
     /// nothing. A busy one reads into its buffer, so a flood of small packets costs one
     /// read per buffer, not one per 64 bytes.
-    async fn read_more<R: AsyncRead + Unpin>(&mut self, reader: &mut R) -> std::io::Result<usize> {
+    fn poll_read_more<R: AsyncRead + Unpin>(
+        &mut self,
+        reader: &mut R,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<usize>> {
         if self.buf.is_empty() && !self.busy {
             // Given back before waiting (the last read's allocation, perhaps a large packet's).
             self.buf = BytesMut::new();
+            // On the stack, not in the task: a read that is not ready fills nothing.
             let mut quiet = [0u8; QUIET_READ_BYTES];
-            let read = reader.read(&mut quiet).await?;
+            let mut into = ReadBuf::new(&mut quiet);
+            ready!(Pin::new(reader).poll_read(cx, &mut into))?;
+            let read = into.filled().len();
             self.busy = read == QUIET_READ_BYTES;
             let capacity = if self.busy { BUSY_READ_BYTES } else { read };
             self.buf = BytesMut::with_capacity(capacity);
-            self.buf.extend_from_slice(&quiet[..read]);
-            return Ok(read);
+            self.buf.extend_from_slice(into.filled());
+            return Poll::Ready(Ok(read));
         }
         if self.buf.capacity() - self.buf.len() < BUSY_READ_BYTES / 4 {
             self.buf.reserve(BUSY_READ_BYTES);
         }
         let room = self.buf.capacity() - self.buf.len();
-        let read = reader.read_buf(&mut self.buf).await?;
+        let read = ready!(tokio_util::io::poll_read_buf(
+            Pin::new(reader),
+            cx,
+            &mut self.buf
+        ))?;
         self.busy = read == room;
-        Ok(read)
+        Poll::Ready(Ok(read))
     }
 }
 
@@ -467,19 +517,15 @@ async fn check_password(
 
 /// Shuts the write side (within [`WRITE_STALL_TIMEOUT`]: TLS writes its close message, and a
 /// peer that stopped reading must not hold the task), then lingers.
-async fn close<W: AsyncWrite + Unpin, R: AsyncRead + Unpin>(
-    writer: &mut W,
-    reader: &mut R,
-    conn: ConnId,
-) {
-    if tokio::time::timeout(WRITE_STALL_TIMEOUT, writer.shutdown())
+async fn close<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, conn: ConnId) {
+    if tokio::time::timeout(WRITE_STALL_TIMEOUT, stream.shutdown())
         .await
         .is_err()
     {
         tracing::debug!(%conn, "shutting the write side stalled");
         return;
     }
-    linger(reader, conn).await;
+    linger(stream, conn).await;
 }
 
 /// Reads and discards what the client still sends after the broker shut its side, until the
@@ -513,6 +559,12 @@ mod tests {
     use super::*;
     use crate::codec::Ack;
     use crate::types::PacketId;
+
+    impl ReadBuffer {
+        async fn read_more<R: AsyncRead + Unpin>(&mut self, reader: &mut R) -> io::Result<usize> {
+            poll_fn(|cx| self.poll_read_more(reader, cx)).await
+        }
+    }
 
     /// Serves `data` in reads of whatever room is offered; counts the reads; then waits.
     struct Source {
@@ -618,7 +670,7 @@ mod tests {
             password_file: None,
             password_checks: Arc::new(Semaphore::new(1)),
             metrics: Arc::new(ListenerMetrics::new("test".into())),
-            writer: Trickle {
+            stream: Trickle {
                 got: Vec::new(),
                 calls: 0,
             },
@@ -637,8 +689,8 @@ mod tests {
         for id in 1..=5 {
             encode(&ack(id), ProtocolVersion::V3_1_1, &mut want).unwrap();
         }
-        assert_eq!(link.writer.got, want.to_vec());
-        assert!(link.writer.calls > 10, "the writer took it in pieces");
+        assert_eq!(link.stream.got, want.to_vec());
+        assert!(link.stream.calls > 10, "the writer took it in pieces");
         assert_eq!(
             link.write_buf.capacity(),
             0,

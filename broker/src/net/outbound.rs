@@ -14,7 +14,7 @@ use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Poll, Waker};
+use std::task::{Context, Poll, Waker};
 
 use crate::codec::Packet;
 
@@ -161,25 +161,27 @@ impl OutboundReceiver {
     /// The next packet; `None` once the sender is gone and the queue is empty. While it waits,
     /// the queue holds no storage.
     pub async fn recv(&mut self) -> Option<Packet> {
-        poll_fn(|cx| {
-            let mut state = self.shared.lock();
-            if let Some(packet) = state.packets.pop_front() {
-                return Poll::Ready(Some(packet));
-            }
-            if !state.sender_alive {
-                return Poll::Ready(None);
-            }
-            if state.packets.capacity() > 0 {
-                state.packets = VecDeque::new();
-            }
-            // Under the lock: a send after this sees the waker, so no wake-up is lost.
-            match &mut state.receiver_waker {
-                Some(waker) if waker.will_wake(cx.waker()) => {}
-                slot => *slot = Some(cx.waker().clone()),
-            }
-            Poll::Pending
-        })
-        .await
+        poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// [`OutboundReceiver::recv`], polled by hand.
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Packet>> {
+        let mut state = self.shared.lock();
+        if let Some(packet) = state.packets.pop_front() {
+            return Poll::Ready(Some(packet));
+        }
+        if !state.sender_alive {
+            return Poll::Ready(None);
+        }
+        if state.packets.capacity() > 0 {
+            state.packets = VecDeque::new();
+        }
+        // Under the lock: a send after this sees the waker, so no wake-up is lost.
+        match &mut state.receiver_waker {
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            slot => *slot = Some(cx.waker().clone()),
+        }
+        Poll::Pending
     }
 
     /// The next packet if one is queued now.
