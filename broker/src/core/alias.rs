@@ -16,8 +16,12 @@ struct Entry {
     last_use: u64,
 }
 
+/// Boxed, and absent when aliases are off: every session holds one, most never use it.
 #[derive(Debug, Clone, Default)]
-pub struct OutboundAliases {
+pub struct OutboundAliases(Option<Box<Table>>);
+
+#[derive(Debug, Clone)]
+struct Table {
     capacity: u16,
     entries: Vec<Entry>,
     clock: u64,
@@ -35,27 +39,36 @@ pub enum AliasUse {
 impl OutboundAliases {
     /// A table of `capacity` aliases; 0 turns aliases off (spec: [MQTT-3.1.2-27]).
     pub fn new(capacity: u16) -> OutboundAliases {
-        OutboundAliases {
-            capacity,
-            entries: Vec::new(),
-            clock: 0,
-        }
+        OutboundAliases((capacity > 0).then(|| {
+            Box::new(Table {
+                capacity,
+                entries: Vec::new(),
+                clock: 0,
+            })
+        }))
     }
 
     pub fn enabled(&self) -> bool {
-        self.capacity > 0
+        self.0.is_some()
     }
 
     /// The alias for `topic`, making one (or reusing the least recently used) if needed.
     /// Never above the capacity (spec: [MQTT-3.1.2-26] [MQTT-3.3.2-11]).
     pub fn assign(&mut self, topic: &ByteStr) -> Option<AliasUse> {
-        if self.capacity == 0 || topic.is_empty() {
-            return None;
+        match &mut self.0 {
+            Some(table) if !topic.is_empty() => Some(table.assign(topic)),
+            _ => None,
         }
+    }
+}
+
+impl Table {
+    fn assign(&mut self, topic: &ByteStr) -> AliasUse {
+        debug_assert!(self.capacity > 0, "a table exists only with aliases on");
         self.clock += 1;
         if let Some(entry) = self.entries.iter_mut().find(|e| e.topic == *topic) {
             entry.last_use = self.clock;
-            return Some(AliasUse::Known(entry.alias));
+            return AliasUse::Known(entry.alias);
         }
         if self.entries.len() < usize::from(self.capacity) {
             let alias = self.entries.len() as u16 + 1;
@@ -66,7 +79,7 @@ impl OutboundAliases {
                 alias,
                 last_use: self.clock,
             });
-            return Some(AliasUse::New(alias));
+            return AliasUse::New(alias);
         }
         let oldest = self
             .entries
@@ -79,7 +92,7 @@ impl OutboundAliases {
             oldest.alias >= 1 && oldest.alias <= self.capacity,
             "alias out of range"
         );
-        Some(AliasUse::New(oldest.alias))
+        AliasUse::New(oldest.alias)
     }
 }
 

@@ -207,7 +207,7 @@ pub struct Broker {
     next_session_id: u64,
     next_assigned_client_id: u64,
     /// The millisecond the retained scan budget was last refilled in, and what is left of it.
-    retained_scan: (u128, usize),
+    retained_scan: (u64, usize),
 }
 
 impl Broker {
@@ -555,7 +555,8 @@ impl Broker {
     /// take them (see `retained.rs`): a slice per call, bounded by the window, the outbound
     /// queue and [`RETAINED_SCAN_BUDGET_PER_MS`]; the driver's wake-up or a timer brings the next.
     fn feed_retained(&mut self, session_id: SessionId, now: Instant) {
-        let millisecond = now.since_epoch().as_millis();
+        // u64 milliseconds last 584 million years.
+        let millisecond = u64::try_from(now.since_epoch().as_millis()).unwrap_or(u64::MAX);
         if self.retained_scan.0 != millisecond {
             self.retained_scan = (millisecond, RETAINED_SCAN_BUDGET_PER_MS);
         }

@@ -429,7 +429,11 @@ impl Broker {
         let mut compacted = false;
         let mut hold = |message: &mut Arc<Message>| {
             if !compacted {
-                *message = Arc::new(message.compacted());
+                // In place when nothing else holds it yet (the usual case): no second `Arc`.
+                match Arc::get_mut(message) {
+                    Some(only) => *only = only.compacted(),
+                    None => *message = Arc::new(message.compacted()),
+                }
                 compacted = true;
             }
         };

@@ -144,7 +144,7 @@ pub struct Session {
     /// one per filter; no storage once the last one ends.
     retained_walks: VecDeque<PendingRetained>,
     /// The millisecond of this session's retained scan share, and what is left of it.
-    retained_scan: (Option<u128>, usize),
+    retained_scan: (Option<u64>, usize),
 }
 
 /// A new subscription's retained messages still to send.
@@ -370,7 +370,7 @@ impl Session {
 
     /// What is left of this session's share (`share_per_ms`) of the retained scan budget in
     /// `millisecond`; refilled when the millisecond changes.
-    pub fn retained_scan_share(&mut self, millisecond: u128, share_per_ms: usize) -> &mut usize {
+    pub fn retained_scan_share(&mut self, millisecond: u64, share_per_ms: usize) -> &mut usize {
         if self.retained_scan.0 != Some(millisecond) {
             self.retained_scan = (Some(millisecond), share_per_ms);
         }
