@@ -106,6 +106,7 @@ mod tests {
         let t = |s: &str| ByteStr::new(s).unwrap();
         let mut off = OutboundAliases::new(0);
         assert_eq!(off.assign(&t("a")), None);
+        assert!(!off.enabled() && !OutboundAliases::default().enabled());
         let mut table = OutboundAliases::new(2);
         assert_eq!(table.assign(&t("a")), Some(AliasUse::New(1)));
         assert_eq!(table.assign(&t("b")), Some(AliasUse::New(2)));

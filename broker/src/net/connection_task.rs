@@ -484,11 +484,17 @@ impl ReadBuffer {
             self.buf.reserve(BUSY_READ_BYTES);
         }
         let room = self.buf.capacity() - self.buf.len();
-        let read = ready!(tokio_util::io::poll_read_buf(
-            Pin::new(reader),
-            cx,
-            &mut self.buf
-        ))?;
+        let Poll::Ready(read) = tokio_util::io::poll_read_buf(Pin::new(reader), cx, &mut self.buf)
+        else {
+            if self.buf.is_empty() {
+                // Busy, but the socket had nothing more: no buffer held while it waits (a
+                // client that goes quiet after a full read would otherwise keep one for its
+                // whole idle life). Still busy: the next read allocates the busy size at once.
+                self.buf = BytesMut::new();
+            }
+            return Poll::Pending;
+        };
+        let read = read?;
         self.busy = read == room;
         Poll::Ready(Ok(read))
     }
@@ -620,6 +626,24 @@ mod tests {
             total += read.read_more(&mut source).await.unwrap();
         }
         assert!(!read.busy, "the last read was short");
+        read.buf.clear();
+        let waited =
+            tokio::time::timeout(Duration::from_millis(5), read.read_more(&mut source)).await;
+        assert!(waited.is_err(), "nothing more to read");
+        assert_eq!(read.buf.capacity(), 0, "a buffer held while waiting");
+    }
+
+    /// A client whose last read filled its room exactly (one 64-byte packet) and then goes
+    /// quiet holds no buffer either.
+    #[tokio::test]
+    async fn a_connection_quiet_after_a_full_read_waits_without_a_buffer() {
+        let mut source = Source {
+            data: vec![0x40; QUIET_READ_BYTES],
+            reads: 0,
+        };
+        let mut read = ReadBuffer::default();
+        assert_eq!(read.read_more(&mut source).await.unwrap(), QUIET_READ_BYTES);
+        assert!(read.busy, "a full read");
         read.buf.clear();
         let waited =
             tokio::time::timeout(Duration::from_millis(5), read.read_more(&mut source)).await;
