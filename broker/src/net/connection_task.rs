@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::{mpsc, Semaphore};
 
@@ -40,24 +40,31 @@ pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(30);
 pub const LINGER_TIMEOUT: Duration = Duration::from_secs(2);
 const LINGER_BYTES_MAX: usize = 1024 * 1024;
 
-pub(super) struct ConnectionTask<S> {
-    pub conn: ConnId,
-    pub stream: S,
+/// What every connection of one listener shares, in one `Arc`: inline, each field would cost
+/// every idle connection's task 8 bytes (issue 15).
+pub(super) struct ListenerContext {
+    /// To the broker task: the same channel for every connection.
     pub events: mpsc::Sender<Event>,
-    pub outbound: OutboundReceiver,
-    /// Packets forwarded to the core and not yet handled, at most an eighth of the outbound
-    /// queue: each may produce a reply, and the core keeps a quarter of the queue for replies,
-    /// so a client that pipelines requests (100,000 PINGREQs in one read) is slowed down to
-    /// the core's pace instead of overflowing its queue with answers.
-    pub tickets: Tickets,
     pub packet_bytes_max: usize,
     /// The listener's password file: a CONNECT's credentials are checked here, off the
     /// core's task, and the verdict goes to the core just before the CONNECT.
     pub password_file: Option<Arc<Reloadable<PasswordFile>>>,
     /// Bounds the checks running at once, across all connections.
     pub password_checks: Arc<Semaphore>,
-    /// The listener's counters (bytes, stalled writes).
+    /// The listener's counters (bytes, stalled writes, handshakes).
     pub metrics: Arc<ListenerMetrics>,
+}
+
+pub(super) struct ConnectionTask<S> {
+    pub conn: ConnId,
+    pub stream: S,
+    pub outbound: OutboundReceiver,
+    /// Packets forwarded to the core and not yet handled, at most an eighth of the outbound
+    /// queue: each may produce a reply, and the core keeps a quarter of the queue for replies,
+    /// so a client that pipelines requests (100,000 PINGREQs in one read) is slowed down to
+    /// the core's pace instead of overflowing its queue with answers.
+    pub tickets: Tickets,
+    pub listener: Arc<ListenerContext>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> ConnectionTask<S> {
@@ -75,26 +82,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> ConnectionTask<S> {
         let ConnectionTask {
             conn,
             stream,
-            events,
             mut outbound,
             tickets,
-            packet_bytes_max,
-            password_file,
-            password_checks,
-            metrics,
+            listener,
         } = *self;
         let mut link = Link {
             conn,
-            events,
             tickets,
-            packet_bytes_max,
-            password_file,
-            password_checks,
-            metrics,
+            listener,
             stream,
             // Empty while the connection is quiet (see `Link::write_out`).
             write_buf: BytesMut::new(),
-            write_pos: 0,
             // Until CONNECT names the version, 3.1.1 framing is used (CONNECT itself carries
             // its level).
             version: ProtocolVersion::V3_1_1,
@@ -130,17 +128,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> ConnectionTask<S> {
                 }
                 Turn::Read(Ok(0)) => break,
                 Turn::Read(Err(error)) => {
-                    tracing::debug!(%conn, %error, "read failed");
+                    tracing::debug!(conn = %link.conn, %error, "read failed");
                     break;
                 }
                 Turn::Read(Ok(read)) => {
-                    link.metrics.received(read);
+                    link.listener.metrics.received(read);
                     Ready::Read
                 }
             };
             match ready {
                 Ready::Closed => {
-                    Box::pin(close(&mut link.stream, conn)).await;
+                    Box::pin(close(&mut link.stream, link.conn)).await;
                     break;
                 }
                 Ready::Write => {
@@ -168,7 +166,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> ConnectionTask<S> {
             }
         }
         // Whatever ended the task, the core hears of it; it ignores connections it closed itself.
-        tell(&link.events, Event::Closed { conn }).await;
+        // Boxed: awaited once, at the end, it need not be part of the task's state.
+        let conn = link.conn;
+        Box::pin(tell(&link.listener.events, Event::Closed { conn })).await;
     }
 }
 
@@ -185,6 +185,15 @@ enum Ready {
     Closed,
     Write,
     Read,
+}
+
+/// How a batch's write ended (see [`Link::written`]).
+enum Written {
+    Done,
+    /// The write failed or stalled: the task ends.
+    Failed,
+    /// Done, and the broker task asked to hear of it.
+    TellBroker,
 }
 
 /// A packet that could not be forwarded at once, or the decoding error that ended the read.
@@ -209,17 +218,12 @@ enum Forwarded {
 /// A connection task's state besides the read half and its buffer.
 struct Link<W> {
     conn: ConnId,
-    events: mpsc::Sender<Event>,
     tickets: Tickets,
-    packet_bytes_max: usize,
-    password_file: Option<Arc<Reloadable<PasswordFile>>>,
-    password_checks: Arc<Semaphore>,
-    metrics: Arc<ListenerMetrics>,
+    listener: Arc<ListenerContext>,
     /// The connection's stream, unsplit: one task reads and writes it, in turn.
     stream: W,
+    /// The batch being written; what is written is taken off its front.
     write_buf: BytesMut,
-    /// Bytes of `write_buf` written so far.
-    write_pos: usize,
     version: ProtocolVersion,
     /// Only the first CONNECT is checked: a second one is a protocol error the core answers
     /// anyway, and must not cost another slow hash.
@@ -232,7 +236,7 @@ impl<W: AsyncWrite + Unpin> Link<W> {
     /// checking). Returns what must wait, if anything; [`Link::forward`] takes it from there.
     fn forward_now(&mut self, read_buf: &mut BytesMut) -> Option<Stuck> {
         loop {
-            let packet = match decode(read_buf, self.version, self.packet_bytes_max) {
+            let packet = match decode(read_buf, self.version, self.listener.packet_bytes_max) {
                 Ok(Some(packet)) => packet,
                 Ok(None) => return None,
                 Err(error) => return Some(Stuck::Malformed(error)),
@@ -243,7 +247,7 @@ impl<W: AsyncWrite + Unpin> Link<W> {
             let Some(ticket) = self.tickets.try_take() else {
                 return Some(Stuck::Packet(packet));
             };
-            let Ok(permit) = self.events.try_reserve() else {
+            let Ok(permit) = self.listener.events.try_reserve() else {
                 return Some(Stuck::Packet(packet));
             };
             let conn = self.conn;
@@ -268,7 +272,7 @@ impl<W: AsyncWrite + Unpin> Link<W> {
             let packet = match stuck {
                 Stuck::Packet(packet) => packet,
                 Stuck::Malformed(error) => {
-                    if !tell(&self.events, Event::DecodeFailed { conn, error }).await {
+                    if !tell(&self.listener.events, Event::DecodeFailed { conn, error }).await {
                         return Forwarded::BrokerGone;
                     }
                     return Forwarded::Malformed;
@@ -284,8 +288,11 @@ impl<W: AsyncWrite + Unpin> Link<W> {
                 Ok(ticket) => ticket,
                 Err(stop) => return stop,
             };
-            let events = self.events.clone();
-            let permit = match self.while_writing(events.reserve(), outbound).await {
+            let listener = self.listener.clone();
+            let permit = match self
+                .while_writing(listener.events.reserve(), outbound)
+                .await
+            {
                 Ok(Ok(permit)) => permit,
                 Ok(Err(_)) => return Forwarded::BrokerGone,
                 Err(stop) => return stop,
@@ -305,15 +312,20 @@ impl<W: AsyncWrite + Unpin> Link<W> {
     /// Checks the first CONNECT's credentials against the listener's password file, if it
     /// has one, and tells the core the verdict. False if the broker task is gone.
     async fn connect_checked(&mut self, connect: &Connect) -> bool {
-        let (Some(file), false) = (&self.password_file, self.credentials_checked) else {
+        let (Some(file), false) = (&self.listener.password_file, self.credentials_checked) else {
             return true;
         };
         self.credentials_checked = true;
-        let Some(valid) = check_password(file, connect, &self.password_checks).await else {
+        let Some(valid) = check_password(file, connect, &self.listener.password_checks).await
+        else {
             return true;
         };
         let conn = self.conn;
-        tell(&self.events, Event::CredentialsChecked { conn, valid }).await
+        tell(
+            &self.listener.events,
+            Event::CredentialsChecked { conn, valid },
+        )
+        .await
     }
 
     /// Waits for `wanted`, writing what the core sends meanwhile. One read can hold thousands
@@ -345,7 +357,6 @@ impl<W: AsyncWrite + Unpin> Link<W> {
     /// Kept apart from the write so that no future holds `first` (the task's state is what an
     /// idle connection costs).
     fn encode(&mut self, first: Packet, outbound: &mut OutboundReceiver) -> bool {
-        self.write_pos = 0;
         if self.write_buf.capacity() == 0 {
             self.write_buf.reserve(WRITE_BUFFER_INITIAL_BYTES);
         }
@@ -365,37 +376,62 @@ impl<W: AsyncWrite + Unpin> Link<W> {
 
     /// Writes the encoded batch, and tells the broker task if it was waiting to hear of a
     /// write. False when the task must end (the write failed or stalled, the broker task is
-    /// gone).
+    /// gone). What happens after the write is a plain function: this future is part of every
+    /// connection's task, and the less it holds across its waits the smaller that is.
     async fn write_out(&mut self, outbound: &mut OutboundReceiver) -> bool {
-        let conn = self.conn;
         // Most writes finish at once; one that waits goes on in a boxed future, with the stall
         // timer (a clock read and a timer-wheel entry, paid only then).
         let written = match poll_fn(|cx| Poll::Ready(self.poll_write_out(cx))).await {
             Poll::Ready(result) => Ok(result),
             Poll::Pending => Box::pin(self.finish_write()).await,
         };
+        match self.written(written, outbound) {
+            Written::Done => true,
+            Written::Failed => false,
+            // Boxed: only when the broker asked (its queue for this connection was full), so
+            // its future is not part of every connection's task.
+            Written::TellBroker => {
+                let conn = self.conn;
+                Box::pin(tell(&self.listener.events, Event::Writable { conn })).await
+            }
+        }
+    }
+
+    /// After a batch's write (its bytes were counted as they went): lets go of the buffer or
+    /// rewinds it, and says whether the broker task waits to hear of the write.
+    fn written(
+        &mut self,
+        written: Result<std::io::Result<()>, tokio::time::error::Elapsed>,
+        outbound: &OutboundReceiver,
+    ) -> Written {
+        let conn = self.conn;
         match written {
             Ok(Ok(())) => {
-                self.metrics.sent(self.write_buf.len());
                 if outbound.is_empty() {
                     // Nothing more to write for now: an idle connection holds no buffer.
                     self.write_buf = BytesMut::new();
                 } else {
-                    self.write_buf.clear();
+                    // Written bytes were taken off the front: the next batch starts at the
+                    // beginning again (never allocates; without it, `reserve` could double
+                    // the buffer while its front stood empty).
+                    debug_assert!(self.write_buf.is_empty(), "a finished batch is all written");
+                    let whole = self.write_buf.capacity() + 1;
+                    let _reclaimed = self.write_buf.try_reclaim(whole);
                 }
-                if !outbound.take_wake() {
-                    return true;
+                if outbound.take_wake() {
+                    Written::TellBroker
+                } else {
+                    Written::Done
                 }
-                tell(&self.events, Event::Writable { conn }).await
             }
             Ok(Err(error)) => {
                 tracing::debug!(%conn, %error, "write failed");
-                false
+                Written::Failed
             }
             Err(_) => {
-                self.metrics.write_stalled();
+                self.listener.metrics.write_stalled();
                 tracing::info!(%conn, "closing: peer stopped reading (write stalled)");
-                false
+                Written::Failed
             }
         }
     }
@@ -403,11 +439,13 @@ impl<W: AsyncWrite + Unpin> Link<W> {
     /// Writes what is left of the batch, then flushes (TLS and WebSocket streams hold written
     /// bytes until then).
     fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        while self.write_pos < self.write_buf.len() {
-            let rest = &self.write_buf[self.write_pos..];
-            match ready!(Pin::new(&mut self.stream).poll_write(cx, rest)) {
+        while !self.write_buf.is_empty() {
+            match ready!(Pin::new(&mut self.stream).poll_write(cx, &self.write_buf)) {
                 Ok(0) => return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into())),
-                Ok(written) => self.write_pos += written,
+                Ok(written) => {
+                    self.listener.metrics.sent(written);
+                    self.write_buf.advance(written);
+                }
                 Err(error) => return Poll::Ready(Err(error)),
             }
         }
@@ -688,18 +726,19 @@ mod tests {
         let (events, _events_rx) = mpsc::channel(8);
         let mut link = Link {
             conn: ConnId(1),
-            events,
             tickets: Tickets::new(1),
-            packet_bytes_max: 1024,
-            password_file: None,
-            password_checks: Arc::new(Semaphore::new(1)),
-            metrics: Arc::new(ListenerMetrics::new("test".into())),
+            listener: Arc::new(ListenerContext {
+                events,
+                packet_bytes_max: 1024,
+                password_file: None,
+                password_checks: Arc::new(Semaphore::new(1)),
+                metrics: Arc::new(ListenerMetrics::new("test".into())),
+            }),
             stream: Trickle {
                 got: Vec::new(),
                 calls: 0,
             },
             write_buf: BytesMut::new(),
-            write_pos: 0,
             version: ProtocolVersion::V3_1_1,
             credentials_checked: false,
         };
@@ -720,5 +759,49 @@ mod tests {
             0,
             "the buffer kept after the queue emptied"
         );
+        assert_eq!(link.listener.metrics.sample().bytes_sent, want.len() as u64);
+    }
+
+    /// A batch written while more is queued keeps its buffer, and the next batch starts at its
+    /// beginning again: the written bytes were taken off the front.
+    #[tokio::test]
+    async fn the_next_batch_reuses_the_buffer_from_its_start() {
+        let (events, _events_rx) = mpsc::channel(8);
+        let mut link = Link {
+            conn: ConnId(1),
+            tickets: Tickets::new(1),
+            listener: Arc::new(ListenerContext {
+                events,
+                packet_bytes_max: 1024,
+                password_file: None,
+                password_checks: Arc::new(Semaphore::new(1)),
+                metrics: Arc::new(ListenerMetrics::new("test".into())),
+            }),
+            stream: Trickle {
+                got: Vec::new(),
+                calls: 0,
+            },
+            write_buf: BytesMut::new(),
+            version: ProtocolVersion::V3_1_1,
+            credentials_checked: false,
+        };
+        let (sender, mut outbound) = super::super::outbound::queue(8);
+        let ack = |id| Packet::PubAck(Ack::new(PacketId::new(id).unwrap()));
+        assert!(link.encode(ack(1), &mut outbound));
+        sender.try_send(ack(2)).unwrap(); // queued after the batch was encoded
+        assert!(link.write_out(&mut outbound).await);
+        let room = link.write_buf.capacity();
+        assert!(
+            room >= WRITE_BUFFER_INITIAL_BYTES,
+            "room {room} after the first batch"
+        );
+        let next = outbound.try_recv().expect("queued");
+        assert!(link.encode(next, &mut outbound) && link.write_out(&mut outbound).await);
+        let mut want = BytesMut::new();
+        for id in 1..=2 {
+            encode(&ack(id), ProtocolVersion::V3_1_1, &mut want).unwrap();
+        }
+        assert_eq!(link.stream.got, want.to_vec());
+        assert_eq!(link.listener.metrics.sample().bytes_sent, want.len() as u64);
     }
 }
