@@ -720,11 +720,11 @@ mod tests {
         }
     }
 
-    /// A batch written in pieces, with waits between them, arrives whole and in order.
-    #[tokio::test]
-    async fn a_partial_write_continues_where_it_stopped() {
-        let (events, _events_rx) = mpsc::channel(8);
-        let mut link = Link {
+    /// A link that writes into a [`Trickle`], and the events channel's receiving end (kept
+    /// open: a closed channel would end the link's work).
+    fn trickle_link() -> (Link<Trickle>, mpsc::Receiver<Event>) {
+        let (events, events_rx) = mpsc::channel(8);
+        let link = Link {
             conn: ConnId(1),
             tickets: Tickets::new(1),
             listener: Arc::new(ListenerContext {
@@ -742,6 +742,13 @@ mod tests {
             version: ProtocolVersion::V3_1_1,
             credentials_checked: false,
         };
+        (link, events_rx)
+    }
+
+    /// A batch written in pieces, with waits between them, arrives whole and in order.
+    #[tokio::test]
+    async fn a_partial_write_continues_where_it_stopped() {
+        let (mut link, _events) = trickle_link();
         let (sender, mut outbound) = super::super::outbound::queue(8);
         let ack = |id| Packet::PubAck(Ack::new(PacketId::new(id).unwrap()));
         for id in 2..=5 {
@@ -766,25 +773,7 @@ mod tests {
     /// beginning again: the written bytes were taken off the front.
     #[tokio::test]
     async fn the_next_batch_reuses_the_buffer_from_its_start() {
-        let (events, _events_rx) = mpsc::channel(8);
-        let mut link = Link {
-            conn: ConnId(1),
-            tickets: Tickets::new(1),
-            listener: Arc::new(ListenerContext {
-                events,
-                packet_bytes_max: 1024,
-                password_file: None,
-                password_checks: Arc::new(Semaphore::new(1)),
-                metrics: Arc::new(ListenerMetrics::new("test".into())),
-            }),
-            stream: Trickle {
-                got: Vec::new(),
-                calls: 0,
-            },
-            write_buf: BytesMut::new(),
-            version: ProtocolVersion::V3_1_1,
-            credentials_checked: false,
-        };
+        let (mut link, _events) = trickle_link();
         let (sender, mut outbound) = super::super::outbound::queue(8);
         let ack = |id| Packet::PubAck(Ack::new(PacketId::new(id).unwrap()));
         assert!(link.encode(ack(1), &mut outbound));
