@@ -53,7 +53,7 @@ impl Broker {
             return;
         };
         let authenticating = matches!(connection.state, ConnState::Authenticating { .. });
-        let Some(method) = connection.auth_method.clone() else {
+        let Some(method) = connection.auth_method().cloned() else {
             // spec: [MQTT-4.12.0-6] (v5): no method at CONNECT, no AUTH exchange.
             self.protocol_error(
                 conn,
@@ -73,7 +73,7 @@ impl Broker {
             );
             return;
         }
-        let in_progress = connection.auth.is_some();
+        let in_progress = connection.auth_in_progress();
         match auth.reason_code {
             ReasonCode::ContinueAuthentication if in_progress => {}
             ReasonCode::ReAuthenticate if !authenticating && !in_progress => {
@@ -137,8 +137,8 @@ impl Broker {
             return;
         };
         let method = connection
-            .auth_method
-            .clone()
+            .auth_method()
+            .cloned()
             .expect("set when the exchange began");
         match step {
             AuthStep::Continue(data) => {
@@ -167,8 +167,8 @@ impl Broker {
             return;
         };
         let method = connection
-            .auth_method
-            .clone()
+            .auth_method()
+            .cloned()
             .expect("checked by handle_auth");
         match step {
             AuthStep::Continue(data) => self.send_auth(

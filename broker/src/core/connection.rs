@@ -95,6 +95,15 @@ pub struct Settled {
     pub auth_method: Option<ByteStr>,
 }
 
+/// A connection's enhanced authentication (see [`Connection::auth_method`]).
+#[derive(Debug)]
+struct Enhanced {
+    /// The Authentication Method from CONNECT: every AUTH must name the same one.
+    method: ByteStr,
+    /// The exchange under way, if any.
+    exchange: Option<PendingAuth>,
+}
+
 #[derive(Debug)]
 pub struct Connection {
     pub state: ConnState,
@@ -115,10 +124,8 @@ pub struct Connection {
     pub problem_information: bool,
     /// The client's Maximum Packet Size (v5).
     pub packet_bytes_max: Option<u32>,
-    /// The Authentication Method from CONNECT (v5): every AUTH must name the same one.
-    pub auth_method: Option<ByteStr>,
-    /// The exchange under way, if any.
-    pub auth: Option<PendingAuth>,
+    /// Enhanced authentication (v5): boxed, and absent for the many clients that never use it.
+    enhanced: Option<Box<Enhanced>>,
     /// The listener and client certificate, from the driver.
     pub origin: Origin,
     /// The driver's verdict on the CONNECT's user name and password (a password file).
@@ -142,8 +149,7 @@ impl Connection {
             connect_expiry_was_zero: true,
             problem_information: true,
             packet_bytes_max: None,
-            auth_method: None,
-            auth: None,
+            enhanced: None,
             login: Login {
                 listener: origin.listener,
                 ..Login::default()
@@ -166,7 +172,14 @@ impl Connection {
         self.connect_expiry_was_zero = settled.connect_expiry_was_zero;
         self.problem_information = settled.problem_information;
         self.packet_bytes_max = settled.packet_bytes_max;
-        self.auth_method = settled.auth_method;
+        // Only a finished exchange leads here (accept_connect follows its success).
+        debug_assert!(!self.auth_in_progress(), "activated mid-exchange");
+        self.enhanced = settled.auth_method.map(|method| {
+            Box::new(Enhanced {
+                method,
+                exchange: None,
+            })
+        });
     }
 
     /// The packet just received was the client's latest activity (keep alive).
@@ -204,8 +217,10 @@ impl Connection {
         let ConnState::AwaitingConnect { deadline } = self.state else {
             unreachable!("CONNECT is handled only while awaiting it");
         };
-        self.auth_method = Some(method);
-        self.auth = Some(PendingAuth(exchange));
+        self.enhanced = Some(Box::new(Enhanced {
+            method,
+            exchange: Some(PendingAuth(exchange)),
+        }));
         self.state = ConnState::Authenticating {
             deadline,
             connect: Box::new(connect),
@@ -215,7 +230,9 @@ impl Connection {
     /// Enhanced authentication at CONNECT succeeded as `user`: the CONNECT it held, to be
     /// accepted; the connection awaits it again until then.
     pub fn finish_connect_auth(&mut self, user: Option<ByteStr>) -> Box<Connect> {
-        self.auth = None;
+        if let Some(enhanced) = &mut self.enhanced {
+            enhanced.exchange = None;
+        }
         let state = std::mem::replace(
             &mut self.state,
             ConnState::AwaitingConnect {
@@ -231,15 +248,33 @@ impl Connection {
         connect
     }
 
+    /// The Authentication Method from CONNECT (v5), if it named one: every AUTH must name
+    /// the same.
+    pub fn auth_method(&self) -> Option<&ByteStr> {
+        self.enhanced.as_ref().map(|enhanced| &enhanced.method)
+    }
+
+    /// Whether an exchange (at CONNECT, or a re-authentication) is under way.
+    pub fn auth_in_progress(&self) -> bool {
+        self.enhanced
+            .as_ref()
+            .is_some_and(|enhanced| enhanced.exchange.is_some())
+    }
+
     /// The next step of the exchange under way, given the client's data; `None` if none is.
     pub fn auth_step(&mut self, data: &[u8]) -> Option<AuthStep> {
-        let PendingAuth(exchange) = self.auth.as_mut()?;
+        let PendingAuth(exchange) = self.enhanced.as_mut()?.exchange.as_mut()?;
         Some(exchange.step(data))
     }
 
-    /// A re-authentication starts (or one ends: `None`).
+    /// A re-authentication starts (or one ends: `None`). Only a connection whose CONNECT
+    /// named a method has one (the caller checked).
     pub fn set_auth(&mut self, exchange: Option<Box<dyn AuthExchange>>) {
-        self.auth = exchange.map(PendingAuth);
+        let enhanced = self.enhanced.as_mut();
+        debug_assert!(enhanced.is_some(), "re-authentication without a method");
+        if let Some(enhanced) = enhanced {
+            enhanced.exchange = exchange.map(PendingAuth);
+        }
     }
 
     /// The topic a client-to-broker alias stands for.
