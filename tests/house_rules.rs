@@ -34,6 +34,18 @@ fn rust_files(dir: &Path, found: &mut Vec<PathBuf>) {
     }
 }
 
+/// Every line of `files` that `rule` flags, as `path:line`.
+fn offences(files: &[PathBuf], rule: fn(&str) -> Vec<usize>) -> Vec<String> {
+    let mut found = Vec::new();
+    for file in files {
+        let source = std::fs::read_to_string(file).unwrap();
+        for line in rule(&source) {
+            found.push(format!("{}:{line}", file.display()));
+        }
+    }
+    found
+}
+
 /// `line` without a trailing `//` comment (good enough for these sources: no `//` in the
 /// string literals that matter here).
 fn code_of(line: &str) -> &str {
@@ -75,15 +87,9 @@ fn every_select_is_biased() {
         rust_files(&root.join(dir), &mut files);
     }
     assert!(files.len() > 50, "found only {} source files", files.len());
-    let mut offences = Vec::new();
     // This file's own examples are strings, not code.
     files.retain(|f| !f.ends_with("tests/house_rules.rs"));
-    for file in &files {
-        let source = std::fs::read_to_string(file).unwrap();
-        for line in unbiased_selects(&source) {
-            offences.push(format!("{}:{line}", file.display()));
-        }
-    }
+    let offences = offences(&files, unbiased_selects);
     assert!(
         offences.is_empty(),
         "tokio::select! without `biased;` first: {offences:#?}"
@@ -235,13 +241,7 @@ fn session_and_connection_fields_are_written_only_by_their_own_files() {
             && !f.to_string_lossy().contains("/tests/")
     });
     assert!(files.len() > 10, "found only {} core files", files.len());
-    let mut offences = Vec::new();
-    for file in &files {
-        let source = std::fs::read_to_string(file).unwrap();
-        for line in guarded_writes(&source) {
-            offences.push(format!("{}:{line}", file.display()));
-        }
-    }
+    let offences = offences(&files, guarded_writes);
     assert!(
         offences.is_empty(),
         "a Session or Connection field written outside its own file: {offences:#?}"

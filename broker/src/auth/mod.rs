@@ -43,7 +43,7 @@ pub trait Entropy: Send {
 }
 
 /// Unpredictable bytes from the operating system: what the driver gives the core. The core
-/// itself never reaches for it (DESIGN.md: no randomness inside the state machine).
+/// itself never reaches for it (docs/design.md section 3: no randomness inside the state machine).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct OsEntropy;
 

@@ -1,5 +1,5 @@
 //! The broker core: all MQTT semantics as a state machine with no IO, no clock and no
-//! randomness (DESIGN.md section 2, the shape of `quinn-proto`).
+//! randomness (docs/design.md section 1, the shape of `quinn-proto`).
 //!
 //! Inputs are method calls ([`Broker::connection_opened`], [`Broker::packet_received`],
 //! [`Broker::decode_failed`], [`Broker::connection_closed`], [`Broker::timeout`],

@@ -6,7 +6,7 @@
 //! round-robin in session-id order, preferring members that are connected: a work queue should
 //! not park messages with a consumer that is away while another one is there. The cursor is the
 //! last member chosen, not an index, so members joining or leaving never make the rotation skip
-//! or repeat anyone, and the choice is the same in every run (DESIGN.md section 4).
+//! or repeat anyone, and the choice is the same in every run (docs/design.md section 3).
 
 use std::collections::BTreeMap;
 use std::ops::Bound::{Excluded, Unbounded};

@@ -3,8 +3,9 @@
 //! A trie over topic levels. Each node has literal children, a `+` child and a `#` child, and
 //! the sessions whose filter ends there. Matching a topic walks only the branches that can
 //! match, so the cost grows with the topic's depth and the number of wildcards on its path,
-//! not with the number of filters. Subscribers are kept in `BTreeMap`s so the order of matches,
-//! and so the order of deliveries, is the same in every run (DESIGN.md section 4).
+//! not with the number of filters. Subscribers are kept in sorted maps (`CompactMap`) so the
+//! order of matches, and so the order of deliveries, is the same in every run (docs/design.md
+//! section 3).
 //!
 //! Every walk (insert, match, remove, drop) is a loop with an explicit stack, never recursion:
 //! a client chooses the depth of its topics, and no depth it chooses may reach the thread's

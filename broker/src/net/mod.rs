@@ -1,5 +1,5 @@
 //! The tokio driver: listeners, one task per connection, and the task that owns the core
-//! (DESIGN.md section 3).
+//! (docs/design.md section 2).
 //!
 //! It is generic over [`Listener`], so the production binary (TCP) and the turmoil simulation
 //! run the same code. No `tokio::net` type appears outside `listener.rs`.
