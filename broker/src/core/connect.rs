@@ -400,7 +400,7 @@ impl Broker {
         let properties = &connect.properties;
         let settled = Settled {
             client_id: granted.client_id.clone(),
-            keep_alive: Duration::from_secs(u64::from(granted.keep_alive)),
+            keep_alive_secs: granted.keep_alive,
             // Held until the connection ends (and the will delay after): copied out of the
             // CONNECT's read buffer, which may be megabytes of padding.
             will: will.map(|will| {
@@ -417,12 +417,13 @@ impl Broker {
             auth_method: properties.authentication_method().cloned(),
         };
         connection.activate(session, settled);
+        let login = connection.login.clone();
+        let keep_alive = connection.keep_alive_deadline(self.config.limits.keep_alive_tenths);
         self.timers.cancel(&Timer::ConnectTimeout(conn));
-        if let Some(deadline) = connection.keep_alive_deadline(self.config.limits.keep_alive_tenths)
-        {
-            self.timers.schedule(deadline, Timer::KeepAlive(conn));
+        if let Some(deadline) = keep_alive {
+            self.schedule_keep_alive(conn, deadline);
         }
-        Some(connection.login.clone())
+        Some(login)
     }
 
     /// Counts the connection, logs it, and sends the CONNACK with what was granted.
@@ -752,7 +753,7 @@ impl Broker {
                 now,
             );
         } else {
-            self.timers.schedule(deadline, Timer::KeepAlive(conn));
+            self.schedule_keep_alive(conn, deadline);
         }
     }
 

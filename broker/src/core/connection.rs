@@ -87,7 +87,7 @@ impl std::fmt::Debug for PendingAuth {
 pub struct Settled {
     pub client_id: ByteStr,
     /// Zero: keep alive off.
-    pub keep_alive: Duration,
+    pub keep_alive_secs: u16,
     pub will: Option<Box<Will>>,
     pub connect_expiry_was_zero: bool,
     pub problem_information: bool,
@@ -110,7 +110,7 @@ pub struct Connection {
     pub version: ProtocolVersion,
     pub client_id: ByteStr,
     /// Zero: keep alive off.
-    pub keep_alive: Duration,
+    pub keep_alive_secs: u16,
     pub last_activity: Instant,
     /// Published if the connection ends without a normal DISCONNECT.
     /// Boxed: most connections have none, and this is held for every connection.
@@ -132,6 +132,9 @@ pub struct Connection {
     pub password_valid: Option<bool>,
     /// Whom the client logged in as (set when its CONNECT is accepted).
     pub login: Login,
+    /// The deadline of this connection's entry in the broker's keep-alive checks, if it has
+    /// one (the entry is found by it; see `Broker::schedule_keep_alive`).
+    keep_alive_check: Option<Instant>,
 }
 
 impl Connection {
@@ -142,7 +145,7 @@ impl Connection {
             },
             version: ProtocolVersion::V3_1_1,
             client_id: ByteStr::default(),
-            keep_alive: Duration::ZERO,
+            keep_alive_secs: 0,
             last_activity: now,
             will: None,
             topic_aliases: BTreeMap::new(),
@@ -156,6 +159,7 @@ impl Connection {
             },
             origin,
             password_valid: None,
+            keep_alive_check: None,
         }
     }
 
@@ -167,7 +171,7 @@ impl Connection {
         );
         self.state = ConnState::Active { session };
         self.client_id = settled.client_id;
-        self.keep_alive = settled.keep_alive;
+        self.keep_alive_secs = settled.keep_alive_secs;
         self.will = settled.will;
         self.connect_expiry_was_zero = settled.connect_expiry_was_zero;
         self.problem_information = settled.problem_information;
@@ -298,10 +302,20 @@ impl Connection {
     }
 
     /// When the keep-alive deadline passes without a packet, given the grace factor.
+    pub fn keep_alive_check(&self) -> Option<Instant> {
+        self.keep_alive_check
+    }
+
+    /// Records where the connection's keep-alive check now sits; returns where it sat.
+    pub fn set_keep_alive_check(&mut self, at: Option<Instant>) -> Option<Instant> {
+        std::mem::replace(&mut self.keep_alive_check, at)
+    }
+
     pub fn keep_alive_deadline(&self, tenths: u32) -> Option<Instant> {
-        if self.keep_alive.is_zero() {
+        if self.keep_alive_secs == 0 {
             return None;
         }
-        Some(self.last_activity + self.keep_alive * tenths / 10)
+        let keep_alive = Duration::from_secs(u64::from(self.keep_alive_secs));
+        Some(self.last_activity + keep_alive * tenths / 10)
     }
 }

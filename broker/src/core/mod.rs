@@ -63,7 +63,7 @@ use retained::RetainedStore;
 use session::Session;
 use shared::SharedSubscriptions;
 use subscription_tree::{SubscriptionTree, TreeHasher};
-use time::TimerQueue;
+use time::{DeadlineSet, TimerQueue};
 
 /// Identifies a session for its whole life (a new session for the same client id gets a new id).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -161,6 +161,7 @@ impl Default for Features {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
     ConnectTimeout(ConnId),
+    /// Never in the `timers` queue: keep-alive checks have their own (`Broker::keep_alive`).
     KeepAlive(ConnId),
     WillDelay(SessionId),
     SessionExpiry(SessionId),
@@ -195,7 +196,13 @@ pub struct Broker {
     subscriptions: SubscriptionTree,
     shared: SharedSubscriptions,
     retained: RetainedStore,
+    /// Every deadline but the keep-alive checks.
     timers: TimerQueue<Timer>,
+    /// The keep-alive checks, one per connection with a keep alive, apart from `timers`
+    /// because every idle connection holds one (see [`DeadlineSet`]). Each connection
+    /// remembers where its entry sits; only [`Broker::schedule_keep_alive`], `pop_due_timer`
+    /// and `forget_connection` change the two together.
+    keep_alive: DeadlineSet<ConnId>,
     out: Outbox,
     stats: Stats,
     /// Which addresses were warned about lately (bounds the log a hostile client can cause).
@@ -248,6 +255,7 @@ impl Broker {
             shared: SharedSubscriptions::with_hasher(hasher),
             retained: RetainedStore::default(),
             timers: TimerQueue::new(),
+            keep_alive: DeadlineSet::new(),
             out,
             stats: Stats::default(),
             access: AccessRules::default(),
@@ -422,7 +430,7 @@ impl Broker {
 
     /// Handles every deadline that has passed.
     pub fn timeout(&mut self, now: Instant) {
-        while let Some((_, timer)) = self.timers.pop_due(now) {
+        while let Some(timer) = self.pop_due_timer(now) {
             match timer {
                 Timer::ConnectTimeout(conn) => {
                     let waiting = self.conns.get(&conn).is_some_and(|c| {
@@ -450,7 +458,42 @@ impl Broker {
 
     /// The next instant at which [`Broker::timeout`] must be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.next_deadline()
+        match (self.timers.next_deadline(), self.keep_alive.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The earliest timer due at `now` from either queue (the general queue first on a tie).
+    fn pop_due_timer(&mut self, now: Instant) -> Option<Timer> {
+        let keep_alive_first = match (self.keep_alive.next_deadline(), self.timers.next_deadline())
+        {
+            (Some(check), Some(other)) => check < other,
+            (check, _) => check.is_some(),
+        };
+        if !keep_alive_first {
+            return self.timers.pop_due(now).map(|(_, timer)| timer);
+        }
+        let (_, conn) = self.keep_alive.pop_due(now)?;
+        if let Some(connection) = self.conns.get_mut(&conn) {
+            connection.set_keep_alive_check(None);
+        }
+        Some(Timer::KeepAlive(conn))
+    }
+
+    /// (Re)sets `conn`'s keep-alive check to `at`, replacing the one it had.
+    fn schedule_keep_alive(&mut self, conn: ConnId, at: Instant) {
+        let Some(connection) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if let Some(old) = connection.set_keep_alive_check(Some(at)) {
+            let removed = self.keep_alive.remove(old, conn);
+            assert!(
+                removed,
+                "a connection's keep-alive check out of step with the queue"
+            );
+        }
+        self.keep_alive.insert(at, conn);
     }
 
     /// The driver's report that every [`Output::Persist`] batch up to `batch` is durable: what
@@ -635,8 +678,14 @@ impl Broker {
     /// Counts how it ended and logs the disconnect line of a client that was connected.
     fn forget_connection(&mut self, conn: ConnId, ending: Ending) -> Option<Connection> {
         self.timers.cancel(&Timer::ConnectTimeout(conn));
-        self.timers.cancel(&Timer::KeepAlive(conn));
         let connection = self.conns.remove(&conn)?;
+        if let Some(at) = connection.keep_alive_check() {
+            let removed = self.keep_alive.remove(at, conn);
+            assert!(
+                removed,
+                "a connection's keep-alive check out of step with the queue"
+            );
+        }
         match ending {
             Ending::Disconnect(_) => self.stats.disconnects += 1,
             Ending::Lost => self.stats.connections_lost += 1,
@@ -654,7 +703,7 @@ impl Broker {
     /// Pending timers: at most two per connection and three per session (the proptest checks).
     #[cfg(test)]
     fn timer_count(&self) -> usize {
-        self.timers.len()
+        self.timers.len() + self.keep_alive.len()
     }
 
     fn handle_active(&mut self, conn: ConnId, session: SessionId, packet: Packet, now: Instant) {
