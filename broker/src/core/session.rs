@@ -111,41 +111,79 @@ pub struct Session {
     /// Its subscriptions by filter (at most `subscriptions_per_session_max`: `subscribe.rs`
     /// refuses more); the subscription tree and shared groups mirror them.
     subscriptions: CompactMap<ByteStr, Subscription>,
-    /// The in-flight window; `inflight_bytes` is what its entries are charged.
-    inflight: VecDeque<Inflight>,
-    /// Messages waiting for the window, each with its store key; `queued_bytes` is what they
-    /// are charged. Both sums are mirrored in `Stats`, so only this file changes them.
-    queue: VecDeque<(u64, Queued)>,
+    /// Its messages on their way and its QoS 2 ids: absent while all of that is empty.
+    flow: Option<Box<Flow>>,
     /// The next store key (keys grow with each message the session takes).
     next_key: u64,
     /// The session is in the store: every change to it and to its QoS 1/2 messages is
     /// journalled (see [`Session::save`]).
     stored: bool,
+    /// Planted bug `TakeoverDropsInflight` (planted.rs): skip the next resend.
+    #[cfg(feature = "planted-bugs")]
+    skip_resends: bool,
+    last_packet_id: u16,
+    /// A will waiting for its delay interval (v5) after the connection ended.
+    /// Boxed: rare, and this is held for every session.
+    pending_will: Option<Box<(Will, Instant)>>,
+    /// Broker-to-client topic aliases of the current connection.
+    aliases: OutboundAliases,
+    /// The millisecond of this session's retained scan share, and what is left of it.
+    retained_scan: (Option<u64>, usize),
+}
+
+/// What a session holds only while messages are on their way to or from its client. Most
+/// sessions, most of the time, have none of it, so it is a box that exists only while some
+/// of it is not empty (an idle session is 136 bytes smaller, issue 15). Read through
+/// [`Session::flow`] (an empty one when absent); changed through `Session::flow_mut`, which
+/// makes it; given back by `Session::settle_flow` after every change that can empty it.
+#[derive(Debug)]
+struct Flow {
+    /// The in-flight window; `inflight_bytes` is what its entries are charged.
+    inflight: VecDeque<Inflight>,
+    /// Messages waiting for the window, each with its store key; `queued_bytes` is what they
+    /// are charged. Both sums are mirrored in `Stats`, so only this file changes them.
+    queue: VecDeque<(u64, Queued)>,
     queued_bytes: usize,
     /// Bytes of the in-flight entries, as charged.
     inflight_bytes: usize,
     /// Some in-flight entry may still be unsent on this connection (set on resume): spares
     /// every acknowledgement a scan of the window once the resends are out.
     resend_pending: bool,
-    /// Planted bug `TakeoverDropsInflight` (planted.rs): skip the next resend.
-    #[cfg(feature = "planted-bugs")]
-    skip_resends: bool,
-    last_packet_id: u16,
     /// Inbound QoS 2 packet ids received but not yet released by PUBREL (bounded by the
     /// Receive Maximum a v5 client was told, by the 16-bit id space for 3.x: `publish.rs`).
     awaiting_pubrel: BTreeSet<PacketId>,
-    /// A will waiting for its delay interval (v5) after the connection ended.
-    /// Boxed: rare, and this is held for every session.
-    pending_will: Option<Box<(Will, Instant)>>,
-    /// Broker-to-client topic aliases of the current connection.
-    aliases: OutboundAliases,
     /// Walks through the retained messages of new subscriptions, fed in slices as the client
     /// takes them (`Broker::feed_retained`), with what each subscription asked for. At most
     /// one per filter; no storage once the last one ends.
     retained_walks: VecDeque<PendingRetained>,
-    /// The millisecond of this session's retained scan share, and what is left of it.
-    retained_scan: (Option<u64>, usize),
 }
+
+impl Flow {
+    const EMPTY: Flow = Flow {
+        inflight: VecDeque::new(),
+        queue: VecDeque::new(),
+        queued_bytes: 0,
+        inflight_bytes: 0,
+        resend_pending: false,
+        awaiting_pubrel: BTreeSet::new(),
+        retained_walks: VecDeque::new(),
+    };
+
+    fn is_empty(&self) -> bool {
+        let empty = self.inflight.is_empty()
+            && self.queue.is_empty()
+            && self.awaiting_pubrel.is_empty()
+            && self.retained_walks.is_empty();
+        debug_assert!(
+            !empty || (self.queued_bytes == 0 && self.inflight_bytes == 0),
+            "bytes charged for messages no longer held"
+        );
+        empty
+    }
+}
+
+/// What [`Session::flow`] shows of a session that has none.
+static NO_FLOW: Flow = Flow::EMPTY;
 
 /// A new subscription's retained messages still to send.
 #[derive(Debug)]
@@ -170,20 +208,14 @@ impl Session {
             expiry_secs,
             expires_at: None,
             subscriptions: CompactMap::default(),
-            inflight: VecDeque::new(),
-            queue: VecDeque::new(),
+            flow: None,
             next_key: 0,
             stored: false,
-            queued_bytes: 0,
-            inflight_bytes: 0,
-            resend_pending: false,
             #[cfg(feature = "planted-bugs")]
             skip_resends: false,
             last_packet_id: 0,
-            awaiting_pubrel: BTreeSet::new(),
             pending_will: None,
             aliases: OutboundAliases::default(),
-            retained_walks: VecDeque::new(),
             retained_scan: (None, 0),
         }
     }
@@ -213,18 +245,41 @@ impl Session {
         self.aliases = aliases;
     }
 
+    /// Its messages on their way and its QoS 2 ids (all empty if it has none).
+    fn flow(&self) -> &Flow {
+        self.flow.as_deref().unwrap_or(&NO_FLOW)
+    }
+
+    /// The same, to change: made if the session had none.
+    fn flow_mut(&mut self) -> &mut Flow {
+        self.flow.get_or_insert_with(|| Box::new(Flow::EMPTY))
+    }
+
+    /// Gives the flow's storage back once all of it is empty.
+    fn settle_flow(&mut self) {
+        if self.flow.as_ref().is_some_and(|flow| flow.is_empty()) {
+            self.flow = None;
+        }
+    }
+
+    /// Whether the session holds anything on its way (tests check it is given back).
+    #[cfg(test)]
+    pub fn has_flow(&self) -> bool {
+        self.flow.is_some()
+    }
+
     /// True while a QoS 2 message with this id waits for its PUBREL.
     pub fn awaits_pubrel(&self, packet_id: PacketId) -> bool {
-        self.awaiting_pubrel.contains(&packet_id)
+        self.flow().awaiting_pubrel.contains(&packet_id)
     }
 
     pub fn awaiting_pubrel_count(&self) -> usize {
-        self.awaiting_pubrel.len()
+        self.flow().awaiting_pubrel.len()
     }
 
     /// A QoS 2 message was taken: its id waits for the PUBREL.
     pub fn await_pubrel(&mut self, packet_id: PacketId) {
-        let fresh = self.awaiting_pubrel.insert(packet_id);
+        let fresh = self.flow_mut().awaiting_pubrel.insert(packet_id);
         debug_assert!(
             fresh,
             "a QoS 2 id taken twice (the caller checks `awaits_pubrel`)"
@@ -233,57 +288,70 @@ impl Session {
 
     /// The PUBREL came: false if the id was not waiting.
     pub fn release_pubrel(&mut self, packet_id: PacketId) -> bool {
-        self.awaiting_pubrel.remove(&packet_id)
+        let Some(flow) = self.flow.as_mut() else {
+            return false;
+        };
+        let released = flow.awaiting_pubrel.remove(&packet_id);
+        self.settle_flow();
+        released
     }
 
     /// Ids read back from the store (`Broker::restore`).
     pub fn restore_awaiting_pubrel(&mut self, ids: impl IntoIterator<Item = PacketId>) {
-        self.awaiting_pubrel.extend(ids);
+        self.flow_mut().awaiting_pubrel.extend(ids);
+        self.settle_flow();
     }
 
     /// Starts a walk through the retained messages for a subscription; a walk for the same
     /// filter restarts (a repeated SUBSCRIBE must not run two).
     pub fn start_retained_walk(&mut self, walk: PendingRetained) {
         self.stop_retained_walk(walk.cursor.filter());
-        self.retained_walks.push_back(walk);
+        self.flow_mut().retained_walks.push_back(walk);
         debug_assert!(
-            self.retained_walks.len() <= self.subscriptions.len(),
+            self.flow().retained_walks.len() <= self.subscriptions.len(),
             "at most one walk per subscribed filter"
         );
     }
 
     /// Stops the walk for `filter`, if one runs (UNSUBSCRIBE).
     pub fn stop_retained_walk(&mut self, filter: &str) {
-        self.retained_walks.retain(|w| w.cursor.filter() != filter);
+        if let Some(flow) = self.flow.as_mut() {
+            flow.retained_walks.retain(|w| w.cursor.filter() != filter);
+        }
         self.release_walks_if_done();
     }
 
     /// The walk to feed next, if any.
     pub fn current_retained_walk(&mut self) -> Option<&mut PendingRetained> {
-        self.retained_walks.front_mut()
+        self.flow.as_mut()?.retained_walks.front_mut()
     }
 
     /// The current walk went through every retained message.
     pub fn finish_retained_walk(&mut self) {
-        self.retained_walks.pop_front();
+        if let Some(flow) = self.flow.as_mut() {
+            flow.retained_walks.pop_front();
+        }
         self.release_walks_if_done();
     }
 
     pub fn retained_walk_count(&self) -> usize {
-        self.retained_walks.len()
+        self.flow().retained_walks.len()
     }
 
     fn release_walks_if_done(&mut self) {
-        if self.retained_walks.is_empty() && self.retained_walks.capacity() > 0 {
-            // Its storage too: most sessions walk once, at their first SUBSCRIBE.
-            self.retained_walks = VecDeque::new();
+        if let Some(flow) = self.flow.as_mut() {
+            if flow.retained_walks.is_empty() && flow.retained_walks.capacity() > 0 {
+                // Its storage too: most sessions walk once, at their first SUBSCRIBE.
+                flow.retained_walks = VecDeque::new();
+            }
         }
+        self.settle_flow();
     }
 
     /// The messages waiting for the window, oldest first (tests look inside).
     #[cfg(test)]
     pub fn queued(&self) -> impl Iterator<Item = &Queued> {
-        self.queue.iter().map(|(_, item)| item)
+        self.flow().queue.iter().map(|(_, item)| item)
     }
 
     pub fn subscription_count(&self) -> usize {
@@ -380,36 +448,40 @@ impl Session {
     /// Bytes queued (as [`Message::charged_bytes`] counts them).
     #[cfg(test)]
     pub fn queued_bytes(&self) -> usize {
-        self.queued_bytes
+        self.flow().queued_bytes
     }
 
     /// Deliveries waiting in the queue.
     pub fn queued_len(&self) -> usize {
-        self.queue.len()
+        self.flow().queue.len()
     }
 
     /// Deliveries sent and not yet acknowledged.
     pub fn inflight_len(&self) -> usize {
-        self.inflight.len()
+        self.flow().inflight.len()
     }
 
     /// The session is ending: its queued bytes no longer count against the memory limit,
     /// and what was still queued is discarded (counted). (Its store record goes with
     /// [`Session::unsave`].)
     pub fn release(&mut self, stats: &mut Stats) {
-        stats.messages_discarded += self.queue.len() as u64;
-        stats.queued_bytes -= self.queued_bytes;
-        stats.inflight_bytes -= self.inflight_bytes;
-        self.queued_bytes = 0;
-        self.inflight_bytes = 0;
-        self.queue.clear();
-        self.inflight.clear();
+        let Some(flow) = self.flow.as_mut() else {
+            return;
+        };
+        stats.messages_discarded += flow.queue.len() as u64;
+        stats.queued_bytes -= flow.queued_bytes;
+        stats.inflight_bytes -= flow.inflight_bytes;
+        flow.queued_bytes = 0;
+        flow.inflight_bytes = 0;
+        flow.queue.clear();
+        flow.inflight.clear();
+        self.settle_flow();
     }
 
     /// Bytes held in flight (as charged).
     #[cfg(test)]
     pub fn inflight_bytes(&self) -> usize {
-        self.inflight_bytes
+        self.flow().inflight_bytes
     }
 
     /// Takes the in-flight entry at `index` out, with its bytes and its store entry.
@@ -419,10 +491,12 @@ impl Session {
         stats: &mut Stats,
         journal: &mut Journal,
     ) -> Option<Inflight> {
-        let entry = self.inflight.remove(index)?;
-        self.inflight_bytes -= entry.charged;
+        let flow = self.flow.as_mut()?;
+        let entry = flow.inflight.remove(index)?;
+        flow.inflight_bytes -= entry.charged;
         stats.inflight_bytes -= entry.charged;
         self.journal_delete(entry.key, journal);
+        self.settle_flow();
         Some(entry)
     }
 
@@ -431,7 +505,7 @@ impl Session {
     /// most 65535, so a free id exists.
     fn allocate_packet_id(&mut self) -> PacketId {
         assert!(
-            self.inflight.len() < usize::from(u16::MAX),
+            self.flow().inflight.len() < usize::from(u16::MAX),
             "in-flight window exceeds the id space"
         );
         loop {
@@ -439,7 +513,12 @@ impl Session {
             let Some(id) = PacketId::new(self.last_packet_id) else {
                 continue;
             };
-            if !self.inflight.iter().any(|entry| entry.packet_id == id) {
+            if !self
+                .flow()
+                .inflight
+                .iter()
+                .any(|entry| entry.packet_id == id)
+            {
                 return id;
             }
         }
@@ -493,8 +572,9 @@ impl Session {
     /// outbound queue have room.
     pub fn ready_for_new(&self, out: &Outbox) -> Option<ConnId> {
         let conn = self.conn?;
-        let ready = self.queue.is_empty()
-            && self.inflight.len() < usize::from(self.params.inflight_max)
+        let flow = self.flow();
+        let ready = flow.queue.is_empty()
+            && flow.inflight.len() < usize::from(self.params.inflight_max)
             && out.has_room_for_delivery(conn);
         ready.then_some(conn)
     }
@@ -515,8 +595,8 @@ impl Session {
             return false;
         }
         let full = |s: &Session| {
-            s.queue.len() >= limits.queued_messages_max
-                || s.queued_bytes + bytes > limits.queued_bytes_max
+            s.flow().queue.len() >= limits.queued_messages_max
+                || s.flow().queued_bytes + bytes > limits.queued_bytes_max
         };
         if full(self) {
             match limits.queue_overflow {
@@ -526,7 +606,7 @@ impl Session {
                 }
                 QueueOverflow::DropOldest => {
                     while full(self) {
-                        let Some(old) = self.queue.pop_front() else {
+                        let Some(old) = self.flow.as_mut().and_then(|f| f.queue.pop_front()) else {
                             break;
                         };
                         self.unqueued(&old, stats, journal);
@@ -535,15 +615,17 @@ impl Session {
                     if full(self) {
                         // The message alone is larger than the byte limit.
                         stats.messages_dropped_queue_full += 1;
+                        self.settle_flow();
                         return false;
                     }
                 }
             }
         }
-        self.queued_bytes += bytes;
         stats.queued_bytes += bytes;
         self.journal_put(key, &item, EntryState::Queued, journal);
-        self.queue.push_back((key, item));
+        let flow = self.flow_mut();
+        flow.queued_bytes += bytes;
+        flow.queue.push_back((key, item));
         true
     }
 
@@ -559,7 +641,11 @@ impl Session {
     /// being sent).
     fn uncount(&mut self, item: &Queued, stats: &mut Stats) {
         let bytes = item.message.charged_bytes();
-        self.queued_bytes -= bytes;
+        let flow = self
+            .flow
+            .as_mut()
+            .expect("a message from the queue has its flow");
+        flow.queued_bytes -= bytes;
         stats.queued_bytes -= bytes;
     }
 
@@ -578,15 +664,15 @@ impl Session {
         let Some(conn) = self.conn else { return };
         let window = usize::from(self.params.inflight_max);
         self.resend_unsent(conn, window, out, stats);
-        while self.inflight.len() < window {
-            if self.queue.is_empty() {
+        while self.flow().inflight.len() < window {
+            if self.flow().queue.is_empty() {
                 break;
             }
             if !out.has_room_for_delivery(conn) {
                 out.request_wake(conn);
                 break;
             }
-            let entry = self.queue.pop_front().expect("checked above");
+            let entry = self.flow_mut().queue.pop_front().expect("checked above");
             if now.saturating_since(entry.1.enqueued_at) > limits.queued_message_age_max {
                 self.unqueued(&entry, stats, journal);
                 stats.messages_dropped_expired += 1;
@@ -600,6 +686,7 @@ impl Session {
             }
             self.send_publish(conn, (key, item), packet_id, now, out, stats, journal);
         }
+        self.settle_flow();
     }
 
     /// Sends one message. With a packet id it enters the window (its store entry, if any,
@@ -704,9 +791,10 @@ impl Session {
             Awaiting::PubRec
         };
         let charged = item.message.charged_bytes();
-        self.inflight_bytes += charged;
         stats.inflight_bytes += charged;
-        self.inflight.push_back(Inflight {
+        let flow = self.flow_mut();
+        flow.inflight_bytes += charged;
+        flow.inflight.push_back(Inflight {
             key,
             packet_id,
             state,
@@ -732,11 +820,11 @@ impl Session {
         let skip = std::mem::take(&mut self.skip_resends);
         #[cfg(not(feature = "planted-bugs"))]
         let skip = false;
-        if !skip {
-            for entry in &mut self.inflight {
+        if let Some(flow) = self.flow.as_mut().filter(|_| !skip) {
+            for entry in &mut flow.inflight {
                 entry.unsent = true;
             }
-            self.resend_pending = !self.inflight.is_empty();
+            flow.resend_pending = !flow.inflight.is_empty();
         }
         self.send_queued(now, limits, out, stats, journal);
     }
@@ -744,12 +832,12 @@ impl Session {
     /// Sends in-flight entries that the current connection has not seen, in order, while fewer
     /// than `window` are outstanding on it and the outbound queue has room.
     fn resend_unsent(&mut self, conn: ConnId, window: usize, out: &mut Outbox, stats: &mut Stats) {
-        if !self.resend_pending {
-            return;
-        }
-        let outstanding = self.inflight.iter().filter(|e| !e.unsent).count();
         let v5 = self.params.version.is_v5();
-        let unsent = self.inflight.iter_mut().filter(|e| e.unsent);
+        let Some(flow) = self.flow.as_mut().filter(|flow| flow.resend_pending) else {
+            return;
+        };
+        let outstanding = flow.inflight.iter().filter(|e| !e.unsent).count();
+        let unsent = flow.inflight.iter_mut().filter(|e| e.unsent);
         for entry in unsent.take(window.saturating_sub(outstanding)) {
             if !out.has_room_for_delivery(conn) {
                 out.request_wake(conn);
@@ -770,7 +858,7 @@ impl Session {
             out.send(conn, packet);
             entry.unsent = false;
         }
-        self.resend_pending = self.inflight.iter().any(|e| e.unsent);
+        flow.resend_pending = flow.inflight.iter().any(|e| e.unsent);
     }
 
     /// Planted bug `TakeoverDropsInflight`: the next `resume` leaves the in-flight messages
@@ -782,8 +870,9 @@ impl Session {
 
     /// The shared-subscription groups and topics of the messages this session holds.
     pub fn shared_topics(&self) -> BTreeSet<(GroupId, ByteStr)> {
-        let held = self.inflight.iter().map(|entry| &entry.item);
-        let held = held.chain(self.queue.iter().map(|(_, item)| item));
+        let flow = self.flow();
+        let held = flow.inflight.iter().map(|entry| &entry.item);
+        let held = held.chain(flow.queue.iter().map(|(_, item)| item));
         held.filter_map(|item| Some((item.group?, item.message.topic.clone())))
             .collect()
     }
@@ -800,9 +889,12 @@ impl Session {
         journal: &mut Journal,
     ) -> Vec<SharedHandBack> {
         let mut taken = Vec::new();
+        let Some(flow) = self.flow.as_mut() else {
+            return taken;
+        };
         let mut freed = 0;
         let mut gone = Vec::new();
-        self.inflight.retain(|entry| match entry.item.group {
+        flow.inflight.retain(|entry| match entry.item.group {
             // A QoS 2 delivery that has begun stays with its member, even if its session
             // ends (spec: [MQTT-4.8.2-4] [MQTT-4.8.2-5], v5); QoS 1 may be sent again elsewhere.
             Some(group)
@@ -821,13 +913,14 @@ impl Session {
             }
             _ => true,
         });
-        self.inflight_bytes -= freed;
+        flow.inflight_bytes -= freed;
         stats.inflight_bytes -= freed;
+        let queue = std::mem::take(&mut flow.queue);
         for key in gone {
             self.journal_delete(key, journal);
         }
-        let mut kept = VecDeque::with_capacity(self.queue.len());
-        for entry in std::mem::take(&mut self.queue) {
+        let mut kept = VecDeque::with_capacity(queue.len());
+        for entry in queue {
             match entry.1.group {
                 Some(group) if can_move(group, &entry.1.message.topic) => {
                     self.unqueued(&entry, stats, journal);
@@ -842,12 +935,14 @@ impl Session {
                 _ => kept.push_back(entry),
             }
         }
-        self.queue = kept;
+        self.flow_mut().queue = kept;
+        self.settle_flow();
         taken
     }
 
     fn position(&self, packet_id: PacketId, state: Awaiting) -> Option<usize> {
-        self.inflight
+        self.flow()
+            .inflight
             .iter()
             .position(|e| e.packet_id == packet_id && e.state == state)
     }
@@ -881,7 +976,7 @@ impl Session {
                 None
             }
             Some(index) => {
-                let entry = &mut self.inflight[index];
+                let entry = &mut self.flow_mut().inflight[index];
                 entry.state = Awaiting::PubComp;
                 // Acknowledged, so seen on this connection: not to be resent as a PUBLISH.
                 entry.unsent = false;
@@ -950,17 +1045,17 @@ impl Session {
             return;
         }
         self.stored = true;
-        for entry in &self.inflight {
+        for entry in &self.flow().inflight {
             let state = match entry.state {
                 Awaiting::PubAck | Awaiting::PubRec => EntryState::Sent(entry.packet_id),
                 Awaiting::PubComp => EntryState::Released(entry.packet_id),
             };
             self.journal_put(entry.key, &entry.item, state, journal);
         }
-        for (key, item) in &self.queue {
+        for (key, item) in &self.flow().queue {
             self.journal_put(*key, item, EntryState::Queued, journal);
         }
-        for packet_id in &self.awaiting_pubrel {
+        for packet_id in &self.flow().awaiting_pubrel {
             let op = StoreOp::PutIncomingId {
                 client_id: self.client_id.clone(),
                 packet_id: *packet_id,
@@ -1093,14 +1188,15 @@ impl Session {
             EntryState::Queued => {
                 stats.deliveries_restored += 1;
                 let bytes = item.message.charged_bytes();
-                self.queued_bytes += bytes;
                 stats.queued_bytes += bytes;
-                self.queue.push_back((key, item));
+                let flow = self.flow_mut();
+                flow.queued_bytes += bytes;
+                flow.queue.push_back((key, item));
             }
             EntryState::Sent(packet_id) | EntryState::Released(packet_id) => {
                 let publish = self.first_publish(&item, Some(packet_id), now);
                 self.push_inflight(key, item, packet_id, publish, stats);
-                let entry = self.inflight.back_mut().expect("just pushed");
+                let entry = self.flow_mut().inflight.back_mut().expect("just pushed");
                 entry.unsent = true;
                 if matches!(state, EntryState::Released(_)) {
                     entry.state = Awaiting::PubComp;

@@ -138,6 +138,11 @@ impl<K: Ord + Copy> DeadlineSet<K> {
         self.entries.first().map(|(at, _)| *at)
     }
 
+    #[cfg(test)]
+    pub fn contains(&self, at: Instant, key: K) -> bool {
+        self.entries.contains(&(at, key))
+    }
+
     /// Removes and returns the earliest entry due at or before `now`.
     pub fn pop_due(&mut self, now: Instant) -> Option<(Instant, K)> {
         let (at, _) = self.entries.first()?;
