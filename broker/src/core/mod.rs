@@ -816,16 +816,3 @@ fn fit(mut packet: Packet, version: ProtocolVersion, max: Option<u32>) -> Packet
 
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod size_tests {
-    /// Every connected client holds one of each for as long as it is connected, idle or not
-    /// (10,000 idle clients: every 100 bytes here are a megabyte). Rare parts (wills) are
-    /// boxed to keep these down; see issue 15's note for the whole per-connection account.
-    #[test]
-    fn per_client_state_stays_small() {
-        let session = std::mem::size_of::<super::session::Session>();
-        let connection = std::mem::size_of::<super::connection::Connection>();
-        assert!(session <= 400, "a session is {session} bytes");
-        assert!(connection <= 296, "a connection is {connection} bytes");
-    }
-}

@@ -38,7 +38,9 @@ pub enum Output {
 #[derive(Debug)]
 struct Room {
     /// Packets the queue can still take: the driver's last report, less what was sent since.
-    free: usize,
+    /// Never above the capacity, which fits in 32 bits: an entry per connection is 16 bytes,
+    /// not 24 (issue 15).
+    free: u32,
     /// A [`Output::WakeWhenWritable`] is out and not yet answered.
     wake_requested: bool,
 }
@@ -89,6 +91,10 @@ impl Outbox {
         // Config validation asks for 4: a quarter (at least one) for replies, the rest for
         // deliveries, so neither can starve the other.
         assert!(capacity >= 4, "an outbound queue holds at least 4 packets");
+        assert!(
+            u32::try_from(capacity).is_ok(),
+            "an outbound queue's room is counted in 32 bits"
+        );
         Outbox {
             queue: VecDeque::new(),
             rooms: HashMap::default(),
@@ -172,7 +178,7 @@ impl Outbox {
     /// A connection opened: its queue is empty.
     pub fn open(&mut self, conn: ConnId) {
         let room = Room {
-            free: self.capacity,
+            free: self.capacity as u32,
             wake_requested: false,
         };
         self.rooms.insert(conn, room);
@@ -191,7 +197,7 @@ impl Outbox {
                 return;
             }
             room.free -= 1;
-            let low = room.free <= self.capacity / 2;
+            let low = room.free as usize <= self.capacity / 2;
             self.push(Output::Send { conn, packet });
             if low {
                 self.request_wake(conn);
@@ -223,7 +229,7 @@ impl Outbox {
     pub fn has_room_for_delivery(&self, conn: ConnId) -> bool {
         self.rooms
             .get(&conn)
-            .is_some_and(|room| room.free > self.reserve)
+            .is_some_and(|room| room.free as usize > self.reserve)
     }
 
     /// Asks the driver to report when `conn` can take more (once until it answers).
@@ -241,7 +247,8 @@ impl Outbox {
     pub fn set_room(&mut self, conn: ConnId, free: usize) {
         let held = self.held_per_conn.get(&conn).copied().unwrap_or(0);
         if let Some(room) = self.rooms.get_mut(&conn) {
-            room.free = free.saturating_sub(held).min(self.capacity);
+            // At most the capacity: fits (checked in `new`).
+            room.free = free.saturating_sub(held).min(self.capacity) as u32;
             room.wake_requested = false;
         }
     }

@@ -4140,13 +4140,14 @@ fn unsubscribing_stops_the_filters_retained_walk_and_no_other() {
 /// Every session and connection holds these for its whole life, busy or idle: with 10,000
 /// idle clients, every 100 bytes here are a megabyte (issue 15). Rare parts (a delayed will,
 /// topic aliases, enhanced authentication, a session's messages on their way) are boxed to
-/// keep them out. Measured when written: 216 and 256 bytes (400 and 296 before the aliases
-/// and the enhanced authentication were boxed, 344 before the session's flow was).
+/// keep them out. Measured when written: 232 and 256 bytes (400 and 296 before the aliases
+/// and the enhanced authentication were boxed, 344 before the session's flow was; 216 before
+/// a session's one subscription was held inline, which saves a 64-byte allocation).
 #[test]
 fn sessions_and_connections_are_small() {
     let session = std::mem::size_of::<super::session::Session>();
     let connection = std::mem::size_of::<super::connection::Connection>();
     eprintln!("session {session} bytes, connection {connection} bytes");
-    assert!(session <= 216, "a session holds {session} bytes");
+    assert!(session <= 232, "a session holds {session} bytes");
     assert!(connection <= 256, "a connection holds {connection} bytes");
 }
