@@ -91,10 +91,9 @@ impl Outbox {
         // Config validation asks for 4: a quarter (at least one) for replies, the rest for
         // deliveries, so neither can starve the other.
         assert!(capacity >= 4, "an outbound queue holds at least 4 packets");
-        assert!(
-            u32::try_from(capacity).is_ok(),
-            "an outbound queue's room is counted in 32 bits"
-        );
+        // Room is counted in 32 bits; four billion packets is as good as no limit (what a
+        // larger setting means).
+        let capacity = capacity.min(u32::MAX as usize);
         Outbox {
             queue: VecDeque::new(),
             rooms: HashMap::default(),
@@ -247,7 +246,7 @@ impl Outbox {
     pub fn set_room(&mut self, conn: ConnId, free: usize) {
         let held = self.held_per_conn.get(&conn).copied().unwrap_or(0);
         if let Some(room) = self.rooms.get_mut(&conn) {
-            // At most the capacity: fits (checked in `new`).
+            // At most the capacity: fits (see `new`).
             room.free = free.saturating_sub(held).min(self.capacity) as u32;
             room.wake_requested = false;
         }
