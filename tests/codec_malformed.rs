@@ -295,6 +295,29 @@ fn table() -> Vec<Case> {
             E::WildcardInTopicName { field: topic },
             Some("MQTT-3.3.2-2"),
         ),
+        // The topic's string check and wildcard scan are one pass: each path and their
+        // precedence (a broken string is reported as such, wildcard or not).
+        case(
+            "'+' in a non-ASCII topic name (v3)",
+            V3,
+            frame(0x30, &s("caf\u{e9}/+".as_bytes())),
+            E::WildcardInTopicName { field: topic },
+            Some("MQTT-3.3.2-2"),
+        ),
+        case(
+            "invalid UTF-8 and a wildcard in a topic name (v3)",
+            V3,
+            frame(0x30, &s(b"\xff/#")),
+            E::InvalidUtf8 { field: topic },
+            Some("MQTT-1.5.3-1"),
+        ),
+        case(
+            "U+0000 and a wildcard in a topic name (v3)",
+            V3,
+            frame(0x30, &s(b"a\0/#")),
+            E::NullCharacter { field: topic },
+            Some("MQTT-1.5.3-2"),
+        ),
         case(
             "empty topic name (v3)",
             V3,

@@ -65,11 +65,15 @@ impl Pki {
         })
     }
 
-    /// One PKI for the whole test process, in a fresh temporary directory.
+    /// One PKI for the whole test process, in a fresh temporary directory. A static is never
+    /// dropped, so the directory outlives the process: the directories of processes that
+    /// have ended are removed here instead (hundreds piled up in /tmp otherwise).
     pub fn shared() -> &'static Pki {
         static PKI: OnceLock<Pki> = OnceLock::new();
         PKI.get_or_init(|| {
-            let dir = std::env::temp_dir().join(format!("tern-test-pki-{}", std::process::id()));
+            let temp = std::env::temp_dir();
+            remove_ended_processes_dirs(&temp);
+            let dir = temp.join(format!("{SHARED_DIR_PREFIX}{}", std::process::id()));
             Pki::generate(&dir).expect("generating the test certificates")
         })
     }
@@ -130,4 +134,31 @@ fn leaf(
     let key = KeyPair::generate()?;
     let certificate = params.signed_by(&key, ca)?;
     Ok((certificate.pem(), key.serialize_pem()))
+}
+
+const SHARED_DIR_PREFIX: &str = "tern-test-pki-";
+
+/// Removes `tern-test-pki-<pid>` directories in `temp` whose process has ended. Where there
+/// is no `/proc` to ask, nothing is removed.
+fn remove_ended_processes_dirs(temp: &Path) {
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(temp) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|name| name.strip_prefix(SHARED_DIR_PREFIX))
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            // Best effort: another test process may be removing it at the same time.
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }

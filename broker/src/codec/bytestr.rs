@@ -50,6 +50,15 @@ impl ByteStr {
         Ok(ByteStr(bytes))
     }
 
+    /// Bytes a caller has already found to be ASCII without U+0000 (at most 65535 of them):
+    /// the topic name's check does that in the same pass as its wildcard scan.
+    #[inline]
+    pub(crate) fn from_plain_ascii(bytes: Bytes) -> ByteStr {
+        debug_assert!(bytes.len() <= STRING_BYTES_MAX);
+        debug_assert!(bytes.iter().all(|&b| b.wrapping_sub(1) < 0x7F));
+        ByteStr(bytes)
+    }
+
     /// Copies a Rust string after checking the MQTT rules (Rust strings may hold U+0000).
     pub fn new(s: &str) -> Result<ByteStr, StrError> {
         ByteStr::from_bytes(Bytes::copy_from_slice(s.as_bytes()))

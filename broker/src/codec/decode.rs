@@ -12,7 +12,7 @@ use super::error::DecodeError;
 use super::packet::*;
 use super::properties::{Properties, PropertyContext};
 use super::reason::ReasonCode;
-use super::wire::{read_varint, Reader};
+use super::wire::{read_varint, string_error, Reader};
 use crate::types::{PacketId, QoS};
 
 /// Decodes the packet at the front of `buf`, if it is complete.
@@ -144,12 +144,21 @@ fn reason_code(r: &mut Reader, v5: bool) -> Result<ReasonCode, DecodeError> {
 /// A topic name as PUBLISH and the will carry it: no wildcards (spec: [MQTT-3.3.2-2],
 /// [MQTT-4.7.1-1]).
 fn topic_name(r: &mut Reader, field: &'static str) -> Result<ByteStr, DecodeError> {
-    let topic = r.string(field)?;
-    // Branch-free over the bytes so it vectorises; topics are scanned on every PUBLISH.
-    let wildcards = topic
-        .as_bytes()
-        .iter()
-        .fold(false, |found, &b| found | (b == b'+') | (b == b'#'));
+    let bytes = r.binary(field)?;
+    // One branch-free pass (it vectorises; topics are scanned on every PUBLISH): plain ASCII
+    // without U+0000 needs no UTF-8 check, and a wildcard is found on the way.
+    let (plain_ascii, wildcards) = bytes.iter().fold((true, false), |(plain, found), &b| {
+        (
+            plain & (b.wrapping_sub(1) < 0x7F),
+            found | (b == b'+') | (b == b'#'),
+        )
+    });
+    let topic = if plain_ascii {
+        ByteStr::from_plain_ascii(bytes)
+    } else {
+        // The string rules first: an invalid string is reported as such, wildcard or not.
+        ByteStr::from_bytes(bytes).map_err(|e| string_error(e, field))?
+    };
     if wildcards {
         return Err(DecodeError::WildcardInTopicName { field });
     }

@@ -101,11 +101,7 @@ impl Reader {
     #[inline]
     pub fn string(&mut self, field: &'static str) -> Result<ByteStr, DecodeError> {
         let bytes = self.binary(field)?;
-        ByteStr::from_bytes(bytes).map_err(|e| match e {
-            StrError::InvalidUtf8 => DecodeError::InvalidUtf8 { field },
-            StrError::NullCharacter => DecodeError::NullCharacter { field },
-            StrError::TooLong => unreachable!("a u16 length prefix cannot exceed 65535"),
-        })
+        ByteStr::from_bytes(bytes).map_err(|e| string_error(e, field))
     }
 
     /// Splits off the next `len` bytes as a reader of their own (a property block).
@@ -127,6 +123,15 @@ impl Reader {
                 count: self.body.len(),
             })
         }
+    }
+}
+
+/// The decode error for a string field that breaks the MQTT string rules.
+pub fn string_error(error: StrError, field: &'static str) -> DecodeError {
+    match error {
+        StrError::InvalidUtf8 => DecodeError::InvalidUtf8 { field },
+        StrError::NullCharacter => DecodeError::NullCharacter { field },
+        StrError::TooLong => unreachable!("a u16 length prefix cannot exceed 65535"),
     }
 }
 
