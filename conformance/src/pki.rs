@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -138,8 +139,9 @@ fn leaf(
 
 const SHARED_DIR_PREFIX: &str = "tern-test-pki-";
 
-/// Removes `tern-test-pki-<pid>` directories in `temp` whose process has ended. Where there
-/// is no `/proc` to ask, nothing is removed.
+/// Removes `tern-test-pki-<pid>` directories in `temp` whose process has ended and that are
+/// over an hour old (a process in another PID namespace sharing `/tmp` looks ended here, but
+/// no test run lasts an hour). Where there is no `/proc` to ask, nothing is removed.
 fn remove_ended_processes_dirs(temp: &Path) {
     if !Path::new("/proc/self").exists() {
         return;
@@ -156,7 +158,11 @@ fn remove_ended_processes_dirs(temp: &Path) {
         else {
             continue;
         };
-        if !Path::new(&format!("/proc/{pid}")).exists() {
+        let old = entry.metadata().and_then(|m| m.modified()).is_ok_and(|at| {
+            at.elapsed()
+                .is_ok_and(|age| age > Duration::from_secs(3600))
+        });
+        if old && !Path::new(&format!("/proc/{pid}")).exists() {
             // Best effort: another test process may be removing it at the same time.
             let _ = std::fs::remove_dir_all(entry.path());
         }

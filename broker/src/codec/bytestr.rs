@@ -37,9 +37,7 @@ impl ByteStr {
             return Err(StrError::TooLong);
         }
         // Fast path, one vectorisable pass: ASCII without U+0000 is valid as it stands.
-        let plain_ascii = bytes
-            .iter()
-            .fold(true, |ok, &b| ok & (b.wrapping_sub(1) < 0x7F));
+        let plain_ascii = bytes.iter().fold(true, |ok, &b| ok & is_plain_ascii(b));
         if plain_ascii {
             return Ok(ByteStr(bytes));
         }
@@ -50,13 +48,22 @@ impl ByteStr {
         Ok(ByteStr(bytes))
     }
 
-    /// Bytes a caller has already found to be ASCII without U+0000 (at most 65535 of them):
-    /// the topic name's check does that in the same pass as its wildcard scan.
+    /// [`ByteStr::from_bytes`], noting on the way whether any byte is `special` (an ASCII
+    /// byte: it cannot occur inside a multi-byte character). For a plain ASCII string, the
+    /// common case, the check and the search are one pass (a topic name's wildcard scan).
     #[inline]
-    pub(crate) fn from_plain_ascii(bytes: Bytes) -> ByteStr {
-        debug_assert!(bytes.len() <= STRING_BYTES_MAX);
-        debug_assert!(bytes.iter().all(|&b| b.wrapping_sub(1) < 0x7F));
-        ByteStr(bytes)
+    pub fn from_bytes_noting(
+        bytes: Bytes,
+        special: impl Fn(u8) -> bool,
+    ) -> Result<(ByteStr, bool), StrError> {
+        debug_assert!((0..=255u8).all(|b| !special(b) || b.is_ascii()));
+        let (plain_ascii, found) = bytes.iter().fold((true, false), |(plain, found), &b| {
+            (plain & is_plain_ascii(b), found | special(b))
+        });
+        if plain_ascii && bytes.len() <= STRING_BYTES_MAX {
+            return Ok((ByteStr(bytes), found));
+        }
+        Ok((ByteStr::from_bytes(bytes)?, found))
     }
 
     /// Copies a Rust string after checking the MQTT rules (Rust strings may hold U+0000).
@@ -79,6 +86,12 @@ impl ByteStr {
     pub fn as_bytes(&self) -> &Bytes {
         &self.0
     }
+}
+
+/// An ASCII byte other than U+0000: a string of these is valid as it stands.
+#[inline]
+fn is_plain_ascii(b: u8) -> bool {
+    b.wrapping_sub(1) < 0x7F
 }
 
 impl Deref for ByteStr {
@@ -143,5 +156,38 @@ mod tests {
         assert_eq!(bom.as_bytes().as_ref(), b"\xEF\xBB\xBFx");
         assert_eq!(ByteStr::new(&"x".repeat(65536)), Err(StrError::TooLong));
         assert_eq!(ByteStr::new(&"x".repeat(65535)).unwrap().len(), 65535);
+    }
+
+    /// The one-pass check with a search is exactly as strict as `from_bytes`, at the edges of
+    /// plain ASCII too, and finds the special bytes in and out of it.
+    #[test]
+    fn noting_special_bytes_keeps_the_string_rules() {
+        let wildcard = |b: u8| b == b'+' || b == b'#';
+        let cases: [&[u8]; 10] = [
+            b"a/b",
+            b"a/+",
+            b"\x7f",
+            b"\x01#",
+            b"\x80",
+            b"\0",
+            b"a\0#",
+            b"\xff/#",
+            "caf\u{e9}/#".as_bytes(),
+            "caf\u{e9}".as_bytes(),
+        ];
+        for bytes in cases {
+            let bytes = Bytes::from_static(bytes);
+            let noted = ByteStr::from_bytes_noting(bytes.clone(), wildcard);
+            let plain = ByteStr::from_bytes(bytes.clone());
+            assert_eq!(noted.clone().map(|(s, _)| s), plain, "{bytes:?}");
+            if let Ok((_, found)) = noted {
+                assert_eq!(found, bytes.iter().any(|&b| wildcard(b)), "{bytes:?}");
+            }
+        }
+        let long = Bytes::from("x".repeat(65536));
+        assert_eq!(
+            ByteStr::from_bytes_noting(long, wildcard),
+            Err(StrError::TooLong)
+        );
     }
 }

@@ -145,20 +145,10 @@ fn reason_code(r: &mut Reader, v5: bool) -> Result<ReasonCode, DecodeError> {
 /// [MQTT-4.7.1-1]).
 fn topic_name(r: &mut Reader, field: &'static str) -> Result<ByteStr, DecodeError> {
     let bytes = r.binary(field)?;
-    // One branch-free pass (it vectorises; topics are scanned on every PUBLISH): plain ASCII
-    // without U+0000 needs no UTF-8 check, and a wildcard is found on the way.
-    let (plain_ascii, wildcards) = bytes.iter().fold((true, false), |(plain, found), &b| {
-        (
-            plain & (b.wrapping_sub(1) < 0x7F),
-            found | (b == b'+') | (b == b'#'),
-        )
-    });
-    let topic = if plain_ascii {
-        ByteStr::from_plain_ascii(bytes)
-    } else {
-        // The string rules first: an invalid string is reported as such, wildcard or not.
-        ByteStr::from_bytes(bytes).map_err(|e| string_error(e, field))?
-    };
+    // The string check and the wildcard search in one pass: topics are scanned on every
+    // PUBLISH. The string rules come first: an invalid string is reported as such.
+    let (topic, wildcards) = ByteStr::from_bytes_noting(bytes, |b| b == b'+' || b == b'#')
+        .map_err(|e| string_error(e, field))?;
     if wildcards {
         return Err(DecodeError::WildcardInTopicName { field });
     }

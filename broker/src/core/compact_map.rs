@@ -240,8 +240,21 @@ mod tests {
     #[test]
     fn a_single_subscription_is_held_inline() {
         let mut ours = CompactMap::default();
-        ours.insert(filter(2), subscription(2));
+        ours.insert(filter(2), subscription(7));
         assert!(matches!(ours.inner, Inner::One(..)));
+        assert_eq!(
+            ours.insert(filter(2), subscription(2)).map(|s| s.id),
+            Some(Some(7))
+        );
+        assert!(matches!(ours.inner, Inner::One(..)));
+        assert!(ours.contains_key(&filter(2)) && !ours.contains_key(&filter(1)));
+        for (_, s) in ours.iter_mut() {
+            s.id = Some(3);
+        }
+        assert_eq!(
+            ours.insert(filter(2), subscription(2)).map(|s| s.id),
+            Some(Some(3))
+        );
         ours.insert(filter(1), subscription(1));
         let Inner::Few(few) = &ours.inner else {
             panic!("two subscriptions not in a vector")

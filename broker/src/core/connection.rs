@@ -301,7 +301,7 @@ impl Connection {
         }
     }
 
-    /// When the keep-alive deadline passes without a packet, given the grace factor.
+    /// Where the connection's entry in the broker's keep-alive checks sits, if it has one.
     pub fn keep_alive_check(&self) -> Option<Instant> {
         self.keep_alive_check
     }
@@ -311,6 +311,7 @@ impl Connection {
         std::mem::replace(&mut self.keep_alive_check, at)
     }
 
+    /// When the keep-alive deadline passes without a packet, given the grace factor.
     pub fn keep_alive_deadline(&self, tenths: u32) -> Option<Instant> {
         if self.keep_alive_secs == 0 {
             return None;

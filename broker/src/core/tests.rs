@@ -1579,6 +1579,13 @@ proptest! {
             for (at, conn) in checks {
                 prop_assert!(h.broker.keep_alive.contains(at, conn));
             }
+            // ... and every connection with a keep alive has one.
+            for connection in h.broker.conns.values() {
+                prop_assert_eq!(
+                    connection.keep_alive_check().is_some(),
+                    connection.keep_alive_secs != 0
+                );
+            }
             prop_assert!(h.broker.conns.len() <= conns.len());
             // Timers are keyed: at most connect-timeout/keep-alive per connection and
             // will-delay/session-expiry per session, however the connections churn.
