@@ -493,7 +493,8 @@ impl Broker {
                 "a connection's keep-alive check out of step with the queue"
             );
         }
-        self.keep_alive.insert(at, conn);
+        let inserted = self.keep_alive.insert(at, conn);
+        debug_assert!(inserted, "a connection has one keep-alive check");
     }
 
     /// The driver's report that every [`Output::Persist`] batch up to `batch` is durable: what
