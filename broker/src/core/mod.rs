@@ -487,14 +487,19 @@ impl Broker {
             return;
         };
         if let Some(old) = connection.set_keep_alive_check(Some(at)) {
-            let removed = self.keep_alive.remove(old, conn);
-            assert!(
-                removed,
-                "a connection's keep-alive check out of step with the queue"
-            );
+            self.remove_keep_alive(old, conn);
         }
         let inserted = self.keep_alive.insert(at, conn);
         debug_assert!(inserted, "a connection has one keep-alive check");
+    }
+
+    /// Takes `conn`'s keep-alive check, which its connection says sits at `at`, out of the set.
+    fn remove_keep_alive(&mut self, at: Instant, conn: ConnId) {
+        let removed = self.keep_alive.remove(at, conn);
+        assert!(
+            removed,
+            "a connection's keep-alive check out of step with the queue"
+        );
     }
 
     /// The driver's report that every [`Output::Persist`] batch up to `batch` is durable: what
@@ -681,11 +686,7 @@ impl Broker {
         self.timers.cancel(&Timer::ConnectTimeout(conn));
         let connection = self.conns.remove(&conn)?;
         if let Some(at) = connection.keep_alive_check() {
-            let removed = self.keep_alive.remove(at, conn);
-            assert!(
-                removed,
-                "a connection's keep-alive check out of step with the queue"
-            );
+            self.remove_keep_alive(at, conn);
         }
         match ending {
             Ending::Disconnect(_) => self.stats.disconnects += 1,

@@ -133,7 +133,7 @@ pub struct Session {
 
 /// What a session holds only while messages are on their way to or from its client. Most
 /// sessions, most of the time, have none of it, so it is a box that exists only while some
-/// of it is not empty (an idle session is 136 bytes smaller, issue 15). Read through
+/// of it is not empty (an idle session is 128 bytes smaller, issue 15). Read through
 /// [`Session::flow`] (an empty one when absent); changed through `Session::flow_mut`, which
 /// makes it; given back by `Session::settle_flow` after every change that can empty it.
 #[derive(Debug)]
