@@ -19,10 +19,12 @@ fn publish(qos: QoS, payload_bytes: usize) -> Packet {
         dup: false,
         qos,
         retain: false,
-        topic: ByteStr::from_static("sensors/building-7/floor-3/temperature"),
+        content: Content::new(
+            ByteStr::from_static("sensors/building-7/floor-3/temperature"),
+            Bytes::from(vec![0x5A; payload_bytes]),
+        ),
         packet_id: (qos != QoS::AtMostOnce).then(|| PacketId::new(42).unwrap()),
         properties: Properties::new(),
-        payload: Bytes::from(vec![0x5A; payload_bytes]),
     })
 }
 

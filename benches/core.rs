@@ -102,10 +102,12 @@ fn publish_64b() -> Packet {
         dup: false,
         qos: QoS::AtMostOnce,
         retain: false,
-        topic: ByteStr::from_static("bench/topic"),
+        content: Content::new(
+            ByteStr::from_static("bench/topic"),
+            Bytes::from_static(&[0x42; 64]),
+        ),
         packet_id: None,
         properties: Properties::new(),
-        payload: Bytes::from_static(&[0x42; 64]),
     })
 }
 

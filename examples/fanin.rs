@@ -141,7 +141,7 @@ async fn run(seconds: u64, window: u16, persistence: Option<Persistence>) -> Run
             if Instant::now() >= warm_until {
                 measuring_since.get_or_insert_with(Instant::now);
                 received += 1;
-                latencies.push(age(epoch, &p.payload));
+                latencies.push(age(epoch, p.payload()));
             }
         }
         if !acks.is_empty() {

@@ -51,7 +51,7 @@ async fn ping_until(bystander: &mut RawClient, stop: impl Fn() -> bool) -> Vec<D
             .await;
         loop {
             match bystander.recv().await {
-                Some(Packet::Publish(p)) if p.topic == "bystander/ping" => break,
+                Some(Packet::Publish(p)) if p.topic() == "bystander/ping" => break,
                 Some(_) => {}
                 None => panic!("the broker closed the bystander"),
             }

@@ -100,7 +100,7 @@ async fn received(c: &mut RawClient, limit: Duration) -> Vec<(String, bool)> {
                 if let (QoS::AtLeastOnce, Some(id)) = (p.qos, p.packet_id) {
                     c.send(Packet::PubAck(Ack::new(id))).await;
                 }
-                got.push((String::from_utf8(p.payload.to_vec()).unwrap(), p.retain));
+                got.push((String::from_utf8(p.payload().to_vec()).unwrap(), p.retain));
             }
             Ok(Some(_)) => {}
             Ok(None) | Err(()) => break,

@@ -44,8 +44,8 @@ async fn walkthrough_wildcards(addr: SocketAddr, version: ProtocolVersion) {
     }
     // Two publishers: MQTT orders messages per publisher, not across publishers.
     let mut got = [
-        sub.expect_publish().await.payload,
-        sub.expect_publish().await.payload,
+        sub.expect_publish().await.content.to_payload(),
+        sub.expect_publish().await.content.to_payload(),
     ];
     got.sort();
     assert_eq!(&got[0][..], br#"{"msg": "17.2"}"#);
@@ -78,7 +78,7 @@ async fn walkthrough_retained(addr: SocketAddr, version: ProtocolVersion) {
     .await;
     assert!(matches!(late.recv().await, Some(Packet::SubAck(_))));
     let got = late.expect_publish().await;
-    assert_eq!(&got.payload[..], b"second");
+    assert_eq!(got.payload(), b"second");
     assert!(got.retain);
     late.expect_silence(Duration::from_millis(200)).await;
 }
@@ -116,7 +116,7 @@ async fn walkthrough_clean_session_false(addr: SocketAddr, version: ProtocolVers
     let (mut sub, ack) = RawClient::connect(addr, persistent()).await;
     assert!(ack.session_present);
     for text in ["one", "two", "three"] {
-        assert_eq!(&sub.expect_publish().await.payload[..], text.as_bytes());
+        assert_eq!(sub.expect_publish().await.payload(), text.as_bytes());
     }
 }
 
@@ -142,7 +142,7 @@ async fn walkthrough_will(addr: SocketAddr, version: ProtocolVersion) {
     let _silent_device = RawClient::connected(addr, c).await;
     // Within 1.5x the keep alive (7.5 s), with a margin for a loaded machine.
     let got = watcher.expect_publish_within(Duration::from_secs(10)).await;
-    assert_eq!(&got.payload[..], b"offline");
+    assert_eq!(got.payload(), b"offline");
     let mut late = RawClient::connected(
         addr,
         connect_packet(version, &format!("late-{version:?}"), true),
@@ -151,7 +151,7 @@ async fn walkthrough_will(addr: SocketAddr, version: ProtocolVersion) {
     late.subscribe(&topic, QoS::AtLeastOnce).await;
     let retained = late.expect_publish().await;
     assert!(retained.retain);
-    assert_eq!(&retained.payload[..], b"offline");
+    assert_eq!(retained.payload(), b"offline");
 }
 
 // spec: [MQTT-4.2.0-1] (v5): MQTT over TCP, an ordered, lossless byte stream both ways.
@@ -184,7 +184,7 @@ async fn qos2_round_trip_over_tcp() {
         panic!("publish expected")
     };
     assert_eq!(got.qos, QoS::ExactlyOnce);
-    assert_eq!(got.payload.len(), 100_000);
+    assert_eq!(got.payload().len(), 100_000);
     let out_id = got.packet_id.unwrap();
     sub.send(Packet::PubRec(Ack::new(out_id))).await;
     assert_eq!(sub.recv().await, Some(Packet::PubRel(Ack::new(out_id))));
@@ -215,7 +215,7 @@ async fn malformed_input_closes_only_that_connection() {
     let mut p = RawClient::connected(addr, connect_packet(V3, "p", true)).await;
     p.send(publish("t", b"still fine", QoS::AtMostOnce, 0, false))
         .await;
-    assert_eq!(&good.expect_publish().await.payload[..], b"still fine");
+    assert_eq!(good.expect_publish().await.payload(), b"still fine");
     server.shutdown().await;
 }
 

@@ -122,9 +122,9 @@ fn to_v4(packet: &Packet) -> v4::Packet {
             dup: p.dup,
             qos: qos(p.qos),
             retain: p.retain,
-            topic: string(&p.topic),
+            topic: p.topic().to_string(),
             pkid: p.packet_id.map_or(0, |id| id.get()),
-            payload: p.payload.clone(),
+            payload: p.content.to_payload(),
         }),
         Packet::PubAck(a) => v4::Packet::PubAck(v4::PubAck {
             pkid: a.packet_id.get(),
@@ -317,9 +317,9 @@ fn publish_v5(x: &Publish) -> v5::Packet {
         dup: x.dup,
         qos: qos5(x.qos),
         retain: x.retain,
-        topic: x.topic.as_bytes().clone(),
+        topic: x.content.to_topic().as_bytes().clone(),
         pkid: x.packet_id.map_or(0, |id| id.get()),
-        payload: x.payload.clone(),
+        payload: x.content.to_payload(),
         properties: some_if(
             p,
             v5::PublishProperties {

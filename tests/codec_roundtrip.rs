@@ -95,10 +95,9 @@ fn v5_empty_topic_with_alias_round_trips() {
         dup: false,
         qos: tern::types::QoS::AtMostOnce,
         retain: false,
-        topic: ByteStr::default(),
+        content: Content::new(ByteStr::default(), bytes::Bytes::from_static(b"x")),
         packet_id: None,
         properties: vec![Property::TopicAlias(3)].into(),
-        payload: bytes::Bytes::from_static(b"x"),
     });
     let mut buf = encode_to_vec(&packet, ProtocolVersion::V5);
     assert_eq!(decode(&mut buf, ProtocolVersion::V5, MAX), Ok(Some(packet)));
@@ -110,10 +109,12 @@ fn publish_payload_is_a_slice_of_the_read_buffer() {
         dup: false,
         qos: tern::types::QoS::AtMostOnce,
         retain: false,
-        topic: ByteStr::from_static("t"),
+        content: Content::new(
+            ByteStr::from_static("t"),
+            bytes::Bytes::from(vec![7u8; 1000]),
+        ),
         packet_id: None,
         properties: Properties::new(),
-        payload: bytes::Bytes::from(vec![7u8; 1000]),
     });
     let mut buf = encode_to_vec(&packet, ProtocolVersion::V3_1_1);
     let region = buf.as_ptr() as usize..buf.as_ptr() as usize + buf.len();
@@ -121,7 +122,7 @@ fn publish_payload_is_a_slice_of_the_read_buffer() {
         panic!("publish expected");
     };
     assert!(
-        region.contains(&(p.payload.as_ptr() as usize)),
+        region.contains(&(p.payload().as_ptr() as usize)),
         "payload was copied"
     );
 }

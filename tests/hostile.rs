@@ -39,7 +39,7 @@ async fn assert_serving(addr: SocketAddr) {
         match control.recv().await {
             Some(Packet::PubAck(_)) => got_ack = true,
             Some(Packet::Publish(p)) => {
-                assert_eq!(&p.payload[..], b"ping");
+                assert_eq!(p.payload(), b"ping");
                 control
                     .send(Packet::PubAck(Ack::new(p.packet_id.unwrap())))
                     .await;
@@ -155,7 +155,7 @@ async fn deep_and_long_topics() {
     c.subscribe(&long, QoS::AtMostOnce).await;
     c.send(publish(&long, b"long", QoS::AtMostOnce, 0, false))
         .await;
-    assert_eq!(&c.expect_publish().await.payload[..], b"long");
+    assert_eq!(c.expect_publish().await.payload(), b"long");
     assert_no_miscount(server.shutdown().await);
 }
 
@@ -243,7 +243,7 @@ async fn retained_floods_reach_a_wildcard_subscriber_whole() {
             let publish = sub.expect_publish().await;
             assert!(publish.retain);
             assert_eq!(publish.qos, qos);
-            topics.insert(publish.topic.to_string());
+            topics.insert(publish.topic().to_string());
         }
         assert_eq!(topics.len(), 20_000, "{qos:?}");
         sub.expect_silence(Duration::from_millis(200)).await;

@@ -36,7 +36,7 @@ async fn assert_serving(addr: SocketAddr) {
         .send(publish("control/echo", b"ping", QoS::AtMostOnce, 0, false))
         .await;
     match control.recv().await {
-        Some(Packet::Publish(p)) => assert_eq!(&p.payload[..], b"ping"),
+        Some(Packet::Publish(p)) => assert_eq!(p.payload(), b"ping"),
         other => panic!("the broker stopped serving: {other:?}"),
     }
 }

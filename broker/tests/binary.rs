@@ -263,10 +263,12 @@ fn acknowledged_messages_survive_sigkill() {
             dup: false,
             qos: QoS::AtLeastOnce,
             retain: n == 50,
-            topic: ByteStr::new(&format!("t/{n}")).unwrap(),
+            content: Content::new(
+                ByteStr::new(&format!("t/{n}")).unwrap(),
+                bytes::Bytes::from(n.to_string()),
+            ),
             packet_id: PacketId::new(n),
             properties: Properties::new(),
-            payload: bytes::Bytes::from(n.to_string()),
         };
         match exchange(&mut publisher, Packet::Publish(publish)) {
             Packet::PubAck(ack) => assert_eq!(ack.packet_id.get(), n),
@@ -289,7 +291,7 @@ fn acknowledged_messages_survive_sigkill() {
         match read_buffered(&mut sub, &mut buf) {
             Packet::Publish(p) => {
                 write_packet(&mut sub, Packet::PubAck(Ack::new(p.packet_id.unwrap())));
-                got.push(String::from_utf8(p.payload.to_vec()).unwrap());
+                got.push(String::from_utf8(p.payload().to_vec()).unwrap());
             }
             other => panic!("expected PUBLISH, got {other:?}"),
         }
@@ -313,7 +315,7 @@ fn acknowledged_messages_survive_sigkill() {
         Packet::SubAck(_)
     ));
     match read_buffered(&mut late, &mut buf) {
-        Packet::Publish(p) => assert!(p.retain && p.payload == "50"),
+        Packet::Publish(p) => assert!(p.retain && p.payload() == b"50"),
         other => panic!("expected the retained message, got {other:?}"),
     }
     child.kill().unwrap();

@@ -43,10 +43,9 @@ pub fn publish(topic: &str, payload: &[u8], qos: QoS, id: u16, retain: bool) -> 
         dup: false,
         qos,
         retain,
-        topic: s(topic),
+        content: Content::new(s(topic), Bytes::copy_from_slice(payload)),
         packet_id: (qos != QoS::AtMostOnce).then(|| PacketId::new(id).unwrap()),
         properties: Properties::new(),
-        payload: Bytes::copy_from_slice(payload),
     })
 }
 

@@ -250,10 +250,10 @@ impl Raw {
     /// The message a PUBLISH carries, its topic alias resolved.
     fn message_of(&mut self, p: &Publish) -> anyhow::Result<Message> {
         let props = props_of(&p.properties);
-        let topic = self.aliases.resolve(&p.topic, props.topic_alias)?;
+        let topic = self.aliases.resolve(p.topic(), props.topic_alias)?;
         Ok(Message {
             topic,
-            payload: p.payload.to_vec(),
+            payload: p.payload().to_vec(),
             qos: p.qos.bits(),
             retain: p.retain,
             props,
@@ -330,10 +330,9 @@ impl Client for Raw {
                 dup: false,
                 qos: q,
                 retain: message.retain,
-                topic: s(&message.topic),
+                content: Content::new(s(&message.topic), Bytes::from(message.payload)),
                 packet_id: id,
                 properties: properties(&message.props),
-                payload: Bytes::from(message.payload),
             });
             self.client.try_send(packet).await?;
             match (q, id) {

@@ -118,10 +118,12 @@ fn template(input: &mut Input) -> Packet {
                 dup: false,
                 qos,
                 retain: input.byte() % 3 == 0,
-                topic: string(&topic(input)),
+                content: Content::new(
+                    string(&topic(input)),
+                    Bytes::copy_from_slice(input.bytes(payload_len)),
+                ),
                 packet_id: (qos != QoS::AtMostOnce).then(|| packet_id(input)),
                 properties: Properties::new(),
-                payload: Bytes::copy_from_slice(input.bytes(payload_len)),
             })
         }
         4 => Packet::Subscribe(Subscribe {

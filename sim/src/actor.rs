@@ -118,7 +118,7 @@ impl Actor {
                 read = read_packet(&mut conn, self.version) => match read {
                     Some(mut packet) => {
                         if let (Packet::Publish(p), Some(c)) = (&mut packet, conn.as_mut()) {
-                            p.topic = resolve_alias(&mut c.aliases, p);
+                            p.content = p.content.with_topic(resolve_alias(&mut c.aliases, p));
                         }
                         self.record(Event::Received(packet.clone()));
                         if let Some(c) = conn.as_mut() {
@@ -310,8 +310,8 @@ impl Actor {
                 };
                 if new {
                     self.record(Event::Delivered {
-                        topic: p.topic.to_string(),
-                        payload: String::from_utf8_lossy(&p.payload).into_owned(),
+                        topic: p.topic().to_string(),
+                        payload: String::from_utf8_lossy(p.payload()).into_owned(),
                         qos: p.qos.bits(),
                         retain: p.retain,
                     });
@@ -359,11 +359,11 @@ impl Actor {
 /// set becomes an impossible topic that the delivery checker reports.
 fn resolve_alias(aliases: &mut BTreeMap<u16, String>, p: &Publish) -> ByteStr {
     let Some(alias) = p.properties.topic_alias() else {
-        return p.topic.clone();
+        return p.content.to_topic();
     };
-    if !p.topic.is_empty() {
-        aliases.insert(alias, p.topic.to_string());
-        return p.topic.clone();
+    if !p.topic().is_empty() {
+        aliases.insert(alias, p.topic().to_string());
+        return p.content.to_topic();
     }
     let topic = aliases
         .get(&alias)

@@ -290,10 +290,12 @@ mod tests {
                 dup: false,
                 qos: QoS::AtLeastOnce,
                 retain: false,
-                topic: ByteStr::from_static("a/b"),
+                content: Content::new(
+                    ByteStr::from_static("a/b"),
+                    bytes::Bytes::from_static(b"<m&1>"),
+                ),
                 packet_id: Some(id(7)),
                 properties: Properties::new(),
-                payload: bytes::Bytes::from_static(b"<m&1>"),
             })),
         );
         t.push(

@@ -103,8 +103,8 @@ pub fn summarize(packet: &Packet) -> String {
         ),
         Packet::Publish(p) => format!(
             "PUBLISH {} {:?} qos={}{}{}{}{}",
-            short(&p.topic),
-            short(&String::from_utf8_lossy(&p.payload)),
+            short(p.topic()),
+            short(&String::from_utf8_lossy(p.payload())),
             p.qos,
             p.packet_id
                 .map(|id| format!(" id={id}"))
@@ -241,8 +241,8 @@ impl Trace {
                 Event::Received(Packet::Auth(a)) => format!("AUTH {}", reason(a.reason_code)),
                 Event::Received(Packet::Publish(p)) if p.dup => format!(
                     "resent {} {:?}",
-                    short(&p.topic),
-                    short(&String::from_utf8_lossy(&p.payload))
+                    short(p.topic()),
+                    short(&String::from_utf8_lossy(p.payload()))
                 ),
                 Event::Delivered { .. }
                 | Event::Closed { .. }

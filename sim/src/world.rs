@@ -890,10 +890,12 @@ impl Director<'_, '_> {
             dup: false,
             qos: q,
             retain: spec.retain,
-            topic: s(&numbered(&spec.topic))?,
+            content: Content::new(
+                s(&numbered(&spec.topic))?,
+                Bytes::from(numbered(&spec.payload)),
+            ),
             packet_id: id,
             properties,
-            payload: Bytes::from(numbered(&spec.payload)),
         });
         self.send(name, Command::Send(packet))?;
         Ok(id)
@@ -937,7 +939,7 @@ impl Director<'_, '_> {
             let unexpected = trace.entries[from..].iter().find(|e| {
                 e.host == name
                     && matches!(&e.event, Event::Received(Packet::Publish(p))
-                        if nothing.topic.as_deref().is_none_or(|t| p.topic == t))
+                        if nothing.topic.as_deref().is_none_or(|t| p.topic() == t))
             });
             return match unexpected {
                 Some(e) => Err(format!("{name}: expected nothing, got: {}", e.line())),
@@ -997,11 +999,11 @@ fn publish_matches(want: &PublishMatch, event: &Event) -> bool {
     let Event::Received(Packet::Publish(p)) = event else {
         return false;
     };
-    want.topic.as_deref().is_none_or(|t| p.topic == t)
+    want.topic.as_deref().is_none_or(|t| p.topic() == t)
         && want
             .payload
             .as_deref()
-            .is_none_or(|x| p.payload == x.as_bytes())
+            .is_none_or(|x| p.payload() == x.as_bytes())
         && want.qos.is_none_or(|q| p.qos.bits() == q)
         && want.retain.is_none_or(|r| p.retain == r)
         && want.dup.is_none_or(|d| p.dup == d)

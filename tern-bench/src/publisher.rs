@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use tern::codec::{Ack, ByteStr, Packet, Properties, Publish};
+use tern::codec::{Ack, ByteStr, Content, Packet, Properties, Publish};
 use tern::types::{PacketId, QoS};
 
 use crate::conn::{Reader, Writer};
@@ -107,10 +107,9 @@ pub async fn run(
                 dup: false,
                 qos: spec.qos,
                 retain: false,
-                topic: spec.topic.clone(),
+                content: Content::new(spec.topic.clone(), stamp.payload(spec.payload_bytes)),
                 packet_id,
                 properties: Properties::new(),
-                payload: stamp.payload(spec.payload_bytes),
             }));
             published.sent += 1;
             if spec.qos == QoS::AtMostOnce {

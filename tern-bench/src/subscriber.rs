@@ -109,8 +109,8 @@ fn deliver(
 ) -> anyhow::Result<()> {
     match packet {
         Packet::Publish(publish) => {
-            let Some(stamp) = Stamp::read(&publish.payload) else {
-                bail!("a message without a stamp on {}", publish.topic);
+            let Some(stamp) = Stamp::read(publish.payload()) else {
+                bail!("a message without a stamp on {}", publish.topic());
             };
             let now = Instant::now();
             if publish.qos != spec.qos {

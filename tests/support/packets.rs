@@ -241,10 +241,9 @@ pub fn publish(version: ProtocolVersion) -> impl Strategy<Value = Publish> {
                 dup: dup && !at_most_once,
                 qos,
                 retain,
-                topic,
+                content: Content::new(topic, payload),
                 packet_id: if at_most_once { None } else { Some(id) },
                 properties,
-                payload,
             }
         })
 }

@@ -33,37 +33,42 @@ impl ByteStr {
     /// Validates `bytes` as an MQTT string without copying them.
     #[inline]
     pub fn from_bytes(bytes: Bytes) -> Result<ByteStr, StrError> {
-        if bytes.len() > STRING_BYTES_MAX {
-            return Err(StrError::TooLong);
-        }
-        // Fast path, one vectorisable pass: ASCII without U+0000 is valid as it stands.
-        let plain_ascii = bytes.iter().fold(true, |ok, &b| ok & is_plain_ascii(b));
-        if plain_ascii {
-            return Ok(ByteStr(bytes));
-        }
-        std::str::from_utf8(&bytes).map_err(|_| StrError::InvalidUtf8)?;
-        if bytes.contains(&0) {
-            return Err(StrError::NullCharacter);
-        }
+        check(&bytes)?;
         Ok(ByteStr(bytes))
     }
 
-    /// [`ByteStr::from_bytes`], noting on the way whether any byte is `special` (an ASCII
-    /// byte: it cannot occur inside a multi-byte character). For a plain ASCII string, the
-    /// common case, the check and the search are one pass (a topic name's wildcard scan).
+    /// [`ByteStr::from_bytes`], noting on the way whether any byte is `special` (see
+    /// [`ByteStr::check_noting`]).
     #[inline]
     pub fn from_bytes_noting(
         bytes: Bytes,
         special: impl Fn(u8) -> bool,
     ) -> Result<(ByteStr, bool), StrError> {
+        let found = ByteStr::check_noting(&bytes, special)?;
+        Ok((ByteStr(bytes), found))
+    }
+
+    /// Checks `bytes` against the MQTT string rules and notes on the way whether any byte is
+    /// `special` (an ASCII byte: it cannot occur inside a multi-byte character). For a plain
+    /// ASCII string, the common case, the check and the search are one pass (a topic name's
+    /// wildcard scan).
+    #[inline]
+    pub fn check_noting(bytes: &[u8], special: impl Fn(u8) -> bool) -> Result<bool, StrError> {
         debug_assert!((0..=255u8).all(|b| !special(b) || b.is_ascii()));
         let (plain_ascii, found) = bytes.iter().fold((true, false), |(plain, found), &b| {
             (plain & is_plain_ascii(b), found | special(b))
         });
-        if plain_ascii && bytes.len() <= STRING_BYTES_MAX {
-            return Ok((ByteStr(bytes), found));
+        if !(plain_ascii && bytes.len() <= STRING_BYTES_MAX) {
+            check(bytes)?;
         }
-        Ok((ByteStr::from_bytes(bytes)?, found))
+        Ok(found)
+    }
+
+    /// Bytes the caller has already checked with [`ByteStr::check_noting`] (a topic inside a
+    /// `Content`): no second pass over them.
+    pub(super) fn from_checked(bytes: Bytes) -> ByteStr {
+        debug_assert_eq!(check(&bytes), Ok(()));
+        ByteStr(bytes)
     }
 
     /// Copies a Rust string after checking the MQTT rules (Rust strings may hold U+0000).
@@ -86,6 +91,24 @@ impl ByteStr {
     pub fn as_bytes(&self) -> &Bytes {
         &self.0
     }
+}
+
+/// The MQTT string rules (see the module comment).
+#[inline]
+fn check(bytes: &[u8]) -> Result<(), StrError> {
+    if bytes.len() > STRING_BYTES_MAX {
+        return Err(StrError::TooLong);
+    }
+    // Fast path, one vectorisable pass: ASCII without U+0000 is valid as it stands.
+    let plain_ascii = bytes.iter().fold(true, |ok, &b| ok & is_plain_ascii(b));
+    if plain_ascii {
+        return Ok(());
+    }
+    std::str::from_utf8(bytes).map_err(|_| StrError::InvalidUtf8)?;
+    if bytes.contains(&0) {
+        return Err(StrError::NullCharacter);
+    }
+    Ok(())
 }
 
 /// An ASCII byte other than U+0000: a string of these is valid as it stands.

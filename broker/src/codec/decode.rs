@@ -5,9 +5,10 @@
 //! body is even waited for, so a header that claims 256 MB costs nothing. A complete packet is
 //! split off the buffer and frozen; strings and the payload are slices of it (zero-copy).
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::BytesMut;
 
 use super::bytestr::ByteStr;
+use super::content::Content;
 use super::error::DecodeError;
 use super::packet::*;
 use super::properties::{Properties, PropertyContext};
@@ -56,17 +57,20 @@ pub fn decode(
         return Ok(None);
     }
     let flags = first & 0x0F;
-    let mut body = buf.split_to(total).freeze();
-    // `advance` rather than `split_off`: no extra reference count traffic on the hot path.
-    body.advance(header_len);
+    let packet = buf.split_to(total).freeze();
+    // The reader starts after the fixed header: no extra reference count traffic, and no
+    // `advance` on the hot path.
+    let body = Reader::starting_at(packet, header_len, packet_type);
     decode_body(packet_type, flags, body, version).map(Some)
 }
 
-/// Decodes a packet body whose fixed header has been read.
+/// Decodes a packet body whose fixed header has been read. Inlined into [`decode`], so
+/// that the packet is built where the caller wants it rather than copied there.
+#[inline(always)]
 fn decode_body(
     packet_type: PacketType,
     flags: u8,
-    body: Bytes,
+    mut r: Reader,
     version: ProtocolVersion,
 ) -> Result<Packet, DecodeError> {
     if packet_type != PacketType::Publish && flags != packet_type.required_flags() {
@@ -76,7 +80,6 @@ fn decode_body(
             required: packet_type.required_flags(),
         });
     }
-    let mut r = Reader::new(body, packet_type);
     let v5 = version.is_v5();
     let packet = match packet_type {
         PacketType::Connect => Packet::Connect(Box::new(connect(&mut r)?)),
@@ -141,18 +144,26 @@ fn reason_code(r: &mut Reader, v5: bool) -> Result<ReasonCode, DecodeError> {
         })
 }
 
-/// A topic name as PUBLISH and the will carry it: no wildcards (spec: [MQTT-3.3.2-2],
-/// [MQTT-4.7.1-1]).
+/// A will's topic name: no wildcards (spec: [MQTT-4.7.1-1]).
 fn topic_name(r: &mut Reader, field: &'static str) -> Result<ByteStr, DecodeError> {
-    let bytes = r.binary(field)?;
+    let len = usize::from(r.u16(field)?);
+    check_topic_name(r.peek(len, field)?, field)?;
+    let bytes = r.take(len, field)?;
+    Ok(ByteStr::from_bytes(bytes).expect("checked above"))
+}
+
+/// The rules of a topic name, as PUBLISH and the will carry it: an MQTT string without
+/// wildcards (spec: [MQTT-3.3.2-2], [MQTT-4.7.1-1]).
+#[inline]
+fn check_topic_name(bytes: &[u8], field: &'static str) -> Result<(), DecodeError> {
     // The string check and the wildcard search in one pass: topics are scanned on every
     // PUBLISH. The string rules come first: an invalid string is reported as such.
-    let (topic, wildcards) = ByteStr::from_bytes_noting(bytes, |b| b == b'+' || b == b'#')
+    let wildcards = ByteStr::check_noting(bytes, |b| b == b'+' || b == b'#')
         .map_err(|e| string_error(e, field))?;
     if wildcards {
         return Err(DecodeError::WildcardInTopicName { field });
     }
-    Ok(topic)
+    Ok(())
 }
 
 fn connect(r: &mut Reader) -> Result<Connect, DecodeError> {
@@ -304,14 +315,18 @@ fn publish(flags: u8, r: &mut Reader, v5: bool) -> Result<Publish, DecodeError> 
     if dup && qos == QoS::AtMostOnce {
         return Err(DecodeError::DupOnQoS0);
     }
-    let topic = topic_name(r, "PUBLISH topic name")?;
+    let field = "PUBLISH topic name";
+    let topic_len = usize::from(r.u16(field)?);
+    check_topic_name(r.peek(topic_len, field)?, field)?;
+    let topic_start = r.position();
+    r.skip(topic_len, field)?;
     let packet_id = if qos == QoS::AtMostOnce {
         None
     } else {
         Some(packet_id(r)?)
     };
     let properties = read_properties(r, v5, PropertyContext::Publish)?;
-    if topic.is_empty() {
+    if topic_len == 0 {
         if !v5 {
             return Err(DecodeError::EmptyTopicName);
         }
@@ -319,15 +334,16 @@ fn publish(flags: u8, r: &mut Reader, v5: bool) -> Result<Publish, DecodeError> 
             return Err(DecodeError::EmptyTopicWithoutAlias);
         }
     }
-    let payload = r.rest();
+    // One handle on the body for topic and payload (see `Content`).
+    let payload_start = r.position() - topic_start;
+    let body = r.rest_from(topic_start);
     Ok(Publish {
         dup,
         qos,
         retain,
-        topic,
+        content: Content::joined(body, topic_len, payload_start),
         packet_id,
         properties,
-        payload,
     })
 }
 

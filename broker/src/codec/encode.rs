@@ -199,7 +199,7 @@ fn connect<S: Sink>(c: &Connect, out: &mut S) -> Result<(), EncodeError> {
 }
 
 fn publish<S: Sink>(p: &Publish, v5: bool, out: &mut S) -> Result<(), EncodeError> {
-    out.put_string("PUBLISH topic name", &p.topic)?;
+    out.put_string("PUBLISH topic name", p.topic())?;
     match (p.qos, p.packet_id) {
         (QoS::AtMostOnce, None) => {}
         (QoS::AtLeastOnce | QoS::ExactlyOnce, Some(id)) => out.put_u16(id.get()),
@@ -211,7 +211,7 @@ fn publish<S: Sink>(p: &Publish, v5: bool, out: &mut S) -> Result<(), EncodeErro
         }
     }
     properties(&p.properties, v5, out)?;
-    out.put_slice(&p.payload);
+    out.put_slice(p.payload());
     Ok(())
 }
 

@@ -6,6 +6,7 @@
 //! task, outside the core.
 
 mod bytestr;
+mod content;
 mod decode;
 mod encode;
 mod error;
@@ -15,6 +16,7 @@ mod reason;
 mod wire;
 
 pub use bytestr::{ByteStr, StrError, STRING_BYTES_MAX};
+pub use content::Content;
 pub use decode::decode;
 pub use encode::{encode, encoded_len};
 pub use error::{DecodeError, EncodeError};

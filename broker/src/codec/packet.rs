@@ -8,6 +8,7 @@
 use bytes::Bytes;
 
 use super::bytestr::ByteStr;
+use super::content::Content;
 use super::properties::Properties;
 use super::reason::ReasonCode;
 use crate::types::{PacketId, QoS};
@@ -233,13 +234,22 @@ pub struct Publish {
     pub dup: bool,
     pub qos: QoS,
     pub retain: bool,
-    /// Empty only in MQTT 5 when a topic alias stands in for it.
-    pub topic: ByteStr,
+    /// The topic name (empty only in MQTT 5 when a topic alias stands in for it) and the
+    /// payload; decoded, both are zero-copy slices of the buffer the packet was read from.
+    pub content: Content,
     /// `Some` exactly when `qos` is 1 or 2.
     pub packet_id: Option<PacketId>,
     pub properties: Properties,
-    /// A zero-copy slice of the buffer the packet was read from.
-    pub payload: Bytes,
+}
+
+impl Publish {
+    pub fn topic(&self) -> &str {
+        self.content.topic()
+    }
+
+    pub fn payload(&self) -> &[u8] {
+        self.content.payload()
+    }
 }
 
 /// PUBACK, PUBREC, PUBREL and PUBCOMP share this shape.

@@ -15,15 +15,30 @@ use super::packet::PacketType;
 pub const VARINT_MAX: u32 = 268_435_455;
 
 /// Reads the fields of one packet body. The body is a `Bytes` slice of the read buffer, so
-/// strings and payloads come out as zero-copy slices.
+/// strings and payloads come out as zero-copy slices. The reader keeps a position rather than
+/// advancing the `Bytes`, so that a PUBLISH can take its body from the topic on, once its
+/// fields are read ([`Reader::rest_from`]).
 pub struct Reader {
     body: Bytes,
+    /// How much of `body` has been read; never more than its length.
+    pos: usize,
     packet: PacketType,
 }
 
 impl Reader {
     pub fn new(body: Bytes, packet: PacketType) -> Reader {
-        Reader { body, packet }
+        Reader::starting_at(body, 0, packet)
+    }
+
+    /// A reader of `body` from position `pos` (after a fixed header the caller has read).
+    #[inline(always)]
+    pub fn starting_at(body: Bytes, pos: usize, packet: PacketType) -> Reader {
+        assert!(
+            pos <= body.len(),
+            "reader starts at {pos} of {}",
+            body.len()
+        );
+        Reader { body, pos, packet }
     }
 
     pub fn packet(&self) -> PacketType {
@@ -32,12 +47,18 @@ impl Reader {
 
     #[inline]
     pub fn remaining(&self) -> usize {
-        self.body.len()
+        self.body.len() - self.pos
+    }
+
+    /// How many bytes have been read.
+    #[inline]
+    pub fn position(&self) -> usize {
+        self.pos
     }
 
     #[inline]
     fn need(&self, len: usize, field: &'static str) -> Result<(), DecodeError> {
-        if self.body.len() < len {
+        if self.remaining() < len {
             return Err(DecodeError::Truncated {
                 packet: self.packet,
                 field,
@@ -46,29 +67,39 @@ impl Reader {
         Ok(())
     }
 
+    /// The next `len` bytes, which the caller checked are there.
+    #[inline]
+    fn advance(&mut self, len: usize) -> &[u8] {
+        let start = self.pos;
+        self.pos += len;
+        &self.body[start..self.pos]
+    }
+
     #[inline]
     pub fn u8(&mut self, field: &'static str) -> Result<u8, DecodeError> {
         self.need(1, field)?;
-        Ok(self.body.get_u8())
+        Ok(self.advance(1)[0])
     }
 
     #[inline]
     pub fn u16(&mut self, field: &'static str) -> Result<u16, DecodeError> {
         self.need(2, field)?;
-        Ok(self.body.get_u16())
+        let bytes = self.advance(2);
+        Ok(u16::from_be_bytes([bytes[0], bytes[1]]))
     }
 
     #[inline]
     pub fn u32(&mut self, field: &'static str) -> Result<u32, DecodeError> {
         self.need(4, field)?;
-        Ok(self.body.get_u32())
+        let bytes = self.advance(4);
+        Ok(u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
     }
 
     #[inline]
     pub fn varint(&mut self, field: &'static str, strict: bool) -> Result<u32, DecodeError> {
-        match read_varint(&self.body, strict)? {
+        match read_varint(&self.body[self.pos..], strict)? {
             Some((value, used)) => {
-                self.body.advance(used);
+                self.pos += used;
                 Ok(value)
             }
             None => Err(DecodeError::Truncated {
@@ -78,16 +109,49 @@ impl Reader {
         }
     }
 
+    /// The next `len` bytes, unread but in place, for a caller that checks them before
+    /// [`Reader::skip`]ping them.
+    #[inline]
+    pub fn peek(&self, len: usize, field: &'static str) -> Result<&[u8], DecodeError> {
+        self.need(len, field)?;
+        Ok(&self.body[self.pos..self.pos + len])
+    }
+
+    #[inline]
+    pub fn skip(&mut self, len: usize, field: &'static str) -> Result<(), DecodeError> {
+        self.need(len, field)?;
+        self.pos += len;
+        Ok(())
+    }
+
     #[inline]
     pub fn take(&mut self, len: usize, field: &'static str) -> Result<Bytes, DecodeError> {
         self.need(len, field)?;
-        Ok(self.body.split_to(len))
+        let start = self.pos;
+        self.pos += len;
+        Ok(self.body.slice(start..self.pos))
     }
 
     /// Everything left in the body (the PUBLISH payload).
     #[inline]
     pub fn rest(&mut self) -> Bytes {
-        std::mem::take(&mut self.body)
+        self.rest_from(self.pos)
+    }
+
+    /// The body from position `start` (at most the current one) to its end; the reader is
+    /// left at the end. Takes the body's handle rather than making another: a PUBLISH's
+    /// topic and payload come out of one buffer with one reference count.
+    #[inline(always)]
+    pub fn rest_from(&mut self, start: usize) -> Bytes {
+        assert!(
+            start <= self.pos,
+            "rest_from({start}) behind position {}",
+            self.pos
+        );
+        let mut body = std::mem::take(&mut self.body);
+        self.pos = 0;
+        body.advance(start);
+        body
     }
 
     /// Binary data: a two-byte length, then that many bytes.
@@ -106,21 +170,18 @@ impl Reader {
 
     /// Splits off the next `len` bytes as a reader of their own (a property block).
     pub fn sub_reader(&mut self, len: usize, field: &'static str) -> Result<Reader, DecodeError> {
-        Ok(Reader {
-            body: self.take(len, field)?,
-            packet: self.packet,
-        })
+        Ok(Reader::new(self.take(len, field)?, self.packet))
     }
 
     /// The body must be fully consumed once the last field is read.
     #[inline]
     pub fn finish(self) -> Result<(), DecodeError> {
-        if self.body.is_empty() {
+        if self.remaining() == 0 {
             Ok(())
         } else {
             Err(DecodeError::TrailingBytes {
                 packet: self.packet,
-                count: self.body.len(),
+                count: self.remaining(),
             })
         }
     }

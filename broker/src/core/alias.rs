@@ -54,7 +54,7 @@ impl OutboundAliases {
 
     /// The alias for `topic`, making one (or reusing the least recently used) if needed.
     /// Never above the capacity (spec: [MQTT-3.1.2-26] [MQTT-3.3.2-11]).
-    pub fn assign(&mut self, topic: &ByteStr) -> Option<AliasUse> {
+    pub fn assign(&mut self, topic: &str) -> Option<AliasUse> {
         match &mut self.0 {
             Some(table) if !topic.is_empty() => Some(table.assign(topic)),
             _ => None,
@@ -63,7 +63,7 @@ impl OutboundAliases {
 }
 
 impl Table {
-    fn assign(&mut self, topic: &ByteStr) -> AliasUse {
+    fn assign(&mut self, topic: &str) -> AliasUse {
         debug_assert!(self.capacity > 0, "a table exists only with aliases on");
         self.clock += 1;
         if let Some(entry) = self.entries.iter_mut().find(|e| e.topic == *topic) {

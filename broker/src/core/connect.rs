@@ -16,7 +16,7 @@ use super::session::{DeliveryParams, Session};
 use super::time::Instant;
 use super::{disconnect, fit, reason_string, Abbreviated, Broker, ConnId, SessionId, Timer};
 use crate::codec::{
-    ByteStr, ConnAck, Connect, Disconnect, Packet, Properties, Property, ProtocolVersion,
+    ByteStr, ConnAck, Connect, Content, Disconnect, Packet, Properties, Property, ProtocolVersion,
     ReasonCode, Will,
 };
 use crate::topic::topic_levels;
@@ -689,8 +689,7 @@ impl Broker {
         tracing::info!(%client_id, topic = %Abbreviated(&will.topic), "publishing will");
         self.stats.wills_published += 1;
         let message = Message::new(
-            will.topic,
-            will.payload,
+            Content::new(will.topic, will.payload),
             will.qos,
             will.retain,
             &will.properties,

@@ -30,7 +30,7 @@ use super::access::Login;
 use super::message::Message;
 use super::time::Instant;
 use super::ConnId;
-use crate::codec::{ByteStr, Properties, ProtocolVersion, SubscriptionOptions, Will};
+use crate::codec::{ByteStr, Content, Properties, ProtocolVersion, SubscriptionOptions, Will};
 use crate::types::{PacketId, QoS};
 
 /// Milliseconds since the Unix epoch.
@@ -289,8 +289,8 @@ impl Journal {
 
     pub fn stored_message(&self, message: &Message) -> StoredMessage {
         StoredMessage {
-            topic: message.topic.clone(),
-            payload: message.payload.clone(),
+            topic: message.content.to_topic(),
+            payload: message.content.to_payload(),
             qos: message.qos,
             retain: message.retain,
             properties: message.properties.clone(),
@@ -301,8 +301,7 @@ impl Journal {
 
     pub fn message(&self, stored: StoredMessage, now: Instant) -> Arc<Message> {
         Arc::new(Message {
-            topic: stored.topic,
-            payload: stored.payload,
+            content: Content::new(stored.topic, stored.payload),
             qos: stored.qos,
             retain: stored.retain,
             properties: stored.properties,

@@ -1,9 +1,9 @@
 //! An application message as the broker holds it between receipt and delivery.
 //!
-//! One `Arc<Message>` is shared by every session that gets a copy; payload and topic are
-//! `Bytes`-backed, so fan-out copies nothing. A message the broker will hold for a while
-//! (retained, queued, in flight) is first [`Message::compacted`]: its bytes are slices of the
-//! read buffer they arrived in, and a 1-byte message must not keep a 64 KiB buffer alive.
+//! One `Arc<Message>` is shared by every session that gets a copy; topic and payload are one
+//! `Bytes`-backed [`Content`], so fan-out copies nothing. A message the broker will hold for a
+//! while (retained, queued, in flight) is first [`Message::compacted`]: its bytes are slices of
+//! the read buffer they arrived in, and a 1-byte message must not keep a 64 KiB buffer alive.
 
 use crate::planted::{self, PlantedBug};
 use std::time::Duration;
@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 
 use super::time::Instant;
-use crate::codec::{ByteStr, Properties, Property};
+use crate::codec::{ByteStr, Content, Properties, Property};
 
 /// What holding a message costs beyond its bytes: the `Message` and `Arc`, a queue entry or
 /// tree node pointing at it, allocator overhead. Charged against the memory limits with the
@@ -21,8 +21,8 @@ use crate::types::QoS;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
-    pub topic: ByteStr,
-    pub payload: Bytes,
+    /// The topic name and payload.
+    pub content: Content,
     pub qos: QoS,
     pub retain: bool,
     /// MQTT 5 properties forwarded to subscribers: never a topic alias or subscription
@@ -37,8 +37,7 @@ impl Message {
     /// Builds a message from what a client sent: keeps the forwardable properties and turns
     /// the expiry interval into an absolute deadline.
     pub fn new(
-        topic: ByteStr,
-        payload: Bytes,
+        content: Content,
         qos: QoS,
         retain: bool,
         received: &Properties,
@@ -62,14 +61,21 @@ impl Message {
             }
         }
         Message {
-            topic,
-            payload,
+            content,
             qos,
             retain,
             properties,
             publisher,
             expires_at,
         }
+    }
+
+    pub fn topic(&self) -> &str {
+        self.content.topic()
+    }
+
+    pub fn payload(&self) -> &[u8] {
+        self.content.payload()
     }
 
     /// What holding this message costs, as the queue, retained and memory limits count it:
@@ -83,7 +89,7 @@ impl Message {
                     + property_data(p).iter().map(|d| d.len()).sum::<usize>()
             })
             .sum();
-        MESSAGE_OVERHEAD_BYTES + self.topic.len() + self.payload.len() + property_bytes
+        MESSAGE_OVERHEAD_BYTES + self.topic().len() + self.payload().len() + property_bytes
     }
 
     /// The same message in one allocation of its own: topic, payload and property data copied
@@ -95,9 +101,10 @@ impl Message {
             .flat_map(property_data)
             .map(|d| d.len())
             .sum();
-        let mut arena = BytesMut::with_capacity(self.topic.len() + self.payload.len() + data_len);
-        arena.extend_from_slice(self.topic.as_bytes());
-        arena.extend_from_slice(&self.payload);
+        let (topic, payload) = (self.topic().as_bytes(), self.payload());
+        let mut arena = BytesMut::with_capacity(topic.len() + payload.len() + data_len);
+        arena.extend_from_slice(topic);
+        arena.extend_from_slice(payload);
         for property in self.properties.iter() {
             for data in property_data(property) {
                 arena.extend_from_slice(data);
@@ -106,8 +113,8 @@ impl Message {
         let mut arena = arena.freeze();
         let mut take = |len: usize| arena.split_to(len);
         let string = |bytes: Bytes| ByteStr::from_bytes(bytes).expect("copied from a valid string");
-        let topic = string(take(self.topic.len()));
-        let payload = take(self.payload.len());
+        let content = Content::packed(take(topic.len() + payload.len()), topic.len())
+            .expect("copied from a valid topic");
         let properties = self
             .properties
             .iter()
@@ -123,8 +130,7 @@ impl Message {
             })
             .collect::<Vec<_>>();
         Message {
-            topic,
-            payload,
+            content,
             properties: properties.into(),
             publisher: self.publisher.clone(),
             ..*self
@@ -159,8 +165,8 @@ impl Message {
 }
 
 /// `text` in an allocation of its own (not a slice of a larger buffer it may keep alive).
-pub fn owned(text: &ByteStr) -> ByteStr {
-    ByteStr::new(text.as_str()).expect("copied from a valid string")
+pub fn owned(text: &str) -> ByteStr {
+    ByteStr::new(text).expect("copied from a valid string")
 }
 
 /// `properties` with every string and binary value in an allocation of its own.
@@ -204,8 +210,10 @@ mod tests {
         ]
         .into();
         let message = Message::new(
-            ByteStr::from_bytes(big.slice(0..3)).unwrap(),
-            big.slice(3..4),
+            Content::new(
+                ByteStr::from_bytes(big.slice(0..3)).unwrap(),
+                big.slice(3..4),
+            ),
             QoS::AtLeastOnce,
             true,
             &received,
@@ -218,7 +226,7 @@ mod tests {
         // the buffer leaves the copy valid, and its payload is not a view into a large block.
         drop(message);
         drop(big);
-        assert_eq!(&compact.payload[..], b"x");
+        assert_eq!(compact.payload(), b"x");
         assert!(compact.charged_bytes() > MESSAGE_OVERHEAD_BYTES + 4);
     }
 }

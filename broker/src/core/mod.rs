@@ -654,7 +654,7 @@ impl Broker {
                 }
                 retained::Next::Paused => continue,
             };
-            if !self.access.may_read(session, &message.topic) {
+            if !self.access.may_read(session, message.topic()) {
                 self.stats.deliveries_denied += 1;
                 continue;
             }

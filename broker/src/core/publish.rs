@@ -14,7 +14,7 @@ use super::shared::GroupId;
 use super::time::Instant;
 use super::{reason_string, Broker, ConnId, SessionId};
 use crate::auth::acl::Access;
-use crate::codec::{Ack, ByteStr, Packet, Properties, Publish, ReasonCode};
+use crate::codec::{Ack, ByteStr, Content, Packet, Properties, Publish, ReasonCode};
 use crate::topic::topic_levels;
 use crate::types::{PacketId, QoS};
 
@@ -52,19 +52,21 @@ impl Broker {
         };
         let client_id = connection.client_id.clone();
         // Only a `$` topic can be reserved, and only an ACL can deny anything else.
-        let judged = self.access.any() || publish.topic.starts_with('$');
+        let judged = self.access.any() || publish.topic().starts_with('$');
         if judged
-            && !self
-                .access
-                .allows(&connection.login, &client_id, &publish.topic, Access::Write)
+            && !self.access.allows(
+                &connection.login,
+                &client_id,
+                publish.topic(),
+                Access::Write,
+            )
         {
             self.deny_publish(conn, publish.qos, publish.packet_id);
             return;
         }
         let (qos, packet_id) = (publish.qos, publish.packet_id);
         let message = Arc::new(Message::new(
-            publish.topic,
-            publish.payload,
+            publish.content,
             publish.qos,
             publish.retain,
             &publish.properties,
@@ -143,20 +145,20 @@ impl Broker {
                     let why = "topic alias 0";
                     return Err((ReasonCode::TopicAliasInvalid, why.into()));
                 }
-                if publish.topic.is_empty() {
+                if publish.topic().is_empty() {
                     let Some(topic) = connection.aliased_topic(alias) else {
                         let why = "unknown topic alias with an empty topic";
                         return Err((ReasonCode::ProtocolError, why.into()));
                     };
-                    publish.topic = topic.clone();
+                    publish.content = publish.content.with_topic(topic.clone());
                 } else {
                     let max = self.config.limits.topic_alias_max;
-                    connection.set_alias(alias, publish.topic.clone(), max);
+                    connection.set_alias(alias, publish.content.to_topic(), max);
                 }
             }
         }
         let levels_max = self.config.limits.topic_levels_max;
-        if topic_levels(&publish.topic) > levels_max {
+        if topic_levels(publish.topic()) > levels_max {
             let why = format!("PUBLISH topic has more than {levels_max} levels");
             return Err((ReasonCode::TopicNameInvalid, why));
         }
@@ -367,7 +369,7 @@ impl Broker {
         let (deliveries, denied) = self.deliveries(message);
         Plan {
             deliveries,
-            groups: self.shared.matching(&message.topic),
+            groups: self.shared.matching(message.topic()),
             denied,
         }
     }
@@ -385,8 +387,7 @@ impl Broker {
             return false;
         };
         let message = Message::new(
-            topic,
-            payload,
+            Content::new(topic, payload),
             QoS::AtMostOnce,
             true,
             &Properties::new(),
@@ -404,7 +405,7 @@ impl Broker {
     /// [`Broker::route`] with the plan already made (the publisher's memory check needs it).
     fn route_planned(&mut self, message: Arc<Message>, plan: Plan, now: Instant) {
         self.stats.messages_received.count(message.qos);
-        self.stats.publish_bytes_received += message.payload.len() as u64;
+        self.stats.publish_bytes_received += message.payload().len() as u64;
         self.fan_out(message, plan, now, Durability::Stored);
     }
 
@@ -522,7 +523,7 @@ impl Broker {
                 Some(StoreOp::PutRetained(self.journal.stored_message(message)))
             }
             RetainOutcome::Deleted => Some(StoreOp::DeleteRetained {
-                topic: message.topic.clone(),
+                topic: message.content.to_topic(),
             }),
         };
         match op {
@@ -546,7 +547,7 @@ impl Broker {
         // Without any ACL the checks are skipped: routing costs what it did before ACLs.
         let checking = self.access.any();
         self.subscriptions
-            .for_each_match(&message.topic, |session_id, subscription| {
+            .for_each_match(message.topic(), |session_id, subscription| {
                 let options = &subscription.options;
                 if checking && denied.contains(&session_id) {
                     return;
@@ -555,7 +556,7 @@ impl Broker {
                     && !deliveries.contains_key(&session_id)
                     && !sessions
                         .get(&session_id)
-                        .is_some_and(|s| self.access.may_read(s, &message.topic))
+                        .is_some_and(|s| self.access.may_read(s, message.topic()))
                 {
                     denied.insert(session_id);
                     return;
@@ -604,7 +605,7 @@ impl Broker {
             !checking
                 || sessions
                     .get(&id)
-                    .is_some_and(|s| access.may_read(s, &message.topic))
+                    .is_some_and(|s| access.may_read(s, message.topic()))
         };
         let Some((session_id, subscription)) =
             self.shared.pick_among(group, exclude, reader, connected)

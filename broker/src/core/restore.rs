@@ -28,7 +28,7 @@ impl Broker {
             let message = self.journal.message(stored, now);
             if message.is_expired(now) {
                 // Expired while the broker was down: out of the store too.
-                gone.push(message.topic.clone());
+                gone.push(message.content.to_topic());
             } else {
                 // One beyond limits lowered since is not served, but stays in the store.
                 self.store_retained(&message, Durability::Stored);

@@ -110,10 +110,10 @@ impl RetainedStore {
     ) -> (RetainOutcome, isize) {
         let old_bytes = self
             .messages
-            .get(&message.topic)
+            .get(message.topic())
             .map_or(0, |stored| stored.message.charged_bytes());
-        if message.payload.is_empty() {
-            if let Some(old) = self.messages.remove(&message.topic) {
+        if message.payload().is_empty() {
+            if let Some(old) = self.messages.remove(message.topic()) {
                 self.forget_expiry(&old.message);
                 self.bytes -= old_bytes;
                 return (RetainOutcome::Deleted, -(old_bytes as isize));
@@ -121,7 +121,7 @@ impl RetainedStore {
             return (RetainOutcome::Deleted, 0);
         }
         let new_bytes = message.charged_bytes();
-        let new_topic = !self.messages.contains_key(&message.topic);
+        let new_topic = !self.messages.contains_key(message.topic());
         if !new_topic && planted::active(PlantedBug::RetainedFirstWins) {
             return (RetainOutcome::Stored, 0);
         }
@@ -140,13 +140,13 @@ impl RetainedStore {
             message: message.clone(),
         };
         // The old message's deadline goes first: the new one may have the same.
-        if let Some(old) = self.messages.remove(&message.topic) {
+        if let Some(old) = self.messages.remove(message.topic()) {
             self.forget_expiry(&old.message);
         }
         if let Some(at) = message.expires_at {
-            self.expiring.insert((at, message.topic.clone()));
+            self.expiring.insert((at, message.content.to_topic()));
         }
-        self.messages.insert(message.topic.clone(), stored);
+        self.messages.insert(message.content.to_topic(), stored);
         debug_assert!(self.expiring.len() <= self.messages.len());
         (
             RetainOutcome::Stored,
@@ -156,7 +156,7 @@ impl RetainedStore {
 
     fn forget_expiry(&mut self, message: &Message) {
         if let Some(at) = message.expires_at {
-            self.expiring.remove(&(at, message.topic.clone()));
+            self.expiring.remove(&(at, message.content.to_topic()));
         }
     }
 
@@ -274,14 +274,16 @@ impl RetainedStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::Properties;
+    use crate::codec::{Content, Properties};
     use crate::types::QoS;
     use bytes::Bytes;
 
     fn message(topic: &str, payload: &str) -> Arc<Message> {
         Arc::new(Message::new(
-            ByteStr::new(topic).unwrap(),
-            Bytes::from(payload.to_owned()),
+            Content::new(
+                ByteStr::new(topic).unwrap(),
+                Bytes::from(payload.to_owned()),
+            ),
             QoS::AtMostOnce,
             true,
             &Properties::new(),
@@ -298,7 +300,7 @@ mod tests {
         let mut got = Vec::new();
         loop {
             match s.next(cursor, Instant::ZERO, &mut budget.clone()).0 {
-                Next::Message(m) => got.push(String::from_utf8(m.payload.to_vec()).unwrap()),
+                Next::Message(m) => got.push(String::from_utf8(m.payload().to_vec()).unwrap()),
                 Next::Exhausted => return got,
                 Next::Paused => got.push("(paused)".into()),
             }
@@ -360,8 +362,7 @@ mod tests {
         let expiring: Properties = vec![crate::codec::Property::MessageExpiryInterval(5)].into();
         let message = |topic: &str| {
             Arc::new(Message::new(
-                ByteStr::new(topic).unwrap(),
-                Bytes::from_static(b"x"),
+                Content::new(ByteStr::new(topic).unwrap(), Bytes::from_static(b"x")),
                 QoS::AtMostOnce,
                 true,
                 &expiring,
@@ -397,7 +398,7 @@ mod tests {
             .next(cursor, Instant::ZERO, budget)
             .0
         {
-            Next::Message(m) => String::from_utf8(m.payload.to_vec()).unwrap(),
+            Next::Message(m) => String::from_utf8(m.payload().to_vec()).unwrap(),
             Next::Exhausted => "(end)".into(),
             Next::Paused => "(paused)".into(),
         };
@@ -437,8 +438,7 @@ mod tests {
         let mut s = RetainedStore::default();
         let expiring: Properties = vec![crate::codec::Property::MessageExpiryInterval(1)].into();
         let message = Arc::new(Message::new(
-            ByteStr::new("e").unwrap(),
-            Bytes::from_static(b"x"),
+            Content::new(ByteStr::new("e").unwrap(), Bytes::from_static(b"x")),
             QoS::AtMostOnce,
             true,
             &expiring,

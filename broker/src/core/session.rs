@@ -742,9 +742,9 @@ impl Session {
             // Stored with its topic: a resend goes on a new connection, with no aliases yet.
             self.push_inflight(key, item, packet_id, publish.clone(), stats);
         }
-        match self.aliases.assign(&publish.topic) {
+        match self.aliases.assign(publish.topic()) {
             Some(AliasUse::Known(alias)) => {
-                publish.topic = ByteStr::default();
+                publish.content = publish.content.without_topic();
                 publish.properties.0.insert(0, Property::TopicAlias(alias));
             }
             Some(AliasUse::New(alias)) => {
@@ -753,7 +753,7 @@ impl Session {
             None => {}
         }
         stats.messages_sent.count(publish.qos);
-        stats.publish_bytes_sent += publish.payload.len() as u64;
+        stats.publish_bytes_sent += publish.payload().len() as u64;
         out.send(conn, Packet::Publish(publish));
     }
 
@@ -769,10 +769,9 @@ impl Session {
             dup: false,
             qos: item.qos,
             retain: item.retain,
-            topic: message.topic.clone(),
+            content: message.content.clone(),
             packet_id,
             properties,
-            payload: message.payload.clone(),
         }
     }
 
@@ -873,7 +872,7 @@ impl Session {
         let flow = self.flow();
         let held = flow.inflight.iter().map(|entry| &entry.item);
         let held = held.chain(flow.queue.iter().map(|(_, item)| item));
-        held.filter_map(|item| Some((item.group?, item.message.topic.clone())))
+        held.filter_map(|item| Some((item.group?, item.message.content.to_topic())))
             .collect()
     }
 
@@ -899,7 +898,7 @@ impl Session {
             // ends (spec: [MQTT-4.8.2-4] [MQTT-4.8.2-5], v5); QoS 1 may be sent again elsewhere.
             Some(group)
                 if entry.state == Awaiting::PubAck
-                    && can_move(group, &entry.item.message.topic) =>
+                    && can_move(group, &entry.item.message.content.to_topic()) =>
             {
                 taken.push(SharedHandBack {
                     group,
@@ -922,7 +921,7 @@ impl Session {
         let mut kept = VecDeque::with_capacity(queue.len());
         for entry in queue {
             match entry.1.group {
-                Some(group) if can_move(group, &entry.1.message.topic) => {
+                Some(group) if can_move(group, &entry.1.message.content.to_topic()) => {
                     self.unqueued(&entry, stats, journal);
                     let (_, item) = entry;
                     taken.push(SharedHandBack {

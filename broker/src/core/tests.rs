@@ -82,10 +82,9 @@ fn publish(topic: &str, payload: &str, qos: QoS, id: u16) -> Packet {
         dup: false,
         qos,
         retain: false,
-        topic: s(topic),
+        content: Content::new(s(topic), Bytes::from(payload.to_owned())),
         packet_id: (qos != QoS::AtMostOnce).then(|| pid(id)),
         properties: Properties::new(),
-        payload: Bytes::from(payload.to_owned()),
     })
 }
 
@@ -118,7 +117,7 @@ fn payloads(packets: &[Packet]) -> Vec<String> {
     packets
         .iter()
         .filter_map(|p| match p {
-            Packet::Publish(p) => Some(String::from_utf8(p.payload.to_vec()).unwrap()),
+            Packet::Publish(p) => Some(String::from_utf8(p.payload().to_vec()).unwrap()),
             _ => None,
         })
         .collect()
@@ -630,7 +629,7 @@ fn will_on_network_loss_is_retained_when_asked() {
     assert_eq!(got.len(), 1);
     assert!(got[0].retain, "spec: [MQTT-3.3.1-8]");
     assert_eq!(got[0].qos, QoS::AtLeastOnce);
-    assert_eq!(&got[0].payload[..], b"offline");
+    assert_eq!(got[0].payload(), b"offline");
 }
 
 // spec: [MQTT-3.1.3-9] [MQTT-3.1.2-8] (v5)
@@ -1003,8 +1002,7 @@ fn v5_inbound_topic_alias_is_resolved() {
     };
     p.properties.push(Property::TopicAlias(3));
     h.send(publisher, Packet::Publish(p.clone()));
-    p.topic = ByteStr::default();
-    p.payload = Bytes::from_static(b"2");
+    p.content = Content::new(ByteStr::default(), Bytes::from_static(b"2"));
     h.send(publisher, Packet::Publish(p.clone()));
     assert_eq!(payloads(&h.take(sub)), vec!["1", "2"]);
     let got = publishes(&h.take(sub));
@@ -1101,7 +1099,7 @@ fn unacknowledged_publish_and_pubrel_are_resent_on_resume() {
         Packet::Publish(p) => {
             assert!(p.dup);
             assert_eq!(p.packet_id, first[0].packet_id, "same id");
-            assert_eq!(&p.payload[..], b"q1");
+            assert_eq!(p.payload(), b"q1");
         }
         other => panic!("expected the PUBLISH first, got {other:?}"),
     }
@@ -1818,7 +1816,7 @@ fn one_publishers_messages_arrive_in_order_through_the_window_and_queue() {
             break;
         }
         for p in got {
-            received.push(String::from_utf8(p.payload.to_vec()).unwrap());
+            received.push(String::from_utf8(p.payload().to_vec()).unwrap());
             h.send(sub, Packet::PubAck(Ack::new(p.packet_id.unwrap())));
         }
     }
@@ -1908,7 +1906,7 @@ fn a_qos0_retained_message_replaces_the_previous_one() {
         h.send(late, subscribe(1, "r", QoS::ExactlyOnce));
         let got = publishes(&h.take(late));
         assert_eq!(got.len(), 1);
-        assert_eq!(&got[0].payload[..], b"new");
+        assert_eq!(got[0].payload(), b"new");
         assert_eq!(got[0].qos, QoS::AtMostOnce);
     }
 }
@@ -1992,7 +1990,7 @@ fn v5_outgoing_topic_aliases_follow_the_client_maximum() {
     let got = publishes(&h.take(sub));
     let seen: Vec<(String, Option<u16>)> = got
         .iter()
-        .map(|p| (p.topic.to_string(), p.properties.topic_alias()))
+        .map(|p| (p.topic().to_string(), p.properties.topic_alias()))
         .collect();
     assert_eq!(
         seen,
@@ -2006,26 +2004,26 @@ fn v5_outgoing_topic_aliases_follow_the_client_maximum() {
     );
     assert!(publishes(&h.take(plain))
         .iter()
-        .all(|p| p.properties.topic_alias().is_none() && !p.topic.is_empty()));
+        .all(|p| p.properties.topic_alias().is_none() && !p.topic().is_empty()));
 
     // Unacknowledged QoS 1 messages are resent on the next connection with their topic.
     h.send(p, publish("t/a", "q1", QoS::AtLeastOnce, 1));
     let sent = publishes(&h.take(sub));
     assert_eq!(
-        sent[0].topic.as_str(),
+        sent[0].topic(),
         "",
         "t/a is still aliased on this connection"
     );
     h.lose(sub);
     let (sub, _) = h.connect(c);
     let resent = publishes(&h.take(sub));
-    assert_eq!(resent[0].topic.as_str(), "t/a");
+    assert_eq!(resent[0].topic(), "t/a");
     assert!(resent[0].dup);
     assert_eq!(resent[0].properties.topic_alias(), None);
     h.send(p, publish("t/a", "after", QoS::AtMostOnce, 0));
     let fresh = publishes(&h.take(sub));
     assert_eq!(
-        (fresh[0].topic.as_str(), fresh[0].properties.topic_alias()),
+        (fresh[0].topic(), fresh[0].properties.topic_alias()),
         ("t/a", Some(1)),
         "new connection, new mapping"
     );
@@ -2042,7 +2040,7 @@ fn take_and_ack(h: &mut Harness, conn: ConnId) -> Vec<String> {
         }
     }
     got.iter()
-        .map(|p| String::from_utf8_lossy(&p.payload).into_owned())
+        .map(|p| String::from_utf8_lossy(p.payload()).into_owned())
         .collect()
 }
 
@@ -2194,7 +2192,7 @@ fn unacknowledged_shared_messages_of_a_lost_member_go_to_another_member() {
     // already has in flight.
     let queued: Vec<String> = h.broker.sessions[&SessionId(1)]
         .queued()
-        .map(|q| String::from_utf8_lossy(&q.message.payload).into_owned())
+        .map(|q| String::from_utf8_lossy(q.message.payload()).into_owned())
         .collect();
     assert_eq!(queued, ["4", "1", "3", "5"]);
     assert!(h.broker.sessions[&SessionId(1)]
@@ -2751,7 +2749,7 @@ fn v5_broker_as_sender_of_qos_flows() {
     let sent = publishes(&h.take(sub));
     let id = |payload: &str| {
         sent.iter()
-            .find(|m| m.payload == payload.as_bytes())
+            .find(|m| m.payload() == payload.as_bytes())
             .and_then(|m| m.packet_id)
             .unwrap()
     };
@@ -2774,7 +2772,7 @@ fn v5_broker_as_sender_of_qos_flows() {
     // q1 and q2 again (DUP, q2 despite its expiry), "released" only as PUBREL, "refused" not.
     let again: Vec<(String, bool)> = publishes(&resent)
         .iter()
-        .map(|m| (String::from_utf8_lossy(&m.payload).into_owned(), m.dup))
+        .map(|m| (String::from_utf8_lossy(m.payload()).into_owned(), m.dup))
         .collect();
     assert_eq!(
         again,
@@ -3074,7 +3072,7 @@ fn a_wildcard_subscriber_gets_every_retained_message_at_its_pace() {
             }
             got.extend(publishes(&h.take(sub)));
         }
-        let topics: BTreeSet<String> = got.iter().map(|p| p.topic.to_string()).collect();
+        let topics: BTreeSet<String> = got.iter().map(|p| p.topic().to_string()).collect();
         assert_eq!(topics.len(), 20_000, "each once ({qos:?})");
         assert_eq!(got.len(), 20_000);
         assert!(got.iter().all(|p| p.retain));
@@ -3125,9 +3123,9 @@ fn a_slow_consumer_loses_qos0_only_and_keeps_its_replies_and_aliases_true() {
     let mut known = BTreeMap::new();
     for publish in delivered.into_iter().chain(publishes(&h.take(slow))) {
         let alias = publish.properties.topic_alias();
-        match (alias, publish.topic.is_empty()) {
+        match (alias, publish.topic().is_empty()) {
             (Some(a), false) => {
-                known.insert(a, publish.topic.clone());
+                known.insert(a, publish.topic().to_string());
             }
             (Some(a), true) => assert!(known.contains_key(&a), "alias {a} never introduced"),
             (None, _) => {}
@@ -3180,7 +3178,7 @@ fn resume_resends_no_more_than_the_new_receive_maximum() {
 fn payloads_of(publishes: &[Publish]) -> Vec<String> {
     publishes
         .iter()
-        .map(|p| String::from_utf8(p.payload.to_vec()).unwrap())
+        .map(|p| String::from_utf8(p.payload().to_vec()).unwrap())
         .collect()
 }
 

@@ -25,11 +25,12 @@ pub fn matches_subscription(scenario: &Scenario, trace: &Trace) -> Result<(), Vi
         let id = client_id(scenario, &e.host);
         subs.observe(&id, &e.host, &e.event);
         if let Event::Received(Packet::Publish(p)) = &e.event {
-            if !subs.may_reach(&id, &e.host, &p.topic) {
+            if !subs.may_reach(&id, &e.host, p.topic()) {
                 return Err((
                     format!(
                         "{} received {} without a matching subscription",
-                        e.host, p.topic
+                        e.host,
+                        p.topic()
                     ),
                     i,
                 ));
@@ -59,7 +60,7 @@ pub fn none_after_unsuback(scenario: &Scenario, trace: &Trace) -> Result<(), Vio
             }
             Event::Sent(Packet::Publish(p)) => {
                 first_sent
-                    .entry(message_key(&p.topic, &p.payload))
+                    .entry(message_key(p.topic(), p.payload()))
                     .or_insert(i);
             }
             Event::Sent(Packet::Subscribe(s)) => {
@@ -87,11 +88,11 @@ pub fn none_after_unsuback(scenario: &Scenario, trace: &Trace) -> Result<(), Vio
                 }
             }
             Event::Received(Packet::Publish(p)) => {
-                let Some(&sent) = first_sent.get(&message_key(&p.topic, &p.payload)) else {
+                let Some(&sent) = first_sent.get(&message_key(p.topic(), p.payload())) else {
                     continue;
                 };
                 let mut carriers = filters.iter().filter(|((holder, filter), _)| {
-                    *holder == id && filter_matches(shared_or_plain(filter).1, &p.topic)
+                    *holder == id && filter_matches(shared_or_plain(filter).1, p.topic())
                 });
                 // Some filter could carry it: one still held, or removed after it was sent.
                 let carried = carriers
@@ -102,8 +103,8 @@ pub fn none_after_unsuback(scenario: &Scenario, trace: &Trace) -> Result<(), Vio
                         format!(
                             "{} got {} {:?}, published after its UNSUBACK for {filter} (entry {unsuback})",
                             e.host,
-                            p.topic,
-                            String::from_utf8_lossy(&p.payload)
+                            p.topic(),
+                            String::from_utf8_lossy(p.payload())
                         ),
                         i,
                     ));
@@ -134,7 +135,7 @@ pub fn none_after_expiry(scenario: &Scenario, trace: &Trace) -> Result<(), Viola
                 let Some(interval) = p.properties.message_expiry_interval() else {
                     continue;
                 };
-                let key = message_key(&p.topic, &p.payload);
+                let key = message_key(p.topic(), p.payload());
                 let received_by = if faults.stable(&e.host, i, e.at, e.at + faults.latency_max) {
                     e.at + faults.latency_max
                 } else {
@@ -153,7 +154,7 @@ pub fn none_after_expiry(scenario: &Scenario, trace: &Trace) -> Result<(), Viola
                 }
             }
             Event::Received(Packet::Publish(p)) if !p.dup => {
-                let key = message_key(&p.topic, &p.payload);
+                let key = message_key(p.topic(), p.payload());
                 let Some(&(received_by, interval)) = expiring.get(&key) else {
                     continue;
                 };

@@ -73,7 +73,7 @@ pub fn publisher_order(scenario: &Scenario, trace: &Trace) -> Result<(), Violati
     for e in &trace.entries {
         if let Event::Sent(Packet::Publish(p)) = &e.event {
             if p.qos.bits() > 0 && !p.dup {
-                let key = message_key(&p.topic, &p.payload);
+                let key = message_key(p.topic(), p.payload());
                 let n = counts.entry((e.host.clone(), key.0.clone())).or_default();
                 origin.entry(key).or_insert((e.host.clone(), *n));
                 *n += 1;
@@ -155,7 +155,7 @@ fn accepted(scenario: &Scenario, trace: &Trace) -> Vec<Accepted> {
         subs.observe(&client_id(scenario, &e.host), &e.host, &e.event);
         match &e.event {
             Event::Sent(Packet::Publish(p)) if p.qos.bits() > 0 && !p.dup => {
-                let (topic, payload) = message_key(&p.topic, &p.payload);
+                let (topic, payload) = message_key(p.topic(), p.payload());
                 let expires = p.properties.message_expiry_interval().is_some();
                 let mut owed_then = subs.at_least_once(&topic);
                 // A bridge is not sent back what it published (loop prevention).
@@ -229,8 +229,8 @@ fn handed_over(scenario: &Scenario, trace: &Trace, id: &str, m: &Accepted) -> bo
             return false;
         };
         if client_id(scenario, &e.host) != id
-            || p.topic != m.topic.as_str()
-            || p.payload != m.payload.as_bytes()
+            || p.topic() != m.topic.as_str()
+            || p.payload() != m.payload.as_bytes()
         {
             return false;
         }

@@ -34,7 +34,7 @@ fn retained_sends(trace: &Trace) -> Vec<RetainedSend> {
     for (i, e) in trace.entries.iter().enumerate() {
         match &e.event {
             Event::Sent(Packet::Publish(p)) if p.retain && !p.dup => {
-                let (topic, payload) = message_key(&p.topic, &p.payload);
+                let (topic, payload) = message_key(p.topic(), p.payload());
                 if let Some(id) = p.packet_id {
                     open.insert((e.host.clone(), id.get()), sends.len());
                 }
@@ -225,7 +225,7 @@ pub fn converges(scenario: &Scenario, trace: &Trace) -> Result<(), Violation> {
                 since_crash = i;
             }
             Event::Sent(Packet::Publish(p)) if p.retain && !p.dup => {
-                model.remove(p.topic.as_str());
+                model.remove(p.topic());
             }
             Event::Received(Packet::PubAck(_) | Packet::PubRec(_)) => {
                 let Some(n) = sends.iter().position(|s| s.acked == Some(i)) else {
@@ -294,7 +294,7 @@ fn check_retained_arrives(
         }
         let newer_sent = |p: &str| {
             trace.entries[at..window_end].iter().any(|x| {
-                matches!(&x.event, Event::Sent(Packet::Publish(q)) if q.retain && q.topic == topic.as_str() && q.payload == p.as_bytes())
+                matches!(&x.event, Event::Sent(Packet::Publish(q)) if q.retain && q.topic() == topic.as_str() && q.payload() == p.as_bytes())
             })
         };
         let got = trace.entries[at..window_end].iter().any(|x| {

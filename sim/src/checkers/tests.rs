@@ -139,10 +139,12 @@ impl Build {
             dup: false,
             qos: qos(q),
             retain,
-            topic: ByteStr::from_static(topic),
+            content: Content::new(
+                ByteStr::from_static(topic),
+                Bytes::from_static(payload.as_bytes()),
+            ),
             packet_id: (q > 0).then(|| id(n)),
             properties: Properties::new(),
-            payload: Bytes::from_static(payload.as_bytes()),
         }
     }
 
@@ -205,8 +207,8 @@ impl Build {
 
     fn receive_with(self, host: &str, p: Publish) -> Build {
         let delivered = Event::Delivered {
-            topic: p.topic.to_string(),
-            payload: String::from_utf8_lossy(&p.payload).into_owned(),
+            topic: p.topic().to_string(),
+            payload: String::from_utf8_lossy(p.payload()).into_owned(),
             qos: p.qos.bits(),
             retain: p.retain,
         };

@@ -41,12 +41,12 @@ pub fn never_twice(scenario: &Scenario, trace: &Trace) -> Result<(), Violation> 
                 Event::Received(Packet::Publish(p))
                     if !p.dup
                         && !p.retain
-                        && p.topic == will.topic.as_str()
-                        && p.payload == will.payload.as_bytes() =>
+                        && p.topic() == will.topic.as_str()
+                        && p.payload() == will.payload.as_bytes() =>
                 {
                     // One copy per matching subscription may come ([MQTT-3.3.4-2]).
                     let copies = subs
-                        .matching(&client_id(scenario, &e.host), &p.topic)
+                        .matching(&client_id(scenario, &e.host), p.topic())
                         .max(1);
                     let bound = (connections - normal_disconnects.min(connections)) * copies;
                     let n = received.entry(e.host.clone()).or_default();
