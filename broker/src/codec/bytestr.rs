@@ -65,8 +65,12 @@ impl ByteStr {
     }
 
     /// Bytes the caller has already checked with [`ByteStr::check_noting`] (a topic inside a
-    /// `Content`): no second pass over them.
-    pub(super) fn from_checked(bytes: Bytes) -> ByteStr {
+    /// `Content`, a will's topic): no second pass over them.
+    ///
+    /// # Safety
+    ///
+    /// `bytes` must satisfy the MQTT string rules: [`ByteStr::as_str`] relies on it.
+    pub(super) unsafe fn from_checked(bytes: Bytes) -> ByteStr {
         debug_assert_eq!(check(&bytes), Ok(()));
         ByteStr(bytes)
     }
@@ -84,7 +88,8 @@ impl ByteStr {
     }
 
     pub fn as_str(&self) -> &str {
-        // SAFETY: every constructor validated the bytes as UTF-8 and `Bytes` is immutable.
+        // SAFETY: every constructor validated the bytes as UTF-8 (`from_checked`'s callers
+        // promise they did) and `Bytes` is immutable.
         unsafe { std::str::from_utf8_unchecked(&self.0) }
     }
 

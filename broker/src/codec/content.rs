@@ -9,8 +9,9 @@
 //! instead of two.
 //!
 //! The invariant of both forms: the topic is a valid MQTT string (as [`ByteStr`] requires).
-//! The decoder checks it before making a `Joined` content; every other constructor checks it
-//! or takes a `ByteStr`.
+//! A `Split` content holds a `ByteStr`; a `Joined` one is made by the decoder, which checked
+//! the topic first ([`Content::joined`] is `unsafe` for that reason), by [`Content::packed`],
+//! which checks it, or with an empty topic (`Default`, [`Content::without_topic`]).
 
 use std::fmt;
 use std::sync::Arc;
@@ -55,16 +56,21 @@ impl Content {
             bytes.len()
         );
         ByteStr::check_noting(&bytes[..topic_len], |_| false)?;
-        Ok(Content::joined(bytes, topic_len, topic_len))
+        // SAFETY: checked on the line above.
+        Ok(unsafe { Content::joined(bytes, topic_len, topic_len) })
     }
 
     /// Content read out of one buffer: the topic is `bytes[..topic_len]` and the payload
-    /// starts at `payload_start`. The caller (the decoder, which checks a topic before the
-    /// fields after it, so that errors come in wire order) has checked the topic against
-    /// the MQTT string rules with [`ByteStr::check_noting`].
+    /// starts at `payload_start`. The decoder checks a topic before the fields after it (so
+    /// that errors come in wire order), so it is not checked again here.
+    ///
+    /// # Safety
+    ///
+    /// `bytes[..topic_len]` must satisfy the MQTT string rules ([`ByteStr::check_noting`]):
+    /// [`Content::topic`] relies on it.
     // Always inlined: called on every PUBLISH, and a call moves the `Bytes` through memory.
     #[inline(always)]
-    pub(super) fn joined(bytes: Bytes, topic_len: usize, payload_start: usize) -> Content {
+    pub(super) unsafe fn joined(bytes: Bytes, topic_len: usize, payload_start: usize) -> Content {
         assert!(
             topic_len <= payload_start && payload_start <= bytes.len(),
             "content offsets out of order: topic {topic_len}, payload at {payload_start} of {}",
@@ -90,7 +96,8 @@ impl Content {
                 bytes, topic_len, ..
             } => {
                 // SAFETY: these bytes were checked as an MQTT string (valid UTF-8) before the
-                // content was made (see `joined`), and neither `bytes` nor `topic_len` changes.
+                // content was made (see `joined`), or are empty (`Default`, `without_topic`);
+                // neither `bytes` nor `topic_len` changes after.
                 unsafe { std::str::from_utf8_unchecked(&bytes[..usize::from(*topic_len)]) }
             }
             Form::Split(split) => split.0.as_str(),
@@ -113,7 +120,11 @@ impl Content {
         match &self.0 {
             Form::Joined {
                 bytes, topic_len, ..
-            } => ByteStr::from_checked(bytes.slice(..usize::from(*topic_len))),
+            } => {
+                let topic = bytes.slice(..usize::from(*topic_len));
+                // SAFETY: the bytes `topic` returns as a `str` (see there).
+                unsafe { ByteStr::from_checked(topic) }
+            }
             Form::Split(split) => split.0.clone(),
         }
     }
@@ -201,7 +212,8 @@ mod tests {
 
     /// A packet-like buffer: a topic, two bytes that are neither (a packet id), a payload.
     fn joined() -> Content {
-        Content::joined(Bytes::from_static(b"a/b\x00\x07hello"), 3, 5)
+        // SAFETY: "a/b" is a valid MQTT string.
+        unsafe { Content::joined(Bytes::from_static(b"a/b\x00\x07hello"), 3, 5) }
     }
 
     #[test]
@@ -256,6 +268,7 @@ mod tests {
     #[test]
     #[should_panic(expected = "content offsets out of order")]
     fn joined_offsets_must_be_in_order() {
-        Content::joined(Bytes::from_static(b"a/bxx"), 3, 6);
+        // SAFETY: "a/b" is a valid MQTT string (the offsets are what is wrong).
+        unsafe { Content::joined(Bytes::from_static(b"a/bxx"), 3, 6) };
     }
 }

@@ -20,7 +20,7 @@ pub const VARINT_MAX: u32 = 268_435_455;
 /// fields are read ([`Reader::rest_from`]).
 pub struct Reader {
     body: Bytes,
-    /// How much of `body` has been read; never more than its length.
+    /// The offset of the next byte to read in `body`; never more than its length.
     pos: usize,
     packet: PacketType,
 }
@@ -50,7 +50,8 @@ impl Reader {
         self.body.len() - self.pos
     }
 
-    /// How many bytes have been read.
+    /// Where the reader is: an offset into the buffer it was given (which may begin with a
+    /// fixed header the reader started after, see [`Reader::starting_at`]).
     #[inline]
     pub fn position(&self) -> usize {
         self.pos
@@ -130,12 +131,6 @@ impl Reader {
         let start = self.pos;
         self.pos += len;
         Ok(self.body.slice(start..self.pos))
-    }
-
-    /// Everything left in the body (the PUBLISH payload).
-    #[inline]
-    pub fn rest(&mut self) -> Bytes {
-        self.rest_from(self.pos)
     }
 
     /// The body from position `start` (at most the current one) to its end; the reader is

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::durable::StoreOp;
-use super::message::Message;
+use super::message::{owned, Message};
 use super::retained::RetainOutcome;
 use super::session::Queued;
 use super::shared::GroupId;
@@ -153,7 +153,9 @@ impl Broker {
                     publish.content = publish.content.with_topic(topic.clone());
                 } else {
                     let max = self.config.limits.topic_alias_max;
-                    connection.set_alias(alias, publish.content.to_topic(), max);
+                    // A copy: the alias lives as long as the connection, and a slice would
+                    // keep the whole read buffer it came in alive with it.
+                    connection.set_alias(alias, owned(publish.topic()), max);
                 }
             }
         }
