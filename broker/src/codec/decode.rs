@@ -57,10 +57,9 @@ pub fn decode(
         return Ok(None);
     }
     let flags = first & 0x0F;
-    let packet = buf.split_to(total).freeze();
     // The reader starts after the fixed header: no extra reference count traffic, and no
     // `advance` for it (a PUBLISH advances once, to its topic, in `Reader::rest_from`).
-    let body = Reader::starting_at(packet, header_len, packet_type);
+    let body = Reader::of_packet(buf.split_to(total), header_len, packet_type);
     decode_body(packet_type, flags, body, version).map(Some)
 }
 
