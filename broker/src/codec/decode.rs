@@ -3,7 +3,8 @@
 //! The driver appends bytes from the socket to a `BytesMut` and calls [`decode`] until it
 //! returns `Ok(None)`. The fixed header is checked against the maximum packet size before the
 //! body is even waited for, so a header that claims 256 MB costs nothing. A complete packet is
-//! split off the buffer and frozen; strings and the payload are slices of it (zero-copy).
+//! split off the buffer; strings and the payload are slices of it (zero-copy), and a PUBLISH's
+//! topic and payload one slice ([`Content`]).
 
 use bytes::BytesMut;
 

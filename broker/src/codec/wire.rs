@@ -14,9 +14,9 @@ use super::packet::PacketType;
 /// The largest value a variable byte integer can hold (four bytes).
 pub const VARINT_MAX: u32 = 268_435_455;
 
-/// Reads the fields of one packet body. The body is a `Bytes` slice of the read buffer, so
+/// Reads the fields of one packet body. The body is the packet split off the read buffer, so
 /// strings and payloads come out as zero-copy slices. The reader keeps a position rather than
-/// advancing the `Bytes`, so that a PUBLISH can take its body from the topic on, once its
+/// advancing the buffer, so that a PUBLISH can take its body from the topic on, once its
 /// fields are read ([`Reader::rest_from`]).
 pub struct Reader {
     body: Body,
