@@ -154,7 +154,8 @@ async fn walkthrough_will(addr: SocketAddr, version: ProtocolVersion) {
     assert_eq!(retained.payload(), b"offline");
 }
 
-// spec: [MQTT-4.2.0-1] (v5): MQTT over TCP, an ordered, lossless byte stream both ways.
+// spec: [MQTT-4.2.0-1] (v5) [MQTT-7.1.1-1] (v3.1.1): MQTT over TCP, an ordered, lossless byte
+// stream both ways (every message arrives, in order, in both versions).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn newcomer_walkthrough_v311_and_v5() {
     let (server, addr) = start(Config::default()).await;

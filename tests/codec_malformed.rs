@@ -626,6 +626,7 @@ fn table() -> Vec<Case> {
             },
             Some("MQTT-4.7.0-1"),
         ),
+        // spec: [MQTT-3.1.3-4] (v3.1.1): the client id is a UTF-8 string.
         case(
             "ill-formed UTF-8 client id",
             V3,
@@ -633,6 +634,7 @@ fn table() -> Vec<Case> {
             utf8("client identifier"),
             Some("MQTT-1.5.3-1"),
         ),
+        // spec: [MQTT-3.1.3-11] (v3.1.1): the user name is a UTF-8 string.
         case(
             "user name with U+0000",
             V3,
@@ -657,12 +659,76 @@ fn table() -> Vec<Case> {
             },
             None,
         ),
+        // spec: [MQTT-3.1.2-19] (v3.1.1): User Name Flag 1, so a user name must follow.
         case(
             "user name flag without user name",
             V3,
             connect3(0x82, &[]),
             truncated(T::Connect, "user name"),
             None,
+        ),
+        // spec: [MQTT-3.1.2-18] (v3.1.1): User Name Flag 0, so no user name may follow (a
+        // decoder reading one anyway would accept this).
+        case(
+            "user name without its flag",
+            V3,
+            connect3(0x02, &s(b"user")),
+            E::TrailingBytes {
+                packet: T::Connect,
+                count: 6,
+            },
+            None,
+        ),
+        // spec: [MQTT-3.1.2-20] (v3.1.1): Password Flag 0, so no password may follow.
+        case(
+            "password without its flag",
+            V3,
+            connect3(0x82, &cat(&[&s(b"u"), &s(b"pw")])),
+            E::TrailingBytes {
+                packet: T::Connect,
+                count: 4,
+            },
+            None,
+        ),
+        // spec: [MQTT-3.1.2-21] (v3.1.1): Password Flag 1, so a password must follow.
+        case(
+            "password flag without password",
+            V3,
+            connect3(0xC2, &s(b"u")),
+            truncated(T::Connect, "password"),
+            None,
+        ),
+        // spec: [MQTT-3.1.2-9] (v3.1.1): Will Flag 1, so a will topic and a will message must
+        // follow (these two rows: neither, and the topic alone).
+        case(
+            "will flag without will topic",
+            V3,
+            connect3(0x06, &[]),
+            truncated(T::Connect, "will topic"),
+            None,
+        ),
+        case(
+            "will flag without will message",
+            V3,
+            connect3(0x06, &s(b"w")),
+            truncated(T::Connect, "will payload"),
+            None,
+        ),
+        // spec: [MQTT-3.1.3-3] (v3.1.1): the client identifier is always present.
+        case(
+            "CONNECT without a client id",
+            V3,
+            frame(0x10, &cat(&[&s(b"MQTT"), &[4, 2, 0, 60]])),
+            truncated(T::Connect, "client identifier"),
+            None,
+        ),
+        // spec: [MQTT-3.1.3-12] (v5): the user name is a UTF-8 string.
+        case(
+            "ill-formed UTF-8 user name (v5)",
+            V5,
+            connect5(0x82, &[], &s(b"\xC3\x28")),
+            utf8("user name"),
+            Some("MQTT-1.5.4-1"),
         ),
         case(
             "receive maximum 0",
@@ -823,12 +889,21 @@ fn table() -> Vec<Case> {
             },
             Some("MQTT-2.3.1-1"),
         ),
+        // spec: [MQTT-3.8.3-1] (both versions): SUBSCRIBE's filters are UTF-8 strings (v5 has
+        // a property block before them).
         case(
             "SUBSCRIBE filter ill-formed",
             V3,
             frame(0x82, &cat(&[&[0, 1], &s(b"\xE2\x82"), &[0]])),
             utf8("topic filter"),
             Some("MQTT-1.5.3-1"),
+        ),
+        case(
+            "SUBSCRIBE filter ill-formed (v5)",
+            V5,
+            frame(0x82, &cat(&[&[0, 1, 0], &s(b"\xE2\x82"), &[0]])),
+            utf8("topic filter"),
+            Some("MQTT-1.5.4-1"),
         ),
         case(
             "SUBSCRIBE filter without options",
@@ -878,12 +953,20 @@ fn table() -> Vec<Case> {
             },
             Some("MQTT-2.2.1-3"),
         ),
+        // spec: [MQTT-3.10.3-1] (both versions): UNSUBSCRIBE's filters are UTF-8 strings.
         case(
             "UNSUBSCRIBE filter with U+0000",
             V3,
             frame(0xA2, &cat(&[&[0, 1], &s(b"\0")])),
             null("topic filter"),
             Some("MQTT-1.5.3-2"),
+        ),
+        case(
+            "UNSUBSCRIBE filter ill-formed (v5)",
+            V5,
+            frame(0xA2, &cat(&[&[0, 1, 0], &s(b"a\xFF")])),
+            utf8("topic filter"),
+            Some("MQTT-1.5.4-1"),
         ),
         case(
             "UNSUBACK reason 0x10",

@@ -181,6 +181,8 @@ async fn websocket(addr: SocketAddr) -> Ws {
     let (ws, response) = tokio_tungstenite::client_async(request, stream)
         .await
         .unwrap();
+    // spec: [MQTT-6.0.0-4] (both versions). `mqttv3.1` is chosen only for a client that
+    // offers nothing else (MQTT 3.1 clients, as Mosquitto does; see the test above).
     assert_eq!(
         response.headers().get("Sec-WebSocket-Protocol").unwrap(),
         "mqtt",
@@ -206,6 +208,7 @@ async fn next_packet(ws: &mut Ws) -> Packet {
     }
 }
 
+// spec: [MQTT-6.0.0-2] (both versions: the WebSocket transport is the same for both)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn packets_may_span_frames_and_frames_may_hold_several_packets() {
     let broker = start(Duration::from_secs(10)).await;

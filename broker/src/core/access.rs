@@ -137,7 +137,8 @@ impl AccessRules {
 }
 
 /// Topics no client may publish to: the broker's own `$SYS` tree, and `$share/...`, which
-/// names shared subscriptions, never a topic (but see [`is_bridge_state_topic`]).
+/// names shared subscriptions, never a topic (a bridge may still publish its own state topic,
+/// see `is_bridge_state_topic`).
 pub fn reserved_for_the_broker(topic: &str) -> bool {
     let first = topic.split('/').next().unwrap_or_default();
     first == "$SYS" || first == "$share"

@@ -991,6 +991,7 @@ fn v5_messages_over_the_client_maximum_packet_size_are_dropped() {
     assert_eq!(h.broker.stats().messages_dropped_too_large, 1);
 }
 
+// spec: [MQTT-3.2.2-17] [MQTT-3.3.2-9] (v5: an alias above the announced maximum is refused)
 #[test]
 fn v5_inbound_topic_alias_is_resolved() {
     let mut h = Harness::new();
@@ -1159,6 +1160,8 @@ fn v5_pubrel_for_an_unknown_id_is_answered_with_0x92() {
     }
 }
 
+// spec: [MQTT-3.3.4-7] (v5: QoS 2 messages beyond the announced Receive Maximum end the
+// connection; QoS 1 is acknowledged at once, so never outstanding)
 #[test]
 fn v5_too_many_unreleased_qos2_messages_exceed_receive_maximum() {
     let mut config = Config::default();
@@ -2347,7 +2350,7 @@ fn shared_subscriptions_can_be_turned_off() {
 
 // --- capabilities the broker announces --------------------------------------------------------
 
-// spec: [MQTT-3.2.2-9] [MQTT-3.2.2-10] [MQTT-3.2.2-12] (v5)
+// spec: [MQTT-3.2.2-9] [MQTT-3.2.2-10] [MQTT-3.2.2-11] [MQTT-3.2.2-12] (v5)
 #[test]
 fn v5_maximum_qos_is_announced_granted_and_enforced() {
     let mut config = Config::default();
@@ -2375,7 +2378,7 @@ fn v5_maximum_qos_is_announced_granted_and_enforced() {
     assert_eq!(payloads(&h.take(sub)), ["1"]);
 }
 
-// spec: [MQTT-3.2.2-13] (v5)
+// spec: [MQTT-3.2.2-13] [MQTT-3.2.2-14] (v5)
 #[test]
 fn v5_retain_unavailable_is_announced_and_enforced() {
     let mut config = Config::default();
@@ -3185,6 +3188,7 @@ fn payloads_of(publishes: &[Publish]) -> Vec<String> {
 /// Over the broker-wide memory budget nothing more is held: v5 publishers get 0x97, a 3.1.1
 /// publisher is closed without an acknowledgement, and every message that was acknowledged
 /// reaches the offline subscriber when it comes back.
+// spec: [MQTT-4.8.0-2] (v3.1.1: a transient error handling a PUBLISH closes the connection)
 #[test]
 fn the_memory_budget_refuses_before_acknowledging_and_loses_nothing_acknowledged() {
     for version in [V3, V5] {
@@ -3698,6 +3702,29 @@ fn v5_a_topic_alias_at_the_maximum_is_accepted() {
     p.properties.push(Property::TopicAlias(3));
     h.send(publisher, Packet::Publish(p));
     assert!(!h.is_closed(publisher));
+}
+
+// spec: [MQTT-3.2.2-18] (v5: with topic aliases off, CONNACK announces no maximum and an alias
+// from the client is refused with 0x94, its message not routed)
+#[test]
+fn v5_topic_aliases_off_are_not_announced_and_any_alias_is_refused() {
+    let mut config = Config::default();
+    config.limits.topic_alias_max = 0;
+    let mut h = Harness::with(config);
+    let sub = h.client(connect(V5, "sub", true));
+    h.subscribe(sub, "t", QoS::AtMostOnce);
+    let (publisher, ack) = h.connect(connect(V5, "pub", true));
+    assert_eq!(ack.properties.topic_alias_maximum(), None);
+    let Packet::Publish(mut p) = publish("t", "m", QoS::AtMostOnce, 0) else {
+        unreachable!()
+    };
+    p.properties.push(Property::TopicAlias(1));
+    h.send(publisher, Packet::Publish(p));
+    assert!(h.is_closed(publisher));
+    assert!(
+        matches!(&h.take(publisher)[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::TopicAliasInvalid)
+    );
+    assert!(h.take(sub).is_empty(), "the refused message is not routed");
 }
 
 // The memory budget spent: v5 QoS 2 gets PUBREC 0x97, QoS 1 PUBACK 0x97, each counted.

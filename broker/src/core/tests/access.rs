@@ -197,6 +197,7 @@ fn denied_subscriptions_get_0x87_or_0x80() {
     assert_eq!(h.broker.stats().subscriptions_denied, 3);
 }
 
+// spec: [MQTT-3.3.5-2] (v3.1.1: an unauthorized PUBLISH is acknowledged as usual, not routed)
 #[test]
 fn denied_publishes_are_refused_in_v5_and_acknowledged_and_dropped_in_v3() {
     let mut h = with_acl("topic read #\ntopic write allowed\n");
