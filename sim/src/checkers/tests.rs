@@ -927,6 +927,36 @@ fn a_will_delivered_twice_is_caught() {
     assert!(err.0.contains("2 times"), "{}", err.0);
 }
 
+/// A DISCONNECT the broker received deletes the will; one sent while the link was held may
+/// arrive only after the broker ended the connection another way (a takeover: explorer seed
+/// 719304), and then the will is due.
+#[test]
+fn a_will_after_a_normal_disconnect_is_caught_unless_the_link_was_blocked() {
+    let build = |faults: &[&str]| {
+        let mut b = Build::default()
+            .online("s")
+            .subscribe("s", 1, "w", 0)
+            .online("d");
+        for f in faults {
+            b = b.fault(f);
+        }
+        b.push("d", Event::Sent(Packet::Disconnect(Disconnect::normal())))
+            .closed("d", true)
+            .receive("s", "w", "gone", 0, false)
+            .done()
+    };
+    let err = will::never_twice(&with_will(), &build(&[])).unwrap_err();
+    assert!(err.0.contains("at most 0 times"), "{}", err.0);
+    assert!(will::never_twice(&with_will(), &build(&["hold d <-> broker"])).is_ok());
+    assert!(will::never_twice(&with_will(), &build(&["partition d <-> broker"])).is_ok());
+    // Released before the DISCONNECT: it reached the broker.
+    let released = build(&["hold d <-> broker", "release d <-> broker"]);
+    assert!(will::never_twice(&with_will(), &released).is_err());
+    // Another host's link held does not excuse it.
+    let other = build(&["hold s <-> broker"]);
+    assert!(will::never_twice(&with_will(), &other).is_err());
+}
+
 #[test]
 fn a_will_missing_after_an_abnormal_end_is_caught() {
     let build = |delivered: bool, fault: Option<&str>| {

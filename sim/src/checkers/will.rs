@@ -13,9 +13,13 @@ use crate::scenario::Scenario;
 use crate::trace::{Event, Trace};
 
 /// A will is published only for a connection that did not end with a normal DISCONNECT, and
-/// at most once per such connection (and matching subscription of the receiver). The broker may see a connection end that its client
-/// never sees (a partition), so the bound is counted from what the client did: connections
-/// made minus normal DISCONNECTs sent.
+/// at most once per such connection (and matching subscription of the receiver). The broker may
+/// see a connection end that its client never sees (a partition), so the bound is counted from
+/// what the client did: connections made minus normal DISCONNECTs sent over a clear link. A
+/// DISCONNECT sent while the link is held, partitioned or lossy may reach the broker only after
+/// it ended the connection another way (another connection took the client id over, keep
+/// alive ran out), and then the will is due ([MQTT-3.1.2-8]: only a DISCONNECT received
+/// deletes it).
 pub fn never_twice(scenario: &Scenario, trace: &Trace) -> Result<(), Violation> {
     for (owner, spec) in &scenario.clients {
         let Some(will) = &spec.will else { continue };
@@ -23,6 +27,7 @@ pub fn never_twice(scenario: &Scenario, trace: &Trace) -> Result<(), Violation> 
         let mut normal_disconnects = 0usize;
         let mut received: BTreeMap<String, usize> = BTreeMap::new();
         let mut subs = Subscriptions::new(false);
+        let mut blocked = BlockedLinks::default();
         for (i, e) in trace.entries.iter().enumerate() {
             subs.observe(&client_id(scenario, &e.host), &e.host, &e.event);
             match &e.event {
@@ -32,10 +37,13 @@ pub fn never_twice(scenario: &Scenario, trace: &Trace) -> Result<(), Violation> 
                     connections += 1
                 }
                 Event::Sent(Packet::Disconnect(d))
-                    if e.host == *owner && d.reason_code == ReasonCode::Success =>
+                    if e.host == *owner
+                        && d.reason_code == ReasonCode::Success
+                        && blocked.is_clear() =>
                 {
                     normal_disconnects += 1;
                 }
+                Event::Fault(f) => blocked.observe(owner, &Fault::parse(f)),
                 // First sends only: a QoS 1 will resent (DUP) to a client that had not
                 // acknowledged it is the same copy.
                 Event::Received(Packet::Publish(p))
@@ -82,7 +90,7 @@ pub fn on_abnormal_end(scenario: &Scenario, trace: &Trace) -> Result<(), Violati
         };
         let mut subs = Subscriptions::new(true).with_persistence(scenario.broker.persistence);
         let mut connected = false;
-        let mut blocked: BTreeSet<Vec<String>> = BTreeSet::new();
+        let mut blocked = BlockedLinks::default();
         for (i, e) in trace.entries.iter().enumerate() {
             subs.observe(&client_id(scenario, &e.host), &e.host, &e.event);
             let ended = match &e.event {
@@ -102,28 +110,7 @@ pub fn on_abnormal_end(scenario: &Scenario, trace: &Trace) -> Result<(), Violati
                 }
                 Event::Fault(f) => {
                     let f = Fault::parse(f);
-                    match f.kind.as_str() {
-                        "partition" | "hold" if f.touches(owner) => {
-                            blocked.insert(f.hosts.clone());
-                        }
-                        "repair" | "release" => {
-                            blocked.remove(&f.hosts);
-                        }
-                        // A lossy link may drop the close itself: the broker learns of the
-                        // end only from keep alive, if at all.
-                        "loss" if f.touches(owner) => {
-                            let lossless = f
-                                .value
-                                .as_deref()
-                                .is_some_and(|v| v.parse::<f64>().is_ok_and(|rate| rate == 0.0));
-                            if lossless {
-                                blocked.remove(&f.hosts);
-                            } else {
-                                blocked.insert(f.hosts.clone());
-                            }
-                        }
-                        _ => {}
-                    }
+                    blocked.observe(owner, &f);
                     f.kind == "crash" && f.touches(owner)
                 }
                 _ => false,
@@ -135,7 +122,7 @@ pub fn on_abnormal_end(scenario: &Scenario, trace: &Trace) -> Result<(), Violati
             // The broker hears of the end up to one link delay after the client, and the will
             // takes up to one more to arrive.
             let settle = Duration::from_secs(1) + faults.latency_max * 2;
-            if !was_connected || !blocked.is_empty() || end.saturating_sub(e.at) < settle {
+            if !was_connected || !blocked.is_clear() || end.saturating_sub(e.at) < settle {
                 continue;
             }
             let watchers: Vec<&String> = subs
@@ -177,4 +164,42 @@ pub fn on_abnormal_end(scenario: &Scenario, trace: &Trace) -> Result<(), Violati
         }
     }
     Ok(())
+}
+
+/// The faults in force on one client's links: while any is, what the client sends (a
+/// DISCONNECT, the close of its socket) may not reach the broker, or not before the broker
+/// ends the connection another way.
+#[derive(Default)]
+struct BlockedLinks(BTreeSet<Vec<String>>);
+
+impl BlockedLinks {
+    /// Takes note of a fault: one that blocks a link of `owner`, or clears a link.
+    fn observe(&mut self, owner: &str, f: &Fault) {
+        match f.kind.as_str() {
+            "partition" | "hold" if f.touches(owner) => {
+                self.0.insert(f.hosts.clone());
+            }
+            "repair" | "release" => {
+                self.0.remove(&f.hosts);
+            }
+            // A lossy link may drop the DISCONNECT or the close itself: the broker learns of
+            // the end only from keep alive, if at all.
+            "loss" if f.touches(owner) => {
+                let lossless = f
+                    .value
+                    .as_deref()
+                    .is_some_and(|v| v.parse::<f64>().is_ok_and(|rate| rate == 0.0));
+                if lossless {
+                    self.0.remove(&f.hosts);
+                } else {
+                    self.0.insert(f.hosts.clone());
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn is_clear(&self) -> bool {
+        self.0.is_empty()
+    }
 }
