@@ -44,7 +44,7 @@ pub fn matches_subscription(scenario: &Scenario, trace: &Trace) -> Result<(), Vi
 /// (spec: [MQTT-3.10.4-2]): a message first published after the UNSUBACK of every filter that
 /// could carry it must not reach the client.
 pub fn none_after_unsuback(scenario: &Scenario, trace: &Trace) -> Result<(), Violation> {
-    let starts = session_starts(trace);
+    let starts = session_starts(scenario, trace);
     // (client id, filter) -> None while held (or its UNSUBACK has not come), Some(entry of
     // the UNSUBACK) once removed
     let mut filters: BTreeMap<(String, String), Option<usize>> = BTreeMap::new();

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use tern::codec::{Packet, ProtocolVersion};
+use tern::codec::{ConnAck, Connect, Packet, ProtocolVersion};
 use tern::topic::filter_matches;
 
 use crate::scenario::Scenario;
@@ -32,8 +32,8 @@ pub fn message_key(topic: &str, payload: &[u8]) -> (String, String) {
 pub struct Subscriptions {
     /// client id -> filter -> granted QoS
     pub granted: BTreeMap<String, BTreeMap<String, u8>>,
-    /// client id -> whether its last CONNECT was 3.1 and clean (see `fresh_session`)
-    connects: BTreeMap<String, (bool, bool)>,
+    /// Which CONNACKs start a new session.
+    connects: Connects,
     /// client id -> (host whose CONNECT started a new session, the filters held before): the
     /// connection it took over may still get messages sent under the old filters.
     replaced: BTreeMap<String, (String, BTreeMap<String, u8>)>,
@@ -43,20 +43,17 @@ pub struct Subscriptions {
     forget_early: bool,
     /// The broker has a store: a crash keeps the subscriptions of persistent sessions.
     persistence: bool,
-    /// Client ids whose last CONNECT asked for a session that outlives its connection.
-    persistent: BTreeSet<String>,
 }
 
 impl Subscriptions {
     pub fn new(forget_early: bool) -> Subscriptions {
         Subscriptions {
             granted: BTreeMap::new(),
-            connects: BTreeMap::new(),
+            connects: Connects::default(),
             replaced: BTreeMap::new(),
             pending: BTreeMap::new(),
             forget_early,
             persistence: false,
-            persistent: BTreeSet::new(),
         }
     }
 
@@ -68,23 +65,11 @@ impl Subscriptions {
 
     pub fn observe(&mut self, id: &str, host: &str, event: &Event) {
         match event {
-            Event::Sent(Packet::Connect(c)) => {
-                let v31 = c.protocol == ProtocolVersion::V3_1;
-                self.connects.insert(id.to_string(), (v31, c.clean_start));
-                let outlives = if c.protocol.is_v5() {
-                    c.properties.session_expiry_interval().unwrap_or(0) > 0
-                } else {
-                    !c.clean_start
-                };
-                if outlives {
-                    self.persistent.insert(id.to_string());
-                } else {
-                    self.persistent.remove(id);
-                }
-            }
+            Event::Sent(Packet::Connect(c)) => self.connects.connect(host, c),
             Event::Received(Packet::ConnAck(ack)) if !ack.reason_code.is_error() => {
-                let (v31, clean) = self.connects.get(id).copied().unwrap_or_default();
-                if fresh_session(v31, clean, ack.session_present) {
+                // Told of every accepted CONNECT (it tracks which sessions outlive theirs).
+                let fresh = self.connects.connected(host, id, ack);
+                if fresh {
                     let old = self.granted.remove(id).unwrap_or_default();
                     self.replaced
                         .insert(id.to_string(), (host.to_string(), old));
@@ -93,8 +78,8 @@ impl Subscriptions {
             // A crashed broker comes back without sessions, or with a store only with those
             // that outlive their connections.
             Event::Fault(f) if self.forget_early && Fault::parse(f).is_broker_crash() => {
-                let persistent = &self.persistent;
-                let keep = |id: &String| self.persistence && persistent.contains(id);
+                let connects = &self.connects;
+                let keep = |id: &String| self.persistence && connects.outlives(id);
                 self.granted.retain(|id, _| keep(id));
             }
             Event::Sent(Packet::Subscribe(s)) => {
@@ -204,27 +189,75 @@ impl Subscriptions {
     }
 }
 
-/// Whether a successful CONNACK starts a new session: a clean start does; otherwise the
-/// session-present flag says, except in MQTT 3.1, which has no such flag (always 0).
-pub fn fresh_session(v31: bool, clean: bool, session_present: bool) -> bool {
-    clean || (!v31 && !session_present)
+/// Which successful CONNACKs start a new session. A clean start does; otherwise the CONNACK's
+/// session-present flag says, except in MQTT 3.1, which has no such flag (always 0): there the
+/// session is resumed only if the client id's session before outlived its connection (clean
+/// session 0). One that did not ended with that connection, even when the new CONNECT is the
+/// one that took it over (explorer seed 729863).
+#[derive(Default)]
+pub struct Connects {
+    /// host -> its last CONNECT (a CONNECT and its CONNACK are one host's)
+    last: BTreeMap<String, Connecting>,
+    /// Client ids whose last accepted CONNECT asked for a session that outlives its connection.
+    persistent: BTreeSet<String>,
+}
+
+#[derive(Clone, Copy, Default)]
+struct Connecting {
+    v31: bool,
+    clean: bool,
+    outlives: bool,
+}
+
+impl Connects {
+    /// A host sent a CONNECT.
+    pub fn connect(&mut self, host: &str, c: &Connect) {
+        let outlives = if c.protocol.is_v5() {
+            c.properties.session_expiry_interval().unwrap_or(0) > 0
+        } else {
+            !c.clean_start
+        };
+        let connecting = Connecting {
+            v31: c.protocol == ProtocolVersion::V3_1,
+            clean: c.clean_start,
+            outlives,
+        };
+        self.last.insert(host.to_string(), connecting);
+    }
+
+    /// A host's CONNECT was accepted as client id `id`: whether that starts a new session.
+    pub fn connected(&mut self, host: &str, id: &str, ack: &ConnAck) -> bool {
+        let c = self.last.get(host).copied().unwrap_or_default();
+        let fresh = c.clean
+            || if c.v31 {
+                !self.persistent.contains(id)
+            } else {
+                !ack.session_present
+            };
+        if c.outlives {
+            self.persistent.insert(id.to_string());
+        } else {
+            self.persistent.remove(id);
+        }
+        fresh
+    }
+
+    /// Whether `id`'s session outlives its connection (as its last accepted CONNECT asked).
+    pub fn outlives(&self, id: &str) -> bool {
+        self.persistent.contains(id)
+    }
 }
 
 /// The entries of successful CONNACKs that start a new session for their client id.
-pub fn session_starts(trace: &Trace) -> BTreeSet<usize> {
-    let mut connects: BTreeMap<&str, (bool, bool)> = BTreeMap::new();
+pub fn session_starts(scenario: &Scenario, trace: &Trace) -> BTreeSet<usize> {
+    let mut connects = Connects::default();
     let mut starts = BTreeSet::new();
     for (i, e) in trace.entries.iter().enumerate() {
         match &e.event {
-            Event::Sent(Packet::Connect(c)) => {
-                connects.insert(
-                    &e.host,
-                    (c.protocol == ProtocolVersion::V3_1, c.clean_start),
-                );
-            }
+            Event::Sent(Packet::Connect(c)) => connects.connect(&e.host, c),
             Event::Received(Packet::ConnAck(ack)) if !ack.reason_code.is_error() => {
-                let (v31, clean) = connects.get(e.host.as_str()).copied().unwrap_or_default();
-                if fresh_session(v31, clean, ack.session_present) {
+                let fresh = connects.connected(&e.host, &client_id(scenario, &e.host), ack);
+                if fresh {
                     starts.insert(i);
                 }
             }

@@ -22,7 +22,7 @@ pub const LIVENESS_BOUND: Duration = Duration::from_secs(5);
 /// A QoS 2 message reaches a client application at most once per session and matching
 /// subscription (overlapping subscriptions may each bring a copy, [MQTT-3.3.4-2]).
 pub fn qos2_exactly_once(scenario: &Scenario, trace: &Trace) -> Result<(), Violation> {
-    let starts = session_starts(trace);
+    let starts = session_starts(scenario, trace);
     let mut subs = Subscriptions::new(false);
     let mut seen: BTreeMap<(String, String, String), usize> = BTreeMap::new();
     for (i, e) in trace.entries.iter().enumerate() {
@@ -277,7 +277,7 @@ pub fn at_least_once(scenario: &Scenario, trace: &Trace) -> Result<(), Violation
         .filter(|h| connected_at(trace, h, end))
         .map(|h| client_id(scenario, h))
         .collect();
-    let starts = session_starts(trace);
+    let starts = session_starts(scenario, trace);
     for m in accepted(scenario, trace) {
         if !scenario.broker.persistence && faults.broker_crashed_between(m.at, end) {
             continue;

@@ -872,6 +872,30 @@ fn with_persistence_an_acknowledged_message_lost_in_a_crash_is_caught() {
     assert!(qos::at_least_once(&two(), &after(false)).is_ok());
 }
 
+/// MQTT 3.1 has no session-present flag: a clean-session-0 CONNECT resumes the session before
+/// only if that one outlived its connection. A takeover of a clean session starts afresh, and
+/// the subscription of the session taken over is not owed anything (explorer seed 729863).
+#[test]
+fn a_v31_takeover_resumes_only_a_session_that_outlived_its_connection() {
+    let sc = scenario("  c1: { version: \"3.1\" }\n  c3: { version: \"3.1\", id: c1 }\n");
+    let run = |first_clean: bool| {
+        Build::default()
+            .connect("c1", ProtocolVersion::V3_1, first_clean, None)
+            .connack("c1", false)
+            .subscribe("c1", 1, "a/#", 1)
+            .connect("c3", ProtocolVersion::V3_1, false, None)
+            .connack("c3", false)
+            .closed("c1", false)
+            .publish("c3", "a/c", "m3", 1, 1)
+            .puback("c3", 1)
+            .at(10.0)
+            .done()
+    };
+    assert!(qos::at_least_once(&sc, &run(true)).is_ok());
+    let err = qos::at_least_once(&sc, &run(false)).unwrap_err();
+    assert!(err.0.contains("never got a/c"), "{}", err.0);
+}
+
 #[test]
 fn with_persistence_an_acknowledged_retained_message_lost_in_a_crash_is_caught() {
     let t = |served: &'static str| {
